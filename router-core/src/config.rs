@@ -1,0 +1,1 @@
+//! Endpoints, features, bindings, experiments and policies: parsing and validation.
