@@ -353,8 +353,7 @@ pub fn stream_body(ep: Arc<Endpoint>, faults: Faults, pieces: Vec<String>, mut d
         for (i, piece) in pieces.iter().enumerate() {
             let sent = i as u32;
             if faults.cut_after_tokens == Some(sent) {
-                ep.count_injected("cut");
-                let _ = tx.send(Err(std::io::Error::other("stream cut by fault injection"))).await;
+                cut(&ep, &tx).await;
                 return;
             }
             if faults.end_stream_after_tokens == Some(sent) {
@@ -380,8 +379,7 @@ pub fn stream_body(ep: Arc<Endpoint>, faults: Faults, pieces: Vec<String>, mut d
         // Faults set at or past the end still fire, so "after N tokens" is exact for any reply.
         let n = pieces.len() as u32;
         if faults.cut_after_tokens.is_some_and(|c| c >= n) {
-            ep.count_injected("cut");
-            let _ = tx.send(Err(std::io::Error::other("stream cut by fault injection"))).await;
+            cut(&ep, &tx).await;
             return;
         }
         if faults.end_stream_after_tokens.is_some_and(|c| c >= n) {
@@ -399,6 +397,14 @@ pub fn stream_body(ep: Arc<Endpoint>, faults: Faults, pieces: Vec<String>, mut d
         let _ = send_all(dialect.finish()).await;
     });
     Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) }))
+}
+
+/// Drops the connection mid-body. The pause first lets the server flush what was
+/// already sent, so the client sees exactly the tokens before the cut.
+async fn cut(ep: &Endpoint, tx: &mpsc::Sender<Chunk>) {
+    ep.count_injected("cut");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let _ = tx.send(Err(std::io::Error::other("stream cut by fault injection"))).await;
 }
 
 /// The request body as a JSON object, or the client's error.
