@@ -21,55 +21,129 @@ use crate::vertex::google_error;
 
 pub const VERTEX_VERSION: &str = "vertex-2023-10-16";
 
-pub async fn handle(ep: &Arc<Endpoint>, faults: Faults, model: &str, request: &Map<String, Value>, stream: bool) -> Result<Response, SimError> {
+pub async fn handle(
+    ep: &Arc<Endpoint>,
+    faults: Faults,
+    model: &str,
+    request: &Map<String, Value>,
+    stream: bool,
+) -> Result<Response, SimError> {
     let prompt = to_prompt(model, request)?;
     let meta = Meta {
-        id: format!("msg_vrtx_{}", ep.next_id(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789", 24)),
-        tool_id: format!("toolu_vrtx_{}", ep.next_id(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789", 24)),
+        id: format!(
+            "msg_vrtx_{}",
+            ep.next_id(
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+                24
+            )
+        ),
+        tool_id: format!(
+            "toolu_vrtx_{}",
+            ep.next_id(
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+                24
+            )
+        ),
         model: model.to_owned(),
     };
     let m = meta.clone();
-    ep.reply(faults, &prompt, stream, move |c, _: Duration| whole(c, &m), |completion| Stream { completion, meta }).await
+    ep.reply(
+        faults,
+        &prompt,
+        stream,
+        move |c, _: Duration| whole(c, &m),
+        |completion| Stream { completion, meta },
+    )
+    .await
 }
 
 fn to_prompt(model: &str, request: &Map<String, Value>) -> Result<Prompt, SimError> {
     const KNOWN: &[&str] = &[
-        "anthropic_version", "messages", "system", "max_tokens", "temperature", "top_p", "top_k", "stop_sequences", "stream",
-        "tools", "tool_choice", "metadata", "thinking",
+        "anthropic_version",
+        "messages",
+        "system",
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "top_k",
+        "stop_sequences",
+        "stream",
+        "tools",
+        "tool_choice",
+        "metadata",
+        "thinking",
     ];
     if let Some(unknown) = request.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-        return Err(SimError::bad_param(unknown, format!("{unknown}: Extra inputs are not permitted")));
+        return Err(SimError::bad_param(
+            unknown,
+            format!("{unknown}: Extra inputs are not permitted"),
+        ));
     }
     match request.get("anthropic_version").and_then(Value::as_str) {
         Some(VERTEX_VERSION) => {}
-        Some(other) => return Err(SimError::bad_param("anthropic_version", format!("anthropic_version: unsupported version `{other}`, use `{VERTEX_VERSION}`"))),
-        None => return Err(SimError::bad_param("anthropic_version", "anthropic_version: Field required")),
+        Some(other) => {
+            return Err(SimError::bad_param(
+                "anthropic_version",
+                format!("anthropic_version: unsupported version `{other}`, use `{VERTEX_VERSION}`"),
+            ));
+        }
+        None => {
+            return Err(SimError::bad_param(
+                "anthropic_version",
+                "anthropic_version: Field required",
+            ));
+        }
     }
     let max_tokens = request
         .get("max_tokens")
         .ok_or_else(|| SimError::bad_param("max_tokens", "max_tokens: Field required"))?
         .as_u64()
         .filter(|m| *m >= 1)
-        .ok_or_else(|| SimError::bad_param("max_tokens", "max_tokens: Input should be greater than or equal to 1"))?;
-    let mut prompt = Prompt { model: model.to_owned(), max_tokens: Some(max_tokens.min(u64::from(u32::MAX)) as u32), ..Prompt::default() };
+        .ok_or_else(|| {
+            SimError::bad_param(
+                "max_tokens",
+                "max_tokens: Input should be greater than or equal to 1",
+            )
+        })?;
+    let mut prompt = Prompt {
+        model: model.to_owned(),
+        max_tokens: Some(max_tokens.min(u64::from(u32::MAX)) as u32),
+        ..Prompt::default()
+    };
 
     match request.get("system") {
         Some(Value::String(s)) => prompt.texts.push(s.clone()),
-        Some(Value::Array(blocks)) => prompt.texts.extend(blocks.iter().filter_map(|b| b.get("text").and_then(Value::as_str)).map(str::to_owned)),
+        Some(Value::Array(blocks)) => prompt.texts.extend(
+            blocks
+                .iter()
+                .filter_map(|b| b.get("text").and_then(Value::as_str))
+                .map(str::to_owned),
+        ),
         _ => {}
     }
     let messages = request
         .get("messages")
         .and_then(Value::as_array)
         .filter(|m| !m.is_empty())
-        .ok_or_else(|| SimError::bad_param("messages", "messages: at least one message is required"))?;
+        .ok_or_else(|| {
+            SimError::bad_param("messages", "messages: at least one message is required")
+        })?;
     for (i, message) in messages.iter().enumerate() {
-        let role = message.get("role").and_then(Value::as_str).unwrap_or_default();
+        let role = message
+            .get("role")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         if role != "user" && role != "assistant" {
-            return Err(SimError::bad_param(&format!("messages.{i}.role"), format!("messages.{i}.role: Input should be 'user' or 'assistant'")));
+            return Err(SimError::bad_param(
+                &format!("messages.{i}.role"),
+                format!("messages.{i}.role: Input should be 'user' or 'assistant'"),
+            ));
         }
         if i == 0 && role != "user" {
-            return Err(SimError::bad_param("messages", "messages: first message must use the \"user\" role"));
+            return Err(SimError::bad_param(
+                "messages",
+                "messages: first message must use the \"user\" role",
+            ));
         }
         let mut text = String::new();
         let mut tool_result = false;
@@ -82,31 +156,46 @@ fn to_prompt(model: &str, request: &Map<String, Value>) -> Result<Prompt, SimErr
                 for block in blocks {
                     match block.get("type").and_then(Value::as_str) {
                         Some("text") => {
-                            let t = block.get("text").and_then(Value::as_str).unwrap_or_default();
+                            let t = block
+                                .get("text")
+                                .and_then(Value::as_str)
+                                .unwrap_or_default();
                             prompt.texts.push(t.to_owned());
                             text.push_str(t);
                         }
                         Some("image") | Some("document") => prompt.images += 1,
-                        Some("tool_use") => prompt.texts.push(block.get("input").map(Value::to_string).unwrap_or_default()),
+                        Some("tool_use") => prompt
+                            .texts
+                            .push(block.get("input").map(Value::to_string).unwrap_or_default()),
                         Some("tool_result") => {
                             tool_result = true;
                             match block.get("content") {
                                 Some(Value::String(s)) => prompt.texts.push(s.clone()),
-                                Some(Value::Array(items)) => prompt.texts.extend(items.iter().filter_map(|b| b.get("text").and_then(Value::as_str)).map(str::to_owned)),
+                                Some(Value::Array(items)) => prompt.texts.extend(
+                                    items
+                                        .iter()
+                                        .filter_map(|b| b.get("text").and_then(Value::as_str))
+                                        .map(str::to_owned),
+                                ),
                                 _ => {}
                             }
                         }
                         other => {
                             return Err(SimError::bad_param(
                                 &format!("messages.{i}.content"),
-                                format!("messages.{i}.content: unsupported content block type {other:?}"),
+                                format!(
+                                    "messages.{i}.content: unsupported content block type {other:?}"
+                                ),
                             ));
                         }
                     }
                 }
             }
             _ => {
-                return Err(SimError::bad_param(&format!("messages.{i}.content"), format!("messages.{i}: all messages must have non-empty content")));
+                return Err(SimError::bad_param(
+                    &format!("messages.{i}.content"),
+                    format!("messages.{i}: all messages must have non-empty content"),
+                ));
             }
         }
         if role == "user" {
@@ -118,20 +207,41 @@ fn to_prompt(model: &str, request: &Map<String, Value>) -> Result<Prompt, SimErr
             prompt.last_is_tool_result = false;
         }
     }
-    if let Some(t) = request.get("temperature").and_then(Value::as_f64) {
-        if !(0.0..=1.0).contains(&t) {
-            return Err(SimError::bad_param("temperature", "temperature: Input should be less than or equal to 1"));
-        }
+    if let Some(t) = request.get("temperature").and_then(Value::as_f64)
+        && !(0.0..=1.0).contains(&t)
+    {
+        return Err(SimError::bad_param(
+            "temperature",
+            "temperature: Input should be less than or equal to 1",
+        ));
     }
     prompt.stop = request
         .get("stop_sequences")
         .and_then(Value::as_array)
-        .map(|s| s.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .map(|s| {
+            s.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
         .unwrap_or_default();
-    for tool in request.get("tools").and_then(Value::as_array).into_iter().flatten() {
+    for tool in request
+        .get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         prompt.tools.push(Tool {
-            name: tool.get("name").and_then(Value::as_str).unwrap_or_default().to_owned(),
-            description: tool.get("description").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            name: tool
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            description: tool
+                .get("description")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
             schema: tool.get("input_schema").cloned().unwrap_or(Value::Null),
         });
     }
@@ -140,8 +250,19 @@ fn to_prompt(model: &str, request: &Map<String, Value>) -> Result<Prompt, SimErr
             Some("auto") => ToolChoice::Auto,
             Some("any") => ToolChoice::Any,
             Some("none") => ToolChoice::None,
-            Some("tool") => ToolChoice::Named(choice.get("name").and_then(Value::as_str).unwrap_or_default().to_owned()),
-            _ => return Err(SimError::bad_param("tool_choice", "tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none'")),
+            Some("tool") => ToolChoice::Named(
+                choice
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+            ),
+            _ => {
+                return Err(SimError::bad_param(
+                    "tool_choice",
+                    "tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none'",
+                ));
+            }
         };
     }
     Ok(prompt)
@@ -168,7 +289,9 @@ fn whole(c: &Completion, meta: &Meta) -> Value {
     let content = match &c.output {
         Output::Text(t) if c.finish == Finish::ContentFiltered && t.is_empty() => json!([]),
         Output::Text(t) => json!([{ "type": "text", "text": t }]),
-        Output::ToolCall { name, arguments, .. } => json!([{ "type": "tool_use", "id": meta.tool_id, "name": name, "input": arguments }]),
+        Output::ToolCall {
+            name, arguments, ..
+        } => json!([{ "type": "tool_use", "id": meta.tool_id, "name": name, "input": arguments }]),
     };
     let (reason, sequence) = stop_reason(&c.finish);
     json!({
@@ -205,11 +328,19 @@ impl StreamDialect for Stream {
         });
         let block = match &self.completion.output {
             Output::Text(_) => json!({ "type": "text", "text": "" }),
-            Output::ToolCall { name, .. } => json!({ "type": "tool_use", "id": self.meta.tool_id, "name": name, "input": {} }),
+            Output::ToolCall { name, .. } => {
+                json!({ "type": "tool_use", "id": self.meta.tool_id, "name": name, "input": {} })
+            }
         };
         vec![
-            event("message_start", json!({ "type": "message_start", "message": message })),
-            event("content_block_start", json!({ "type": "content_block_start", "index": 0, "content_block": block })),
+            event(
+                "message_start",
+                json!({ "type": "message_start", "message": message }),
+            ),
+            event(
+                "content_block_start",
+                json!({ "type": "content_block_start", "index": 0, "content_block": block }),
+            ),
             event("ping", json!({ "type": "ping" })),
         ]
     }
@@ -219,13 +350,19 @@ impl StreamDialect for Stream {
             Output::Text(_) => json!({ "type": "text_delta", "text": piece }),
             Output::ToolCall { .. } => json!({ "type": "input_json_delta", "partial_json": piece }),
         };
-        vec![event("content_block_delta", json!({ "type": "content_block_delta", "index": 0, "delta": delta }))]
+        vec![event(
+            "content_block_delta",
+            json!({ "type": "content_block_delta", "index": 0, "delta": delta }),
+        )]
     }
 
     fn finish(&mut self) -> Vec<Bytes> {
         let (reason, sequence) = stop_reason(&self.completion.finish);
         vec![
-            event("content_block_stop", json!({ "type": "content_block_stop", "index": 0 })),
+            event(
+                "content_block_stop",
+                json!({ "type": "content_block_stop", "index": 0 }),
+            ),
             event(
                 "message_delta",
                 json!({
@@ -239,8 +376,19 @@ impl StreamDialect for Stream {
     }
 
     fn error(&mut self, class: ErrorClass) -> Vec<Bytes> {
-        let (_, kind, message) = anthropic_status(&SimError::Injected { class, retry_after_s: 0 }).unwrap_or((StatusCode::INTERNAL_SERVER_ERROR, "api_error", "Internal server error".into()));
-        vec![event("error", json!({ "type": "error", "error": { "type": kind, "message": message } }))]
+        let (_, kind, message) = anthropic_status(&SimError::Injected {
+            class,
+            retry_after_s: 0,
+        })
+        .unwrap_or((
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "api_error",
+            "Internal server error".into(),
+        ));
+        vec![event(
+            "error",
+            json!({ "type": "error", "error": { "type": kind, "message": message } }),
+        )]
     }
 
     fn malformed(&mut self) -> Bytes {
@@ -251,15 +399,44 @@ impl StreamDialect for Stream {
 /// Errors the model API itself answers; `None` for those of the Vertex front end.
 fn anthropic_status(e: &SimError) -> Option<(StatusCode, &'static str, String)> {
     Some(match e {
-        SimError::Injected { class: ErrorClass::Throttle, .. } | SimError::Capacity { .. } => {
-            (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit.".into())
+        SimError::Injected {
+            class: ErrorClass::Throttle,
+            ..
         }
-        SimError::Injected { class: ErrorClass::ServerError, .. } => (StatusCode::INTERNAL_SERVER_ERROR, "api_error", "Internal server error".into()),
-        SimError::Injected { class: ErrorClass::Overloaded, .. } => (StatusCode::from_u16(529).expect("529 is a valid status"), "overloaded_error", "Overloaded".into()),
-        SimError::ContextLength { prompt_tokens, limit } => {
-            (StatusCode::BAD_REQUEST, "invalid_request_error", format!("prompt is too long: {prompt_tokens} tokens > {limit} maximum"))
-        }
-        SimError::BadRequest { message, .. } => (StatusCode::BAD_REQUEST, "invalid_request_error", message.clone()),
+        | SimError::Capacity { .. } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            "Number of request tokens has exceeded your per-minute rate limit.".into(),
+        ),
+        SimError::Injected {
+            class: ErrorClass::ServerError,
+            ..
+        } => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "api_error",
+            "Internal server error".into(),
+        ),
+        SimError::Injected {
+            class: ErrorClass::Overloaded,
+            ..
+        } => (
+            StatusCode::from_u16(529).expect("529 is a valid status"),
+            "overloaded_error",
+            "Overloaded".into(),
+        ),
+        SimError::ContextLength {
+            prompt_tokens,
+            limit,
+        } => (
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            format!("prompt is too long: {prompt_tokens} tokens > {limit} maximum"),
+        ),
+        SimError::BadRequest { message, .. } => (
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            message.clone(),
+        ),
         _ => return None,
     })
 }

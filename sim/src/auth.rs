@@ -19,33 +19,48 @@ fn sigv4(ep: &Endpoint, headers: &HeaderMap, service: &str) -> Result<String, Si
     let mode = ep.spec.auth;
     let value = header(headers, "authorization");
     if mode == AuthMode::None {
-        return Ok(value.and_then(|v| scope(v).map(|s| s.0.to_owned())).unwrap_or_else(|| "anonymous".into()));
+        return Ok(value
+            .and_then(|v| scope(v).map(|s| s.0.to_owned()))
+            .unwrap_or_else(|| "anonymous".into()));
     }
-    let value = value.ok_or_else(|| SimError::Unauthenticated("Missing Authentication Token".into()))?;
+    let value =
+        value.ok_or_else(|| SimError::Unauthenticated("Missing Authentication Token".into()))?;
     let (key_id, region, scope_service) = scope(value)
         .filter(|_| value.starts_with("AWS4-HMAC-SHA256 ") && value.contains("Signature="))
-        .ok_or_else(|| SimError::Unauthenticated("Authorization header requires a SigV4 Credential and Signature".into()))?;
+        .ok_or_else(|| {
+            SimError::Unauthenticated(
+                "Authorization header requires a SigV4 Credential and Signature".into(),
+            )
+        })?;
     if mode == AuthMode::Present {
         return Ok(key_id.to_owned());
     }
     if header(headers, "x-amz-date").is_none() {
-        return Err(SimError::Unauthenticated("Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header".into()));
+        return Err(SimError::Unauthenticated(
+            "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header"
+                .into(),
+        ));
     }
     if scope_service != service {
-        return Err(SimError::Forbidden(format!("Credential should be scoped to correct service: '{service}'.")));
+        return Err(SimError::Forbidden(format!(
+            "Credential should be scoped to correct service: '{service}'."
+        )));
     }
-    if let Some(expected) = &ep.spec.region {
-        if region != expected {
-            return Err(SimError::Forbidden(format!("Credential should be scoped to a valid region, not '{region}'. Expected '{expected}'.")));
-        }
+    if let Some(expected) = &ep.spec.region
+        && region != expected
+    {
+        return Err(SimError::Forbidden(format!(
+            "Credential should be scoped to a valid region, not '{region}'. Expected '{expected}'."
+        )));
     }
     if mode == AuthMode::Issued {
-        let issued = ep
-            .registry
-            .get(key_id)
-            .ok_or_else(|| SimError::Forbidden("The security token included in the request is invalid.".into()))?;
+        let issued = ep.registry.get(key_id).ok_or_else(|| {
+            SimError::Forbidden("The security token included in the request is invalid.".into())
+        })?;
         if issued.session_token.as_deref() != header(headers, "x-amz-security-token") {
-            return Err(SimError::Forbidden("The security token included in the request is invalid.".into()));
+            return Err(SimError::Forbidden(
+                "The security token included in the request is invalid.".into(),
+            ));
         }
         return Ok(format!("{key_id} ({})", issued.label));
     }
@@ -54,7 +69,11 @@ fn sigv4(ep: &Endpoint, headers: &HeaderMap, service: &str) -> Result<String, Si
 
 /// `Credential=AKID/DATE/REGION/SERVICE/aws4_request` → (key id, region, service).
 fn scope(authorization: &str) -> Option<(&str, &str, &str)> {
-    let credential = authorization.split("Credential=").nth(1)?.split([',', ' ']).next()?;
+    let credential = authorization
+        .split("Credential=")
+        .nth(1)?
+        .split([',', ' '])
+        .next()?;
     let mut parts = credential.split('/');
     let key_id = parts.next()?;
     let _date = parts.next()?;
@@ -64,9 +83,16 @@ fn scope(authorization: &str) -> Option<(&str, &str, &str)> {
 }
 
 /// Checks a bearer token (or, when `api_key_header` names one, that header's key).
-pub fn check_bearer(ep: &Endpoint, headers: &HeaderMap, api_key_header: Option<&str>) -> Result<(), SimError> {
+pub fn check_bearer(
+    ep: &Endpoint,
+    headers: &HeaderMap,
+    api_key_header: Option<&str>,
+) -> Result<(), SimError> {
     let token = header(headers, "authorization")
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim)
         .or_else(|| api_key_header.and_then(|h| header(headers, h)))
         .filter(|t| !t.is_empty());
@@ -117,7 +143,9 @@ mod tests {
 
     fn signed(region: &str, key: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
-        let v = format!("AWS4-HMAC-SHA256 Credential={key}/20261122/{region}/bedrock/aws4_request, SignedHeaders=host;x-amz-date, Signature=abc");
+        let v = format!(
+            "AWS4-HMAC-SHA256 Credential={key}/20261122/{region}/bedrock/aws4_request, SignedHeaders=host;x-amz-date, Signature=abc"
+        );
         h.insert("authorization", v.parse().unwrap());
         h.insert("x-amz-date", "20261122T000000Z".parse().unwrap());
         h
@@ -127,8 +155,14 @@ mod tests {
     fn sigv4_scope_must_match_region_and_service() {
         let e = ep(AuthMode::Signed);
         assert!(check_sigv4(&e, &signed("us-east-1", "AKID"), "bedrock").is_ok());
-        assert!(matches!(check_sigv4(&e, &signed("eu-west-1", "AKID"), "bedrock"), Err(SimError::Forbidden(_))));
-        assert!(matches!(check_sigv4(&e, &HeaderMap::new(), "bedrock"), Err(SimError::Unauthenticated(_))));
+        assert!(matches!(
+            check_sigv4(&e, &signed("eu-west-1", "AKID"), "bedrock"),
+            Err(SimError::Forbidden(_))
+        ));
+        assert!(matches!(
+            check_sigv4(&e, &HeaderMap::new(), "bedrock"),
+            Err(SimError::Unauthenticated(_))
+        ));
         assert_eq!(e.stats().credentials["AKID"], 1);
         assert_eq!(e.stats().auth_rejected, 2);
     }
@@ -137,7 +171,13 @@ mod tests {
     fn issued_mode_needs_a_key_and_session_token_from_the_registry() {
         let e = ep(AuthMode::Issued);
         assert!(check_sigv4(&e, &signed("us-east-1", "ASIAX"), "bedrock").is_err());
-        e.registry.insert("ASIAX".into(), Issued { label: "aws-container".into(), session_token: Some("tok".into()) });
+        e.registry.insert(
+            "ASIAX".into(),
+            Issued {
+                label: "aws-container".into(),
+                session_token: Some("tok".into()),
+            },
+        );
         assert!(check_sigv4(&e, &signed("us-east-1", "ASIAX"), "bedrock").is_err());
         let mut h = signed("us-east-1", "ASIAX");
         h.insert("x-amz-security-token", "tok".parse().unwrap());
@@ -149,9 +189,18 @@ mod tests {
     fn bearer_tokens_are_checked_but_never_recorded() {
         let e = ep(AuthMode::Issued);
         let mut h = HeaderMap::new();
-        h.insert("authorization", "Bearer secret-token-value".parse().unwrap());
+        h.insert(
+            "authorization",
+            "Bearer secret-token-value".parse().unwrap(),
+        );
         assert!(check_bearer(&e, &h, None).is_err());
-        e.registry.insert("secret-token-value".into(), Issued { label: "gcp-sts".into(), session_token: None });
+        e.registry.insert(
+            "secret-token-value".into(),
+            Issued {
+                label: "gcp-sts".into(),
+                session_token: None,
+            },
+        );
         assert!(check_bearer(&e, &h, None).is_ok());
         let stats = serde_json::to_string(&e.stats()).unwrap();
         assert!(!stats.contains("secret-token-value"), "{stats}");

@@ -30,26 +30,58 @@ pub fn routes() -> Router<Arc<Endpoint>> {
         .route("/model/{model_id}/converse-stream", post(converse_stream))
 }
 
-async fn converse(State(ep): State<Arc<Endpoint>>, Path(model): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
-    handle(&ep, &model, &headers, &body, false).await.unwrap_or_else(|e| error_response(&ep, &e))
+async fn converse(
+    State(ep): State<Arc<Endpoint>>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    handle(&ep, &model, &headers, &body, false)
+        .await
+        .unwrap_or_else(|e| error_response(&ep, &e))
 }
 
-async fn converse_stream(State(ep): State<Arc<Endpoint>>, Path(model): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
-    handle(&ep, &model, &headers, &body, true).await.unwrap_or_else(|e| error_response(&ep, &e))
+async fn converse_stream(
+    State(ep): State<Arc<Endpoint>>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    handle(&ep, &model, &headers, &body, true)
+        .await
+        .unwrap_or_else(|e| error_response(&ep, &e))
 }
 
-async fn handle(ep: &Arc<Endpoint>, model: &str, headers: &HeaderMap, body: &[u8], stream: bool) -> Result<Response, SimError> {
+async fn handle(
+    ep: &Arc<Endpoint>,
+    model: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    stream: bool,
+) -> Result<Response, SimError> {
     let faults = ep.arrive().await?;
     auth::check_sigv4(ep, headers, "bedrock")?;
     if !ep.spec.serves(model) {
-        return Err(SimError::bad_request("The provided model identifier is invalid."));
+        return Err(SimError::bad_request(
+            "The provided model identifier is invalid.",
+        ));
     }
     let request = json_object(body)?;
     let prompt = to_prompt(model, &request)?;
     let tool_id = format!("tooluse_{}", ep.next_id(ID_ALPHABET, 22));
     let id = tool_id.clone();
     let response = ep
-        .reply(faults, &prompt, stream, |c, elapsed| whole(c, &id, elapsed), |c| Stream { completion: c, tool_id, started: Instant::now() })
+        .reply(
+            faults,
+            &prompt,
+            stream,
+            |c, elapsed| whole(c, &id, elapsed),
+            |c| Stream {
+                completion: c,
+                tool_id,
+                started: Instant::now(),
+            },
+        )
         .await?;
     Ok(with_request_id(ep, response))
 }
@@ -58,7 +90,14 @@ const ID_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxy
 
 fn with_request_id(ep: &Endpoint, mut response: Response) -> Response {
     let id = ep.next_id(b"0123456789abcdef", 32);
-    let id = format!("{}-{}-{}-{}-{}", &id[..8], &id[8..12], &id[12..16], &id[16..20], &id[20..]);
+    let id = format!(
+        "{}-{}-{}-{}-{}",
+        &id[..8],
+        &id[8..12],
+        &id[12..16],
+        &id[16..20],
+        &id[20..]
+    );
     if let Ok(v) = id.parse() {
         response.headers_mut().insert("x-amzn-requestid", v);
     }
@@ -68,14 +107,32 @@ fn with_request_id(ep: &Endpoint, mut response: Response) -> Response {
 /// Converse request → provider-neutral prompt, with Bedrock's validation rules.
 fn to_prompt(model: &str, request: &serde_json::Map<String, Value>) -> Result<Prompt, SimError> {
     const KNOWN: &[&str] = &[
-        "messages", "system", "inferenceConfig", "toolConfig", "guardrailConfig", "additionalModelRequestFields",
-        "promptVariables", "additionalModelResponseFieldPaths", "requestMetadata", "performanceConfig",
+        "messages",
+        "system",
+        "inferenceConfig",
+        "toolConfig",
+        "guardrailConfig",
+        "additionalModelRequestFields",
+        "promptVariables",
+        "additionalModelResponseFieldPaths",
+        "requestMetadata",
+        "performanceConfig",
     ];
     if let Some(unknown) = request.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-        return Err(SimError::bad_request(format!("Malformed input request: extraneous key [{unknown}] is not permitted")));
+        return Err(SimError::bad_request(format!(
+            "Malformed input request: extraneous key [{unknown}] is not permitted"
+        )));
     }
-    let mut prompt = Prompt { model: model.to_owned(), ..Prompt::default() };
-    for block in request.get("system").and_then(Value::as_array).into_iter().flatten() {
+    let mut prompt = Prompt {
+        model: model.to_owned(),
+        ..Prompt::default()
+    };
+    for block in request
+        .get("system")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         if let Some(text) = block.get("text").and_then(Value::as_str) {
             prompt.texts.push(text.to_owned());
         }
@@ -88,15 +145,24 @@ fn to_prompt(model: &str, request: &serde_json::Map<String, Value>) -> Result<Pr
     let mut uses_tools = false;
     let mut previous_role = "";
     for (i, message) in messages.iter().enumerate() {
-        let role = message.get("role").and_then(Value::as_str).unwrap_or_default();
+        let role = message
+            .get("role")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         if role != "user" && role != "assistant" {
-            return Err(SimError::bad_request(format!("Malformed input request: messages.{i}.role must be one of [user, assistant]")));
+            return Err(SimError::bad_request(format!(
+                "Malformed input request: messages.{i}.role must be one of [user, assistant]"
+            )));
         }
         if i == 0 && role != "user" {
-            return Err(SimError::bad_request("A conversation must start with a user message. Try again with a conversation that starts with a user message."));
+            return Err(SimError::bad_request(
+                "A conversation must start with a user message. Try again with a conversation that starts with a user message.",
+            ));
         }
         if role == previous_role {
-            return Err(SimError::bad_request("A conversation must alternate between user and assistant roles. Make sure the conversation alternates between user and assistant roles and try again."));
+            return Err(SimError::bad_request(
+                "A conversation must alternate between user and assistant roles. Make sure the conversation alternates between user and assistant roles and try again.",
+            ));
         }
         previous_role = role;
         let content = message
@@ -114,11 +180,21 @@ fn to_prompt(model: &str, request: &serde_json::Map<String, Value>) -> Result<Pr
                 prompt.images += 1;
             } else if let Some(tool_use) = block.get("toolUse") {
                 uses_tools = true;
-                prompt.texts.push(tool_use.get("input").map(Value::to_string).unwrap_or_default());
+                prompt.texts.push(
+                    tool_use
+                        .get("input")
+                        .map(Value::to_string)
+                        .unwrap_or_default(),
+                );
             } else if let Some(result) = block.get("toolResult") {
                 uses_tools = true;
                 tool_result = true;
-                for item in result.get("content").and_then(Value::as_array).into_iter().flatten() {
+                for item in result
+                    .get("content")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
                     match (item.get("text"), item.get("json")) {
                         (Some(Value::String(t)), _) => prompt.texts.push(t.clone()),
                         (_, Some(json)) => prompt.texts.push(json.to_string()),
@@ -141,19 +217,27 @@ fn to_prompt(model: &str, request: &serde_json::Map<String, Value>) -> Result<Pr
             })?;
             prompt.max_tokens = Some(max.min(u64::from(u32::MAX)) as u32);
         }
-        for (field, value) in [("temperature", config.get("temperature")), ("topP", config.get("topP"))] {
-            if let Some(v) = value.and_then(Value::as_f64) {
-                if !(0.0..=1.0).contains(&v) {
-                    return Err(SimError::bad_request(format!(
-                        "1 validation error detected: Value '{v}' at 'inferenceConfig.{field}' failed to satisfy constraint: Member must have value less than or equal to 1"
-                    )));
-                }
+        for (field, value) in [
+            ("temperature", config.get("temperature")),
+            ("topP", config.get("topP")),
+        ] {
+            if let Some(v) = value.and_then(Value::as_f64)
+                && !(0.0..=1.0).contains(&v)
+            {
+                return Err(SimError::bad_request(format!(
+                    "1 validation error detected: Value '{v}' at 'inferenceConfig.{field}' failed to satisfy constraint: Member must have value less than or equal to 1"
+                )));
             }
         }
         prompt.stop = config
             .get("stopSequences")
             .and_then(Value::as_array)
-            .map(|s| s.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .map(|s| {
+                s.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
             .unwrap_or_default();
     }
 
@@ -163,25 +247,48 @@ fn to_prompt(model: &str, request: &serde_json::Map<String, Value>) -> Result<Pr
                 SimError::bad_request("1 validation error detected: Value at 'toolConfig.tools' failed to satisfy constraint: Member must have length greater than or equal to 1")
             })?;
             for tool in tools {
-                let spec = tool.get("toolSpec").ok_or_else(|| SimError::bad_request("Malformed input request: toolConfig.tools[].toolSpec is required"))?;
+                let spec = tool.get("toolSpec").ok_or_else(|| {
+                    SimError::bad_request(
+                        "Malformed input request: toolConfig.tools[].toolSpec is required",
+                    )
+                })?;
                 prompt.tools.push(Tool {
-                    name: spec.get("name").and_then(Value::as_str).unwrap_or_default().to_owned(),
-                    description: spec.get("description").and_then(Value::as_str).unwrap_or_default().to_owned(),
-                    schema: spec.pointer("/inputSchema/json").cloned().unwrap_or(Value::Null),
+                    name: spec
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned(),
+                    description: spec
+                        .get("description")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned(),
+                    schema: spec
+                        .pointer("/inputSchema/json")
+                        .cloned()
+                        .unwrap_or(Value::Null),
                 });
             }
             prompt.tool_choice = match tool_config.get("toolChoice") {
                 Some(choice) if choice.get("any").is_some() => ToolChoice::Any,
                 Some(choice) => match choice.pointer("/tool/name").and_then(Value::as_str) {
-                    Some(name) if prompt.tools.iter().any(|t| t.name == name) => ToolChoice::Named(name.to_owned()),
-                    Some(name) => return Err(SimError::bad_request(format!("The tool {name} in toolChoice is not defined in toolConfig.tools."))),
+                    Some(name) if prompt.tools.iter().any(|t| t.name == name) => {
+                        ToolChoice::Named(name.to_owned())
+                    }
+                    Some(name) => {
+                        return Err(SimError::bad_request(format!(
+                            "The tool {name} in toolChoice is not defined in toolConfig.tools."
+                        )));
+                    }
                     None => ToolChoice::Auto,
                 },
                 None => ToolChoice::Auto,
             };
         }
         None if uses_tools => {
-            return Err(SimError::bad_request("The toolConfig field must be defined when using toolUse and toolResult content blocks."));
+            return Err(SimError::bad_request(
+                "The toolConfig field must be defined when using toolUse and toolResult content blocks.",
+            ));
         }
         None => {}
     }
@@ -209,7 +316,9 @@ fn usage(c: &Completion) -> Value {
 fn whole(c: &Completion, tool_id: &str, elapsed: Duration) -> Value {
     let content = match &c.output {
         Output::Text(text) => json!([{ "text": text }]),
-        Output::ToolCall { name, arguments, .. } => json!([{ "toolUse": { "toolUseId": tool_id, "name": name, "input": arguments } }]),
+        Output::ToolCall {
+            name, arguments, ..
+        } => json!([{ "toolUse": { "toolUseId": tool_id, "name": name, "input": arguments } }]),
     };
     let mut body = json!({
         "output": { "message": { "role": "assistant", "content": content } },
@@ -235,10 +344,16 @@ impl StreamDialect for Stream {
     }
 
     fn start(&mut self) -> Vec<Bytes> {
-        let mut frames = vec![eventstream::event("messageStart", br#"{"role":"assistant"}"#)];
+        let mut frames = vec![eventstream::event(
+            "messageStart",
+            br#"{"role":"assistant"}"#,
+        )];
         if let Output::ToolCall { name, .. } = &self.completion.output {
             let start = json!({ "contentBlockIndex": 0, "start": { "toolUse": { "toolUseId": self.tool_id, "name": name } } });
-            frames.push(eventstream::event("contentBlockStart", start.to_string().as_bytes()));
+            frames.push(eventstream::event(
+                "contentBlockStart",
+                start.to_string().as_bytes(),
+            ));
         }
         frames
     }
@@ -246,9 +361,14 @@ impl StreamDialect for Stream {
     fn piece(&mut self, piece: &str) -> Vec<Bytes> {
         let delta = match self.completion.output {
             Output::Text(_) => json!({ "contentBlockIndex": 0, "delta": { "text": piece } }),
-            Output::ToolCall { .. } => json!({ "contentBlockIndex": 0, "delta": { "toolUse": { "input": piece } } }),
+            Output::ToolCall { .. } => {
+                json!({ "contentBlockIndex": 0, "delta": { "toolUse": { "input": piece } } })
+            }
         };
-        vec![eventstream::event("contentBlockDelta", delta.to_string().as_bytes())]
+        vec![eventstream::event(
+            "contentBlockDelta",
+            delta.to_string().as_bytes(),
+        )]
     }
 
     fn finish(&mut self) -> Vec<Bytes> {
@@ -267,45 +387,112 @@ impl StreamDialect for Stream {
 
     fn error(&mut self, class: ErrorClass) -> Vec<Bytes> {
         let (kind, message) = match class {
-            ErrorClass::Throttle => ("throttlingException", "Too many requests, please wait before trying again."),
-            ErrorClass::ServerError => ("internalServerException", "The server encountered an internal error."),
+            ErrorClass::Throttle => (
+                "throttlingException",
+                "Too many requests, please wait before trying again.",
+            ),
+            ErrorClass::ServerError => (
+                "internalServerException",
+                "The server encountered an internal error.",
+            ),
             ErrorClass::Timeout => ("modelStreamErrorException", "Model stream timed out."),
-            ErrorClass::Overloaded | ErrorClass::Unavailable => ("serviceUnavailableException", "Bedrock is unable to process your request."),
+            ErrorClass::Overloaded | ErrorClass::Unavailable => (
+                "serviceUnavailableException",
+                "Bedrock is unable to process your request.",
+            ),
         };
-        vec![eventstream::exception(kind, json!({ "message": message }).to_string().as_bytes())]
+        vec![eventstream::exception(
+            kind,
+            json!({ "message": message }).to_string().as_bytes(),
+        )]
     }
 
     fn malformed(&mut self) -> Bytes {
-        eventstream::corrupted("contentBlockDelta", br#"{"contentBlockIndex":0,"delta":{"text":"?"}}"#)
+        eventstream::corrupted(
+            "contentBlockDelta",
+            br#"{"contentBlockIndex":0,"delta":{"text":"?"}}"#,
+        )
     }
 }
 
 /// A `SimError` as Bedrock says it: status, `x-amzn-ErrorType`, `{"message"}`.
 pub fn error_response(ep: &Endpoint, e: &SimError) -> Response {
     let (status, kind, message) = match e {
-        SimError::Injected { class: ErrorClass::Throttle, .. } => {
-            (StatusCode::TOO_MANY_REQUESTS, "ThrottlingException", "Too many requests, please wait before trying again.".to_owned())
-        }
-        SimError::Capacity { .. } => (StatusCode::TOO_MANY_REQUESTS, "ThrottlingException", "Too many tokens, please wait before trying again.".to_owned()),
-        SimError::Injected { class: ErrorClass::ServerError, .. } => {
-            (StatusCode::INTERNAL_SERVER_ERROR, "InternalServerException", "The server encountered an internal error while processing the request.".to_owned())
-        }
-        SimError::Injected { class: ErrorClass::Timeout, .. } => {
-            (StatusCode::REQUEST_TIMEOUT, "ModelTimeoutException", "Model has timed out in processing the request. Try your request again.".to_owned())
-        }
-        SimError::Injected { class: ErrorClass::Overloaded, .. } => {
-            (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailableException", "Bedrock is unable to process your request.".to_owned())
-        }
-        SimError::Injected { class: ErrorClass::Unavailable, .. } => {
-            (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailableException", "The service is currently unavailable.".to_owned())
-        }
-        SimError::ContextLength { .. } => (StatusCode::BAD_REQUEST, "ValidationException", "Input is too long for requested model.".to_owned()),
-        SimError::BadRequest { message, .. } => (StatusCode::BAD_REQUEST, "ValidationException", message.clone()),
-        SimError::Unauthenticated(m) => (StatusCode::FORBIDDEN, "UnrecognizedClientException", m.clone()),
+        SimError::Injected {
+            class: ErrorClass::Throttle,
+            ..
+        } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "ThrottlingException",
+            "Too many requests, please wait before trying again.".to_owned(),
+        ),
+        SimError::Capacity { .. } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "ThrottlingException",
+            "Too many tokens, please wait before trying again.".to_owned(),
+        ),
+        SimError::Injected {
+            class: ErrorClass::ServerError,
+            ..
+        } => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServerException",
+            "The server encountered an internal error while processing the request.".to_owned(),
+        ),
+        SimError::Injected {
+            class: ErrorClass::Timeout,
+            ..
+        } => (
+            StatusCode::REQUEST_TIMEOUT,
+            "ModelTimeoutException",
+            "Model has timed out in processing the request. Try your request again.".to_owned(),
+        ),
+        SimError::Injected {
+            class: ErrorClass::Overloaded,
+            ..
+        } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailableException",
+            "Bedrock is unable to process your request.".to_owned(),
+        ),
+        SimError::Injected {
+            class: ErrorClass::Unavailable,
+            ..
+        } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailableException",
+            "The service is currently unavailable.".to_owned(),
+        ),
+        SimError::ContextLength { .. } => (
+            StatusCode::BAD_REQUEST,
+            "ValidationException",
+            "Input is too long for requested model.".to_owned(),
+        ),
+        SimError::BadRequest { message, .. } => (
+            StatusCode::BAD_REQUEST,
+            "ValidationException",
+            message.clone(),
+        ),
+        SimError::Unauthenticated(m) => (
+            StatusCode::FORBIDDEN,
+            "UnrecognizedClientException",
+            m.clone(),
+        ),
         SimError::Forbidden(m) => (StatusCode::FORBIDDEN, "AccessDeniedException", m.clone()),
-        SimError::NotFound(m) => (StatusCode::NOT_FOUND, "ResourceNotFoundException", m.clone()),
+        SimError::NotFound(m) => (
+            StatusCode::NOT_FOUND,
+            "ResourceNotFoundException",
+            m.clone(),
+        ),
     };
     let error_type = format!("{kind}:http://internal.amazon.com/coral/com.amazon.bedrock/");
-    let response = (status, [("x-amzn-errortype", error_type), ("content-type", "application/json".to_owned())], json!({ "message": message }).to_string());
+    let response = (
+        status,
+        [
+            ("x-amzn-errortype", error_type),
+            ("content-type", "application/json".to_owned()),
+        ],
+        json!({ "message": message }).to_string(),
+    );
     with_request_id(ep, response.into_response())
 }

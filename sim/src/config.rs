@@ -98,7 +98,9 @@ impl std::str::FromStr for Kind {
             "vertex" => Ok(Self::Vertex),
             "openai" => Ok(Self::Openai),
             "identity" => Ok(Self::Identity),
-            other => Err(format!("unknown endpoint kind `{other}` (bedrock, vertex, openai, identity)")),
+            other => Err(format!(
+                "unknown endpoint kind `{other}` (bedrock, vertex, openai, identity)"
+            )),
         }
     }
 }
@@ -151,9 +153,13 @@ impl EndpointSpec {
 
 impl SimConfig {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let config: SimConfig = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        config.validate().with_context(|| format!("checking {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let config: SimConfig =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        config
+            .validate()
+            .with_context(|| format!("checking {}", path.display()))?;
         Ok(config)
     }
 
@@ -163,7 +169,12 @@ impl SimConfig {
         let mut names = std::collections::HashSet::new();
         for (i, e) in self.endpoints.iter().enumerate() {
             let at = format!("endpoint[{i}] ({})", e.name);
-            if e.name.is_empty() || !e.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
+            if e.name.is_empty()
+                || !e
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+            {
                 problems.push(format!("{at}.name: use letters, digits, '-', '_' or '.'"));
             }
             if !names.insert(e.name.as_str()) {
@@ -176,7 +187,11 @@ impl SimConfig {
                 problems.push(format!("{at}.context_window: must be positive"));
             }
         }
-        if problems.is_empty() { Ok(()) } else { bail!("{}", problems.join("\n")) }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            bail!("{}", problems.join("\n"))
+        }
     }
 }
 
@@ -221,7 +236,11 @@ mod tests {
             name = "x"
             kind = "vertex"
         "#;
-        let err = toml::from_str::<SimConfig>(text).unwrap().validate().unwrap_err().to_string();
+        let err = toml::from_str::<SimConfig>(text)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("endpoint[0] (a b).name"), "{err}");
         assert!(err.contains("errors.throttle"), "{err}");
         assert!(err.contains("endpoint[2] (x).name: duplicate"), "{err}");
@@ -229,7 +248,10 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_rejected() {
-        assert!(toml::from_str::<SimConfig>("[[endpoint]]\nname='a'\nkind='openai'\nmodle='x'").is_err());
+        assert!(
+            toml::from_str::<SimConfig>("[[endpoint]]\nname='a'\nkind='openai'\nmodle='x'")
+                .is_err()
+        );
         assert!(toml::from_str::<SimConfig>("[[endpoint]]\nname='a'\nkind='azure'").is_err());
     }
 }

@@ -22,12 +22,24 @@ use crate::model::{Completion, Fnv, Prompt, SplitMix};
 #[derive(Debug, Clone, PartialEq)]
 pub enum SimError {
     /// An injected failure (`errors.*`, `outage = "unavailable"`).
-    Injected { class: ErrorClass, retry_after_s: u64 },
+    Injected {
+        class: ErrorClass,
+        retry_after_s: u64,
+    },
     /// Provisioned capacity (`capacity_tpm`) exceeded.
-    Capacity { retry_after_s: u64, limit_tpm: u64 },
+    Capacity {
+        retry_after_s: u64,
+        limit_tpm: u64,
+    },
     /// The request is malformed or breaks the provider's rules.
-    BadRequest { message: String, param: Option<String> },
-    ContextLength { prompt_tokens: u32, limit: u32 },
+    BadRequest {
+        message: String,
+        param: Option<String>,
+    },
+    ContextLength {
+        prompt_tokens: u32,
+        limit: u32,
+    },
     /// No or malformed credentials.
     Unauthenticated(String),
     /// Credentials present but not accepted (wrong region/service, not issued here).
@@ -38,17 +50,26 @@ pub enum SimError {
 
 impl SimError {
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::BadRequest { message: message.into(), param: None }
+        Self::BadRequest {
+            message: message.into(),
+            param: None,
+        }
     }
 
     pub fn bad_param(param: &str, message: impl Into<String>) -> Self {
-        Self::BadRequest { message: message.into(), param: Some(param.to_owned()) }
+        Self::BadRequest {
+            message: message.into(),
+            param: Some(param.to_owned()),
+        }
     }
 
     /// The `retry-after` to advertise, if any.
     pub fn retry_after(&self) -> Option<u64> {
         match self {
-            Self::Injected { class: ErrorClass::Throttle | ErrorClass::Overloaded, retry_after_s }
+            Self::Injected {
+                class: ErrorClass::Throttle | ErrorClass::Overloaded,
+                retry_after_s,
+            }
             | Self::Capacity { retry_after_s, .. } => Some(*retry_after_s),
             _ => None,
         }
@@ -176,7 +197,9 @@ impl Endpoint {
     }
 
     pub fn url(&self) -> String {
-        self.addr().map(|a| format!("http://{a}")).unwrap_or_default()
+        self.addr()
+            .map(|a| format!("http://{a}"))
+            .unwrap_or_default()
     }
 
     /// A fresh id, unique per endpoint and deterministic for the seed.
@@ -204,28 +227,46 @@ impl Endpoint {
         }
         if faults.outage == Outage::Unavailable {
             self.count_injected("unavailable");
-            return Err(SimError::Injected { class: ErrorClass::Unavailable, retry_after_s: faults.retry_after_s });
+            return Err(SimError::Injected {
+                class: ErrorClass::Unavailable,
+                retry_after_s: faults.retry_after_s,
+            });
         }
         Ok(faults)
     }
 
     /// Last stage before replying: the context window, provisioned capacity, then one
     /// roll of the injected error rates. `tokens` is what the request will consume.
-    pub async fn admit(&self, faults: &Faults, prompt_tokens: u32, tokens: u64, streaming: bool) -> Result<(), SimError> {
+    pub async fn admit(
+        &self,
+        faults: &Faults,
+        prompt_tokens: u32,
+        tokens: u64,
+        streaming: bool,
+    ) -> Result<(), SimError> {
         if prompt_tokens > self.spec.context_window {
-            return Err(SimError::ContextLength { prompt_tokens, limit: self.spec.context_window });
+            return Err(SimError::ContextLength {
+                prompt_tokens,
+                limit: self.spec.context_window,
+            });
         }
         if let Some(limit) = faults.capacity_tpm {
             let now = Instant::now();
             let mut window = self.window.lock().unwrap();
-            while window.front().is_some_and(|(t, _)| now.duration_since(*t) >= Duration::from_secs(60)) {
+            while window
+                .front()
+                .is_some_and(|(t, _)| now.duration_since(*t) >= Duration::from_secs(60))
+            {
                 window.pop_front();
             }
             let used: u64 = window.iter().map(|(_, n)| n).sum();
             if used + tokens > limit {
                 drop(window);
                 self.count_injected("capacity");
-                return Err(SimError::Capacity { retry_after_s: faults.retry_after_s, limit_tpm: limit });
+                return Err(SimError::Capacity {
+                    retry_after_s: faults.retry_after_s,
+                    limit_tpm: limit,
+                });
             }
             window.push_back((now, tokens));
         }
@@ -249,7 +290,10 @@ impl Endpoint {
             if class == ErrorClass::Timeout {
                 tokio::time::sleep(Duration::from_millis(faults.timeout_after_ms)).await;
             }
-            return Err(SimError::Injected { class, retry_after_s: faults.retry_after_s });
+            return Err(SimError::Injected {
+                class,
+                retry_after_s: faults.retry_after_s,
+            });
         }
         self.record(|s| {
             s.requests += 1;
@@ -265,16 +309,21 @@ impl Endpoint {
         let limit = faults.capacity_tpm?;
         let now = Instant::now();
         let window = self.window.lock().unwrap();
-        let used: u64 = window.iter().filter(|(t, _)| now.duration_since(*t) < Duration::from_secs(60)).map(|(_, n)| n).sum();
-        let reset = window
-            .front()
-            .map_or(Duration::ZERO, |(t, _)| Duration::from_secs(60).saturating_sub(now.duration_since(*t)));
+        let used: u64 = window
+            .iter()
+            .filter(|(t, _)| now.duration_since(*t) < Duration::from_secs(60))
+            .map(|(_, n)| n)
+            .sum();
+        let reset = window.front().map_or(Duration::ZERO, |(t, _)| {
+            Duration::from_secs(60).saturating_sub(now.duration_since(*t))
+        });
         Some((limit, limit.saturating_sub(used), reset))
     }
 
     /// How long a non-streaming reply of `tokens` tokens takes after admission.
     pub async fn generate_delay(&self, faults: &Faults, tokens: u32) {
-        let delay = Duration::from_millis(faults.ttft_ms) + token_interval(faults) * tokens.saturating_sub(1);
+        let delay = Duration::from_millis(faults.ttft_ms)
+            + token_interval(faults) * tokens.saturating_sub(1);
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
@@ -295,22 +344,33 @@ impl Endpoint {
     ) -> Result<Response, SimError> {
         let completion = crate::model::generate(self.seed, prompt);
         let tokens = u64::from(completion.prompt_tokens) + u64::from(completion.completion_tokens);
-        self.admit(&faults, completion.prompt_tokens, tokens, stream).await?;
+        self.admit(&faults, completion.prompt_tokens, tokens, stream)
+            .await?;
         if stream {
             let pieces = completion.stream_pieces();
             let dialect = dialect(completion);
             let content_type = dialect.content_type();
             let body = stream_body(self.clone(), faults, pieces, dialect);
-            return Ok(([(http::header::CONTENT_TYPE, content_type), (http::header::CACHE_CONTROL, "no-cache")], body).into_response());
+            return Ok((
+                [
+                    (http::header::CONTENT_TYPE, content_type),
+                    (http::header::CACHE_CONTROL, "no-cache"),
+                ],
+                body,
+            )
+                .into_response());
         }
         let started = Instant::now();
-        self.generate_delay(&faults, completion.completion_tokens).await;
+        self.generate_delay(&faults, completion.completion_tokens)
+            .await;
         Ok(axum::Json(whole(&completion, started.elapsed())).into_response())
     }
 }
 
 fn token_interval(faults: &Faults) -> Duration {
-    faults.tokens_per_second.map_or(Duration::ZERO, |tps| Duration::from_secs_f64(1.0 / tps))
+    faults
+        .tokens_per_second
+        .map_or(Duration::ZERO, |tps| Duration::from_secs_f64(1.0 / tps))
 }
 
 /// How each provider frames its stream; the driver decides *when* to call it.
@@ -332,7 +392,12 @@ pub trait StreamDialect: Send + 'static {
 type Chunk = Result<Bytes, std::io::Error>;
 
 /// Streams `pieces` through `dialect`, paced and shaped by `faults`.
-pub fn stream_body(ep: Arc<Endpoint>, faults: Faults, pieces: Vec<String>, mut dialect: impl StreamDialect) -> Body {
+pub fn stream_body(
+    ep: Arc<Endpoint>,
+    faults: Faults,
+    pieces: Vec<String>,
+    mut dialect: impl StreamDialect,
+) -> Body {
     let (tx, rx) = mpsc::channel::<Chunk>(32);
     tokio::spawn(async move {
         let start = Instant::now();
@@ -396,7 +461,9 @@ pub fn stream_body(ep: Arc<Endpoint>, faults: Faults, pieces: Vec<String>, mut d
         }
         let _ = send_all(dialect.finish()).await;
     });
-    Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) }))
+    Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|c| (c, rx))
+    }))
 }
 
 /// Drops the connection mid-body. The pause first lets the server flush what was
@@ -404,15 +471,21 @@ pub fn stream_body(ep: Arc<Endpoint>, faults: Faults, pieces: Vec<String>, mut d
 async fn cut(ep: &Endpoint, tx: &mpsc::Sender<Chunk>) {
     ep.count_injected("cut");
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let _ = tx.send(Err(std::io::Error::other("stream cut by fault injection"))).await;
+    let _ = tx
+        .send(Err(std::io::Error::other("stream cut by fault injection")))
+        .await;
 }
 
 /// The request body as a JSON object, or the client's error.
 pub fn json_object(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, SimError> {
     match serde_json::from_slice(body) {
         Ok(serde_json::Value::Object(map)) => Ok(map),
-        Ok(_) => Err(SimError::bad_request("The request body must be a JSON object.")),
-        Err(e) => Err(SimError::bad_request(format!("Malformed JSON in request body: {e}"))),
+        Ok(_) => Err(SimError::bad_request(
+            "The request body must be a JSON object.",
+        )),
+        Err(e) => Err(SimError::bad_request(format!(
+            "Malformed JSON in request body: {e}"
+        ))),
     }
 }
 
@@ -432,7 +505,9 @@ pub fn sse(event: Option<&str>, data: &str) -> Bytes {
 
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// RFC 3339 UTC timestamp, `secs` after the Unix epoch.
@@ -449,7 +524,12 @@ pub fn rfc3339(secs: u64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 #[cfg(test)]
@@ -472,10 +552,16 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn capacity_throttles_past_the_limit_and_recovers_after_a_minute() {
-        let ep = endpoint(Faults { capacity_tpm: Some(100), ..Faults::default() });
+        let ep = endpoint(Faults {
+            capacity_tpm: Some(100),
+            ..Faults::default()
+        });
         let f = ep.faults();
         ep.admit(&f, 10, 60, false).await.unwrap();
-        assert!(matches!(ep.admit(&f, 10, 60, false).await, Err(SimError::Capacity { limit_tpm: 100, .. })));
+        assert!(matches!(
+            ep.admit(&f, 10, 60, false).await,
+            Err(SimError::Capacity { limit_tpm: 100, .. })
+        ));
         ep.admit(&f, 10, 40, false).await.unwrap();
         let (limit, remaining, _) = ep.capacity_left(&f).unwrap();
         assert_eq!((limit, remaining), (100, 0));
@@ -487,14 +573,27 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn error_rates_fire_in_proportion() {
-        let ep = endpoint(Faults { errors: ErrorRates { throttle: 0.3, server_error: 0.2, ..Default::default() }, ..Faults::default() });
+        let ep = endpoint(Faults {
+            errors: ErrorRates {
+                throttle: 0.3,
+                server_error: 0.2,
+                ..Default::default()
+            },
+            ..Faults::default()
+        });
         let f = ep.faults();
         let mut throttled = 0;
         let mut failed = 0;
         for _ in 0..2000 {
             match ep.admit(&f, 1, 2, false).await {
-                Err(SimError::Injected { class: ErrorClass::Throttle, .. }) => throttled += 1,
-                Err(SimError::Injected { class: ErrorClass::ServerError, .. }) => failed += 1,
+                Err(SimError::Injected {
+                    class: ErrorClass::Throttle,
+                    ..
+                }) => throttled += 1,
+                Err(SimError::Injected {
+                    class: ErrorClass::ServerError,
+                    ..
+                }) => failed += 1,
                 Ok(()) => {}
                 Err(e) => panic!("{e:?}"),
             }
@@ -505,10 +604,19 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_same_seed_rolls_the_same_faults() {
-        let faults = Faults { errors: ErrorRates { throttle: 0.5, ..Default::default() }, ..Faults::default() };
+        let faults = Faults {
+            errors: ErrorRates {
+                throttle: 0.5,
+                ..Default::default()
+            },
+            ..Faults::default()
+        };
         let (a, b) = (endpoint(faults.clone()), endpoint(faults.clone()));
         for _ in 0..50 {
-            assert_eq!(a.admit(&faults, 1, 1, false).await, b.admit(&faults, 1, 1, false).await);
+            assert_eq!(
+                a.admit(&faults, 1, 1, false).await,
+                b.admit(&faults, 1, 1, false).await
+            );
         }
     }
 
@@ -517,7 +625,16 @@ mod tests {
         let mut spec = EndpointSpec::new("e", Kind::Openai);
         spec.context_window = 10;
         let ep = Endpoint::new(spec, 1, Arc::default());
-        let err = ep.admit(&Faults::default(), 11, 20, false).await.unwrap_err();
-        assert_eq!(err, SimError::ContextLength { prompt_tokens: 11, limit: 10 });
+        let err = ep
+            .admit(&Faults::default(), 11, 20, false)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            SimError::ContextLength {
+                prompt_tokens: 11,
+                limit: 10
+            }
+        );
     }
 }

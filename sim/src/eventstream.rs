@@ -15,7 +15,10 @@ const HEADER_TYPE_STRING: u8 = 7;
 
 /// One frame with string headers.
 pub fn frame(headers: &[(&str, &str)], payload: &[u8]) -> Bytes {
-    let headers_len: usize = headers.iter().map(|(n, v)| 1 + n.len() + 1 + 2 + v.len()).sum();
+    let headers_len: usize = headers
+        .iter()
+        .map(|(n, v)| 1 + n.len() + 1 + 2 + v.len())
+        .sum();
     let total = 12 + headers_len + payload.len() + 4;
     let mut buf = BytesMut::with_capacity(total);
     buf.put_u32(total as u32);
@@ -37,12 +40,26 @@ pub fn frame(headers: &[(&str, &str)], payload: &[u8]) -> Bytes {
 
 /// An `event` frame, as ConverseStream sends them.
 pub fn event(event_type: &str, payload: &[u8]) -> Bytes {
-    frame(&[(":event-type", event_type), (":content-type", "application/json"), (":message-type", "event")], payload)
+    frame(
+        &[
+            (":event-type", event_type),
+            (":content-type", "application/json"),
+            (":message-type", "event"),
+        ],
+        payload,
+    )
 }
 
 /// An `exception` frame (an error in the middle of a stream).
 pub fn exception(exception_type: &str, payload: &[u8]) -> Bytes {
-    frame(&[(":exception-type", exception_type), (":content-type", "application/json"), (":message-type", "exception")], payload)
+    frame(
+        &[
+            (":exception-type", exception_type),
+            (":content-type", "application/json"),
+            (":message-type", "exception"),
+        ],
+        payload,
+    )
 }
 
 /// A frame whose message CRC is wrong: what a corrupted stream looks like.
@@ -63,8 +80,14 @@ mod tests {
         let total = u32::from_be_bytes(f[0..4].try_into().unwrap()) as usize;
         let headers = u32::from_be_bytes(f[4..8].try_into().unwrap()) as usize;
         assert_eq!(total, f.len());
-        assert_eq!(u32::from_be_bytes(f[8..12].try_into().unwrap()), crc32fast::hash(&f[..8]));
-        assert_eq!(u32::from_be_bytes(f[total - 4..].try_into().unwrap()), crc32fast::hash(&f[..total - 4]));
+        assert_eq!(
+            u32::from_be_bytes(f[8..12].try_into().unwrap()),
+            crc32fast::hash(&f[..8])
+        );
+        assert_eq!(
+            u32::from_be_bytes(f[total - 4..].try_into().unwrap()),
+            crc32fast::hash(&f[..total - 4])
+        );
         assert_eq!(&f[12 + headers..total - 4], br#"{"role":"assistant"}"#);
         // First header: ":event-type" = "messageStart".
         assert_eq!(f[12] as usize, ":event-type".len());
@@ -76,6 +99,9 @@ mod tests {
     fn corrupted_frames_fail_their_checksum() {
         let f = corrupted("contentBlockDelta", b"{}");
         let n = f.len();
-        assert_ne!(u32::from_be_bytes(f[n - 4..].try_into().unwrap()), crc32fast::hash(&f[..n - 4]));
+        assert_ne!(
+            u32::from_be_bytes(f[n - 4..].try_into().unwrap()),
+            crc32fast::hash(&f[..n - 4])
+        );
     }
 }

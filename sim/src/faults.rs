@@ -127,10 +127,12 @@ impl Faults {
         if sum > 1.0 + 1e-9 {
             problems.push(format!("errors: rates sum to {sum}, at most 1"));
         }
-        if let Some(tps) = self.tokens_per_second {
-            if !(tps.is_finite() && tps > 0.0) {
-                problems.push(format!("tokens_per_second: {tps} must be a positive number"));
-            }
+        if let Some(tps) = self.tokens_per_second
+            && !(tps.is_finite() && tps > 0.0)
+        {
+            problems.push(format!(
+                "tokens_per_second: {tps} must be a positive number"
+            ));
         }
         if self.capacity_tpm == Some(0) {
             problems.push("capacity_tpm: must be at least 1 (use null for unlimited)".into());
@@ -138,7 +140,11 @@ impl Faults {
         if self.retry_after_s > 3600 {
             problems.push("retry_after_s: at most 3600".into());
         }
-        for (name, ms) in [("latency_ms", self.latency_ms), ("ttft_ms", self.ttft_ms), ("timeout_after_ms", self.timeout_after_ms)] {
+        for (name, ms) in [
+            ("latency_ms", self.latency_ms),
+            ("ttft_ms", self.ttft_ms),
+            ("timeout_after_ms", self.timeout_after_ms),
+        ] {
             if ms > 600_000 {
                 problems.push(format!("{name}: {ms} exceeds 600000 (10 minutes)"));
             }
@@ -146,7 +152,11 @@ impl Faults {
         if self.stream_error == ErrorClass::Unavailable {
             problems.push("stream_error: `unavailable` is not an in-stream error; use throttle, server_error, timeout or overloaded".into());
         }
-        if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
     }
 
     /// Applies a JSON merge patch (RFC 7396) and validates the result.
@@ -161,6 +171,9 @@ impl Faults {
 
     /// Parses a complete setting (missing fields take their defaults) and validates it.
     pub fn from_value(value: Value) -> Result<Faults, String> {
+        if !value.is_object() {
+            return Err("the body must be a JSON object".into());
+        }
         let faults: Faults = serde_json::from_value(value).map_err(|e| e.to_string())?;
         faults.validate()?;
         Ok(faults)
@@ -189,8 +202,13 @@ mod tests {
 
     #[test]
     fn patch_merges_nested_fields_and_null_clears() {
-        let f = Faults { capacity_tpm: Some(10), ..Faults::default() };
-        let g = f.patched(&json!({"errors": {"throttle": 0.5}, "capacity_tpm": null, "ttft_ms": 250})).unwrap();
+        let f = Faults {
+            capacity_tpm: Some(10),
+            ..Faults::default()
+        };
+        let g = f
+            .patched(&json!({"errors": {"throttle": 0.5}, "capacity_tpm": null, "ttft_ms": 250}))
+            .unwrap();
         assert_eq!(g.errors.throttle, 0.5);
         assert_eq!(g.errors.server_error, 0.0);
         assert_eq!(g.capacity_tpm, None);
@@ -200,7 +218,9 @@ mod tests {
     #[test]
     fn invalid_settings_name_every_bad_field() {
         let err = Faults::default()
-            .patched(&json!({"errors": {"throttle": 1.5, "server_error": 0.2}, "tokens_per_second": -1}))
+            .patched(
+                &json!({"errors": {"throttle": 1.5, "server_error": 0.2}, "tokens_per_second": -1}),
+            )
             .unwrap_err();
         assert!(err.contains("errors.throttle"), "{err}");
         assert!(err.contains("sum to"), "{err}");
@@ -209,9 +229,22 @@ mod tests {
 
     #[test]
     fn unknown_fields_and_wrong_types_are_rejected() {
-        assert!(Faults::default().patched(&json!({"latncy_ms": 5})).unwrap_err().contains("latncy_ms"));
-        assert!(Faults::default().patched(&json!({"latency_ms": "slow"})).is_err());
-        assert!(Faults::default().patched(&json!({"outage": "sometimes"})).is_err());
+        assert!(
+            Faults::default()
+                .patched(&json!({"latncy_ms": 5}))
+                .unwrap_err()
+                .contains("latncy_ms")
+        );
+        assert!(
+            Faults::default()
+                .patched(&json!({"latency_ms": "slow"}))
+                .is_err()
+        );
+        assert!(
+            Faults::default()
+                .patched(&json!({"outage": "sometimes"}))
+                .is_err()
+        );
         assert!(Faults::default().patched(&json!([1])).is_err());
     }
 }

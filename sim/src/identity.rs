@@ -37,9 +37,18 @@ pub fn routes() -> Router<Arc<Endpoint>> {
         .route("/creds", get(container_credentials))
         .route("/", post(aws_sts).get(metadata_root))
         .route("/v1/token", post(gcp_sts))
-        .route("/v1/projects/{project}/serviceAccounts/{sa_method}", post(generate_access_token))
-        .route("/computeMetadata/v1/instance/service-accounts/{account}/token", get(metadata_token))
-        .route("/computeMetadata/v1/project/project-id", get(metadata_project))
+        .route(
+            "/v1/projects/{project}/serviceAccounts/{sa_method}",
+            post(generate_access_token),
+        )
+        .route(
+            "/computeMetadata/v1/instance/service-accounts/{account}/token",
+            get(metadata_token),
+        )
+        .route(
+            "/computeMetadata/v1/project/project-id",
+            get(metadata_project),
+        )
 }
 
 /// The common failure modes (latency, outage, injected 5xx) apply to identity too,
@@ -53,14 +62,26 @@ fn issue_aws(ep: &Endpoint, label: &str) -> (String, String, String, String) {
     let key_id = format!("ASIA{}", ep.random_string(KEY_ALPHABET, 16));
     let secret = ep.random_string(SECRET_ALPHABET, 40);
     let token = ep.random_string(SECRET_ALPHABET, 180);
-    ep.registry.insert(key_id.clone(), Issued { label: label.to_owned(), session_token: Some(token.clone()) });
+    ep.registry.insert(
+        key_id.clone(),
+        Issued {
+            label: label.to_owned(),
+            session_token: Some(token.clone()),
+        },
+    );
     ep.record(|s| *s.credentials.entry(format!("issued:{label}")).or_default() += 1);
     (key_id, secret, token, rfc3339(unix_now() + LIFETIME_S))
 }
 
 fn issue_token(ep: &Endpoint, label: &str) -> String {
     let token = format!("ya29.sim-{}", ep.random_string(TOKEN_ALPHABET, 96));
-    ep.registry.insert(token.clone(), Issued { label: label.to_owned(), session_token: None });
+    ep.registry.insert(
+        token.clone(),
+        Issued {
+            label: label.to_owned(),
+            session_token: None,
+        },
+    );
     ep.record(|s| *s.credentials.entry(format!("issued:{label}")).or_default() += 1);
     token
 }
@@ -69,11 +90,11 @@ async fn container_credentials(State(ep): State<Arc<Endpoint>>, headers: HeaderM
     if let Err(e) = arrive(&ep).await {
         return plain_error(&e);
     }
-    if let Some(expected) = &ep.spec.container_authorization {
-        if header(&headers, "authorization") != Some(expected.as_str()) {
-            ep.record(|s| s.auth_rejected += 1);
-            return (StatusCode::UNAUTHORIZED, Json(json!({ "code": "AccessDenied", "message": "Authorization token is missing or invalid." }))).into_response();
-        }
+    if let Some(expected) = &ep.spec.container_authorization
+        && header(&headers, "authorization") != Some(expected.as_str())
+    {
+        ep.record(|s| s.auth_rejected += 1);
+        return (StatusCode::UNAUTHORIZED, Json(json!({ "code": "AccessDenied", "message": "Authorization token is missing or invalid." }))).into_response();
     }
     let (key_id, secret, token, expiration) = issue_aws(&ep, "aws-container");
     Json(json!({
@@ -86,20 +107,42 @@ async fn container_credentials(State(ep): State<Arc<Endpoint>>, headers: HeaderM
     .into_response()
 }
 
-async fn aws_sts(State(ep): State<Arc<Endpoint>>, Form(form): Form<HashMap<String, String>>) -> Response {
+async fn aws_sts(
+    State(ep): State<Arc<Endpoint>>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
     if let Err(e) = arrive(&ep).await {
-        return sts_error(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", &format!("{e:?}"));
+        return sts_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            &format!("{e:?}"),
+        );
     }
     if form.get("Action").map(String::as_str) != Some("AssumeRoleWithWebIdentity") {
-        return sts_error(StatusCode::BAD_REQUEST, "InvalidAction", "Only AssumeRoleWithWebIdentity is simulated.");
+        return sts_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidAction",
+            "Only AssumeRoleWithWebIdentity is simulated.",
+        );
     }
     let (Some(role), Some(web_token)) = (form.get("RoleArn"), form.get("WebIdentityToken")) else {
-        return sts_error(StatusCode::BAD_REQUEST, "ValidationError", "RoleArn and WebIdentityToken are required.");
+        return sts_error(
+            StatusCode::BAD_REQUEST,
+            "ValidationError",
+            "RoleArn and WebIdentityToken are required.",
+        );
     };
     if web_token.trim().is_empty() {
-        return sts_error(StatusCode::BAD_REQUEST, "InvalidIdentityToken", "The web identity token is empty.");
+        return sts_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidIdentityToken",
+            "The web identity token is empty.",
+        );
     }
-    let session = form.get("RoleSessionName").cloned().unwrap_or_else(|| "crossbar".into());
+    let session = form
+        .get("RoleSessionName")
+        .cloned()
+        .unwrap_or_else(|| "crossbar".into());
     let (key_id, secret, token, expiration) = issue_aws(&ep, "aws-web-identity");
     let body = format!(
         r#"<AssumeRoleWithWebIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
@@ -134,35 +177,70 @@ fn sts_error(status: StatusCode, code: &str, message: &str) -> Response {
 }
 
 fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// GCP STS (RFC 8693 token exchange); the client may send a form or JSON.
 async fn gcp_sts(State(ep): State<Arc<Endpoint>>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(e) = arrive(&ep).await {
-        return oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", &format!("{e:?}"));
+        return oauth_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            &format!("{e:?}"),
+        );
     }
-    let is_json = header(&headers, "content-type").is_some_and(|c| c.starts_with("application/json"));
+    let is_json =
+        header(&headers, "content-type").is_some_and(|c| c.starts_with("application/json"));
     let fields: HashMap<String, String> = if is_json {
         match serde_json::from_slice::<HashMap<String, Value>>(&body) {
-            Ok(map) => map.into_iter().map(|(k, v)| (k, v.as_str().map_or_else(|| v.to_string(), str::to_owned))).collect(),
-            Err(e) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &format!("malformed JSON: {e}")),
+            Ok(map) => map
+                .into_iter()
+                .map(|(k, v)| (k, v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
+                .collect(),
+            Err(e) => {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    &format!("malformed JSON: {e}"),
+                );
+            }
         }
     } else {
         match serde_urlencoded_pairs(&body) {
             Some(map) => map,
-            None => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "malformed form body"),
+            None => {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "malformed form body",
+                );
+            }
         }
     };
     let get = |k: &str| fields.get(k).map(String::as_str).unwrap_or_default();
     if get("grant_type") != "urn:ietf:params:oauth:grant-type:token-exchange" {
-        return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "grant_type must be urn:ietf:params:oauth:grant-type:token-exchange");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "grant_type must be urn:ietf:params:oauth:grant-type:token-exchange",
+        );
     }
     if get("subject_token").is_empty() || get("subject_token_type").is_empty() {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "subject_token and subject_token_type are required");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "subject_token and subject_token_type are required",
+        );
     }
     if get("audience").is_empty() {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "audience is required");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "audience is required",
+        );
     }
     let token = issue_token(&ep, "gcp-sts");
     Json(json!({
@@ -204,39 +282,68 @@ fn percent_decode(s: &str) -> Option<String> {
 }
 
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
-    (status, Json(json!({ "error": error, "error_description": description }))).into_response()
+    (
+        status,
+        Json(json!({ "error": error, "error_description": description })),
+    )
+        .into_response()
 }
 
 /// IAM credentials `generateAccessToken`: the caller must present a token this
 /// process issued (from the STS exchange or the metadata server).
-async fn generate_access_token(State(ep): State<Arc<Endpoint>>, Path((_project, sa_method)): Path<(String, String)>, headers: HeaderMap, body: Bytes) -> Response {
+async fn generate_access_token(
+    State(ep): State<Arc<Endpoint>>,
+    Path((_project, sa_method)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if let Err(e) = arrive(&ep).await {
         return crate::vertex::google_error(&e);
     }
     let Some(account) = sa_method.strip_suffix(":generateAccessToken") else {
-        return crate::vertex::google_error(&SimError::NotFound(format!("Method not found: {sa_method}")));
+        return crate::vertex::google_error(&SimError::NotFound(format!(
+            "Method not found: {sa_method}"
+        )));
     };
     let bearer = header(&headers, "authorization").and_then(|v| v.strip_prefix("Bearer "));
     let Some(caller) = bearer.and_then(|t| ep.registry.get(t)) else {
         ep.record(|s| s.auth_rejected += 1);
-        return crate::vertex::google_error(&SimError::Unauthenticated("Request had invalid authentication credentials. Expected OAuth 2 access token.".into()));
+        return crate::vertex::google_error(&SimError::Unauthenticated(
+            "Request had invalid authentication credentials. Expected OAuth 2 access token.".into(),
+        ));
     };
     let request: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
-        Err(e) => return crate::vertex::google_error(&SimError::bad_request(format!("Invalid JSON payload received. {e}"))),
+        Err(e) => {
+            return crate::vertex::google_error(&SimError::bad_request(format!(
+                "Invalid JSON payload received. {e}"
+            )));
+        }
     };
-    if !request.get("scope").is_some_and(|s| s.as_array().is_some_and(|a| !a.is_empty())) {
+    if request
+        .get("scope")
+        .is_none_or(|s| s.as_array().is_none_or(|a| a.is_empty()))
+    {
         return crate::vertex::google_error(&SimError::bad_param("scope", "Scope required."));
     }
-    let token = issue_token(&ep, &format!("gcp-impersonated:{account} via {}", caller.label));
-    Json(json!({ "accessToken": token, "expireTime": rfc3339(unix_now() + LIFETIME_S) })).into_response()
+    let token = issue_token(
+        &ep,
+        &format!("gcp-impersonated:{account} via {}", caller.label),
+    );
+    Json(json!({ "accessToken": token, "expireTime": rfc3339(unix_now() + LIFETIME_S) }))
+        .into_response()
 }
 
-fn metadata_headers(headers: &HeaderMap) -> Result<(), Response> {
-    if header(headers, "metadata-flavor") != Some("Google") {
-        return Err((StatusCode::FORBIDDEN, [("metadata-flavor", "Google")], "Missing required header: Metadata-Flavor\n").into_response());
-    }
-    Ok(())
+/// The metadata server answers only requests that carry `Metadata-Flavor: Google`.
+fn missing_flavor(headers: &HeaderMap) -> Option<Response> {
+    (header(headers, "metadata-flavor") != Some("Google")).then(|| {
+        (
+            StatusCode::FORBIDDEN,
+            [("metadata-flavor", "Google")],
+            "Missing required header: Metadata-Flavor\n",
+        )
+            .into_response()
+    })
 }
 
 async fn metadata_root() -> Response {
@@ -244,15 +351,26 @@ async fn metadata_root() -> Response {
 }
 
 async fn metadata_project(headers: HeaderMap) -> Response {
-    if let Err(r) = metadata_headers(&headers) {
-        return r;
+    if let Some(refused) = missing_flavor(&headers) {
+        return refused;
     }
-    ([("metadata-flavor", "Google"), ("content-type", "application/text")], "crossbar-sim").into_response()
+    (
+        [
+            ("metadata-flavor", "Google"),
+            ("content-type", "application/text"),
+        ],
+        "crossbar-sim",
+    )
+        .into_response()
 }
 
-async fn metadata_token(State(ep): State<Arc<Endpoint>>, Path(account): Path<String>, headers: HeaderMap) -> Response {
-    if let Err(r) = metadata_headers(&headers) {
-        return r;
+async fn metadata_token(
+    State(ep): State<Arc<Endpoint>>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = missing_flavor(&headers) {
+        return refused;
     }
     if let Err(e) = arrive(&ep).await {
         return plain_error(&e);
@@ -267,12 +385,25 @@ async fn metadata_token(State(ep): State<Arc<Endpoint>>, Path(account): Path<Str
 
 fn plain_error(e: &SimError) -> Response {
     let status = match e {
-        SimError::Injected { class: crate::faults::ErrorClass::Throttle, .. } | SimError::Capacity { .. } => StatusCode::TOO_MANY_REQUESTS,
-        SimError::Injected { class: crate::faults::ErrorClass::Timeout, .. } => StatusCode::GATEWAY_TIMEOUT,
+        SimError::Injected {
+            class: crate::faults::ErrorClass::Throttle,
+            ..
+        }
+        | SimError::Capacity { .. } => StatusCode::TOO_MANY_REQUESTS,
+        SimError::Injected {
+            class: crate::faults::ErrorClass::Timeout,
+            ..
+        } => StatusCode::GATEWAY_TIMEOUT,
         SimError::Injected { .. } => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::BAD_REQUEST,
     };
-    (status, Json(json!({ "code": "ServiceUnavailable", "message": "identity service failure injected" }))).into_response()
+    (
+        status,
+        Json(
+            json!({ "code": "ServiceUnavailable", "message": "identity service failure injected" }),
+        ),
+    )
+        .into_response()
 }
 
 #[cfg(test)]

@@ -64,7 +64,13 @@ impl Percentiles {
             let rank = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
             samples[rank - 1].as_secs_f64() * 1000.0
         };
-        Self { count: samples.len(), p50_ms: at(0.50), p90_ms: at(0.90), p99_ms: at(0.99), max_ms: at(1.0) }
+        Self {
+            count: samples.len(),
+            p50_ms: at(0.50),
+            p90_ms: at(0.90),
+            p99_ms: at(0.99),
+            max_ms: at(1.0),
+        }
     }
 }
 
@@ -107,7 +113,10 @@ const MAX_IN_FLIGHT: usize = 4096;
 
 pub async fn run(spec: LoadSpec) -> anyhow::Result<LoadReport> {
     anyhow::ensure!(spec.users > 0, "users must be at least 1");
-    let client = reqwest::Client::builder().timeout(spec.timeout).tcp_nodelay(true).build()?;
+    let client = reqwest::Client::builder()
+        .timeout(spec.timeout)
+        .tcp_nodelay(true)
+        .build()?;
     let spec = Arc::new(spec);
     let tally = Arc::new(Mutex::new(Tally::default()));
     let started = Instant::now();
@@ -116,7 +125,10 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<LoadReport> {
 
     match spec.mode {
         Mode::Rate(rate) => {
-            anyhow::ensure!(rate.is_finite() && rate > 0.0, "rate must be a positive number of requests per second");
+            anyhow::ensure!(
+                rate.is_finite() && rate > 0.0,
+                "rate must be a positive number of requests per second"
+            );
             let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
             let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -149,7 +161,8 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<LoadReport> {
             let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
             let mut tasks = Vec::new();
             for _ in 0..workers {
-                let (client, spec, tally, next) = (client.clone(), spec.clone(), tally.clone(), next.clone());
+                let (client, spec, tally, next) =
+                    (client.clone(), spec.clone(), tally.clone(), next.clone());
                 tasks.push(tokio::spawn(async move {
                     loop {
                         let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -218,7 +231,12 @@ async fn one_request(client: &reqwest::Client, spec: &LoadSpec, n: u64) -> Outco
     if let Some(key) = &spec.api_key {
         request = request.bearer_auth(key);
     }
-    let fail = |class: String| Outcome { latency: started.elapsed(), ttft: None, completion_tokens: 0, error: Some(class) };
+    let fail = |class: String| Outcome {
+        latency: started.elapsed(),
+        ttft: None,
+        completion_tokens: 0,
+        error: Some(class),
+    };
     let response = match request.send().await {
         Ok(r) => r,
         Err(e) if e.is_timeout() => return fail("timeout".into()),
@@ -226,7 +244,11 @@ async fn one_request(client: &reqwest::Client, spec: &LoadSpec, n: u64) -> Outco
     };
     let status = response.status();
     if !status.is_success() {
-        let code = response.json::<Value>().await.ok().and_then(|v| v.pointer("/error/code").and_then(Value::as_str).map(str::to_owned));
+        let code = response.json::<Value>().await.ok().and_then(|v| {
+            v.pointer("/error/code")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        });
         return fail(match code {
             Some(code) => format!("http_{}:{code}", status.as_u16()),
             None => format!("http_{}", status.as_u16()),
@@ -237,7 +259,10 @@ async fn one_request(client: &reqwest::Client, spec: &LoadSpec, n: u64) -> Outco
             Ok(body) => Outcome {
                 latency: started.elapsed(),
                 ttft: None,
-                completion_tokens: body.pointer("/usage/completion_tokens").and_then(Value::as_u64).unwrap_or(0),
+                completion_tokens: body
+                    .pointer("/usage/completion_tokens")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0),
                 error: None,
             },
             Err(e) if e.is_timeout() => fail("timeout".into()),
@@ -260,7 +285,9 @@ async fn one_request(client: &reqwest::Client, spec: &LoadSpec, n: u64) -> Outco
         while let Some(end) = find_event_end(&buffer) {
             let event: Vec<u8> = buffer.drain(..end).collect();
             for line in String::from_utf8_lossy(&event).lines() {
-                let Some(data) = line.strip_prefix("data:").map(str::trim) else { continue };
+                let Some(data) = line.strip_prefix("data:").map(str::trim) else {
+                    continue;
+                };
                 if data == "[DONE]" {
                     done = true;
                     continue;
@@ -273,12 +300,18 @@ async fn one_request(client: &reqwest::Client, spec: &LoadSpec, n: u64) -> Outco
                 }
                 let delta = value.pointer("/choices/0/delta");
                 let has_content = delta.is_some_and(|d| {
-                    d.get("content").and_then(Value::as_str).is_some_and(|c| !c.is_empty()) || d.get("tool_calls").is_some()
+                    d.get("content")
+                        .and_then(Value::as_str)
+                        .is_some_and(|c| !c.is_empty())
+                        || d.get("tool_calls").is_some()
                 });
                 if has_content && ttft.is_none() {
                     ttft = Some(started.elapsed());
                 }
-                if let Some(n) = value.pointer("/usage/completion_tokens").and_then(Value::as_u64) {
+                if let Some(n) = value
+                    .pointer("/usage/completion_tokens")
+                    .and_then(Value::as_u64)
+                {
                     tokens = n;
                 }
             }
@@ -287,7 +320,12 @@ async fn one_request(client: &reqwest::Client, spec: &LoadSpec, n: u64) -> Outco
     if !done {
         return fail("stream_incomplete".into());
     }
-    Outcome { latency: started.elapsed(), ttft, completion_tokens: tokens, error: None }
+    Outcome {
+        latency: started.elapsed(),
+        ttft,
+        completion_tokens: tokens,
+        error: None,
+    }
 }
 
 /// End (exclusive) of the first complete SSE event in `buf`, blank line included.
@@ -302,15 +340,27 @@ fn find_event_end(buf: &[u8]) -> Option<usize> {
 
 impl fmt::Display for LoadReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "requests     {} in {:.1} s ({:.1}/s), ok {}", self.requests, self.elapsed_s, self.achieved_rps, self.ok)?;
+        writeln!(
+            f,
+            "requests     {} in {:.1} s ({:.1}/s), ok {}",
+            self.requests, self.elapsed_s, self.achieved_rps, self.ok
+        )?;
         if self.errors.is_empty() {
             writeln!(f, "errors       none")?;
         } else {
-            let list: Vec<String> = self.errors.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            let list: Vec<String> = self
+                .errors
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
             writeln!(f, "errors       {}", list.join(", "))?;
         }
         let row = |f: &mut fmt::Formatter<'_>, name: &str, p: &Percentiles| {
-            writeln!(f, "{name:<12} p50 {:.1} ms  p90 {:.1} ms  p99 {:.1} ms  max {:.1} ms  (n={})", p.p50_ms, p.p90_ms, p.p99_ms, p.max_ms, p.count)
+            writeln!(
+                f,
+                "{name:<12} p50 {:.1} ms  p90 {:.1} ms  p99 {:.1} ms  max {:.1} ms  (n={})",
+                p.p50_ms, p.p90_ms, p.p99_ms, p.max_ms, p.count
+            )
         };
         row(f, "latency", &self.latency)?;
         if let Some(ttft) = &self.ttft {
@@ -318,7 +368,11 @@ impl fmt::Display for LoadReport {
         }
         writeln!(f, "tokens out   {}", self.completion_tokens)?;
         if self.skipped > 0 {
-            writeln!(f, "skipped      {} ticks (more than {MAX_IN_FLIGHT} in flight)", self.skipped)?;
+            writeln!(
+                f,
+                "skipped      {} ticks (more than {MAX_IN_FLIGHT} in flight)",
+                self.skipped
+            )?;
         }
         Ok(())
     }
@@ -332,7 +386,10 @@ mod tests {
     fn percentiles_use_the_nearest_rank() {
         let samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
         let p = Percentiles::of(samples);
-        assert_eq!((p.p50_ms, p.p90_ms, p.p99_ms, p.max_ms), (50.0, 90.0, 99.0, 100.0));
+        assert_eq!(
+            (p.p50_ms, p.p90_ms, p.p99_ms, p.max_ms),
+            (50.0, 90.0, 99.0, 100.0)
+        );
         assert_eq!(Percentiles::of(vec![]).count, 0);
     }
 

@@ -11,7 +11,11 @@ use sim::load::{self, LoadSpec, Mode};
 use sim::{EndpointSpec, Kind, Sim, SimConfig};
 
 #[derive(Parser)]
-#[command(name = "crossbar-sim", version, about = "Simulated Bedrock, Vertex AI, OpenAI and identity endpoints with fault injection, and a load generator")]
+#[command(
+    name = "crossbar-sim",
+    version,
+    about = "Simulated Bedrock, Vertex AI, OpenAI and identity endpoints with fault injection, and a load generator"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -73,7 +77,10 @@ struct LoadArgs {
     requests: Option<u64>,
     #[arg(long)]
     max_tokens: Option<u32>,
-    #[arg(long, default_value = "Summarise the incident review for the on-call team.")]
+    #[arg(
+        long,
+        default_value = "Summarise the incident review for the on-call team."
+    )]
     prompt: String,
     /// Distinct `user` values to cycle through.
     #[arg(long, default_value_t = 100)]
@@ -88,8 +95,13 @@ struct LoadArgs {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (number, unit) = s.find(|c: char| c.is_ascii_alphabetic()).map_or((s, "s"), |i| s.split_at(i));
-    let n: f64 = number.trim().parse().map_err(|_| format!("`{s}` is not a duration like 30s, 500ms or 2m"))?;
+    let (number, unit) = s
+        .find(|c: char| c.is_ascii_alphabetic())
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 30s, 500ms or 2m"))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "s" => n,
@@ -101,10 +113,18 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn parse_endpoint(s: &str) -> anyhow::Result<EndpointSpec> {
-    let (kind, rest) = s.split_once(':').with_context(|| format!("`{s}`: expected KIND:NAME[@ADDR]"))?;
+    let (kind, rest) = s
+        .split_once(':')
+        .with_context(|| format!("`{s}`: expected KIND:NAME[@ADDR]"))?;
     let kind: Kind = kind.parse().map_err(anyhow::Error::msg)?;
     let (name, addr) = match rest.split_once('@') {
-        Some((name, addr)) => (name, Some(addr.parse::<SocketAddr>().with_context(|| format!("`{addr}` is not an address like 127.0.0.1:0"))?)),
+        Some((name, addr)) => (
+            name,
+            Some(
+                addr.parse::<SocketAddr>()
+                    .with_context(|| format!("`{addr}` is not an address like 127.0.0.1:0"))?,
+            ),
+        ),
         None => (rest, None),
     };
     let mut spec = EndpointSpec::new(name, kind);
@@ -117,7 +137,10 @@ fn parse_endpoint(s: &str) -> anyhow::Result<EndpointSpec> {
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "sim=info,crossbar_sim=info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "sim=info,crossbar_sim=info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     match run(Cli::parse()).await {
@@ -133,7 +156,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Check { config } => {
             let config = SimConfig::load(&config)?;
-            println!("crossbar-sim: config ok, {} endpoints", config.endpoints.len());
+            println!(
+                "crossbar-sim: config ok, {} endpoints",
+                config.endpoints.len()
+            );
             Ok(())
         }
         Command::Serve(args) => serve(args).await,
@@ -171,7 +197,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = match &args.config {
         Some(path) => SimConfig::load(path)?,
-        None => SimConfig { seed: 0, control: None, endpoints: Vec::new() },
+        None => SimConfig {
+            seed: 0,
+            control: None,
+            endpoints: Vec::new(),
+        },
     };
     for e in &args.endpoints {
         config.endpoints.push(parse_endpoint(e)?);
@@ -187,7 +217,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let sim = Sim::start(config).await?;
     for ep in sim.endpoints() {
-        println!("crossbar-sim: endpoint {} ({}) at {}", ep.name(), ep.kind().as_str(), ep.url());
+        println!(
+            "crossbar-sim: endpoint {} ({}) at {}",
+            ep.name(),
+            ep.kind().as_str(),
+            ep.url()
+        );
     }
     if let Some(url) = sim.control_url() {
         println!("crossbar-sim: control at {url}");
@@ -203,7 +238,8 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("installing a SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

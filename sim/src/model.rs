@@ -30,13 +30,13 @@ pub const IMAGE_TOKENS: u32 = 85;
 pub const CONTENT_FILTER_TRIGGER: &str = "SIM_CONTENT_FILTER";
 
 const VOCABULARY: &[&str] = &[
-    "the", "service", "summary", "latency", "request", "model", "answer", "region", "quarter", "report",
-    "customer", "traffic", "cloud", "signal", "result", "team", "feature", "update", "incident", "review",
-    "capacity", "growth", "search", "recap", "endpoint", "budget", "metric", "trend", "focus", "plan",
-    "of", "and", "for", "with", "across", "during", "after", "before", "on", "in",
-    "shows", "improves", "reduces", "tracks", "keeps", "moves", "holds", "meets", "needs", "adds",
-    "steady", "clear", "brief", "higher", "lower", "stable", "early", "final", "key", "main",
-    "42", "7", "2026", "three",
+    "the", "service", "summary", "latency", "request", "model", "answer", "region", "quarter",
+    "report", "customer", "traffic", "cloud", "signal", "result", "team", "feature", "update",
+    "incident", "review", "capacity", "growth", "search", "recap", "endpoint", "budget", "metric",
+    "trend", "focus", "plan", "of", "and", "for", "with", "across", "during", "after", "before",
+    "on", "in", "shows", "improves", "reduces", "tracks", "keeps", "moves", "holds", "meets",
+    "needs", "adds", "steady", "clear", "brief", "higher", "lower", "stable", "early", "final",
+    "key", "main", "42", "7", "2026", "three",
 ];
 
 /// Splits text into token pieces; each piece carries the whitespace before it, so the
@@ -45,8 +45,14 @@ pub fn token_pieces(text: &str) -> Vec<&str> {
     let starts = token_starts(text);
     let mut pieces = Vec::with_capacity(starts.len());
     for (i, &start) in starts.iter().enumerate() {
-        let from = if i == 0 { 0 } else { start_of_piece(text, start) };
-        let to = starts.get(i + 1).map_or(text.len(), |&next| start_of_piece(text, next));
+        let from = if i == 0 {
+            0
+        } else {
+            start_of_piece(text, start)
+        };
+        let to = starts
+            .get(i + 1)
+            .map_or(text.len(), |&next| start_of_piece(text, next));
         pieces.push(&text[from..to]);
     }
     pieces
@@ -143,7 +149,11 @@ impl Prompt {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
     Text(String),
-    ToolCall { id_seed: u64, name: String, arguments: Value },
+    ToolCall {
+        id_seed: u64,
+        name: String,
+        arguments: Value,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,14 +209,27 @@ impl Completion {
 pub fn generate(seed: u64, prompt: &Prompt) -> Completion {
     let prompt_tokens = prompt.prompt_tokens();
     let hash = prompt.hash(seed);
-    if prompt.texts.iter().any(|t| t.contains(CONTENT_FILTER_TRIGGER)) {
-        return Completion { output: Output::Text(String::new()), finish: Finish::ContentFiltered, prompt_tokens, completion_tokens: 0 };
+    if prompt
+        .texts
+        .iter()
+        .any(|t| t.contains(CONTENT_FILTER_TRIGGER))
+    {
+        return Completion {
+            output: Output::Text(String::new()),
+            finish: Finish::ContentFiltered,
+            prompt_tokens,
+            completion_tokens: 0,
+        };
     }
     if let Some(tool) = chosen_tool(prompt) {
         let arguments = arguments_for(&tool.schema, hash);
         let completion_tokens = count_tokens(&tool.name) + count_tokens(&arguments.to_string());
         return Completion {
-            output: Output::ToolCall { id_seed: hash, name: tool.name.clone(), arguments },
+            output: Output::ToolCall {
+                id_seed: hash,
+                name: tool.name.clone(),
+                arguments,
+            },
             finish: Finish::ToolUse,
             prompt_tokens,
             completion_tokens,
@@ -214,15 +237,19 @@ pub fn generate(seed: u64, prompt: &Prompt) -> Completion {
     }
 
     let mut rng = SplitMix(hash);
-    let natural_len = 16 + (rng.next() % 48) as u32;
-    let mut text = if prompt.json_mode { json_answer(&mut rng, natural_len) } else { sentences(&mut rng, natural_len) };
+    let natural_len = 16 + (rng.next_u64() % 48) as u32;
+    let mut text = if prompt.json_mode {
+        json_answer(&mut rng, natural_len)
+    } else {
+        sentences(&mut rng, natural_len)
+    };
     let mut finish = Finish::Stop;
 
-    if let Some(max) = prompt.max_tokens {
-        if count_tokens(&text) > max {
-            text = token_pieces(&text)[..max as usize].concat();
-            finish = Finish::Length;
-        }
+    if let Some(max) = prompt.max_tokens
+        && count_tokens(&text) > max
+    {
+        text = token_pieces(&text)[..max as usize].concat();
+        finish = Finish::Length;
     }
     if let Some((at, stop)) = prompt
         .stop
@@ -235,7 +262,12 @@ pub fn generate(seed: u64, prompt: &Prompt) -> Completion {
         finish = Finish::StopSequence(stop.clone());
     }
     let completion_tokens = count_tokens(&text);
-    Completion { output: Output::Text(text), finish, prompt_tokens, completion_tokens }
+    Completion {
+        output: Output::Text(text),
+        finish,
+        prompt_tokens,
+        completion_tokens,
+    }
 }
 
 fn chosen_tool(prompt: &Prompt) -> Option<&Tool> {
@@ -250,7 +282,10 @@ fn chosen_tool(prompt: &Prompt) -> Option<&Tool> {
             .iter()
             .find(|t| prompt.last_user_text.contains(&t.name))
             .or_else(|| prompt.tools.first()),
-        ToolChoice::Auto => prompt.tools.iter().find(|t| prompt.last_user_text.contains(&t.name)),
+        ToolChoice::Auto => prompt
+            .tools
+            .iter()
+            .find(|t| prompt.last_user_text.contains(&t.name)),
     }
 }
 
@@ -261,7 +296,7 @@ fn sentences(rng: &mut SplitMix, tokens: u32) -> String {
     while count < tokens {
         let remaining = tokens - count;
         // End a sentence when it is long enough, or when only the period is left.
-        if remaining == 1 || (sentence_len >= 5 && rng.next() % 4 == 0) {
+        if remaining == 1 || (sentence_len >= 5 && rng.next_u64().is_multiple_of(4)) {
             if sentence_len == 0 {
                 push_word(&mut text, rng, true);
             } else {
@@ -280,7 +315,7 @@ fn sentences(rng: &mut SplitMix, tokens: u32) -> String {
 }
 
 fn push_word(text: &mut String, rng: &mut SplitMix, capitalise: bool) {
-    let word = VOCABULARY[(rng.next() % VOCABULARY.len() as u64) as usize];
+    let word = VOCABULARY[(rng.next_u64() % VOCABULARY.len() as u64) as usize];
     if !text.is_empty() {
         text.push(' ');
     }
@@ -298,7 +333,9 @@ fn push_word(text: &mut String, rng: &mut SplitMix, capitalise: bool) {
 fn json_answer(rng: &mut SplitMix, tokens: u32) -> String {
     // `{"answer": "` and `"}` are 8 tokens.
     let inner = sentences(rng, tokens.saturating_sub(8).max(1));
-    json!({ "answer": inner }).to_string().replacen(":", ": ", 1)
+    json!({ "answer": inner })
+        .to_string()
+        .replacen(":", ": ", 1)
 }
 
 /// Arguments satisfying a JSON schema's declared properties, deterministically.
@@ -308,12 +345,20 @@ fn arguments_for(schema: &Value, hash: u64) -> Value {
 }
 
 fn value_for(schema: &Value, rng: &mut SplitMix, depth: u32) -> Value {
-    if let Some(first) = schema.get("enum").and_then(Value::as_array).and_then(|e| e.first()) {
+    if let Some(first) = schema
+        .get("enum")
+        .and_then(Value::as_array)
+        .and_then(|e| e.first())
+    {
         return first.clone();
     }
     let ty = match schema.get("type") {
         Some(Value::String(t)) => t.as_str(),
-        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).find(|t| *t != "null").unwrap_or("string"),
+        Some(Value::Array(ts)) => ts
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|t| *t != "null")
+            .unwrap_or("string"),
         _ if schema.get("properties").is_some() => "object",
         _ => "string",
     };
@@ -332,11 +377,11 @@ fn value_for(schema: &Value, rng: &mut SplitMix, depth: u32) -> Value {
             Some(items) if depth < 4 => json!([value_for(items, rng, depth + 1)]),
             _ => json!([]),
         },
-        "integer" => json!(1 + rng.next() % 100),
-        "number" => json!((1 + rng.next() % 1000) as f64 / 10.0),
-        "boolean" => json!(rng.next() % 2 == 0),
+        "integer" => json!(1 + rng.next_u64() % 100),
+        "number" => json!((1 + rng.next_u64() % 1000) as f64 / 10.0),
+        "boolean" => json!(rng.next_u64().is_multiple_of(2)),
         "null" => Value::Null,
-        _ => json!(VOCABULARY[(rng.next() % VOCABULARY.len() as u64) as usize]),
+        _ => json!(VOCABULARY[(rng.next_u64() % VOCABULARY.len() as u64) as usize]),
     }
 }
 
@@ -345,7 +390,7 @@ fn value_for(schema: &Value, rng: &mut SplitMix, depth: u32) -> Value {
 pub struct SplitMix(pub u64);
 
 impl SplitMix {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -355,12 +400,14 @@ impl SplitMix {
 
     /// A uniform float in [0, 1).
     pub fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// `len` characters from `alphabet`.
     pub fn string(&mut self, alphabet: &[u8], len: usize) -> String {
-        (0..len).map(|_| alphabet[(self.next() % alphabet.len() as u64) as usize] as char).collect()
+        (0..len)
+            .map(|_| alphabet[(self.next_u64() % alphabet.len() as u64) as usize] as char)
+            .collect()
     }
 }
 
@@ -387,7 +434,12 @@ mod tests {
     use super::*;
 
     fn prompt(text: &str) -> Prompt {
-        Prompt { model: "m".into(), texts: vec![text.into()], last_user_text: text.into(), ..Prompt::default() }
+        Prompt {
+            model: "m".into(),
+            texts: vec![text.into()],
+            last_user_text: text.into(),
+            ..Prompt::default()
+        }
     }
 
     #[test]
@@ -401,7 +453,13 @@ mod tests {
 
     #[test]
     fn pieces_concatenate_to_the_text_and_match_the_count() {
-        for text in ["  Hello, world! ", "a", "x  y\n\nz.", "{\"answer\": \"Ok.\"}", ""] {
+        for text in [
+            "  Hello, world! ",
+            "a",
+            "x  y\n\nz.",
+            "{\"answer\": \"Ok.\"}",
+            "",
+        ] {
             let pieces = token_pieces(text);
             assert_eq!(pieces.len() as u32, count_tokens(text), "{text:?}");
             if pieces.is_empty() {
@@ -426,7 +484,11 @@ mod tests {
         for i in 0..50 {
             let c = generate(i, &prompt(&format!("question {i}")));
             assert_eq!(c.completion_tokens, count_tokens(c.text()));
-            assert!((16..64).contains(&c.completion_tokens), "{}", c.completion_tokens);
+            assert!(
+                (16..64).contains(&c.completion_tokens),
+                "{}",
+                c.completion_tokens
+            );
             assert_eq!(c.finish, Finish::Stop);
             assert_eq!(c.prompt_tokens, 2);
         }
@@ -444,7 +506,13 @@ mod tests {
     #[test]
     fn stop_sequence_cuts_before_the_match() {
         let full = generate(3, &prompt("hello"));
-        let word = full.text().split(' ').nth(3).unwrap().trim_end_matches('.').to_owned();
+        let word = full
+            .text()
+            .split(' ')
+            .nth(3)
+            .unwrap()
+            .trim_end_matches('.')
+            .to_owned();
         let mut p = prompt("hello");
         p.stop = vec![format!(" {word}")];
         let c = generate(3, &p);
@@ -472,7 +540,12 @@ mod tests {
             schema: json!({"type":"object","properties":{"city":{"type":"string"},"days":{"type":"integer"},"unit":{"enum":["c","f"]}},"required":["city"]}),
         }];
         let c = generate(1, &p);
-        let Output::ToolCall { name, arguments, .. } = &c.output else { panic!("no tool call") };
+        let Output::ToolCall {
+            name, arguments, ..
+        } = &c.output
+        else {
+            panic!("no tool call")
+        };
         assert_eq!(name, "get_weather");
         assert!(arguments["city"].is_string() && arguments["days"].is_u64());
         assert_eq!(arguments["unit"], "c");

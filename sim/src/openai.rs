@@ -28,7 +28,10 @@ use crate::model::{Completion, Finish, Output, Prompt, Tool, ToolChoice};
 pub fn routes() -> Router<Arc<Endpoint>> {
     Router::new()
         .route("/v1/chat/completions", post(chat))
-        .route("/openai/deployments/{deployment}/chat/completions", post(azure_chat))
+        .route(
+            "/openai/deployments/{deployment}/chat/completions",
+            post(azure_chat),
+        )
         .route("/v1/models", get(models))
 }
 
@@ -46,7 +49,9 @@ async fn azure_chat(
 ) -> Response {
     let result = match query.get("api-version") {
         Some(_) => handle(&ep, Some(&deployment), &headers, &body).await,
-        None => Err(SimError::NotFound("Resource not found: the api-version query parameter is required.".into())),
+        None => Err(SimError::NotFound(
+            "Resource not found: the api-version query parameter is required.".into(),
+        )),
     };
     finish_response(&ep, result)
 }
@@ -55,7 +60,12 @@ async fn models(State(ep): State<Arc<Endpoint>>, headers: HeaderMap) -> Response
     if let Err(e) = auth::check_bearer(&ep, &headers, Some("api-key")) {
         return error_response(&e);
     }
-    let data: Vec<Value> = ep.spec.models.iter().map(|m| json!({ "id": m, "object": "model", "created": 0, "owned_by": "crossbar-sim" })).collect();
+    let data: Vec<Value> = ep
+        .spec
+        .models
+        .iter()
+        .map(|m| json!({ "id": m, "object": "model", "created": 0, "owned_by": "crossbar-sim" }))
+        .collect();
     axum::Json(json!({ "object": "list", "data": data })).into_response()
 }
 
@@ -74,7 +84,12 @@ fn finish_response(ep: &Endpoint, result: Result<Response, SimError>) -> Respons
     response
 }
 
-async fn handle(ep: &Arc<Endpoint>, deployment: Option<&str>, headers: &HeaderMap, body: &[u8]) -> Result<Response, SimError> {
+async fn handle(
+    ep: &Arc<Endpoint>,
+    deployment: Option<&str>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, SimError> {
     let faults: Faults = ep.arrive().await?;
     auth::check_bearer(ep, headers, Some("api-key"))?;
     let request = json_object(body)?;
@@ -89,22 +104,48 @@ async fn handle(ep: &Arc<Endpoint>, deployment: Option<&str>, headers: &HeaderMa
         }
         (None, Some(model)) => {
             if !ep.spec.serves(model) {
-                return Err(SimError::NotFound(format!("The model `{model}` does not exist or you do not have access to it.")));
+                return Err(SimError::NotFound(format!(
+                    "The model `{model}` does not exist or you do not have access to it."
+                )));
             }
             model.to_owned()
         }
-        (None, None) => return Err(SimError::bad_param("model", "you must provide a model parameter")),
+        (None, None) => {
+            return Err(SimError::bad_param(
+                "model",
+                "you must provide a model parameter",
+            ));
+        }
     };
     let (prompt, options) = to_prompt(&model, &request)?;
     let meta = Meta {
-        id: format!("chatcmpl-{}", ep.next_id(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789", 29)),
-        call_id: format!("call_{}", ep.next_id(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789", 24)),
+        id: format!(
+            "chatcmpl-{}",
+            ep.next_id(
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+                29
+            )
+        ),
+        call_id: format!(
+            "call_{}",
+            ep.next_id(
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+                24
+            )
+        ),
         model,
         created: unix_now(),
         include_usage: options.include_usage,
     };
     let m = meta.clone();
-    ep.reply(faults, &prompt, options.stream, move |c, _: Duration| whole(c, &m), |completion| Stream { completion, meta }).await
+    ep.reply(
+        faults,
+        &prompt,
+        options.stream,
+        move |c, _: Duration| whole(c, &m),
+        |completion| Stream { completion, meta },
+    )
+    .await
 }
 
 struct Options {
@@ -114,37 +155,83 @@ struct Options {
 
 fn to_prompt(model: &str, request: &Map<String, Value>) -> Result<(Prompt, Options), SimError> {
     const KNOWN: &[&str] = &[
-        "model", "messages", "frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "max_tokens", "max_completion_tokens", "n",
-        "presence_penalty", "response_format", "seed", "service_tier", "stop", "stream", "stream_options", "temperature", "top_p", "tools",
-        "tool_choice", "parallel_tool_calls", "user", "function_call", "functions", "metadata", "store", "reasoning_effort", "modalities",
-        "prediction", "prompt_cache_key", "safety_identifier", "verbosity", "data_sources",
+        "model",
+        "messages",
+        "frequency_penalty",
+        "logit_bias",
+        "logprobs",
+        "top_logprobs",
+        "max_tokens",
+        "max_completion_tokens",
+        "n",
+        "presence_penalty",
+        "response_format",
+        "seed",
+        "service_tier",
+        "stop",
+        "stream",
+        "stream_options",
+        "temperature",
+        "top_p",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "user",
+        "function_call",
+        "functions",
+        "metadata",
+        "store",
+        "reasoning_effort",
+        "modalities",
+        "prediction",
+        "prompt_cache_key",
+        "safety_identifier",
+        "verbosity",
+        "data_sources",
     ];
     if let Some(unknown) = request.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-        return Err(SimError::bad_param(unknown, format!("Unrecognized request argument supplied: {unknown}")));
+        return Err(SimError::bad_param(
+            unknown,
+            format!("Unrecognized request argument supplied: {unknown}"),
+        ));
     }
-    let mut prompt = Prompt { model: model.to_owned(), ..Prompt::default() };
+    let mut prompt = Prompt {
+        model: model.to_owned(),
+        ..Prompt::default()
+    };
     let messages = request
         .get("messages")
         .and_then(Value::as_array)
-        .ok_or_else(|| SimError::bad_param("messages", "Missing required parameter: 'messages'."))?;
+        .ok_or_else(|| {
+            SimError::bad_param("messages", "Missing required parameter: 'messages'.")
+        })?;
     if messages.is_empty() {
-        return Err(SimError::bad_param("messages", "[] is too short - 'messages'"));
+        return Err(SimError::bad_param(
+            "messages",
+            "[] is too short - 'messages'",
+        ));
     }
     let mut open_tool_calls = false;
     for (i, message) in messages.iter().enumerate() {
-        let role = message.get("role").and_then(Value::as_str).unwrap_or_default();
+        let role = message
+            .get("role")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let mut text = String::new();
         match message.get("content") {
             Some(Value::String(s)) => text.push_str(s),
             Some(Value::Array(parts)) => {
                 for part in parts {
                     match part.get("type").and_then(Value::as_str) {
-                        Some("text") => text.push_str(part.get("text").and_then(Value::as_str).unwrap_or_default()),
+                        Some("text") => text
+                            .push_str(part.get("text").and_then(Value::as_str).unwrap_or_default()),
                         Some("image_url") => prompt.images += 1,
                         other => {
                             return Err(SimError::bad_param(
                                 &format!("messages.[{i}].content"),
-                                format!("Invalid value: {other:?}. Supported values are: 'text' and 'image_url'."),
+                                format!(
+                                    "Invalid value: {other:?}. Supported values are: 'text' and 'image_url'."
+                                ),
                             ));
                         }
                     }
@@ -152,7 +239,12 @@ fn to_prompt(model: &str, request: &Map<String, Value>) -> Result<(Prompt, Optio
             }
             Some(Value::Null) | None if role == "assistant" => {}
             _ => {
-                return Err(SimError::bad_param(&format!("messages.[{i}].content"), format!("Invalid 'messages[{i}].content': expected a string or an array of content parts.")));
+                return Err(SimError::bad_param(
+                    &format!("messages.[{i}].content"),
+                    format!(
+                        "Invalid 'messages[{i}].content': expected a string or an array of content parts."
+                    ),
+                ));
             }
         }
         if !text.is_empty() {
@@ -168,7 +260,12 @@ fn to_prompt(model: &str, request: &Map<String, Value>) -> Result<(Prompt, Optio
             "assistant" => {
                 let calls = message.get("tool_calls").and_then(Value::as_array);
                 for call in calls.into_iter().flatten() {
-                    prompt.texts.push(call.pointer("/function/arguments").and_then(Value::as_str).unwrap_or_default().to_owned());
+                    prompt.texts.push(
+                        call.pointer("/function/arguments")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned(),
+                    );
                 }
                 open_tool_calls = calls.is_some_and(|c| !c.is_empty());
                 prompt.last_is_tool_result = false;
@@ -180,15 +277,24 @@ fn to_prompt(model: &str, request: &Map<String, Value>) -> Result<(Prompt, Optio
                         "Invalid parameter: messages with role 'tool' must be a response to a preceeding message with 'tool_calls'.",
                     ));
                 }
-                if message.get("tool_call_id").and_then(Value::as_str).is_none() {
-                    return Err(SimError::bad_param(&format!("messages.[{i}].tool_call_id"), format!("Missing required parameter: 'messages.[{i}].tool_call_id'.")));
+                if message
+                    .get("tool_call_id")
+                    .and_then(Value::as_str)
+                    .is_none()
+                {
+                    return Err(SimError::bad_param(
+                        &format!("messages.[{i}].tool_call_id"),
+                        format!("Missing required parameter: 'messages.[{i}].tool_call_id'."),
+                    ));
                 }
                 prompt.last_is_tool_result = true;
             }
             other => {
                 return Err(SimError::bad_param(
                     &format!("messages.[{i}].role"),
-                    format!("Invalid value: '{other}'. Supported values are: 'system', 'assistant', 'user', 'tool', 'function' and 'developer'."),
+                    format!(
+                        "Invalid value: '{other}'. Supported values are: 'system', 'assistant', 'user', 'tool', 'function' and 'developer'."
+                    ),
                 ));
             }
         }
@@ -196,33 +302,74 @@ fn to_prompt(model: &str, request: &Map<String, Value>) -> Result<(Prompt, Optio
 
     for field in ["max_tokens", "max_completion_tokens"] {
         if let Some(v) = request.get(field).filter(|v| !v.is_null()) {
-            let max = v.as_u64().filter(|m| *m >= 1).ok_or_else(|| SimError::bad_param(field, format!("Invalid '{field}': integer below minimum value. Expected a value >= 1.")))?;
+            let max = v.as_u64().filter(|m| *m >= 1).ok_or_else(|| {
+                SimError::bad_param(
+                    field,
+                    format!(
+                        "Invalid '{field}': integer below minimum value. Expected a value >= 1."
+                    ),
+                )
+            })?;
             prompt.max_tokens = Some(max.min(u64::from(u32::MAX)) as u32);
         }
     }
-    if let Some(t) = request.get("temperature").and_then(Value::as_f64) {
-        if !(0.0..=2.0).contains(&t) {
-            return Err(SimError::bad_param("temperature", format!("Invalid 'temperature': decimal above maximum value. Expected a value <= 2, but got {t} instead.")));
-        }
+    if let Some(t) = request.get("temperature").and_then(Value::as_f64)
+        && !(0.0..=2.0).contains(&t)
+    {
+        return Err(SimError::bad_param(
+            "temperature",
+            format!(
+                "Invalid 'temperature': decimal above maximum value. Expected a value <= 2, but got {t} instead."
+            ),
+        ));
     }
-    if let Some(p) = request.get("top_p").and_then(Value::as_f64) {
-        if !(0.0..=1.0).contains(&p) {
-            return Err(SimError::bad_param("top_p", format!("Invalid 'top_p': decimal above maximum value. Expected a value <= 1, but got {p} instead.")));
-        }
+    if let Some(p) = request.get("top_p").and_then(Value::as_f64)
+        && !(0.0..=1.0).contains(&p)
+    {
+        return Err(SimError::bad_param(
+            "top_p",
+            format!(
+                "Invalid 'top_p': decimal above maximum value. Expected a value <= 1, but got {p} instead."
+            ),
+        ));
     }
-    if request.get("n").and_then(Value::as_u64).is_some_and(|n| n != 1) {
-        return Err(SimError::bad_param("n", "Invalid 'n': this simulator serves one choice per request (n = 1)."));
+    if request
+        .get("n")
+        .and_then(Value::as_u64)
+        .is_some_and(|n| n != 1)
+    {
+        return Err(SimError::bad_param(
+            "n",
+            "Invalid 'n': this simulator serves one choice per request (n = 1).",
+        ));
     }
     prompt.stop = match request.get("stop") {
         Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(items)) if items.len() <= 4 => items.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
-        Some(Value::Array(_)) => return Err(SimError::bad_param("stop", "Invalid 'stop': array too long. Expected an array with maximum length 4.")),
+        Some(Value::Array(items)) if items.len() <= 4 => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        Some(Value::Array(_)) => {
+            return Err(SimError::bad_param(
+                "stop",
+                "Invalid 'stop': array too long. Expected an array with maximum length 4.",
+            ));
+        }
         _ => Vec::new(),
     };
-    match request.get("response_format").and_then(|f| f.get("type")).and_then(Value::as_str) {
+    match request
+        .get("response_format")
+        .and_then(|f| f.get("type"))
+        .and_then(Value::as_str)
+    {
         None | Some("text") => {}
         Some("json_object") => {
-            if !prompt.texts.iter().any(|t| t.to_ascii_lowercase().contains("json")) {
+            if !prompt
+                .texts
+                .iter()
+                .any(|t| t.to_ascii_lowercase().contains("json"))
+            {
                 return Err(SimError::bad_param(
                     "messages",
                     "'messages' must contain the word 'json' in some form, to use 'response_format' of type 'json_object'.",
@@ -232,14 +379,34 @@ fn to_prompt(model: &str, request: &Map<String, Value>) -> Result<(Prompt, Optio
         }
         Some("json_schema") => prompt.json_mode = true,
         Some(other) => {
-            return Err(SimError::bad_param("response_format.type", format!("Invalid value: '{other}'. Supported values are: 'json_object', 'json_schema', and 'text'.")));
+            return Err(SimError::bad_param(
+                "response_format.type",
+                format!(
+                    "Invalid value: '{other}'. Supported values are: 'json_object', 'json_schema', and 'text'."
+                ),
+            ));
         }
     }
-    for tool in request.get("tools").and_then(Value::as_array).into_iter().flatten() {
-        let function = tool.get("function").ok_or_else(|| SimError::bad_param("tools", "Missing required parameter: 'tools[0].function'."))?;
+    for tool in request
+        .get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let function = tool.get("function").ok_or_else(|| {
+            SimError::bad_param("tools", "Missing required parameter: 'tools[0].function'.")
+        })?;
         prompt.tools.push(Tool {
-            name: function.get("name").and_then(Value::as_str).unwrap_or_default().to_owned(),
-            description: function.get("description").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            name: function
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            description: function
+                .get("description")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
             schema: function.get("parameters").cloned().unwrap_or(Value::Null),
         });
     }
@@ -249,23 +416,54 @@ fn to_prompt(model: &str, request: &Map<String, Value>) -> Result<(Prompt, Optio
             "auto" => ToolChoice::Auto,
             "none" => ToolChoice::None,
             "required" => ToolChoice::Any,
-            other => return Err(SimError::bad_param("tool_choice", format!("Invalid value: '{other}'. Supported values are: 'none', 'auto', and 'required'."))),
+            other => {
+                return Err(SimError::bad_param(
+                    "tool_choice",
+                    format!(
+                        "Invalid value: '{other}'. Supported values are: 'none', 'auto', and 'required'."
+                    ),
+                ));
+            }
         },
         Some(choice) => match choice.pointer("/function/name").and_then(Value::as_str) {
             Some(name) => ToolChoice::Named(name.to_owned()),
-            None => return Err(SimError::bad_param("tool_choice", "Missing required parameter: 'tool_choice.function.name'.")),
+            None => {
+                return Err(SimError::bad_param(
+                    "tool_choice",
+                    "Missing required parameter: 'tool_choice.function.name'.",
+                ));
+            }
         },
     };
-    if !matches!(prompt.tool_choice, ToolChoice::Auto | ToolChoice::None) && prompt.tools.is_empty() {
-        return Err(SimError::bad_param("tool_choice", "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified."));
+    if !matches!(prompt.tool_choice, ToolChoice::Auto | ToolChoice::None) && prompt.tools.is_empty()
+    {
+        return Err(SimError::bad_param(
+            "tool_choice",
+            "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.",
+        ));
     }
-    let stream = request.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let stream = request
+        .get("stream")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     let stream_options = request.get("stream_options").filter(|v| !v.is_null());
     if stream_options.is_some() && !stream {
-        return Err(SimError::bad_param("stream_options", "The 'stream_options' parameter is only allowed when 'stream' is enabled."));
+        return Err(SimError::bad_param(
+            "stream_options",
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+        ));
     }
-    let include_usage = stream_options.and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false);
-    Ok((prompt, Options { stream, include_usage }))
+    let include_usage = stream_options
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    Ok((
+        prompt,
+        Options {
+            stream,
+            include_usage,
+        },
+    ))
 }
 
 #[derive(Clone)]
@@ -299,7 +497,9 @@ fn usage(c: &Completion) -> Value {
 fn whole(c: &Completion, meta: &Meta) -> Value {
     let message = match &c.output {
         Output::Text(t) => json!({ "role": "assistant", "content": t, "refusal": null }),
-        Output::ToolCall { name, arguments, .. } => json!({
+        Output::ToolCall {
+            name, arguments, ..
+        } => json!({
             "role": "assistant", "content": null, "refusal": null,
             "tool_calls": [{ "id": meta.call_id, "type": "function", "function": { "name": name, "arguments": arguments.to_string() } }],
         }),
@@ -337,7 +537,10 @@ impl Stream {
     }
 
     fn delta(&self, delta: Value, finish: Option<&str>) -> Bytes {
-        self.chunk(json!([{ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish }]), None)
+        self.chunk(
+            json!([{ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish }]),
+            None,
+        )
     }
 }
 
@@ -360,7 +563,9 @@ impl StreamDialect for Stream {
     fn piece(&mut self, piece: &str) -> Vec<Bytes> {
         let delta = match self.completion.output {
             Output::Text(_) => json!({ "content": piece }),
-            Output::ToolCall { .. } => json!({ "tool_calls": [{ "index": 0, "function": { "arguments": piece } }] }),
+            Output::ToolCall { .. } => {
+                json!({ "tool_calls": [{ "index": 0, "function": { "arguments": piece } }] })
+            }
         };
         vec![self.delta(delta, None)]
     }
@@ -375,18 +580,27 @@ impl StreamDialect for Stream {
     }
 
     fn error(&mut self, class: ErrorClass) -> Vec<Bytes> {
-        let (_, body) = error_body(&SimError::Injected { class, retry_after_s: 0 });
+        let (_, body) = error_body(&SimError::Injected {
+            class,
+            retry_after_s: 0,
+        });
         vec![sse(None, &body.to_string())]
     }
 
     fn malformed(&mut self) -> Bytes {
-        Bytes::from(format!("data: {{\"id\":\"{}\",\"object\":\"chat.completion.chunk\",\"choices\":[{{\"delta\":{{\"content\":\n\n", self.meta.id))
+        Bytes::from(format!(
+            "data: {{\"id\":\"{}\",\"object\":\"chat.completion.chunk\",\"choices\":[{{\"delta\":{{\"content\":\n\n",
+            self.meta.id
+        ))
     }
 }
 
 fn error_body(e: &SimError) -> (StatusCode, Value) {
     let (status, message, kind, param, code) = match e {
-        SimError::Injected { class: ErrorClass::Throttle, .. } => (
+        SimError::Injected {
+            class: ErrorClass::Throttle,
+            ..
+        } => (
             StatusCode::TOO_MANY_REQUESTS,
             "Rate limit reached for requests. Please try again later.".to_owned(),
             "requests",
@@ -395,48 +609,99 @@ fn error_body(e: &SimError) -> (StatusCode, Value) {
         ),
         SimError::Capacity { limit_tpm, .. } => (
             StatusCode::TOO_MANY_REQUESTS,
-            format!("Rate limit reached on tokens per min (TPM): Limit {limit_tpm}. Please try again later."),
+            format!(
+                "Rate limit reached on tokens per min (TPM): Limit {limit_tpm}. Please try again later."
+            ),
             "tokens",
             None,
             Some("rate_limit_exceeded"),
         ),
-        SimError::Injected { class: ErrorClass::ServerError, .. } => (
+        SimError::Injected {
+            class: ErrorClass::ServerError,
+            ..
+        } => (
             StatusCode::INTERNAL_SERVER_ERROR,
             "The server had an error while processing your request. Sorry about that!".to_owned(),
             "server_error",
             None,
             None,
         ),
-        SimError::Injected { class: ErrorClass::Timeout, .. } => (StatusCode::REQUEST_TIMEOUT, "Request timed out.".to_owned(), "timeout", None, Some("timeout")),
-        SimError::Injected { class: ErrorClass::Overloaded, .. } => (
+        SimError::Injected {
+            class: ErrorClass::Timeout,
+            ..
+        } => (
+            StatusCode::REQUEST_TIMEOUT,
+            "Request timed out.".to_owned(),
+            "timeout",
+            None,
+            Some("timeout"),
+        ),
+        SimError::Injected {
+            class: ErrorClass::Overloaded,
+            ..
+        } => (
             StatusCode::SERVICE_UNAVAILABLE,
             "The engine is currently overloaded, please try again later.".to_owned(),
             "server_error",
             None,
             Some("overloaded"),
         ),
-        SimError::Injected { class: ErrorClass::Unavailable, .. } => {
-            (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable.".to_owned(), "server_error", None, Some("service_unavailable"))
-        }
-        SimError::ContextLength { prompt_tokens, limit } => (
+        SimError::Injected {
+            class: ErrorClass::Unavailable,
+            ..
+        } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service Unavailable.".to_owned(),
+            "server_error",
+            None,
+            Some("service_unavailable"),
+        ),
+        SimError::ContextLength {
+            prompt_tokens,
+            limit,
+        } => (
             StatusCode::BAD_REQUEST,
-            format!("This model's maximum context length is {limit} tokens. However, your messages resulted in {prompt_tokens} tokens. Please reduce the length of the messages."),
+            format!(
+                "This model's maximum context length is {limit} tokens. However, your messages resulted in {prompt_tokens} tokens. Please reduce the length of the messages."
+            ),
             "invalid_request_error",
             Some("messages".to_owned()),
             Some("context_length_exceeded"),
         ),
-        SimError::BadRequest { message, param } => (StatusCode::BAD_REQUEST, message.clone(), "invalid_request_error", param.clone(), None),
+        SimError::BadRequest { message, param } => (
+            StatusCode::BAD_REQUEST,
+            message.clone(),
+            "invalid_request_error",
+            param.clone(),
+            None,
+        ),
         SimError::Unauthenticated(_) => (
             StatusCode::UNAUTHORIZED,
-            "Incorrect or missing API key. You can find your API key in your account settings.".to_owned(),
+            "Incorrect or missing API key. You can find your API key in your account settings."
+                .to_owned(),
             "invalid_request_error",
             None,
             Some("invalid_api_key"),
         ),
-        SimError::Forbidden(m) => (StatusCode::FORBIDDEN, m.clone(), "invalid_request_error", None, Some("permission_denied")),
-        SimError::NotFound(m) => (StatusCode::NOT_FOUND, m.clone(), "invalid_request_error", Some("model".to_owned()), Some("model_not_found")),
+        SimError::Forbidden(m) => (
+            StatusCode::FORBIDDEN,
+            m.clone(),
+            "invalid_request_error",
+            None,
+            Some("permission_denied"),
+        ),
+        SimError::NotFound(m) => (
+            StatusCode::NOT_FOUND,
+            m.clone(),
+            "invalid_request_error",
+            Some("model".to_owned()),
+            Some("model_not_found"),
+        ),
     };
-    (status, json!({ "error": { "message": message, "type": kind, "param": param, "code": code } }))
+    (
+        status,
+        json!({ "error": { "message": message, "type": kind, "param": param, "code": code } }),
+    )
 }
 
 pub fn error_response(e: &SimError) -> Response {

@@ -61,21 +61,40 @@ impl Sim {
         for spec in config.endpoints {
             let listen = spec.listen;
             let ep = Endpoint::new(spec, config.seed, registry.clone());
-            let listener = TcpListener::bind(listen).await.with_context(|| format!("binding endpoint {} to {listen}", ep.name()))?;
+            let listener = TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("binding endpoint {} to {listen}", ep.name()))?;
             ep.set_addr(listener.local_addr()?);
             let app = endpoint_app(ep.clone());
-            tasks.push(tokio::spawn(serve_endpoint(ep.clone(), listener, app, shutdown.subscribe())));
+            tasks.push(tokio::spawn(serve_endpoint(
+                ep.clone(),
+                listener,
+                app,
+                shutdown.subscribe(),
+            )));
             endpoints.push(ep);
         }
         let mut control = None;
         if let Some(addr) = config.control {
-            let listener = TcpListener::bind(addr).await.with_context(|| format!("binding the control API to {addr}"))?;
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the control API to {addr}"))?;
             control = Some(listener.local_addr()?);
             let app = control_app(endpoints.clone());
             let (never, _) = watch::channel(0u64);
-            tasks.push(tokio::spawn(accept_loop(listener, app, shutdown.subscribe(), never)));
+            tasks.push(tokio::spawn(accept_loop(
+                listener,
+                app,
+                shutdown.subscribe(),
+                never,
+            )));
         }
-        Ok(Sim { endpoints, control, shutdown, tasks })
+        Ok(Sim {
+            endpoints,
+            control,
+            shutdown,
+            tasks,
+        })
     }
 
     pub fn endpoints(&self) -> &[Arc<Endpoint>] {
@@ -84,7 +103,10 @@ impl Sim {
 
     /// The endpoint named `name`. Panics if there is none (a test's typo).
     pub fn endpoint(&self, name: &str) -> &Arc<Endpoint> {
-        self.endpoints.iter().find(|e| e.name() == name).unwrap_or_else(|| panic!("no simulated endpoint named {name}"))
+        self.endpoints
+            .iter()
+            .find(|e| e.name() == name)
+            .unwrap_or_else(|| panic!("no simulated endpoint named {name}"))
     }
 
     /// `http://ADDR` of an endpoint.
@@ -124,7 +146,11 @@ fn endpoint_app(ep: Arc<Endpoint>) -> Router {
 
 /// Answers an unknown route in the provider's own error format.
 async fn not_found(State(ep): State<Arc<Endpoint>>, request: Request) -> Response {
-    let e = crate::endpoint::SimError::NotFound(format!("No route for {} {}", request.method(), request.uri().path()));
+    let e = crate::endpoint::SimError::NotFound(format!(
+        "No route for {} {}",
+        request.method(),
+        request.uri().path()
+    ));
     match ep.kind() {
         Kind::Bedrock => bedrock::error_response(&ep, &e),
         Kind::Vertex | Kind::Identity => vertex::google_error(&e),
@@ -142,7 +168,10 @@ async fn count_status(State(ep): State<Arc<Endpoint>>, request: Request, next: N
 fn control_routes(ep: Arc<Endpoint>) -> Router {
     Router::new()
         .route("/_sim", get(info))
-        .route("/_sim/faults", get(get_faults).put(put_faults).patch(patch_faults))
+        .route(
+            "/_sim/faults",
+            get(get_faults).put(put_faults).patch(patch_faults),
+        )
         .route("/_sim/stats", get(stats))
         .route("/_sim/stats/reset", post(reset_stats))
         .with_state(ep)
@@ -177,7 +206,11 @@ async fn patch_faults(State(ep): State<Arc<Endpoint>>, body: Bytes) -> Response 
 }
 
 /// Validates the whole new setting first; a bad one is a 400 that changes nothing.
-fn apply_faults(ep: &Endpoint, body: &[u8], make: impl FnOnce(&Faults, Value) -> Result<Faults, String>) -> Response {
+fn apply_faults(
+    ep: &Endpoint,
+    body: &[u8],
+    make: impl FnOnce(&Faults, Value) -> Result<Faults, String>,
+) -> Response {
     let value: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => return control_error(format!("malformed JSON: {e}")),
@@ -193,7 +226,11 @@ fn apply_faults(ep: &Endpoint, body: &[u8], make: impl FnOnce(&Faults, Value) ->
 }
 
 fn control_error(message: String) -> Response {
-    (StatusCode::BAD_REQUEST, axum::Json(json!({ "error": message }))).into_response()
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(json!({ "error": message })),
+    )
+        .into_response()
 }
 
 async fn stats(State(ep): State<Arc<Endpoint>>) -> Response {
@@ -220,18 +257,37 @@ async fn list_endpoints(State(endpoints): State<Arc<Vec<Arc<Endpoint>>>>) -> Res
     axum::Json(endpoints.iter().map(|e| describe(e)).collect::<Vec<_>>()).into_response()
 }
 
-async fn forward(State(endpoints): State<Arc<Vec<Arc<Endpoint>>>>, Path(params): Path<Vec<(String, String)>>, request: Request) -> Response {
-    let name = params.iter().find(|(k, _)| k == "name").map(|(_, v)| v.as_str()).unwrap_or_default();
+async fn forward(
+    State(endpoints): State<Arc<Vec<Arc<Endpoint>>>>,
+    Path(params): Path<Vec<(String, String)>>,
+    request: Request,
+) -> Response {
+    let name = params
+        .iter()
+        .find(|(k, _)| k == "name")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_default();
     let Some(ep) = endpoints.iter().find(|e| e.name() == name) else {
-        return (StatusCode::NOT_FOUND, axum::Json(json!({ "error": format!("no endpoint named `{name}`") }))).into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({ "error": format!("no endpoint named `{name}`") })),
+        )
+            .into_response();
     };
-    let rest = params.iter().find(|(k, _)| k == "rest").map(|(_, v)| format!("/{v}")).unwrap_or_default();
+    let rest = params
+        .iter()
+        .find(|(k, _)| k == "rest")
+        .map(|(_, v)| format!("/{v}"))
+        .unwrap_or_default();
     let (mut parts, body) = request.into_parts();
     parts.uri = match format!("/_sim{rest}").parse() {
         Ok(uri) => uri,
         Err(_) => return StatusCode::BAD_REQUEST.into_response(),
     };
-    match control_routes(ep.clone()).oneshot(Request::from_parts(parts, body)).await {
+    match control_routes(ep.clone())
+        .oneshot(Request::from_parts(parts, body))
+        .await
+    {
         Ok(response) => response,
         Err(never) => match never {},
     }
@@ -239,7 +295,12 @@ async fn forward(State(endpoints): State<Arc<Vec<Arc<Endpoint>>>>, Path(params):
 
 /// Serves one endpoint, closing and reopening its listener as `outage` moves in and
 /// out of `refuse`.
-async fn serve_endpoint(ep: Arc<Endpoint>, first: TcpListener, app: Router, mut shutdown: watch::Receiver<bool>) {
+async fn serve_endpoint(
+    ep: Arc<Endpoint>,
+    first: TcpListener,
+    app: Router,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let addr = first.local_addr().expect("a bound listener has an address");
     let mut outage = ep.watch_outage();
     let mut listener = Some(first);
@@ -259,7 +320,9 @@ async fn serve_endpoint(ep: Arc<Endpoint>, first: TcpListener, app: Router, mut 
                     tracing::info!(endpoint = ep.name(), %addr, "listener reopened");
                     listener = Some(l);
                 }
-                Err(e) => tracing::error!(endpoint = ep.name(), %addr, error = %e, "cannot reopen listener"),
+                Err(e) => {
+                    tracing::error!(endpoint = ep.name(), %addr, error = %e, "cannot reopen listener")
+                }
             }
         }
         tokio::select! {
@@ -294,7 +357,12 @@ async fn bind_again(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Err(last.expect("at least one attempt"))
 }
 
-async fn accept_loop(listener: TcpListener, app: Router, mut shutdown: watch::Receiver<bool>, generation: watch::Sender<u64>) {
+async fn accept_loop(
+    listener: TcpListener,
+    app: Router,
+    mut shutdown: watch::Receiver<bool>,
+    generation: watch::Sender<u64>,
+) {
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
@@ -307,7 +375,12 @@ async fn accept_loop(listener: TcpListener, app: Router, mut shutdown: watch::Re
     }
 }
 
-fn spawn_connection(stream: TcpStream, app: Router, mut shutdown: watch::Receiver<bool>, mut generation: watch::Receiver<u64>) {
+fn spawn_connection(
+    stream: TcpStream,
+    app: Router,
+    mut shutdown: watch::Receiver<bool>,
+    mut generation: watch::Receiver<u64>,
+) {
     let _ = stream.set_nodelay(true);
     tokio::spawn(async move {
         let service = TowerToHyperService::new(app);

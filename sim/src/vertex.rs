@@ -43,12 +43,20 @@ async fn predict(
 ) -> Response {
     let (model, method) = model_method.rsplit_once(':').unwrap_or((&model_method, ""));
     let route = match (publisher.as_str(), method) {
-        ("google", "generateContent") => Route::Gemini { stream: false, sse: false },
-        ("google", "streamGenerateContent") => Route::Gemini { stream: true, sse: query.get("alt").is_some_and(|a| a == "sse") },
+        ("google", "generateContent") => Route::Gemini {
+            stream: false,
+            sse: false,
+        },
+        ("google", "streamGenerateContent") => Route::Gemini {
+            stream: true,
+            sse: query.get("alt").is_some_and(|a| a == "sse"),
+        },
         ("anthropic", "rawPredict") => Route::Anthropic { stream: false },
         ("anthropic", "streamRawPredict") => Route::Anthropic { stream: true },
         _ => {
-            let e = SimError::NotFound(format!("Publisher model `projects/{_project}/locations/{location}/publishers/{publisher}/models/{model}` does not support method `{method}`."));
+            let e = SimError::NotFound(format!(
+                "Publisher model `projects/{_project}/locations/{location}/publishers/{publisher}/models/{model}` does not support method `{method}`."
+            ));
             return google_error(&e);
         }
     };
@@ -82,29 +90,85 @@ enum Route {
     Anthropic { stream: bool },
 }
 
-async fn gemini(ep: &Arc<Endpoint>, faults: crate::faults::Faults, model: &str, request: &Map<String, Value>, stream: bool, sse: bool) -> Result<Response, SimError> {
+async fn gemini(
+    ep: &Arc<Endpoint>,
+    faults: crate::faults::Faults,
+    model: &str,
+    request: &Map<String, Value>,
+    stream: bool,
+    sse: bool,
+) -> Result<Response, SimError> {
     let prompt = gemini_prompt(model, request)?;
-    let response_id = ep.next_id(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", 22);
-    let meta = Meta { model: model.to_owned(), response_id, create_time: rfc3339(unix_now()) };
+    let response_id = ep.next_id(
+        b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789",
+        22,
+    );
+    let meta = Meta {
+        model: model.to_owned(),
+        response_id,
+        create_time: rfc3339(unix_now()),
+    };
     if stream && !sse {
         // Without `alt=sse` the stream is one JSON array of responses.
         let m = meta.clone();
-        let response = ep.reply(faults, &prompt, false, move |c, _| json!([gemini_whole(c, &m)]), |c| GeminiStream { completion: c, meta: meta.clone(), arguments: String::new() }).await?;
+        let response = ep
+            .reply(
+                faults,
+                &prompt,
+                false,
+                move |c, _| json!([gemini_whole(c, &m)]),
+                |c| GeminiStream {
+                    completion: c,
+                    meta: meta.clone(),
+                    arguments: String::new(),
+                },
+            )
+            .await?;
         return Ok(response);
     }
     let m = meta.clone();
-    ep.reply(faults, &prompt, stream, move |c, _: Duration| gemini_whole(c, &m), |c| GeminiStream { completion: c, meta, arguments: String::new() }).await
+    ep.reply(
+        faults,
+        &prompt,
+        stream,
+        move |c, _: Duration| gemini_whole(c, &m),
+        |c| GeminiStream {
+            completion: c,
+            meta,
+            arguments: String::new(),
+        },
+    )
+    .await
 }
 
 fn gemini_prompt(model: &str, request: &Map<String, Value>) -> Result<Prompt, SimError> {
     const KNOWN: &[&str] = &[
-        "contents", "systemInstruction", "generationConfig", "tools", "toolConfig", "safetySettings", "cachedContent", "labels", "model",
+        "contents",
+        "systemInstruction",
+        "generationConfig",
+        "tools",
+        "toolConfig",
+        "safetySettings",
+        "cachedContent",
+        "labels",
+        "model",
     ];
     if let Some(unknown) = request.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-        return Err(SimError::bad_request(format!("Invalid JSON payload received. Unknown name \"{unknown}\": Cannot find field.")));
+        return Err(SimError::bad_request(format!(
+            "Invalid JSON payload received. Unknown name \"{unknown}\": Cannot find field."
+        )));
     }
-    let mut prompt = Prompt { model: model.to_owned(), ..Prompt::default() };
-    for part in request.get("systemInstruction").and_then(|s| s.get("parts")).and_then(Value::as_array).into_iter().flatten() {
+    let mut prompt = Prompt {
+        model: model.to_owned(),
+        ..Prompt::default()
+    };
+    for part in request
+        .get("systemInstruction")
+        .and_then(|s| s.get("parts"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         if let Some(text) = part.get("text").and_then(Value::as_str) {
             prompt.texts.push(text.to_owned());
         }
@@ -113,9 +177,17 @@ fn gemini_prompt(model: &str, request: &Map<String, Value>) -> Result<Prompt, Si
         .get("contents")
         .and_then(Value::as_array)
         .filter(|c| !c.is_empty())
-        .ok_or_else(|| SimError::bad_param("contents", "Unable to submit request because it has an empty contents field."))?;
+        .ok_or_else(|| {
+            SimError::bad_param(
+                "contents",
+                "Unable to submit request because it has an empty contents field.",
+            )
+        })?;
     for (i, content) in contents.iter().enumerate() {
-        let role = content.get("role").and_then(Value::as_str).unwrap_or_default();
+        let role = content
+            .get("role")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         if !matches!(role, "user" | "model" | "function") {
             return Err(SimError::bad_param(
                 &format!("contents[{i}].role"),
@@ -134,10 +206,17 @@ fn gemini_prompt(model: &str, request: &Map<String, Value>) -> Result<Prompt, Si
             } else if part.get("inlineData").is_some() || part.get("fileData").is_some() {
                 prompt.images += 1;
             } else if let Some(call) = part.get("functionCall") {
-                prompt.texts.push(call.get("args").map(Value::to_string).unwrap_or_default());
+                prompt
+                    .texts
+                    .push(call.get("args").map(Value::to_string).unwrap_or_default());
             } else if let Some(response) = part.get("functionResponse") {
                 tool_result = true;
-                prompt.texts.push(response.get("response").map(Value::to_string).unwrap_or_default());
+                prompt.texts.push(
+                    response
+                        .get("response")
+                        .map(Value::to_string)
+                        .unwrap_or_default(),
+                );
             }
         }
         if role != "model" {
@@ -152,53 +231,117 @@ fn gemini_prompt(model: &str, request: &Map<String, Value>) -> Result<Prompt, Si
     if let Some(config) = request.get("generationConfig") {
         if let Some(max) = config.get("maxOutputTokens") {
             let max = max.as_u64().filter(|m| *m >= 1).ok_or_else(|| {
-                SimError::bad_param("generationConfig.max_output_tokens", "Unable to submit request because it has a maxOutputTokens value less than 1.")
+                SimError::bad_param(
+                    "generationConfig.max_output_tokens",
+                    "Unable to submit request because it has a maxOutputTokens value less than 1.",
+                )
             })?;
             prompt.max_tokens = Some(max.min(u64::from(u32::MAX)) as u32);
         }
-        if let Some(t) = config.get("temperature").and_then(Value::as_f64) {
-            if !(0.0..=2.0).contains(&t) {
-                return Err(SimError::bad_param("generationConfig.temperature", format!("Unable to submit request because it has a temperature value of {t} but the supported range is from 0 (inclusive) to 2.0001 (exclusive).")));
-            }
+        if let Some(t) = config.get("temperature").and_then(Value::as_f64)
+            && !(0.0..=2.0).contains(&t)
+        {
+            return Err(SimError::bad_param(
+                "generationConfig.temperature",
+                format!(
+                    "Unable to submit request because it has a temperature value of {t} but the supported range is from 0 (inclusive) to 2.0001 (exclusive)."
+                ),
+            ));
         }
-        if let Some(p) = config.get("topP").and_then(Value::as_f64) {
-            if !(0.0..=1.0).contains(&p) {
-                return Err(SimError::bad_param("generationConfig.top_p", format!("Unable to submit request because it has a topP value of {p} but the supported range is from 0 (exclusive) to 1.0001 (exclusive).")));
-            }
+        if let Some(p) = config.get("topP").and_then(Value::as_f64)
+            && !(0.0..=1.0).contains(&p)
+        {
+            return Err(SimError::bad_param(
+                "generationConfig.top_p",
+                format!(
+                    "Unable to submit request because it has a topP value of {p} but the supported range is from 0 (exclusive) to 1.0001 (exclusive)."
+                ),
+            ));
         }
-        if config.get("candidateCount").and_then(Value::as_u64).is_some_and(|n| n != 1) {
-            return Err(SimError::bad_param("generationConfig.candidate_count", "Only one candidate can be specified in the current model."));
+        if config
+            .get("candidateCount")
+            .and_then(Value::as_u64)
+            .is_some_and(|n| n != 1)
+        {
+            return Err(SimError::bad_param(
+                "generationConfig.candidate_count",
+                "Only one candidate can be specified in the current model.",
+            ));
         }
         match config.get("responseMimeType").and_then(Value::as_str) {
             None | Some("text/plain") => {}
             Some("application/json") => prompt.json_mode = true,
             Some(other) => {
-                return Err(SimError::bad_param("generationConfig.response_mime_type", format!("Unsupported mime type: {other}. Allowed mimetypes are text/plain, application/json.")));
+                return Err(SimError::bad_param(
+                    "generationConfig.response_mime_type",
+                    format!(
+                        "Unsupported mime type: {other}. Allowed mimetypes are text/plain, application/json."
+                    ),
+                ));
             }
         }
         prompt.stop = config
             .get("stopSequences")
             .and_then(Value::as_array)
-            .map(|s| s.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .map(|s| {
+                s.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
             .unwrap_or_default();
     }
-    for tool in request.get("tools").and_then(Value::as_array).into_iter().flatten() {
-        for f in tool.get("functionDeclarations").and_then(Value::as_array).into_iter().flatten() {
+    for tool in request
+        .get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        for f in tool
+            .get("functionDeclarations")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             prompt.tools.push(Tool {
-                name: f.get("name").and_then(Value::as_str).unwrap_or_default().to_owned(),
-                description: f.get("description").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                name: f
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+                description: f
+                    .get("description")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
                 schema: f.get("parameters").cloned().unwrap_or(Value::Null),
             });
         }
     }
-    if let Some(calling) = request.get("toolConfig").and_then(|t| t.get("functionCallingConfig")) {
-        let allowed: Vec<&str> = calling.get("allowedFunctionNames").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
-        prompt.tool_choice = match calling.get("mode").and_then(Value::as_str).unwrap_or("AUTO") {
+    if let Some(calling) = request
+        .get("toolConfig")
+        .and_then(|t| t.get("functionCallingConfig"))
+    {
+        let allowed: Vec<&str> = calling
+            .get("allowedFunctionNames")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        prompt.tool_choice = match calling
+            .get("mode")
+            .and_then(Value::as_str)
+            .unwrap_or("AUTO")
+        {
             "AUTO" | "MODE_UNSPECIFIED" => ToolChoice::Auto,
             "NONE" => ToolChoice::None,
             "ANY" if allowed.len() == 1 => ToolChoice::Named(allowed[0].to_owned()),
             "ANY" => ToolChoice::Any,
-            other => return Err(SimError::bad_param("tool_config.function_calling_config.mode", format!("Invalid value \"{other}\" for function calling mode."))),
+            other => {
+                return Err(SimError::bad_param(
+                    "tool_config.function_calling_config.mode",
+                    format!("Invalid value \"{other}\" for function calling mode."),
+                ));
+            }
         };
     }
     Ok(prompt)
@@ -240,7 +383,9 @@ fn candidate(c: &Completion, parts: Value) -> Value {
 fn parts(c: &Completion) -> Value {
     match &c.output {
         Output::Text(text) => json!([{ "text": text }]),
-        Output::ToolCall { name, arguments, .. } => json!([{ "functionCall": { "name": name, "args": arguments } }]),
+        Output::ToolCall {
+            name, arguments, ..
+        } => json!([{ "functionCall": { "name": name, "args": arguments } }]),
     }
 }
 
@@ -306,32 +451,80 @@ impl StreamDialect for GeminiStream {
     }
 
     fn error(&mut self, class: ErrorClass) -> Vec<Bytes> {
-        let (code, status, message) = google_status(&SimError::Injected { class, retry_after_s: 0 });
-        vec![sse(None, &json!({ "error": { "code": code.as_u16(), "message": message, "status": status } }).to_string())]
+        let (code, status, message) = google_status(&SimError::Injected {
+            class,
+            retry_after_s: 0,
+        });
+        vec![sse(
+            None,
+            &json!({ "error": { "code": code.as_u16(), "message": message, "status": status } })
+                .to_string(),
+        )]
     }
 
     fn malformed(&mut self) -> Bytes {
-        Bytes::from_static(b"data: {\"candidates\": [{\"content\": {\"role\": \"model\", \"parts\": [{\"text\n\n")
+        Bytes::from_static(
+            b"data: {\"candidates\": [{\"content\": {\"role\": \"model\", \"parts\": [{\"text\n\n",
+        )
     }
 }
 
 fn google_status(e: &SimError) -> (StatusCode, &'static str, String) {
     match e {
-        SimError::Injected { class: ErrorClass::Throttle, .. } | SimError::Capacity { .. } => (
+        SimError::Injected {
+            class: ErrorClass::Throttle,
+            ..
+        }
+        | SimError::Capacity { .. } => (
             StatusCode::TOO_MANY_REQUESTS,
             "RESOURCE_EXHAUSTED",
             "Resource exhausted. Please try again later.".into(),
         ),
-        SimError::Injected { class: ErrorClass::ServerError, .. } => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "Internal error encountered.".into()),
-        SimError::Injected { class: ErrorClass::Timeout, .. } => (StatusCode::GATEWAY_TIMEOUT, "DEADLINE_EXCEEDED", "Deadline expired before operation could complete.".into()),
-        SimError::Injected { class: ErrorClass::Overloaded, .. } => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "The model is overloaded. Please try again later.".into()),
-        SimError::Injected { class: ErrorClass::Unavailable, .. } => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "The service is currently unavailable.".into()),
-        SimError::ContextLength { prompt_tokens, limit } => (
+        SimError::Injected {
+            class: ErrorClass::ServerError,
+            ..
+        } => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL",
+            "Internal error encountered.".into(),
+        ),
+        SimError::Injected {
+            class: ErrorClass::Timeout,
+            ..
+        } => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "DEADLINE_EXCEEDED",
+            "Deadline expired before operation could complete.".into(),
+        ),
+        SimError::Injected {
+            class: ErrorClass::Overloaded,
+            ..
+        } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            "The model is overloaded. Please try again later.".into(),
+        ),
+        SimError::Injected {
+            class: ErrorClass::Unavailable,
+            ..
+        } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            "The service is currently unavailable.".into(),
+        ),
+        SimError::ContextLength {
+            prompt_tokens,
+            limit,
+        } => (
             StatusCode::BAD_REQUEST,
             "INVALID_ARGUMENT",
-            format!("The input token count ({prompt_tokens}) exceeds the maximum number of tokens allowed ({limit})."),
+            format!(
+                "The input token count ({prompt_tokens}) exceeds the maximum number of tokens allowed ({limit})."
+            ),
         ),
-        SimError::BadRequest { message, .. } => (StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", message.clone()),
+        SimError::BadRequest { message, .. } => {
+            (StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", message.clone())
+        }
         SimError::Unauthenticated(m) => (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", m.clone()),
         SimError::Forbidden(m) => (StatusCode::FORBIDDEN, "PERMISSION_DENIED", m.clone()),
         SimError::NotFound(m) => (StatusCode::NOT_FOUND, "NOT_FOUND", m.clone()),
@@ -341,8 +534,13 @@ fn google_status(e: &SimError) -> (StatusCode, &'static str, String) {
 /// A `SimError` in Google's error format.
 pub fn google_error(e: &SimError) -> Response {
     let (code, status, message) = google_status(e);
-    let mut body = json!({ "error": { "code": code.as_u16(), "message": message, "status": status } });
-    if let SimError::BadRequest { param: Some(field), message } = e {
+    let mut body =
+        json!({ "error": { "code": code.as_u16(), "message": message, "status": status } });
+    if let SimError::BadRequest {
+        param: Some(field),
+        message,
+    } = e
+    {
         body["error"]["details"] = json!([{
             "@type": "type.googleapis.com/google.rpc.BadRequest",
             "fieldViolations": [{ "field": field, "description": message }],

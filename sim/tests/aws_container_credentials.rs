@@ -21,32 +21,64 @@ async fn default_chain_uses_container_credentials_and_the_issued_key_is_accepted
 
     // SAFETY: this test binary has a single test, so no other thread reads the environment now.
     unsafe {
-        for var in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_BEARER_TOKEN_BEDROCK", "AWS_WEB_IDENTITY_TOKEN_FILE"] {
+        for var in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_PROFILE",
+            "AWS_BEARER_TOKEN_BEDROCK",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+        ] {
             std::env::remove_var(var);
         }
         std::env::set_var("AWS_CONFIG_FILE", "/nonexistent/crossbar-sim-test");
-        std::env::set_var("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/crossbar-sim-test");
-        std::env::set_var("AWS_CONTAINER_CREDENTIALS_FULL_URI", format!("{}/creds", sim.url("identity")));
+        std::env::set_var(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "/nonexistent/crossbar-sim-test",
+        );
+        std::env::set_var(
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            format!("{}/creds", sim.url("identity")),
+        );
         std::env::set_var("AWS_CONTAINER_AUTHORIZATION_TOKEN", "pod-identity-token");
         std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
     }
-    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest()).region("us-west-2").load().await;
+    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region("us-west-2")
+        .load()
+        .await;
     let config = aws_sdk_bedrockruntime::config::Builder::from(&shared)
         .endpoint_url(sim.url("bedrock"))
         .retry_config(aws_sdk_bedrockruntime::config::retry::RetryConfig::disabled())
         .build();
     let client = aws_sdk_bedrockruntime::Client::from_conf(config);
-    let message = Message::builder().role(ConversationRole::User).content(ContentBlock::Text("hello".into())).build().unwrap();
+    let message = Message::builder()
+        .role(ConversationRole::User)
+        .content(ContentBlock::Text("hello".into()))
+        .build()
+        .unwrap();
     for _ in 0..3 {
-        client.converse().model_id("amazon.nova-pro-v1:0").messages(message.clone()).send().await.expect("signed with issued credentials");
+        client
+            .converse()
+            .model_id("amazon.nova-pro-v1:0")
+            .messages(message.clone())
+            .send()
+            .await
+            .expect("signed with issued credentials");
     }
 
     // Credentials are fetched once and cached by the SDK, not per request.
     let identity = stats(&sim, "identity").await;
-    assert_eq!(identity["credentials"]["issued:aws-container"], 1, "{identity}");
+    assert_eq!(
+        identity["credentials"]["issued:aws-container"], 1,
+        "{identity}"
+    );
     let bedrock = stats(&sim, "bedrock").await;
     let used: Vec<&String> = bedrock["credentials"].as_object().unwrap().keys().collect();
     assert_eq!(used.len(), 1);
-    assert!(used[0].starts_with("ASIA") && used[0].ends_with("(aws-container)"), "{used:?}");
+    assert!(
+        used[0].starts_with("ASIA") && used[0].ends_with("(aws-container)"),
+        "{used:?}"
+    );
     assert_eq!(bedrock["credentials"][used[0]], 3);
 }

@@ -9,8 +9,9 @@ use aws_sdk_bedrockruntime::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_bedrockruntime::error::SdkError;
 use aws_sdk_bedrockruntime::operation::converse::ConverseError;
 use aws_sdk_bedrockruntime::types::{
-    ContentBlock, ConversationRole, ConverseStreamOutput, InferenceConfiguration, Message, StopReason, Tool, ToolChoice,
-    ToolConfiguration, ToolInputSchema, ToolResultBlock, ToolResultContentBlock, ToolSpecification, AnyToolChoice,
+    AnyToolChoice, ContentBlock, ConversationRole, ConverseStreamOutput, InferenceConfiguration,
+    Message, StopReason, Tool, ToolChoice, ToolConfiguration, ToolInputSchema, ToolResultBlock,
+    ToolResultContentBlock, ToolSpecification,
 };
 use aws_smithy_types::Document;
 use common::{set_faults, spec, start, stats};
@@ -35,18 +36,33 @@ fn client(sim: &Sim, region: &str) -> Client {
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(region.to_owned()))
         .endpoint_url(sim.url("bedrock"))
-        .credentials_provider(Credentials::new("AKIDSIMTEST", "not-a-real-secret", None, None, "test"))
+        .credentials_provider(Credentials::new(
+            "AKIDSIMTEST",
+            "not-a-real-secret",
+            None,
+            None,
+            "test",
+        ))
         .retry_config(aws_sdk_bedrockruntime::config::retry::RetryConfig::disabled())
         .build();
     Client::from_conf(config)
 }
 
 fn user(text: &str) -> Message {
-    Message::builder().role(ConversationRole::User).content(ContentBlock::Text(text.into())).build().unwrap()
+    Message::builder()
+        .role(ConversationRole::User)
+        .content(ContentBlock::Text(text.into()))
+        .build()
+        .unwrap()
 }
 
 fn text_of(message: &Message) -> String {
-    message.content().iter().filter_map(|b| b.as_text().ok()).cloned().collect()
+    message
+        .content()
+        .iter()
+        .filter_map(|b| b.as_text().ok())
+        .cloned()
+        .collect()
 }
 
 #[tokio::test]
@@ -55,7 +71,9 @@ async fn converse_returns_text_with_usage_that_agrees() {
     let out = client(&sim, "us-east-1")
         .converse()
         .model_id(MODEL)
-        .system(aws_sdk_bedrockruntime::types::SystemContentBlock::Text("Be brief.".into()))
+        .system(aws_sdk_bedrockruntime::types::SystemContentBlock::Text(
+            "Be brief.".into(),
+        ))
         .messages(user("Summarise the quarter."))
         .send()
         .await
@@ -65,10 +83,19 @@ async fn converse_returns_text_with_usage_that_agrees() {
     assert!(!text.is_empty());
     assert_eq!(out.stop_reason(), &StopReason::EndTurn);
     let usage = out.usage().unwrap();
-    assert_eq!(usage.input_tokens() as u32, count_tokens("Be brief.") + count_tokens("Summarise the quarter."));
+    assert_eq!(
+        usage.input_tokens() as u32,
+        count_tokens("Be brief.") + count_tokens("Summarise the quarter.")
+    );
     assert_eq!(usage.output_tokens() as u32, count_tokens(&text));
-    assert_eq!(usage.total_tokens(), usage.input_tokens() + usage.output_tokens());
-    assert_eq!(stats(&sim, "bedrock").await["credentials"]["AKIDSIMTEST"], 1);
+    assert_eq!(
+        usage.total_tokens(),
+        usage.input_tokens() + usage.output_tokens()
+    );
+    assert_eq!(
+        stats(&sim, "bedrock").await["credentials"]["AKIDSIMTEST"],
+        1
+    );
 }
 
 #[tokio::test]
@@ -76,21 +103,48 @@ async fn percent_encoded_arns_and_inference_profiles_reach_the_model() {
     let sim = bedrock_sim().await;
     let client = client(&sim, "us-east-1");
     for model in [ARN, PROFILE] {
-        let out = client.converse().model_id(model).messages(user("hello")).send().await;
+        let out = client
+            .converse()
+            .model_id(model)
+            .messages(user("hello"))
+            .send()
+            .await;
         assert!(out.is_ok(), "{model}: {:?}", out.err());
     }
-    let err = client.converse().model_id("arn:aws:bedrock:us-east-1:123456789012:provisioned-model/other").messages(user("hello")).send().await.unwrap_err();
-    assert!(matches!(err.into_service_error(), ConverseError::ValidationException(_)));
+    let err = client
+        .converse()
+        .model_id("arn:aws:bedrock:us-east-1:123456789012:provisioned-model/other")
+        .messages(user("hello"))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err.into_service_error(),
+        ConverseError::ValidationException(_)
+    ));
 }
 
 #[tokio::test]
 async fn converse_stream_sends_the_same_reply_as_events() {
     let sim = bedrock_sim().await;
     let client = client(&sim, "us-east-1");
-    let whole = client.converse().model_id(MODEL).messages(user("Plan the recap.")).send().await.unwrap();
+    let whole = client
+        .converse()
+        .model_id(MODEL)
+        .messages(user("Plan the recap."))
+        .send()
+        .await
+        .unwrap();
     let expected = text_of(whole.output().unwrap().as_message().unwrap());
 
-    let mut stream = client.converse_stream().model_id(MODEL).messages(user("Plan the recap.")).send().await.unwrap().stream;
+    let mut stream = client
+        .converse_stream()
+        .model_id(MODEL)
+        .messages(user("Plan the recap."))
+        .send()
+        .await
+        .unwrap()
+        .stream;
     let mut kinds = Vec::new();
     let mut text = String::new();
     let mut usage = None;
@@ -129,36 +183,76 @@ async fn tool_use_round_trip() {
             ("type".to_owned(), Document::String("object".into())),
             (
                 "properties".to_owned(),
-                Document::Object([("city".to_owned(), Document::Object([("type".to_owned(), Document::String("string".into()))].into()))].into()),
+                Document::Object(
+                    [(
+                        "city".to_owned(),
+                        Document::Object(
+                            [("type".to_owned(), Document::String("string".into()))].into(),
+                        ),
+                    )]
+                    .into(),
+                ),
             ),
         ]
         .into(),
     );
     let tools = ToolConfiguration::builder()
         .tools(Tool::ToolSpec(
-            ToolSpecification::builder().name("get_weather").description("Weather by city").input_schema(ToolInputSchema::Json(schema)).build().unwrap(),
+            ToolSpecification::builder()
+                .name("get_weather")
+                .description("Weather by city")
+                .input_schema(ToolInputSchema::Json(schema))
+                .build()
+                .unwrap(),
         ))
         .tool_choice(ToolChoice::Any(AnyToolChoice::builder().build()))
         .build()
         .unwrap();
     let question = user("What is the weather in Paris?");
-    let first = client.converse().model_id(MODEL).messages(question.clone()).tool_config(tools.clone()).send().await.unwrap();
+    let first = client
+        .converse()
+        .model_id(MODEL)
+        .messages(question.clone())
+        .tool_config(tools.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(first.stop_reason(), &StopReason::ToolUse);
     let assistant = first.output().unwrap().as_message().unwrap().clone();
-    let tool_use = assistant.content().iter().find_map(|b| b.as_tool_use().ok()).expect("a toolUse block").clone();
+    let tool_use = assistant
+        .content()
+        .iter()
+        .find_map(|b| b.as_tool_use().ok())
+        .expect("a toolUse block")
+        .clone();
     assert_eq!(tool_use.name(), "get_weather");
     assert!(tool_use.tool_use_id().starts_with("tooluse_"));
-    let Document::Object(input) = tool_use.input() else { panic!("input is an object") };
+    let Document::Object(input) = tool_use.input() else {
+        panic!("input is an object")
+    };
     assert!(matches!(input.get("city"), Some(Document::String(_))));
 
     let result = Message::builder()
         .role(ConversationRole::User)
         .content(ContentBlock::ToolResult(
-            ToolResultBlock::builder().tool_use_id(tool_use.tool_use_id()).content(ToolResultContentBlock::Text("18C and sunny".into())).build().unwrap(),
+            ToolResultBlock::builder()
+                .tool_use_id(tool_use.tool_use_id())
+                .content(ToolResultContentBlock::Text("18C and sunny".into()))
+                .build()
+                .unwrap(),
         ))
         .build()
         .unwrap();
-    let second = client.converse().model_id(MODEL).messages(question).messages(assistant).messages(result).tool_config(tools).send().await.unwrap();
+    let second = client
+        .converse()
+        .model_id(MODEL)
+        .messages(question)
+        .messages(assistant)
+        .messages(result)
+        .tool_config(tools)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(second.stop_reason(), &StopReason::EndTurn);
     assert!(!text_of(second.output().unwrap().as_message().unwrap()).is_empty());
 }
@@ -178,13 +272,29 @@ async fn max_tokens_and_stop_sequences_end_the_reply() {
     assert_eq!(out.stop_reason(), &StopReason::MaxTokens);
     assert_eq!(out.usage().unwrap().output_tokens(), 3);
 
-    let full = text_of(client.converse().model_id(MODEL).messages(user("hello")).send().await.unwrap().output().unwrap().as_message().unwrap());
+    let full = text_of(
+        client
+            .converse()
+            .model_id(MODEL)
+            .messages(user("hello"))
+            .send()
+            .await
+            .unwrap()
+            .output()
+            .unwrap()
+            .as_message()
+            .unwrap(),
+    );
     let stop = format!(" {}", full.split(' ').nth(2).unwrap().trim_end_matches('.'));
     let out = client
         .converse()
         .model_id(MODEL)
         .messages(user("hello"))
-        .inference_config(InferenceConfiguration::builder().stop_sequences(stop.clone()).build())
+        .inference_config(
+            InferenceConfiguration::builder()
+                .stop_sequences(stop.clone())
+                .build(),
+        )
         .send()
         .await
         .unwrap();
@@ -199,17 +309,37 @@ async fn every_error_class_arrives_as_the_sdks_typed_error() {
     let client = client(&sim, "us-east-1");
     let cases = [
         (json!({"errors": {"throttle": 1.0}}), "ThrottlingException"),
-        (json!({"errors": {"server_error": 1.0}}), "InternalServerException"),
-        (json!({"errors": {"timeout": 1.0}, "timeout_after_ms": 10}), "ModelTimeoutException"),
-        (json!({"errors": {"overloaded": 1.0}}), "ServiceUnavailableException"),
-        (json!({"outage": "unavailable"}), "ServiceUnavailableException"),
+        (
+            json!({"errors": {"server_error": 1.0}}),
+            "InternalServerException",
+        ),
+        (
+            json!({"errors": {"timeout": 1.0}, "timeout_after_ms": 10}),
+            "ModelTimeoutException",
+        ),
+        (
+            json!({"errors": {"overloaded": 1.0}}),
+            "ServiceUnavailableException",
+        ),
+        (
+            json!({"outage": "unavailable"}),
+            "ServiceUnavailableException",
+        ),
         (json!({"capacity_tpm": 1}), "ThrottlingException"),
     ];
     for (faults, expected) in cases {
         set_faults(&sim, "bedrock", json!({"errors": {"throttle": 0, "server_error": 0, "timeout": 0, "overloaded": 0}, "outage": "none", "capacity_tpm": null})).await;
         set_faults(&sim, "bedrock", faults.clone()).await;
-        let err = client.converse().model_id(MODEL).messages(user("hello")).send().await.unwrap_err();
-        let SdkError::ServiceError(service) = &err else { panic!("{faults}: not a service error: {err:?}") };
+        let err = client
+            .converse()
+            .model_id(MODEL)
+            .messages(user("hello"))
+            .send()
+            .await
+            .unwrap_err();
+        let SdkError::ServiceError(service) = &err else {
+            panic!("{faults}: not a service error: {err:?}")
+        };
         let typed = match service.err() {
             ConverseError::ThrottlingException(_) => "ThrottlingException",
             ConverseError::InternalServerException(_) => "InternalServerException",
@@ -229,24 +359,69 @@ async fn client_errors_are_validation_and_access_denied() {
     b.context_window = 5;
     let sim = start(vec![b]).await;
 
-    let err = client(&sim, "us-east-1").converse().model_id(MODEL).messages(user("one two three four five six")).send().await.unwrap_err();
-    let ConverseError::ValidationException(e) = err.into_service_error() else { panic!("not a validation error") };
+    let err = client(&sim, "us-east-1")
+        .converse()
+        .model_id(MODEL)
+        .messages(user("one two three four five six"))
+        .send()
+        .await
+        .unwrap_err();
+    let ConverseError::ValidationException(e) = err.into_service_error() else {
+        panic!("not a validation error")
+    };
     assert_eq!(e.message(), Some("Input is too long for requested model."));
 
-    let assistant_first = Message::builder().role(ConversationRole::Assistant).content(ContentBlock::Text("hi".into())).build().unwrap();
-    let err = client(&sim, "us-east-1").converse().model_id(MODEL).messages(assistant_first).send().await.unwrap_err();
-    let ConverseError::ValidationException(e) = err.into_service_error() else { panic!("not a validation error") };
-    assert!(e.message().unwrap().contains("must start with a user message"));
+    let assistant_first = Message::builder()
+        .role(ConversationRole::Assistant)
+        .content(ContentBlock::Text("hi".into()))
+        .build()
+        .unwrap();
+    let err = client(&sim, "us-east-1")
+        .converse()
+        .model_id(MODEL)
+        .messages(assistant_first)
+        .send()
+        .await
+        .unwrap_err();
+    let ConverseError::ValidationException(e) = err.into_service_error() else {
+        panic!("not a validation error")
+    };
+    assert!(
+        e.message()
+            .unwrap()
+            .contains("must start with a user message")
+    );
 
-    let err = client(&sim, "eu-west-1").converse().model_id(MODEL).messages(user("hi")).send().await.unwrap_err();
-    assert!(matches!(err.into_service_error(), ConverseError::AccessDeniedException(_)));
+    let err = client(&sim, "eu-west-1")
+        .converse()
+        .model_id(MODEL)
+        .messages(user("hi"))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err.into_service_error(),
+        ConverseError::AccessDeniedException(_)
+    ));
 }
 
 #[tokio::test]
 async fn a_mid_stream_exception_is_the_sdks_typed_stream_error() {
     let sim = bedrock_sim().await;
-    set_faults(&sim, "bedrock", json!({"stream_error_after_tokens": 3, "stream_error": "throttle"})).await;
-    let mut stream = client(&sim, "us-east-1").converse_stream().model_id(MODEL).messages(user("hello")).send().await.unwrap().stream;
+    set_faults(
+        &sim,
+        "bedrock",
+        json!({"stream_error_after_tokens": 3, "stream_error": "throttle"}),
+    )
+    .await;
+    let mut stream = client(&sim, "us-east-1")
+        .converse_stream()
+        .model_id(MODEL)
+        .messages(user("hello"))
+        .send()
+        .await
+        .unwrap()
+        .stream;
     let mut deltas = 0;
     let err = loop {
         match stream.recv().await {
@@ -257,18 +432,39 @@ async fn a_mid_stream_exception_is_the_sdks_typed_stream_error() {
         }
     };
     assert_eq!(deltas, 3);
-    let SdkError::ServiceError(service) = err else { panic!("not a service error") };
-    assert!(service.err().is_throttling_exception(), "{:?}", service.err());
+    let SdkError::ServiceError(service) = err else {
+        panic!("not a service error")
+    };
+    assert!(
+        service.err().is_throttling_exception(),
+        "{:?}",
+        service.err()
+    );
 }
 
 #[tokio::test]
 async fn cut_and_corrupted_streams_fail_in_the_sdk() {
     let sim = bedrock_sim().await;
     let client = client(&sim, "us-east-1");
-    for faults in [json!({"cut_after_tokens": 2}), json!({"malformed_after_tokens": 2})] {
-        set_faults(&sim, "bedrock", json!({"cut_after_tokens": null, "malformed_after_tokens": null})).await;
+    for faults in [
+        json!({"cut_after_tokens": 2}),
+        json!({"malformed_after_tokens": 2}),
+    ] {
+        set_faults(
+            &sim,
+            "bedrock",
+            json!({"cut_after_tokens": null, "malformed_after_tokens": null}),
+        )
+        .await;
         set_faults(&sim, "bedrock", faults.clone()).await;
-        let mut stream = client.converse_stream().model_id(MODEL).messages(user("hello")).send().await.unwrap().stream;
+        let mut stream = client
+            .converse_stream()
+            .model_id(MODEL)
+            .messages(user("hello"))
+            .send()
+            .await
+            .unwrap()
+            .stream;
         let mut deltas = 0;
         let outcome = loop {
             match stream.recv().await {
@@ -282,5 +478,8 @@ async fn cut_and_corrupted_streams_fail_in_the_sdk() {
         assert_eq!(deltas, 2, "{faults}");
     }
     let injected = &stats(&sim, "bedrock").await["injected"];
-    assert_eq!((injected["cut"].as_u64(), injected["malformed"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (injected["cut"].as_u64(), injected["malformed"].as_u64()),
+        (Some(1), Some(1))
+    );
 }
