@@ -1,1 +1,380 @@
 //! Endpoints, features, bindings, experiments and policies: parsing and validation.
+//!
+//! This module holds what the provider adapters need about an endpoint; the routing
+//! issue adds features, bindings and experiments. Like the rest of `api`/`config` it
+//! compiles to wasm, so the console validates with the server's own rules.
+//!
+//! Authentication is described, never stored: the config says *how* to obtain
+//! credentials (the AWS default chain, a profile, a role; GCP ADC or a workload
+//! identity federation file; the *name* of an environment variable for an API key),
+//! and validation rejects anything that looks like a key pasted into it.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Provider {
+    Bedrock,
+    VertexGemini,
+    VertexAnthropic,
+    /// OpenAI, Azure OpenAI (with `azure`), vLLM and other compatible servers.
+    Openai,
+}
+
+impl Provider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Bedrock => "bedrock",
+            Self::VertexGemini => "vertex-gemini",
+            Self::VertexAnthropic => "vertex-anthropic",
+            Self::Openai => "openai",
+        }
+    }
+
+    /// What the provider family can do, before an endpoint narrows it.
+    pub fn default_capabilities(self) -> Capabilities {
+        match self {
+            Self::Bedrock => Capabilities {
+                tools: true,
+                images: true,
+                json_mode: false,
+                context_window: 200_000,
+                max_output_tokens: 8_192,
+            },
+            Self::VertexGemini => Capabilities {
+                tools: true,
+                images: true,
+                json_mode: true,
+                context_window: 1_000_000,
+                max_output_tokens: 8_192,
+            },
+            Self::VertexAnthropic => Capabilities {
+                tools: true,
+                images: true,
+                json_mode: false,
+                context_window: 200_000,
+                max_output_tokens: 8_192,
+            },
+            Self::Openai => Capabilities {
+                tools: true,
+                images: true,
+                json_mode: true,
+                context_window: 128_000,
+                max_output_tokens: 16_384,
+            },
+        }
+    }
+}
+
+/// One concrete place a model is served.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    pub name: String,
+    pub provider: Provider,
+    /// Bedrock model id / ARN / inference profile; Vertex model name; OpenAI model.
+    pub model: String,
+    /// Cloud region (`us-east-1`, `europe-west4`, `eastus`...).
+    pub region: String,
+    /// Vertex: the GCP project.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    /// Overrides the cloud's URL (simulators, vLLM, an Azure resource, a VPC endpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// Azure OpenAI: deployment and API version; requests use the deployment URL form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<AzureDeployment>,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// What this endpoint supports; unset fields take the provider's defaults.
+    #[serde(default)]
+    pub capabilities: CapabilityOverrides,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// A provisioned endpoint reports a full ceiling as `capacity_exhausted`, an
+    /// on-demand one as `rate_limited`.
+    #[serde(default)]
+    pub provisioned: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureDeployment {
+    pub deployment: String,
+    pub api_version: String,
+}
+
+/// How to obtain credentials. No variant holds a secret.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum AuthConfig {
+    /// The provider's default: the AWS default credential chain for Bedrock
+    /// (environment, web identity / IRSA, container credentials, IMDS), Application
+    /// Default Credentials for Vertex, none for OpenAI-compatible endpoints.
+    #[default]
+    Default,
+    /// AWS: a named profile and/or a role to assume on top of the default chain.
+    Aws {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        profile: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role_arn: Option<String>,
+    },
+    /// GCP: an external-account (workload identity federation) or other ADC JSON file.
+    GcpCredentialsFile { path: String },
+    /// An API key read from this environment variable at start-up (OpenAI, Azure, vLLM).
+    ApiKeyEnv { env: String },
+    /// No credentials (a local vLLM, a simulator).
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    pub tools: bool,
+    pub images: bool,
+    pub json_mode: bool,
+    /// Largest prompt + output, in tokens.
+    pub context_window: u32,
+    /// Largest output per request, in tokens.
+    pub max_output_tokens: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapabilityOverrides {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_mode: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_window: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    /// TCP + TLS connect.
+    #[serde(default = "Timeouts::default_connect_ms")]
+    pub connect_ms: u64,
+    /// A whole non-streaming request; for a stream, the wait for its response headers.
+    #[serde(default = "Timeouts::default_request_ms")]
+    pub request_ms: u64,
+    /// Longest silence inside a stream before it counts as interrupted.
+    #[serde(default = "Timeouts::default_idle_ms")]
+    pub stream_idle_ms: u64,
+}
+
+impl Timeouts {
+    fn default_connect_ms() -> u64 {
+        3_000
+    }
+    fn default_request_ms() -> u64 {
+        120_000
+    }
+    fn default_idle_ms() -> u64 {
+        30_000
+    }
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect_ms: Self::default_connect_ms(),
+            request_ms: Self::default_request_ms(),
+            stream_idle_ms: Self::default_idle_ms(),
+        }
+    }
+}
+
+impl EndpointConfig {
+    /// A minimal endpoint, as tests and the demo build them.
+    pub fn new(name: &str, provider: Provider, model: &str, region: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            provider,
+            model: model.to_owned(),
+            region: region.to_owned(),
+            project: None,
+            base_url: None,
+            azure: None,
+            auth: AuthConfig::Default,
+            capabilities: CapabilityOverrides::default(),
+            timeouts: Timeouts::default(),
+            provisioned: false,
+        }
+    }
+
+    /// The provider's capabilities with this endpoint's overrides applied.
+    pub fn capabilities(&self) -> Capabilities {
+        let d = self.provider.default_capabilities();
+        let o = &self.capabilities;
+        Capabilities {
+            tools: o.tools.unwrap_or(d.tools),
+            images: o.images.unwrap_or(d.images),
+            json_mode: o.json_mode.unwrap_or(d.json_mode),
+            context_window: o.context_window.unwrap_or(d.context_window),
+            max_output_tokens: o.max_output_tokens.unwrap_or(d.max_output_tokens),
+        }
+    }
+
+    /// Every problem, each prefixed with `path` (e.g. `endpoints.bedrock-use1`).
+    pub fn problems(&self, path: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut bad = |field: &str, why: String| out.push(format!("{path}.{field}: {why}"));
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            bad(
+                "name",
+                format!(
+                    "`{}` must be non-empty letters, digits, '-', '_' or '.'",
+                    self.name
+                ),
+            );
+        }
+        if self.model.trim().is_empty() {
+            bad("model", "must not be empty".into());
+        }
+        if self.region.trim().is_empty() {
+            bad("region", "must not be empty".into());
+        }
+        if matches!(
+            self.provider,
+            Provider::VertexGemini | Provider::VertexAnthropic
+        ) && self.project.as_deref().is_none_or(str::is_empty)
+        {
+            bad("project", "Vertex endpoints need a GCP project".into());
+        }
+        if let Some(url) = &self.base_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bad(
+                    "base_url",
+                    format!("`{url}` must start with http:// or https://"),
+                );
+            }
+        }
+        if self.azure.is_some() && self.provider != Provider::Openai {
+            bad(
+                "azure",
+                "only OpenAI-compatible endpoints have Azure deployments".into(),
+            );
+        }
+        if self.provider == Provider::Openai && self.base_url.is_none() && self.azure.is_some() {
+            bad(
+                "base_url",
+                "an Azure deployment needs the resource URL (https://NAME.openai.azure.com)".into(),
+            );
+        }
+        match (&self.auth, self.provider) {
+            (AuthConfig::Aws { .. }, p) if p != Provider::Bedrock => bad(
+                "auth",
+                "`aws` authentication is for Bedrock endpoints".into(),
+            ),
+            (AuthConfig::GcpCredentialsFile { .. }, p)
+                if !matches!(p, Provider::VertexGemini | Provider::VertexAnthropic) =>
+            {
+                bad(
+                    "auth",
+                    "`gcp-credentials-file` is for Vertex endpoints".into(),
+                )
+            }
+            (AuthConfig::ApiKeyEnv { env }, _) => {
+                if !env
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                    || env.is_empty()
+                {
+                    bad("auth.env", "must be the NAME of an environment variable (A-Z, 0-9, _), never the key itself".into());
+                }
+            }
+            _ => {}
+        }
+        let caps = self.capabilities();
+        if caps.max_output_tokens == 0 || caps.context_window == 0 {
+            bad(
+                "capabilities",
+                "context_window and max_output_tokens must be positive".into(),
+            );
+        }
+        if caps.max_output_tokens > caps.context_window {
+            bad(
+                "capabilities.max_output_tokens",
+                format!(
+                    "{} exceeds context_window {}",
+                    caps.max_output_tokens, caps.context_window
+                ),
+            );
+        }
+        let t = &self.timeouts;
+        if t.connect_ms == 0 || t.request_ms == 0 || t.stream_idle_ms == 0 {
+            bad("timeouts", "every timeout must be positive".into());
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_parse_from_toml_with_defaults() {
+        let e: EndpointConfig = toml_like(
+            r#"{"name": "bedrock-use1", "provider": "bedrock", "model": "anthropic.claude-3-5-sonnet-20240620-v1:0",
+                "region": "us-east-1", "auth": {"method": "aws", "role_arn": "arn:aws:iam::1:role/crossbar"},
+                "capabilities": {"images": false}}"#,
+        );
+        assert!(e.problems("endpoints.bedrock-use1").is_empty());
+        let caps = e.capabilities();
+        assert!(caps.tools && !caps.images && !caps.json_mode);
+        assert_eq!(e.timeouts, Timeouts::default());
+    }
+
+    #[test]
+    fn problems_name_their_paths() {
+        let mut e = EndpointConfig::new("bad name", Provider::VertexGemini, "", "europe-west4");
+        e.auth = AuthConfig::ApiKeyEnv {
+            env: "sk-live-abc123".into(),
+        };
+        e.capabilities.max_output_tokens = Some(10_000_000);
+        let problems = e.problems("endpoints[0]");
+        for expected in [
+            "endpoints[0].name",
+            "endpoints[0].model",
+            "endpoints[0].project",
+            "endpoints[0].auth.env",
+            "endpoints[0].capabilities.max_output_tokens",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(expected)),
+                "{expected} missing from {problems:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_fields_and_secret_fields_are_rejected() {
+        assert!(
+            serde_json::from_str::<EndpointConfig>(
+                r#"{"name":"a","provider":"openai","model":"m","region":"r","api_key":"sk-1"}"#
+            )
+            .is_err()
+        );
+        assert!(
+            serde_json::from_str::<AuthConfig>(r#"{"method":"aws","secret_access_key":"x"}"#)
+                .is_err()
+        );
+    }
+
+    fn toml_like(json: &str) -> EndpointConfig {
+        serde_json::from_str(json).unwrap()
+    }
+}

@@ -4,11 +4,17 @@
 //! (`api`, `config`) also compile to wasm for the console, while provider I/O sits
 //! behind the default `providers` feature.
 //!
-//! The foundation issue only lays out the crate; the adapters, the routing engine and
-//! the config model arrive with their own issues.
+//! - [`api`]: the unified chat-completions types and the error taxonomy;
+//! - [`config`]: endpoint configuration and its validation;
+//! - [`providers`]: one adapter per cloud API family (feature `providers`);
+//! - [`auth`]: secretless cloud credentials (feature `providers`).
 
 pub mod api;
+#[cfg(feature = "providers")]
+pub mod auth;
 pub mod config;
+#[cfg(feature = "providers")]
+pub mod providers;
 
 /// The crate version, shown by the console and the server.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

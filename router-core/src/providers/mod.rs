@@ -1,0 +1,428 @@
+//! Provider adapters: one module per cloud API family, each owning its wire types,
+//! its request/response/stream mapping and its error mapping, behind [`ChatProvider`].
+//!
+//! Every adapter turns its provider's answers into the unified API: the same response
+//! shape, the same chunk sequence (role, deltas, finish reason, usage last), and one
+//! error taxonomy ([`crate::api::Error`]). A stream that ends abnormally — cut,
+//! malformed, an error event, no terminal event — is a `stream_interrupted` error,
+//! never a clean end. Adapters never retry: the router owns retries and failover.
+
+pub mod bedrock;
+pub mod openai;
+mod sse;
+pub mod vertex_anthropic;
+pub mod vertex_gemini;
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use futures_util::{Stream, StreamExt};
+use tokio::time::Instant;
+
+use crate::api::{ChatChunk, ChatRequest, ChatResponse, ContentPart, Error, ErrorKind, Message};
+use crate::config::{EndpointConfig, Provider};
+
+/// A normalised chunk stream.
+pub type ChatStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, Error>> + Send>>;
+
+/// One endpoint's adapter. Object safe: the router holds `Arc<dyn ChatProvider>`.
+pub trait ChatProvider: Send + Sync {
+    fn endpoint(&self) -> &EndpointConfig;
+
+    /// A whole completion.
+    fn chat<'a>(&'a self, request: &'a ChatRequest) -> BoxFuture<'a, Result<ChatResponse, Error>>;
+
+    /// A streamed completion. Errors before the stream starts are returned here;
+    /// errors after it started arrive in the stream as `stream_interrupted`.
+    fn chat_stream<'a>(
+        &'a self,
+        request: &'a ChatRequest,
+    ) -> BoxFuture<'a, Result<TimedStream, Error>>;
+}
+
+/// Builds the adapter for `endpoint`: one HTTP client / SDK client per endpoint, with
+/// its credentials resolved once and then cached and refreshed by the cloud libraries.
+pub async fn connect(endpoint: &EndpointConfig) -> Result<Arc<dyn ChatProvider>, Error> {
+    let problems = endpoint.problems(&format!("endpoints.{}", endpoint.name));
+    if !problems.is_empty() {
+        return Err(Error::new(ErrorKind::Internal, problems.join("; ")));
+    }
+    Ok(match endpoint.provider {
+        Provider::Bedrock => Arc::new(bedrock::Bedrock::connect(endpoint.clone()).await?),
+        Provider::Openai => Arc::new(openai::OpenAi::connect(endpoint.clone())?),
+        Provider::VertexGemini => Arc::new(vertex_gemini::Gemini::connect(endpoint.clone()).await?),
+        Provider::VertexAnthropic => {
+            Arc::new(vertex_anthropic::Anthropic::connect(endpoint.clone()).await?)
+        }
+    })
+}
+
+/// Refuses what `endpoint` cannot do, naming the parameter, instead of dropping it.
+pub fn check_capabilities(endpoint: &EndpointConfig, request: &ChatRequest) -> Result<(), Error> {
+    let caps = endpoint.capabilities();
+    let name = &endpoint.name;
+    let refuse = |param: &str, what: &str| {
+        Err(Error::unsupported(
+            param,
+            format!(
+                "endpoint `{name}` ({}) does not support {what}",
+                endpoint.provider.as_str()
+            ),
+        ))
+    };
+    if request.messages.is_empty() {
+        return Err(Error::invalid("messages", "messages must not be empty"));
+    }
+    if request.tools.as_ref().is_some_and(|t| !t.is_empty()) && !caps.tools {
+        return refuse("tools", "tool calling");
+    }
+    if request.wants_json() && !caps.json_mode {
+        return refuse("response_format", "JSON response formats");
+    }
+    for (i, message) in request.messages.iter().enumerate() {
+        let content = match message {
+            Message::User { content, .. } => content,
+            _ => continue,
+        };
+        for (j, part) in content.parts().iter().enumerate() {
+            if matches!(part, ContentPart::ImageUrl { .. }) && !caps.images {
+                return refuse(&format!("messages[{i}].content[{j}]"), "image inputs");
+            }
+        }
+    }
+    if let Some(limit) = request.output_limit() {
+        if limit > caps.max_output_tokens {
+            let param = if request.max_completion_tokens.is_some() {
+                "max_completion_tokens"
+            } else {
+                "max_tokens"
+            };
+            return Err(Error::unsupported(
+                param,
+                format!(
+                    "{limit} exceeds endpoint `{name}`'s maximum output of {} tokens",
+                    caps.max_output_tokens
+                ),
+            ));
+        }
+    }
+    if request.n.is_some_and(|n| n != 1) {
+        return refuse("n", "more than one choice per request");
+    }
+    let openai = endpoint.provider == Provider::Openai;
+    if !openai {
+        if request.logprobs == Some(true) || request.top_logprobs.is_some() {
+            return refuse("logprobs", "log probabilities");
+        }
+        if request.logit_bias.is_some() {
+            return refuse("logit_bias", "logit bias");
+        }
+    }
+    if matches!(
+        endpoint.provider,
+        Provider::Bedrock | Provider::VertexAnthropic
+    ) {
+        if request.seed.is_some() {
+            return refuse("seed", "seeded sampling");
+        }
+        if request.presence_penalty.is_some() {
+            return refuse("presence_penalty", "presence penalties");
+        }
+        if request.frequency_penalty.is_some() {
+            return refuse("frequency_penalty", "frequency penalties");
+        }
+    }
+    Ok(())
+}
+
+/// A stream that records when its first output (text or tool call) arrived.
+pub struct TimedStream {
+    inner: ChatStream,
+    started: Instant,
+    first_output: Arc<Mutex<Option<Duration>>>,
+}
+
+impl TimedStream {
+    /// `started` is when the request was sent.
+    pub fn new(inner: ChatStream, started: Instant) -> Self {
+        Self {
+            inner,
+            started,
+            first_output: Arc::default(),
+        }
+    }
+
+    /// Time to first token, once it has arrived.
+    pub fn ttft(&self) -> Option<Duration> {
+        *self.first_output.lock().expect("ttft lock")
+    }
+
+    /// A handle that reads the TTFT after the stream has been moved elsewhere.
+    pub fn ttft_handle(&self) -> Arc<Mutex<Option<Duration>>> {
+        self.first_output.clone()
+    }
+}
+
+impl Stream for TimedStream {
+    type Item = Result<ChatChunk, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let polled = self.inner.as_mut().poll_next(cx);
+        if let Poll::Ready(Some(Ok(chunk))) = &polled {
+            if chunk.has_output() {
+                let mut first = self.first_output.lock().expect("ttft lock");
+                if first.is_none() {
+                    *first = Some(self.started.elapsed());
+                }
+            }
+        }
+        polled
+    }
+}
+
+/// Turns one provider event into unified chunks, and knows whether the provider's
+/// terminal event has been seen.
+pub(crate) trait Decoder: Send + 'static {
+    type Event: Send;
+    fn decode(&mut self, event: Self::Event, out: &mut Vec<Result<ChatChunk, Error>>);
+    fn finished(&self) -> bool;
+}
+
+/// Runs a decoder over a provider's event stream: stops after the first error, and
+/// reports a source that ends before its terminal event as `stream_interrupted`.
+pub(crate) fn drive<S, D>(source: S, decoder: D, endpoint: &EndpointConfig) -> ChatStream
+where
+    S: Stream<Item = Result<D::Event, Error>> + Send + 'static,
+    D: Decoder,
+{
+    struct State<S, D> {
+        source: Pin<Box<S>>,
+        decoder: D,
+        queue: VecDeque<Result<ChatChunk, Error>>,
+        done: bool,
+    }
+    let provider = endpoint.provider.as_str();
+    let name = endpoint.name.clone();
+    let state = State {
+        source: Box::pin(source),
+        decoder,
+        queue: VecDeque::new(),
+        done: false,
+    };
+    let stream = futures_util::stream::unfold(state, move |mut st| {
+        let name = name.clone();
+        async move {
+            loop {
+                if let Some(item) = st.queue.pop_front() {
+                    if item.is_err() {
+                        st.queue.clear();
+                        st.done = true;
+                    }
+                    return Some((item.map_err(|e| e.at(provider, &name)), st));
+                }
+                if st.done {
+                    return None;
+                }
+                match st.source.next().await {
+                    Some(Ok(event)) => {
+                        let mut out = Vec::new();
+                        st.decoder.decode(event, &mut out);
+                        st.queue.extend(out);
+                    }
+                    Some(Err(e)) => st.queue.push_back(Err(e)),
+                    None => {
+                        st.done = true;
+                        if !st.decoder.finished() {
+                            st.queue.push_back(Err(Error::new(
+                                ErrorKind::StreamInterrupted,
+                                "the stream ended before its terminal event",
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+    });
+    // Fused: polling after the end keeps answering `None`.
+    Box::pin(stream.fuse())
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `retry-after-ms`, else `retry-after` in seconds.
+pub(crate) fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    if let Some(ms) = get("retry-after-ms") {
+        return Some(Duration::from_secs_f64(ms.max(0.0) / 1000.0));
+    }
+    get("retry-after").map(|s| Duration::from_secs_f64(s.max(0.0)))
+}
+
+/// One HTTP client per endpoint: pooled keep-alive connections, HTTP/2 where the
+/// server offers it (ALPN), no Nagle delay.
+pub(crate) fn http_client(endpoint: &EndpointConfig) -> Result<reqwest::Client, Error> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_millis(endpoint.timeouts.connect_ms))
+        .pool_idle_timeout(Duration::from_secs(90))
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Internal,
+                format!("building the HTTP client for `{}`: {e}", endpoint.name),
+            )
+        })
+}
+
+/// A transport failure of reqwest, normalised.
+pub(crate) fn transport_error(e: &reqwest::Error) -> Error {
+    let kind = if e.is_timeout() {
+        ErrorKind::Timeout
+    } else if e.is_connect() {
+        ErrorKind::Unavailable
+    } else if e.is_body() || e.is_decode() {
+        ErrorKind::StreamInterrupted
+    } else {
+        ErrorKind::UpstreamError
+    };
+    // reqwest's Display names the URL but never headers, so no credential leaks here.
+    Error::new(kind, format!("transport: {e}"))
+}
+
+/// Sends `request`, bounded by the endpoint's request timeout.
+pub(crate) async fn send(
+    endpoint: &EndpointConfig,
+    request: reqwest::RequestBuilder,
+) -> Result<reqwest::Response, Error> {
+    match tokio::time::timeout(
+        Duration::from_millis(endpoint.timeouts.request_ms),
+        request.send(),
+    )
+    .await
+    {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(e)) => Err(transport_error(&e)),
+        Err(_) => Err(Error::new(
+            ErrorKind::Timeout,
+            format!("no response within {} ms", endpoint.timeouts.request_ms),
+        )),
+    }
+}
+
+/// Reads a whole (non-streaming) body, bounded by the request timeout.
+pub(crate) async fn read_body(
+    endpoint: &EndpointConfig,
+    response: reqwest::Response,
+) -> Result<bytes::Bytes, Error> {
+    match tokio::time::timeout(
+        Duration::from_millis(endpoint.timeouts.request_ms),
+        response.bytes(),
+    )
+    .await
+    {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(e)) => Err(transport_error(&e)),
+        Err(_) => Err(Error::new(
+            ErrorKind::Timeout,
+            format!(
+                "body not complete within {} ms",
+                endpoint.timeouts.request_ms
+            ),
+        )),
+    }
+}
+
+/// Parses a JSON body, or says the upstream sent something malformed.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice(body).map_err(|e| {
+        Error::new(
+            ErrorKind::UpstreamError,
+            format!("malformed upstream response: {e}"),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{Content, ImageUrl};
+
+    fn request() -> ChatRequest {
+        ChatRequest {
+            model: "m".into(),
+            messages: vec![Message::user("hi")],
+            ..ChatRequest::default()
+        }
+    }
+
+    #[test]
+    fn capabilities_refuse_with_the_parameter_named() {
+        let mut ep = EndpointConfig::new(
+            "claude-eu",
+            Provider::VertexAnthropic,
+            "claude",
+            "europe-west4",
+        );
+        ep.capabilities.images = Some(false);
+        let mut r = request();
+        r.seed = Some(1);
+        assert_eq!(
+            check_capabilities(&ep, &r).unwrap_err().param.as_deref(),
+            Some("seed")
+        );
+        let mut r = request();
+        r.messages = vec![Message::User {
+            content: Content::Parts(vec![ContentPart::ImageUrl {
+                image_url: ImageUrl {
+                    url: "data:image/png;base64,AA".into(),
+                    detail: None,
+                },
+            }]),
+            name: None,
+        }];
+        let e = check_capabilities(&ep, &r).unwrap_err();
+        assert_eq!(
+            (e.kind, e.param.as_deref()),
+            (
+                ErrorKind::UnsupportedParameter,
+                Some("messages[0].content[0]")
+            )
+        );
+        let mut r = request();
+        r.max_tokens = Some(1_000_000);
+        assert_eq!(
+            check_capabilities(&ep, &r).unwrap_err().param.as_deref(),
+            Some("max_tokens")
+        );
+        let mut r = request();
+        r.response_format = Some(crate::api::ResponseFormat::JsonObject);
+        assert_eq!(
+            check_capabilities(&ep, &r).unwrap_err().param.as_deref(),
+            Some("response_format")
+        );
+        assert!(check_capabilities(&ep, &request()).is_ok());
+    }
+
+    #[test]
+    fn retry_after_prefers_milliseconds() {
+        let mut h = http::HeaderMap::new();
+        h.insert("retry-after", "3".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
+        h.insert("retry-after-ms", "1500".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_millis(1500)));
+    }
+}

@@ -1,0 +1,292 @@
+//! OpenAI-compatible endpoints: OpenAI, Azure OpenAI (deployment URL form, `api-key`
+//! header) and vLLM. The unified API *is* this wire format, so the mapping is mostly
+//! the model name, the auth header, and the error mapping.
+
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::sse::{self, SseEvent};
+use super::{
+    ChatProvider, Decoder, TimedStream, check_capabilities, drive, http_client, parse_json,
+    read_body, retry_after, send,
+};
+use crate::api::{ChatChunk, ChatRequest, ChatResponse, Error, ErrorKind, StreamOptions};
+use crate::auth;
+use crate::config::{AuthConfig, EndpointConfig};
+
+pub struct OpenAi {
+    endpoint: EndpointConfig,
+    client: reqwest::Client,
+    url: String,
+    /// The API key read from the configured environment variable, with the header it goes in.
+    key: Option<(&'static str, String)>,
+}
+
+impl OpenAi {
+    pub fn connect(endpoint: EndpointConfig) -> Result<Self, Error> {
+        let base = endpoint
+            .base_url
+            .clone()
+            .unwrap_or_else(|| "https://api.openai.com".into());
+        let base = base.trim_end_matches('/');
+        let url = match &endpoint.azure {
+            Some(azure) => format!(
+                "{base}/openai/deployments/{}/chat/completions?api-version={}",
+                azure.deployment, azure.api_version
+            ),
+            None if base.ends_with("/v1") => format!("{base}/chat/completions"),
+            None => format!("{base}/v1/chat/completions"),
+        };
+        let key = match &endpoint.auth {
+            AuthConfig::ApiKeyEnv { env } => {
+                let value = auth::api_key_from_env(env)?;
+                Some((
+                    if endpoint.azure.is_some() {
+                        "api-key"
+                    } else {
+                        "authorization"
+                    },
+                    value,
+                ))
+            }
+            _ => None,
+        };
+        Ok(Self {
+            client: http_client(&endpoint)?,
+            endpoint,
+            url,
+            key,
+        })
+    }
+
+    fn request(&self, body: &ChatRequest) -> reqwest::RequestBuilder {
+        let mut request = self.client.post(&self.url).json(body);
+        match &self.key {
+            Some(("authorization", key)) => request = request.bearer_auth(key),
+            Some((header, key)) => request = request.header(*header, key),
+            None => {}
+        }
+        request
+    }
+
+    /// The request as this endpoint receives it: its model, and usage always reported.
+    fn upstream_request(&self, request: &ChatRequest, stream: bool) -> ChatRequest {
+        let mut upstream = request.clone();
+        upstream.model = self.endpoint.model.clone();
+        upstream.stream = stream.then_some(true);
+        upstream.stream_options = stream.then_some(StreamOptions {
+            include_usage: true,
+        });
+        upstream
+    }
+}
+
+impl ChatProvider for OpenAi {
+    fn endpoint(&self) -> &EndpointConfig {
+        &self.endpoint
+    }
+
+    fn chat<'a>(&'a self, request: &'a ChatRequest) -> BoxFuture<'a, Result<ChatResponse, Error>> {
+        Box::pin(async move {
+            check_capabilities(&self.endpoint, request)?;
+            let response = send(
+                &self.endpoint,
+                self.request(&self.upstream_request(request, false)),
+            )
+            .await
+            .map_err(|e| self.tag(e))?;
+            let status = response.status();
+            let headers = response.headers().clone();
+            let body = read_body(&self.endpoint, response)
+                .await
+                .map_err(|e| self.tag(e))?;
+            if !status.is_success() {
+                return Err(self.tag(error_from(
+                    status.as_u16(),
+                    &headers,
+                    &body,
+                    self.endpoint.provisioned,
+                )));
+            }
+            parse_json::<ChatResponse>(&body).map_err(|e| self.tag(e))
+        })
+    }
+
+    fn chat_stream<'a>(
+        &'a self,
+        request: &'a ChatRequest,
+    ) -> BoxFuture<'a, Result<TimedStream, Error>> {
+        Box::pin(async move {
+            check_capabilities(&self.endpoint, request)?;
+            let started = Instant::now();
+            let response = send(
+                &self.endpoint,
+                self.request(&self.upstream_request(request, true)),
+            )
+            .await
+            .map_err(|e| self.tag(e))?;
+            let status = response.status();
+            if !status.is_success() {
+                let headers = response.headers().clone();
+                let body = read_body(&self.endpoint, response)
+                    .await
+                    .map_err(|e| self.tag(e))?;
+                return Err(self.tag(error_from(
+                    status.as_u16(),
+                    &headers,
+                    &body,
+                    self.endpoint.provisioned,
+                )));
+            }
+            let events = sse::events(
+                response,
+                Duration::from_millis(self.endpoint.timeouts.stream_idle_ms),
+            );
+            Ok(TimedStream::new(
+                drive(events, OpenAiDecoder { done: false }, &self.endpoint),
+                started,
+            ))
+        })
+    }
+}
+
+impl OpenAi {
+    fn tag(&self, e: Error) -> Error {
+        e.at(self.endpoint.provider.as_str(), &self.endpoint.name)
+    }
+}
+
+struct OpenAiDecoder {
+    done: bool,
+}
+
+impl Decoder for OpenAiDecoder {
+    type Event = SseEvent;
+
+    fn decode(&mut self, event: SseEvent, out: &mut Vec<Result<ChatChunk, Error>>) {
+        if event.data.trim() == "[DONE]" {
+            self.done = true;
+            return;
+        }
+        let value: Value = match serde_json::from_str(&event.data) {
+            Ok(v) => v,
+            Err(e) => {
+                return out.push(Err(Error::new(
+                    ErrorKind::StreamInterrupted,
+                    format!("malformed stream chunk: {e}"),
+                )));
+            }
+        };
+        if let Some(error) = value.get("error") {
+            let code = error
+                .get("code")
+                .and_then(Value::as_str)
+                .or_else(|| error.get("type").and_then(Value::as_str))
+                .map(str::to_owned);
+            let message = error
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("error event in the stream");
+            return out.push(Err(Error::new(
+                ErrorKind::StreamInterrupted,
+                format!("upstream error mid-stream: {message}"),
+            )
+            .with_upstream(None, code)));
+        }
+        match serde_json::from_value::<ChatChunk>(value) {
+            Ok(chunk) => out.push(Ok(chunk)),
+            Err(e) => out.push(Err(Error::new(
+                ErrorKind::StreamInterrupted,
+                format!("malformed stream chunk: {e}"),
+            ))),
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.done
+    }
+}
+
+/// An OpenAI (or Azure) error response, normalised.
+fn error_from(status: u16, headers: &http::HeaderMap, body: &[u8], provisioned: bool) -> Error {
+    let value: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let error = value.get("error").unwrap_or(&Value::Null);
+    let code = error.get("code").and_then(|c| {
+        c.as_str()
+            .map(str::to_owned)
+            .or_else(|| (!c.is_null()).then(|| c.to_string()))
+    });
+    let kind_field = error
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let message = error
+        .get("message")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("upstream answered HTTP {status}"));
+    let code_str = code.as_deref().unwrap_or_default();
+    let kind = match status {
+        429 if provisioned => ErrorKind::CapacityExhausted,
+        429 => ErrorKind::RateLimited,
+        400 if code_str == "context_length_exceeded" => ErrorKind::ContextLengthExceeded,
+        400 if code_str == "content_filter" || code_str == "content_policy_violation" => {
+            ErrorKind::ContentFiltered
+        }
+        400 | 422 => ErrorKind::InvalidRequest,
+        401 | 403 => ErrorKind::UpstreamAuth,
+        404 => ErrorKind::NotFound,
+        408 | 504 => ErrorKind::Timeout,
+        503 if code_str == "overloaded" || message.contains("overloaded") => ErrorKind::Overloaded,
+        502 | 503 => ErrorKind::Unavailable,
+        _ if status >= 500 => ErrorKind::UpstreamError,
+        _ => ErrorKind::UpstreamError,
+    };
+    let mut e = Error::new(kind, message).with_upstream(
+        Some(status),
+        code.or_else(|| (!kind_field.is_empty()).then(|| kind_field.to_owned())),
+    );
+    if kind.fault() == crate::api::Fault::Client {
+        e.param = error
+            .get("param")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+    }
+    e.with_retry_after(retry_after(headers))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_map_by_status_and_code() {
+        let h = http::HeaderMap::new();
+        let e = error_from(400, &h, br#"{"error":{"message":"too long","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#, false);
+        assert_eq!(
+            (e.kind, e.param.as_deref()),
+            (ErrorKind::ContextLengthExceeded, Some("messages"))
+        );
+        assert_eq!(
+            error_from(429, &h, b"{}", true).kind,
+            ErrorKind::CapacityExhausted
+        );
+        assert_eq!(
+            error_from(
+                503,
+                &h,
+                br#"{"error":{"message":"x","code":"overloaded"}}"#,
+                false
+            )
+            .kind,
+            ErrorKind::Overloaded
+        );
+        assert_eq!(
+            error_from(500, &h, b"not json", false).kind,
+            ErrorKind::UpstreamError
+        );
+    }
+}
