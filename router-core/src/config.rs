@@ -253,13 +253,13 @@ impl EndpointConfig {
         {
             bad("project", "Vertex endpoints need a GCP project".into());
         }
-        if let Some(url) = &self.base_url {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                bad(
-                    "base_url",
-                    format!("`{url}` must start with http:// or https://"),
-                );
-            }
+        if let Some(url) = &self.base_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            bad(
+                "base_url",
+                format!("`{url}` must start with http:// or https://"),
+            );
         }
         if self.azure.is_some() && self.provider != Provider::Openai {
             bad(
@@ -286,14 +286,13 @@ impl EndpointConfig {
                     "`gcp-credentials-file` is for Vertex endpoints".into(),
                 )
             }
-            (AuthConfig::ApiKeyEnv { env }, _) => {
-                if !env
+            (AuthConfig::ApiKeyEnv { env }, _)
+                if (!env
                     .chars()
                     .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
-                    || env.is_empty()
-                {
-                    bad("auth.env", "must be the NAME of an environment variable (A-Z, 0-9, _), never the key itself".into());
-                }
+                    || env.is_empty()) =>
+            {
+                bad("auth.env", "must be the NAME of an environment variable (A-Z, 0-9, _), never the key itself".into());
             }
             _ => {}
         }

@@ -9,10 +9,15 @@
 //! - [`providers`]: one adapter per cloud API family (feature `providers`);
 //! - [`auth`]: secretless cloud credentials (feature `providers`).
 
+// `api::Error` is a flat struct of ~150 bytes: it lives on the failure path only, and a
+// plain value is simpler to build, match and serialise than a boxed one.
+#![allow(clippy::result_large_err)]
+
 pub mod api;
 #[cfg(feature = "providers")]
 pub mod auth;
 pub mod config;
+pub mod logging;
 #[cfg(feature = "providers")]
 pub mod providers;
 

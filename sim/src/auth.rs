@@ -176,6 +176,7 @@ mod tests {
             Issued {
                 label: "aws-container".into(),
                 session_token: Some("tok".into()),
+                secret: None,
             },
         );
         assert!(check_sigv4(&e, &signed("us-east-1", "ASIAX"), "bedrock").is_err());
@@ -199,6 +200,7 @@ mod tests {
             Issued {
                 label: "gcp-sts".into(),
                 session_token: None,
+                secret: None,
             },
         );
         assert!(check_bearer(&e, &h, None).is_ok());

@@ -105,6 +105,9 @@ pub struct Issued {
     pub label: String,
     /// For AWS credentials: the session token that must accompany the key id.
     pub session_token: Option<String>,
+    /// For AWS credentials: the secret access key (kept only so tests can check that
+    /// no secret ever reaches a log).
+    pub secret: Option<String>,
 }
 
 impl Registry {
@@ -113,6 +116,21 @@ impl Registry {
     }
     pub fn get(&self, key: &str) -> Option<Issued> {
         self.issued.lock().unwrap().get(key).cloned()
+    }
+
+    /// Every secret value handed out: bearer tokens, session tokens, secret keys.
+    pub fn secret_values(&self) -> Vec<String> {
+        let issued = self.issued.lock().unwrap();
+        let mut out = Vec::new();
+        for (key, i) in issued.iter() {
+            match &i.session_token {
+                // An AWS key id is an identifier, not a secret.
+                Some(token) => out.push(token.clone()),
+                None => out.push(key.clone()),
+            }
+            out.extend(i.secret.clone());
+        }
+        out
     }
 }
 

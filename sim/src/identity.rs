@@ -67,6 +67,7 @@ fn issue_aws(ep: &Endpoint, label: &str) -> (String, String, String, String) {
         Issued {
             label: label.to_owned(),
             session_token: Some(token.clone()),
+            secret: Some(secret.clone()),
         },
     );
     ep.record(|s| *s.credentials.entry(format!("issued:{label}")).or_default() += 1);
@@ -80,6 +81,7 @@ fn issue_token(ep: &Endpoint, label: &str) -> String {
         Issued {
             label: label.to_owned(),
             session_token: None,
+            secret: None,
         },
     );
     ep.record(|s| *s.credentials.entry(format!("issued:{label}")).or_default() += 1);

@@ -94,21 +94,21 @@ pub fn check_capabilities(endpoint: &EndpointConfig, request: &ChatRequest) -> R
             }
         }
     }
-    if let Some(limit) = request.output_limit() {
-        if limit > caps.max_output_tokens {
-            let param = if request.max_completion_tokens.is_some() {
-                "max_completion_tokens"
-            } else {
-                "max_tokens"
-            };
-            return Err(Error::unsupported(
-                param,
-                format!(
-                    "{limit} exceeds endpoint `{name}`'s maximum output of {} tokens",
-                    caps.max_output_tokens
-                ),
-            ));
-        }
+    if let Some(limit) = request.output_limit()
+        && limit > caps.max_output_tokens
+    {
+        let param = if request.max_completion_tokens.is_some() {
+            "max_completion_tokens"
+        } else {
+            "max_tokens"
+        };
+        return Err(Error::unsupported(
+            param,
+            format!(
+                "{limit} exceeds endpoint `{name}`'s maximum output of {} tokens",
+                caps.max_output_tokens
+            ),
+        ));
     }
     if request.n.is_some_and(|n| n != 1) {
         return refuse("n", "more than one choice per request");
@@ -172,12 +172,12 @@ impl Stream for TimedStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let polled = self.inner.as_mut().poll_next(cx);
-        if let Poll::Ready(Some(Ok(chunk))) = &polled {
-            if chunk.has_output() {
-                let mut first = self.first_output.lock().expect("ttft lock");
-                if first.is_none() {
-                    *first = Some(self.started.elapsed());
-                }
+        if let Poll::Ready(Some(Ok(chunk))) = &polled
+            && chunk.has_output()
+        {
+            let mut first = self.first_output.lock().expect("ttft lock");
+            if first.is_none() {
+                *first = Some(self.started.elapsed());
             }
         }
         polled

@@ -1,0 +1,51 @@
+//! Log filtering that keeps credentials out of logs whatever level is asked for.
+//!
+//! Some client libraries print credential material at DEBUG/TRACE: the AWS SigV4
+//! signer logs its canonical request and the smithy orchestrator the whole request at
+//! TRACE, session token included. Crossbar's binaries
+//! build their `tracing` filter with [`directives`], which caps those targets however
+//! verbose the operator's `RUST_LOG` is (the secretless-auth test runs at TRACE through
+//! this filter and checks that no issued credential appears).
+
+/// Targets known to log credential material below INFO, and the level they are held at.
+pub const CREDENTIAL_SENSITIVE: &[(&str, &str)] = &[
+    ("aws_sigv4", "info"),
+    ("aws_smithy_runtime", "debug"),
+    ("aws_smithy_runtime_api", "debug"),
+    ("aws_credential_types", "info"),
+    ("google_cloud_auth", "info"),
+];
+
+/// `requested` (an `EnvFilter` directive string such as `info,router_core=debug`) with
+/// any directive about a sensitive target removed and the caps appended.
+pub fn directives(requested: &str) -> String {
+    let sensitive = |d: &str| {
+        CREDENTIAL_SENSITIVE
+            .iter()
+            .any(|(target, _)| d.trim().starts_with(target))
+    };
+    let mut out: Vec<String> = requested
+        .split(',')
+        .filter(|d| !d.trim().is_empty() && !sensitive(d))
+        .map(|d| d.trim().to_owned())
+        .collect();
+    out.extend(
+        CREDENTIAL_SENSITIVE
+            .iter()
+            .map(|(target, level)| format!("{target}={level}")),
+    );
+    out.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sensitive_targets_are_capped_even_when_asked_for() {
+        let d = directives("trace,aws_sigv4=trace,router_core=debug");
+        assert!(d.starts_with("trace,router_core=debug,"));
+        assert!(d.contains("aws_sigv4=info") && !d.contains("aws_sigv4=trace"));
+        assert!(directives("").starts_with("aws_sigv4=info,aws_smithy_runtime=debug,"));
+    }
+}
