@@ -294,6 +294,36 @@ async fn tool_call_round_trip(t: Target) {
     assert!(!reply.text().is_empty());
 }
 
+async fn image_input(t: Target) {
+    let f = basic(t).await;
+    let png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==";
+    let content = Content::Parts(vec![
+        router_core::api::ContentPart::Text {
+            text: "Describe the chart.".into(),
+        },
+        router_core::api::ContentPart::ImageUrl {
+            image_url: router_core::api::ImageUrl {
+                url: format!("data:image/png;base64,{png}"),
+                detail: None,
+            },
+        },
+    ]);
+    let reply = f
+        .provider
+        .chat(&request(vec![Message::User {
+            content,
+            name: None,
+        }]))
+        .await
+        .unwrap();
+    // The simulators charge a fixed 85 tokens per image they received.
+    assert_eq!(
+        reply.usage.unwrap().prompt_tokens,
+        count_tokens("Describe the chart.") + sim::model::IMAGE_TOKENS,
+        "{t:?}"
+    );
+}
+
 async fn stop_sequence(t: Target) {
     let f = basic(t).await;
     let full = f
@@ -554,6 +584,7 @@ macro_rules! conformance {
             #[tokio::test] async fn plain_chat() { super::plain_chat(Target::$target).await }
             #[tokio::test] async fn system_prompt_and_multi_turn() { super::system_prompt_and_multi_turn(Target::$target).await }
             #[tokio::test] async fn tool_call_round_trip() { super::tool_call_round_trip(Target::$target).await }
+            #[tokio::test] async fn image_input() { super::image_input(Target::$target).await }
             #[tokio::test] async fn stop_sequence() { super::stop_sequence(Target::$target).await }
             #[tokio::test] async fn max_tokens_finish() { super::max_tokens_finish(Target::$target).await }
             #[tokio::test] async fn streaming_with_usage() { super::streaming_with_usage(Target::$target).await }

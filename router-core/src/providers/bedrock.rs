@@ -503,34 +503,7 @@ fn sdk_error<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt:
             let e = service.err();
             let code = e.code().unwrap_or("Unknown");
             let message = e.message().unwrap_or(code).to_owned();
-            let kind = match code {
-                "ThrottlingException" | "ServiceQuotaExceededException" if provisioned => {
-                    ErrorKind::CapacityExhausted
-                }
-                "ThrottlingException"
-                | "ServiceQuotaExceededException"
-                | "TooManyRequestsException"
-                | "throttlingException" => ErrorKind::RateLimited,
-                "ModelTimeoutException" => ErrorKind::Timeout,
-                "ServiceUnavailableException"
-                | "ModelNotReadyException"
-                | "serviceUnavailableException" => ErrorKind::Unavailable,
-                "InternalServerException"
-                | "ModelErrorException"
-                | "internalServerException"
-                | "modelStreamErrorException" => ErrorKind::UpstreamError,
-                "ValidationException" | "validationException" if message.contains("too long") => {
-                    ErrorKind::ContextLengthExceeded
-                }
-                "ValidationException" | "validationException" => ErrorKind::InvalidRequest,
-                "AccessDeniedException"
-                | "UnrecognizedClientException"
-                | "InvalidSignatureException"
-                | "ExpiredTokenException"
-                | "MissingAuthenticationTokenException" => ErrorKind::UpstreamAuth,
-                "ResourceNotFoundException" => ErrorKind::NotFound,
-                _ => ErrorKind::UpstreamError,
-            };
+            let kind = kind_for_code(code, &message, provisioned);
             Error::new(kind, message).with_upstream(None, Some(code.to_owned()))
         }
         SdkError::ConstructionFailure(_) => Error::new(
@@ -538,6 +511,42 @@ fn sdk_error<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt:
             format!("could not build the Bedrock request: {}", describe(error)),
         ),
         _ => Error::new(ErrorKind::UpstreamError, describe(error)),
+    }
+}
+
+/// Bedrock's documented error codes (HTTP errors in PascalCase, stream exceptions in
+/// lowerCamelCase) → the taxonomy. A provisioned endpoint's throttle means its
+/// capacity is used up, an on-demand one's a rate limit.
+fn kind_for_code(code: &str, message: &str, provisioned: bool) -> ErrorKind {
+    let pascal = {
+        let mut c = code.chars();
+        c.next()
+            .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+            .unwrap_or_default()
+    };
+    match pascal.as_str() {
+        "ThrottlingException" | "ServiceQuotaExceededException" | "TooManyRequestsException"
+            if provisioned =>
+        {
+            ErrorKind::CapacityExhausted
+        }
+        "ThrottlingException" | "ServiceQuotaExceededException" | "TooManyRequestsException" => {
+            ErrorKind::RateLimited
+        }
+        "ModelTimeoutException" => ErrorKind::Timeout,
+        "ServiceUnavailableException" | "ModelNotReadyException" => ErrorKind::Unavailable,
+        "InternalServerException" | "ModelErrorException" | "ModelStreamErrorException" => {
+            ErrorKind::UpstreamError
+        }
+        "ValidationException" if message.contains("too long") => ErrorKind::ContextLengthExceeded,
+        "ValidationException" => ErrorKind::InvalidRequest,
+        "AccessDeniedException"
+        | "UnrecognizedClientException"
+        | "InvalidSignatureException"
+        | "ExpiredTokenException"
+        | "MissingAuthenticationTokenException" => ErrorKind::UpstreamAuth,
+        "ResourceNotFoundException" => ErrorKind::NotFound,
+        _ => ErrorKind::UpstreamError,
     }
 }
 
@@ -675,6 +684,49 @@ impl Decoder for BedrockDecoder {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn every_documented_error_code_maps() {
+        let cases = [
+            ("ThrottlingException", false, ErrorKind::RateLimited),
+            ("ThrottlingException", true, ErrorKind::CapacityExhausted),
+            ("throttlingException", false, ErrorKind::RateLimited),
+            (
+                "ServiceQuotaExceededException",
+                false,
+                ErrorKind::RateLimited,
+            ),
+            ("ModelNotReadyException", false, ErrorKind::Unavailable),
+            ("ModelTimeoutException", false, ErrorKind::Timeout),
+            ("ModelErrorException", false, ErrorKind::UpstreamError),
+            ("InternalServerException", false, ErrorKind::UpstreamError),
+            ("internalServerException", false, ErrorKind::UpstreamError),
+            ("modelStreamErrorException", false, ErrorKind::UpstreamError),
+            ("ServiceUnavailableException", false, ErrorKind::Unavailable),
+            ("serviceUnavailableException", false, ErrorKind::Unavailable),
+            ("ValidationException", false, ErrorKind::InvalidRequest),
+            ("AccessDeniedException", false, ErrorKind::UpstreamAuth),
+            (
+                "UnrecognizedClientException",
+                false,
+                ErrorKind::UpstreamAuth,
+            ),
+            ("ExpiredTokenException", false, ErrorKind::UpstreamAuth),
+            ("ResourceNotFoundException", false, ErrorKind::NotFound),
+            ("SomethingNew", false, ErrorKind::UpstreamError),
+        ];
+        for (code, provisioned, kind) in cases {
+            assert_eq!(kind_for_code(code, "m", provisioned), kind, "{code}");
+        }
+        assert_eq!(
+            kind_for_code(
+                "ValidationException",
+                "Input is too long for requested model.",
+                false
+            ),
+            ErrorKind::ContextLengthExceeded
+        );
+    }
 
     #[test]
     fn documents_round_trip_json() {
