@@ -1,0 +1,69 @@
+//! Helpers for Crossbar's end-to-end tests.
+//!
+//! The tests run the real, separately built binaries (`crossbar`, `crossbar-desktop`)
+//! and drive them from outside, the way people and CI use them: over HTTP, through a
+//! W3C WebDriver session (headless Chromium via chromedriver; the Tauri window via
+//! WebKitWebDriver under Xvfb), and with X11 screenshots.
+//!
+//! Two rules keep them from hanging or leaking on a 2-core CI machine:
+//! - every child process is owned by a [`process::ChildGuard`], which kills its whole
+//!   process group on drop (a driver's browser or app goes with it);
+//! - every wait is bounded ([`process::wait_until`]) and fails with a message saying
+//!   what did not happen, plus the tail of the process's log (`artifacts/logs/`).
+//!
+//! The WebDriver client ([`webdriver`]) is a few dozen lines over blocking `reqwest`:
+//! the tests need only sessions, navigation, finding an element, text and screenshots.
+
+pub mod paths;
+pub mod process;
+pub mod webdriver;
+
+use std::time::Duration;
+
+/// The element the console renders only once its wasm has mounted (`ui::READY_ID`).
+pub const READY_SELECTOR: &str = "#app-ready";
+
+/// The text the console shows in [`READY_SELECTOR`]. The workspace shares one version,
+/// so this crate's version is `router_core::VERSION`, which the console displays.
+pub fn expected_ready_text() -> String {
+    format!(
+        "Console ready · WebAssembly · router-core v{}",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// How long a process may take to start listening or print its first line.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long the console may take from navigation to mounted wasm (a debug build on a
+/// loaded 2-core machine is slow, but not this slow).
+pub const MOUNT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Waits for the console's wasm to mount in `session`, then checks what a person sees
+/// first: the ready badge, the page title, the heading, and that the static boot notice
+/// is gone. `what` names the surface ("Chromium", "the desktop window") in failures.
+pub fn assert_console_mounted(session: &webdriver::Session<'_>, what: &str) -> anyhow::Result<()> {
+    use anyhow::{Context, ensure};
+    let text = session
+        .wait_for_text(READY_SELECTOR, MOUNT_TIMEOUT)
+        .with_context(|| format!("the console's wasm never mounted in {what}"))?;
+    ensure!(
+        text.trim() == expected_ready_text(),
+        "unexpected ready text: {text:?}"
+    );
+    ensure!(
+        session.title()? == "Crossbar console",
+        "unexpected page title"
+    );
+    // The wasm entry point removes the static "starting" notice before mounting.
+    ensure!(
+        session.find("#boot")?.is_none(),
+        "the static boot notice is still there"
+    );
+    let header = session.find("h1")?.context("no <h1> on the console page")?;
+    ensure!(
+        session.text(&header)? == "Crossbar console",
+        "unexpected heading"
+    );
+    Ok(())
+}

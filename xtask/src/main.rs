@@ -1,0 +1,70 @@
+//! `cargo xtask`: the project's automation, written in Rust so it runs wherever cargo
+//! does (no make, no shell-script dialects).
+//!
+//! - `setup`: installs what the build and the tests need and is missing — Debian
+//!   packages (WebKitGTK, Chromium, Xvfb...), the wasm32 target, the `wasm-bindgen` CLI
+//!   pinned to Cargo.lock. Idempotent and cheap when nothing is missing.
+//! - `build`: the console (wasm + `wasm-bindgen` into `ui/dist`), the `crossbar` and
+//!   `crossbar-sim` binaries, and the desktop app (which embeds `ui/dist`).
+//! - `test`: setup, build, every unit and integration test, then the end-to-end tests
+//!   that drive the console in Chromium and in the desktop window.
+//! - `demo`: setup, build, then the simulated clouds and the console until Ctrl-C.
+//!
+//! Each step prints its name and how long it took.
+
+mod build;
+mod demo;
+mod setup;
+mod testing;
+mod workspace;
+
+use std::process::ExitCode;
+
+use workspace::Workspace;
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  setup   install what is missing: Debian packages, the wasm32 target, wasm-bindgen-cli
+  build   build the console (ui/dist), crossbar, crossbar-sim and crossbar-desktop
+  test    setup + build, then all tests, including the browser and desktop end-to-end tests
+  demo    setup + build, then run the simulated clouds and the console until Ctrl-C
+
+The target directory is cargo's (CARGO_TARGET_DIR is respected).";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = match args.as_slice() {
+        [command] => command.as_str(),
+        [] => {
+            eprintln!("{USAGE}");
+            return ExitCode::FAILURE;
+        }
+        _ => {
+            eprintln!("error: expected exactly one command\n\n{USAGE}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match command {
+        "-h" | "--help" | "help" => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        "setup" => Workspace::locate().and_then(|ws| setup::setup(&ws)),
+        "build" => Workspace::locate().and_then(|ws| build::build(&ws).map(drop)),
+        "test" => Workspace::locate().and_then(|ws| testing::test(&ws)),
+        "demo" => Workspace::locate().and_then(|ws| demo::demo(&ws)),
+        other => {
+            eprintln!("error: unknown command `{other}`\n\n{USAGE}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask {command}: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

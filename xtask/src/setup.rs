@@ -1,0 +1,171 @@
+//! `cargo xtask setup`: install what is missing, and only that.
+//!
+//! Everything comes from the ordinary channels — apt, rustup, `cargo install` —
+//! nothing is downloaded by hand. Run again, it only checks (a few hundred ms).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+use crate::workspace::{Workspace, cargo_installed_tool, output, run, step};
+
+/// Debian packages: WebKitGTK/GTK and friends to build the Tauri app, then what the
+/// end-to-end tests drive (Chromium + chromedriver, Xvfb, WebKitWebDriver, ImageMagick's
+/// `import`) and a font so screenshots have text.
+pub const APT_PACKAGES: &[&str] = &[
+    "build-essential",
+    "pkg-config",
+    "libssl-dev",
+    "libwebkit2gtk-4.1-dev",
+    "libgtk-3-dev",
+    "librsvg2-dev",
+    "libayatana-appindicator3-dev",
+    "libxdo-dev",
+    "xvfb",
+    "xauth",
+    "webkit2gtk-driver",
+    "chromium",
+    "chromium-driver",
+    "imagemagick",
+    "fonts-dejavu-core",
+];
+
+const WASM_TARGET: &str = "wasm32-unknown-unknown";
+
+pub fn setup(ws: &Workspace) -> anyhow::Result<()> {
+    step("setup: system packages", apt_packages)?;
+    step("setup: rust target wasm32-unknown-unknown", wasm_target)?;
+    step("setup: wasm-bindgen CLI", || wasm_bindgen_cli(ws).map(drop))?;
+    Ok(())
+}
+
+fn apt_packages() -> anyhow::Result<()> {
+    if !Path::new("/usr/bin/dpkg-query").exists() {
+        eprintln!(
+            "not a Debian system: make sure the equivalents of these are installed: {}",
+            APT_PACKAGES.join(" ")
+        );
+        return Ok(());
+    }
+    let missing = missing_packages();
+    if missing.is_empty() {
+        eprintln!("all {} packages are installed", APT_PACKAGES.len());
+        return Ok(());
+    }
+    let list = missing.join(" ");
+    // SAFETY: geteuid(2) cannot fail and touches no memory.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "missing Debian packages: {list}\ninstall them as root, then run this again:\n  \
+             sudo apt-get update && sudo apt-get install -y --no-install-recommends {list}"
+        );
+    }
+    eprintln!("installing: {list}");
+    run(Command::new("apt-get")
+        .arg("update")
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    let still_missing = missing_packages();
+    if !still_missing.is_empty() {
+        bail!(
+            "apt-get finished but these are still not installed: {}",
+            still_missing.join(" ")
+        );
+    }
+    Ok(())
+}
+
+/// The packages of [`APT_PACKAGES`] that dpkg does not report as installed.
+fn missing_packages() -> Vec<&'static str> {
+    // One dpkg-query for all; unknown packages go to stderr and are simply not listed.
+    let listed = Command::new("dpkg-query")
+        .args(["-W", "-f", "${Package}\t${Status}\n"])
+        .args(APT_PACKAGES)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let installed: BTreeSet<&str> = listed
+        .lines()
+        .filter_map(|line| line.split_once('\t'))
+        .filter(|(_, status)| *status == "install ok installed")
+        .map(|(package, _)| package.split(':').next().unwrap_or(package))
+        .collect();
+    APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !installed.contains(p))
+        .collect()
+}
+
+fn wasm_target() -> anyhow::Result<()> {
+    // The sysroot check works with or without rustup.
+    let sysroot = output(Command::new("rustc").args(["--print", "sysroot"]))
+        .context("cannot run `rustc --print sysroot`")?;
+    if Path::new(sysroot.trim())
+        .join("lib/rustlib")
+        .join(WASM_TARGET)
+        .is_dir()
+    {
+        eprintln!("{WASM_TARGET} is installed");
+        return Ok(());
+    }
+    run(Command::new("rustup").args(["target", "add", WASM_TARGET]))
+        .context("cannot add the wasm32 target: is the toolchain managed by rustup?")
+}
+
+/// The `wasm-bindgen` version in Cargo.lock: the CLI must match it exactly.
+pub fn locked_wasm_bindgen_version(ws: &Workspace) -> anyhow::Result<String> {
+    let lock_path = ws.root.join("Cargo.lock");
+    let lock = std::fs::read_to_string(&lock_path)
+        .with_context(|| format!("cannot read {}", lock_path.display()))?;
+    let mut versions = BTreeSet::new();
+    let mut lines = lock.lines();
+    while let Some(line) = lines.next() {
+        if line == r#"name = "wasm-bindgen""#
+            && let Some(version) = lines.next().and_then(|l| l.strip_prefix(r#"version = ""#))
+        {
+            versions.insert(version.trim_end_matches('"').to_owned());
+        }
+    }
+    match versions.len() {
+        1 => Ok(versions.pop_first().expect("one version")),
+        0 => bail!("Cargo.lock has no wasm-bindgen: does ui/ still depend on it?"),
+        _ => bail!(
+            "Cargo.lock has several wasm-bindgen versions ({versions:?}): pin one in ui/Cargo.toml"
+        ),
+    }
+}
+
+/// Makes sure the `wasm-bindgen` CLI matches Cargo.lock, installing it if not, and
+/// returns its path.
+pub fn wasm_bindgen_cli(ws: &Workspace) -> anyhow::Result<PathBuf> {
+    let wanted = locked_wasm_bindgen_version(ws)?;
+    let tool = cargo_installed_tool("wasm-bindgen");
+    let installed = output(Command::new(&tool).arg("--version"));
+    // `wasm-bindgen --version` prints `wasm-bindgen 0.2.x`.
+    if installed.as_deref().map(str::trim) == Some(format!("wasm-bindgen {wanted}").as_str()) {
+        eprintln!("wasm-bindgen {wanted} is installed ({})", tool.display());
+        return Ok(tool);
+    }
+    eprintln!(
+        "wasm-bindgen {wanted} is needed, found {} (this compiles it: a few minutes)",
+        installed.as_deref().map(str::trim).unwrap_or("none")
+    );
+    // No --locked: the CLI's own lockfile names a crate version crates.io no longer serves.
+    run(&mut ws.cargo(["install", "wasm-bindgen-cli", "--version", &wanted]))?;
+    let tool = cargo_installed_tool("wasm-bindgen");
+    let installed = output(Command::new(&tool).arg("--version")).unwrap_or_default();
+    if installed.trim() != format!("wasm-bindgen {wanted}") {
+        bail!(
+            "installed wasm-bindgen-cli {wanted}, but `{}` reports {:?}",
+            tool.display(),
+            installed.trim()
+        );
+    }
+    Ok(tool)
+}

@@ -1,0 +1,64 @@
+//! `cargo xtask test`: the whole suite, as CI runs it.
+//!
+//! First every crate's unit and integration tests (the wasm console and the desktop
+//! shell have none and are built separately), then the end-to-end tests, which are
+//! `#[ignore]`d in a plain `cargo test` because they need the built binaries, a browser
+//! and an X server. Both suites run even if the first fails, so one run reports
+//! everything; cargo's own `test result:` lines stay visible for CI.
+
+use crate::build::build;
+use crate::setup::setup;
+use crate::workspace::{Workspace, run, step};
+
+pub fn test(ws: &Workspace) -> anyhow::Result<()> {
+    setup(ws)?;
+    let built = build(ws)?;
+
+    let mut failed = Vec::new();
+    let unit = step("test: unit and integration tests", || {
+        run(&mut ws.cargo([
+            "test",
+            "--workspace",
+            "--exclude",
+            "ui",
+            "--exclude",
+            "crossbar-desktop",
+        ]))
+    });
+    if let Err(err) = unit {
+        eprintln!("{err:#}");
+        failed.push("unit and integration tests");
+    }
+
+    let e2e = step("test: end-to-end tests (browser, desktop)", || {
+        let mut command = ws.cargo([
+            "test",
+            "-p",
+            "crossbar-e2e",
+            "--tests",
+            "--",
+            "--include-ignored",
+        ]);
+        command
+            .env("CROSSBAR_BIN", &built.crossbar)
+            .env("CROSSBAR_SIM_BIN", &built.crossbar_sim)
+            .env("CROSSBAR_DESKTOP_BIN", &built.crossbar_desktop)
+            .env("CROSSBAR_UI_DIST", &built.ui_dist)
+            .env("CROSSBAR_ARTIFACTS", ws.root.join("artifacts"));
+        run(&mut command)
+    });
+    if let Err(err) = e2e {
+        eprintln!("{err:#}");
+        failed.push("end-to-end tests");
+    }
+
+    if failed.is_empty() {
+        eprintln!(
+            "all tests passed; screenshots in {}",
+            ws.root.join("artifacts/screenshots").display()
+        );
+        Ok(())
+    } else {
+        anyhow::bail!("failed: {}", failed.join(", "))
+    }
+}
