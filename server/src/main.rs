@@ -35,9 +35,10 @@ enum Command {
 fn main() -> ExitCode {
     // Logs go to stderr; stdout carries only the lines scripts read.
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("CROSSBAR_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        // Whatever level CROSSBAR_LOG asks for, targets that print credentials stay capped.
+        .with_env_filter(EnvFilter::new(router_core::logging::directives(
+            &std::env::var("CROSSBAR_LOG").unwrap_or_else(|_| "info".into()),
+        )))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
