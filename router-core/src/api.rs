@@ -510,10 +510,21 @@ pub enum ErrorKind {
     StreamInterrupted,
     /// A bug or unexpected state inside Crossbar.
     Internal,
+    /// No endpoint of the feature may serve the request: its data boundary leaves
+    /// none, or every one inside it is unavailable (breakers open).
+    NoEligibleEndpoint,
+    /// The calling key or team is over its request or token rate limit.
+    QuotaExceeded,
+    /// The gateway key is missing, unknown or revoked.
+    Unauthorized,
+    /// The key is valid but may not do this (admin roles).
+    Forbidden,
+    /// The request's own body is too large.
+    PayloadTooLarge,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 14] = [
+    pub const ALL: [ErrorKind; 19] = [
         Self::RateLimited,
         Self::CapacityExhausted,
         Self::Overloaded,
@@ -528,6 +539,11 @@ impl ErrorKind {
         Self::NotFound,
         Self::StreamInterrupted,
         Self::Internal,
+        Self::NoEligibleEndpoint,
+        Self::QuotaExceeded,
+        Self::Unauthorized,
+        Self::Forbidden,
+        Self::PayloadTooLarge,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -546,6 +562,11 @@ impl ErrorKind {
             Self::NotFound => "not_found",
             Self::StreamInterrupted => "stream_interrupted",
             Self::Internal => "internal",
+            Self::NoEligibleEndpoint => "no_eligible_endpoint",
+            Self::QuotaExceeded => "quota_exceeded",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::PayloadTooLarge => "payload_too_large",
         }
     }
 
@@ -556,8 +577,12 @@ impl ErrorKind {
             | Self::ContentFiltered
             | Self::InvalidRequest
             | Self::UnsupportedParameter
-            | Self::NotFound => Fault::Client,
-            Self::Internal => Fault::Gateway,
+            | Self::NotFound
+            | Self::QuotaExceeded
+            | Self::Unauthorized
+            | Self::Forbidden
+            | Self::PayloadTooLarge => Fault::Client,
+            Self::Internal | Self::NoEligibleEndpoint => Fault::Gateway,
             _ => Fault::Upstream,
         }
     }
@@ -579,8 +604,11 @@ impl ErrorKind {
     /// The HTTP status the gateway answers with.
     pub fn http_status(self) -> u16 {
         match self {
-            Self::RateLimited | Self::CapacityExhausted => 429,
-            Self::Overloaded | Self::Unavailable => 503,
+            Self::RateLimited | Self::CapacityExhausted | Self::QuotaExceeded => 429,
+            Self::Overloaded | Self::Unavailable | Self::NoEligibleEndpoint => 503,
+            Self::Unauthorized => 401,
+            Self::Forbidden => 403,
+            Self::PayloadTooLarge => 413,
             Self::UpstreamError | Self::StreamInterrupted | Self::UpstreamAuth => 502,
             Self::Timeout => 504,
             Self::ContextLengthExceeded
@@ -595,7 +623,12 @@ impl ErrorKind {
     /// The OpenAI error `type` field.
     pub fn openai_type(self) -> &'static str {
         match self.fault() {
-            Fault::Client => "invalid_request_error",
+            Fault::Client => match self {
+                Self::QuotaExceeded => "rate_limit_error",
+                Self::Unauthorized => "authentication_error",
+                Self::Forbidden => "permission_error",
+                _ => "invalid_request_error",
+            },
             Fault::Upstream | Fault::Gateway => match self {
                 Self::RateLimited | Self::CapacityExhausted => "rate_limit_error",
                 _ => "server_error",

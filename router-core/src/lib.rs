@@ -7,19 +7,28 @@
 //! - [`api`]: the unified chat-completions types and the error taxonomy;
 //! - [`config`]: endpoint configuration and its validation;
 //! - [`providers`]: one adapter per cloud API family (feature `providers`);
-//! - [`auth`]: secretless cloud credentials (feature `providers`).
+//! - [`auth`]: secretless cloud credentials (feature `providers`);
+//! - [`routing`]: variant selection, candidate planning, breakers, retry budget,
+//!   capacity, and (feature `providers`) the engine that runs a request;
+//! - [`telemetry`]: histograms, sliding windows, per-request records;
+//! - [`cost`]: what a request costs, in decimals;
+//! - [`admin`]: the admin API's JSON shapes, shared with the console.
 
 // `api::Error` is a flat struct of ~150 bytes: it lives on the failure path only, and a
 // plain value is simpler to build, match and serialise than a boxed one.
 #![allow(clippy::result_large_err)]
 
+pub mod admin;
 pub mod api;
 #[cfg(feature = "providers")]
 pub mod auth;
 pub mod config;
+pub mod cost;
 pub mod logging;
 #[cfg(feature = "providers")]
 pub mod providers;
+pub mod routing;
+pub mod telemetry;
 
 /// The crate version, shown by the console and the server.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -74,7 +74,9 @@ impl Bedrock {
         )
         .await
         {
-            Ok(result) => result.map_err(|e| self.tag(sdk_error(&e, self.endpoint.provisioned))),
+            Ok(result) => {
+                result.map_err(|e| self.tag(sdk_error(&e, self.endpoint.is_provisioned())))
+            }
             Err(_) => Err(self.tag(Error::new(
                 ErrorKind::Timeout,
                 format!(

@@ -49,6 +49,7 @@ pub trait ChatProvider: Send + Sync {
 pub async fn connect(endpoint: &EndpointConfig) -> Result<Arc<dyn ChatProvider>, Error> {
     let problems = endpoint.problems(&format!("endpoints.{}", endpoint.name));
     if !problems.is_empty() {
+        let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
         return Err(Error::new(ErrorKind::Internal, problems.join("; ")));
     }
     Ok(match endpoint.provider {

@@ -108,7 +108,7 @@ impl ChatProvider for OpenAi {
                     status.as_u16(),
                     &headers,
                     &body,
-                    self.endpoint.provisioned,
+                    self.endpoint.is_provisioned(),
                 )));
             }
             parse_json::<ChatResponse>(&body).map_err(|e| self.tag(e))
@@ -138,7 +138,7 @@ impl ChatProvider for OpenAi {
                     status.as_u16(),
                     &headers,
                     &body,
-                    self.endpoint.provisioned,
+                    self.endpoint.is_provisioned(),
                 )));
             }
             let events = sse::events(

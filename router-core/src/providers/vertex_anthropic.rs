@@ -66,7 +66,7 @@ impl Anthropic {
                 status,
                 &headers,
                 &body,
-                self.endpoint.provisioned,
+                self.endpoint.is_provisioned(),
             )),
             Err(e) => self.tag(e),
         }

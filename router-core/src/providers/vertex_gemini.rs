@@ -100,7 +100,7 @@ impl ChatProvider for Gemini {
                     status.as_u16(),
                     &headers,
                     &bytes,
-                    self.endpoint.provisioned,
+                    self.endpoint.is_provisioned(),
                 )));
             }
             let reply: Value = parse_json(&bytes).map_err(|e| self.tag(e))?;
@@ -130,7 +130,7 @@ impl ChatProvider for Gemini {
                     status.as_u16(),
                     &headers,
                     &bytes,
-                    self.endpoint.provisioned,
+                    self.endpoint.is_provisioned(),
                 )));
             }
             let events = sse::events(

@@ -1,15 +1,16 @@
-//! Endpoints, features, bindings, experiments and policies: parsing and validation.
-//!
-//! This module holds what the provider adapters need about an endpoint; the routing
-//! issue adds features, bindings and experiments. Like the rest of `api`/`config` it
-//! compiles to wasm, so the console validates with the server's own rules.
+//! Endpoints: one concrete place a model is served, and everything the adapters and
+//! the router need to know about it (where, how to authenticate, what it can do, its
+//! capacity mode and its price).
 //!
 //! Authentication is described, never stored: the config says *how* to obtain
 //! credentials (the AWS default chain, a profile, a role; GCP ADC or a workload
 //! identity federation file; the *name* of an environment variable for an API key),
 //! and validation rejects anything that looks like a key pasted into it.
 
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+
+use super::Problem;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -76,6 +77,9 @@ pub struct EndpointConfig {
     pub model: String,
     /// Cloud region (`us-east-1`, `europe-west4`, `eastus`...).
     pub region: String,
+    /// The data-boundary geography the region lies in (`us`, `eu`, `apac`...): a
+    /// feature restricted to some geographies is never served anywhere else.
+    pub geography: String,
     /// Vertex: the GCP project.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project: Option<String>,
@@ -92,10 +96,49 @@ pub struct EndpointConfig {
     pub capabilities: CapabilityOverrides,
     #[serde(default)]
     pub timeouts: Timeouts,
-    /// A provisioned endpoint reports a full ceiling as `capacity_exhausted`, an
-    /// on-demand one as `rate_limited`.
+    /// Provisioned (a reserved tokens-per-minute ceiling, spilling to an on-demand
+    /// sibling beyond it) or on demand.
     #[serde(default)]
-    pub provisioned: bool,
+    pub capacity: Capacity,
+    #[serde(default)]
+    pub pricing: Pricing,
+}
+
+/// How an endpoint's capacity is bought.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Capacity {
+    /// Pay per token, shared capacity: a full ceiling is the provider's rate limit.
+    #[default]
+    OnDemand,
+    /// Reserved throughput. Clouds do not publish tokens/minute per purchased unit
+    /// (Bedrock model units, Vertex GSUs), so the ceiling is configuration. Beyond it,
+    /// requests spill to `spill_to`, an on-demand endpoint in the same geography:
+    /// spilling is not a failure and does not count against this endpoint's health.
+    Provisioned {
+        tokens_per_minute: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        spill_to: Option<String>,
+    },
+}
+
+/// Prices in the endpoint's billing currency (USD by convention), as decimals: money
+/// is never a float. Per-token prices are per million tokens. A provisioned endpoint's
+/// `hourly` price is a sunk cost: its marginal token cost is zero and the hours are
+/// attributed to the features that used it, in proportion to their tokens.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pricing {
+    #[serde(default)]
+    pub input_per_million: Decimal,
+    #[serde(default)]
+    pub output_per_million: Decimal,
+    /// Cached prompt tokens, where the provider bills them differently.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_input_per_million: Option<Decimal>,
+    /// Provisioned capacity: the price of one hour.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hourly: Option<Decimal>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -199,14 +242,22 @@ impl EndpointConfig {
             provider,
             model: model.to_owned(),
             region: region.to_owned(),
+            geography: geography_of(region).to_owned(),
             project: None,
             base_url: None,
             azure: None,
             auth: AuthConfig::Default,
             capabilities: CapabilityOverrides::default(),
             timeouts: Timeouts::default(),
-            provisioned: false,
+            capacity: Capacity::OnDemand,
+            pricing: Pricing::default(),
         }
+    }
+
+    /// A provisioned endpoint reports a full ceiling as `capacity_exhausted` (spill),
+    /// an on-demand one as `rate_limited` (back off).
+    pub fn is_provisioned(&self) -> bool {
+        matches!(self.capacity, Capacity::Provisioned { .. })
     }
 
     /// The provider's capabilities with this endpoint's overrides applied.
@@ -222,10 +273,11 @@ impl EndpointConfig {
         }
     }
 
-    /// Every problem, each prefixed with `path` (e.g. `endpoints.bedrock-use1`).
-    pub fn problems(&self, path: &str) -> Vec<String> {
+    /// Every problem, each with its path under `path` (e.g. `endpoints.bedrock-use1`).
+    pub fn problems(&self, path: &str) -> Vec<Problem> {
         let mut out = Vec::new();
-        let mut bad = |field: &str, why: String| out.push(format!("{path}.{field}: {why}"));
+        let mut bad =
+            |field: &str, why: String| out.push(Problem::new(format!("{path}.{field}"), why));
         if self.name.is_empty()
             || !self
                 .name
@@ -245,6 +297,47 @@ impl EndpointConfig {
         }
         if self.region.trim().is_empty() {
             bad("region", "must not be empty".into());
+        }
+        if self.geography.is_empty()
+            || !self
+                .geography
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            bad(
+                "geography",
+                format!(
+                    "`{}` must be a lowercase data-boundary name such as `us`, `eu` or `apac`",
+                    self.geography
+                ),
+            );
+        }
+        if let Capacity::Provisioned {
+            tokens_per_minute, ..
+        } = &self.capacity
+            && *tokens_per_minute == 0
+        {
+            bad(
+                "capacity.tokens_per_minute",
+                "a provisioned endpoint needs a positive ceiling".into(),
+            );
+        }
+        let p = &self.pricing;
+        for (field, value) in [
+            ("input_per_million", Some(p.input_per_million)),
+            ("output_per_million", Some(p.output_per_million)),
+            ("cached_input_per_million", p.cached_input_per_million),
+            ("hourly", p.hourly),
+        ] {
+            if value.is_some_and(|v| v.is_sign_negative() && !v.is_zero()) {
+                bad(&format!("pricing.{field}"), "must not be negative".into());
+            }
+        }
+        if p.hourly.is_some() && !self.is_provisioned() {
+            bad(
+                "pricing.hourly",
+                "only provisioned endpoints have an hourly price".into(),
+            );
         }
         if matches!(
             self.provider,
@@ -320,6 +413,30 @@ impl EndpointConfig {
     }
 }
 
+/// The usual geography of a cloud region name, for defaults and the demo: AWS
+/// (`eu-central-1`), GCP (`europe-west4`) and Azure (`westeurope`) spellings.
+pub fn geography_of(region: &str) -> &'static str {
+    let r = region.to_ascii_lowercase();
+    if r.starts_with("eu") || r.contains("europe") || r.starts_with("uk") {
+        "eu"
+    } else if r.starts_with("ap")
+        || r.starts_with("asia")
+        || r.contains("australia")
+        || r.contains("japan")
+        || r.contains("korea")
+    {
+        "apac"
+    } else if r.starts_with("ca") || r.starts_with("canada") {
+        "ca"
+    } else if r.starts_with("sa") || r.starts_with("southamerica") || r.contains("brazil") {
+        "sa"
+    } else if r.starts_with("me") || r.starts_with("il") || r.starts_with("af") {
+        "mea"
+    } else {
+        "us"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,7 +445,7 @@ mod tests {
     fn endpoints_parse_from_toml_with_defaults() {
         let e: EndpointConfig = toml_like(
             r#"{"name": "bedrock-use1", "provider": "bedrock", "model": "anthropic.claude-3-5-sonnet-20240620-v1:0",
-                "region": "us-east-1", "auth": {"method": "aws", "role_arn": "arn:aws:iam::1:role/crossbar"},
+                "region": "us-east-1", "geography": "us", "auth": {"method": "aws", "role_arn": "arn:aws:iam::1:role/crossbar"},
                 "capabilities": {"images": false}}"#,
         );
         assert!(e.problems("endpoints.bedrock-use1").is_empty());
@@ -344,7 +461,11 @@ mod tests {
             env: "sk-live-abc123".into(),
         };
         e.capabilities.max_output_tokens = Some(10_000_000);
-        let problems = e.problems("endpoints[0]");
+        let problems: Vec<String> = e
+            .problems("endpoints[0]")
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         for expected in [
             "endpoints[0].name",
             "endpoints[0].model",

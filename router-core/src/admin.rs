@@ -1,0 +1,285 @@
+//! The admin API's JSON shapes, shared by the server and the console (wasm).
+
+use serde::{Deserialize, Serialize};
+
+use crate::routing::breaker::BreakerView;
+use crate::telemetry::window::WindowStats;
+
+/// How a request was routed: the gateway's `x-crossbar-*` headers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RouteInfo {
+    /// The endpoint that served, or the last one tried.
+    pub endpoint: Option<String>,
+    pub provider: Option<String>,
+    pub variant: Option<String>,
+    /// Upstream attempts made (retries and failovers included).
+    pub attempts: u32,
+    pub config_version: i64,
+    /// Served by an on-demand sibling because the provisioned endpoint was full.
+    pub spilled: bool,
+    /// 0 when the primary served.
+    pub fallback_depth: u32,
+}
+
+/// One endpoint's live health, as the overview shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndpointHealth {
+    pub name: String,
+    pub provider: String,
+    pub model: String,
+    pub region: String,
+    pub geography: String,
+    pub provisioned: bool,
+    pub spill_to: Option<String>,
+    pub breaker: BreakerView,
+    pub stats: WindowStats,
+    /// Provisioned endpoints: share of the tokens-per-minute ceiling in use.
+    pub capacity_utilisation: Option<f64>,
+    pub in_flight: u64,
+}
+
+/// An admin API caller's role. Each role may do what the ones before it may not
+/// necessarily: they are capabilities, not a ladder, except that `admin` may do all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Reads everything: config, versions, health, metrics, spend, audit.
+    Viewer,
+    /// On call: breaker overrides, feedback.
+    Operator,
+    /// Product owner: edits a feature's binding and experiment split, rolls back.
+    Experimenter,
+    /// Everything, including whole-config publishes, keys and tokens.
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [
+        Role::Viewer,
+        Role::Operator,
+        Role::Experimenter,
+        Role::Admin,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Experimenter => "experimenter",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    pub fn may(self, action: Action) -> bool {
+        match action {
+            Action::Read => true,
+            Action::Override | Action::Feedback => matches!(self, Role::Operator | Role::Admin),
+            Action::EditFeature | Action::Rollback => {
+                matches!(self, Role::Experimenter | Role::Admin)
+            }
+            Action::Publish | Action::ManageKeys => self == Role::Admin,
+        }
+    }
+}
+
+/// What an admin API route does, for role checks (the console hides what a role may
+/// not do; the server refuses it regardless).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Read,
+    Override,
+    Feedback,
+    EditFeature,
+    Rollback,
+    Publish,
+    ManageKeys,
+}
+
+/// Who is signed in: `GET /admin/v1/whoami`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WhoAmI {
+    pub name: String,
+    pub role: Role,
+    pub permissions: Vec<Action>,
+}
+
+/// One published configuration version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigVersion {
+    pub version: i64,
+    pub created_at_ms: i64,
+    pub author: String,
+    pub message: String,
+    /// The version this one was edited from (rollbacks name the version restored in
+    /// `restored_from`).
+    pub parent: Option<i64>,
+    pub restored_from: Option<i64>,
+    pub config: crate::config::RouterConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigVersionSummary {
+    pub version: i64,
+    pub created_at_ms: i64,
+    pub author: String,
+    pub message: String,
+    pub parent: Option<i64>,
+    pub restored_from: Option<i64>,
+    pub active: bool,
+}
+
+/// `POST /admin/v1/config`: publish a whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishRequest {
+    pub config: crate::config::RouterConfig,
+    /// The version the edit started from: a publish on top of a newer version is
+    /// refused (409) instead of silently overwriting someone else's change.
+    pub base_version: Option<i64>,
+    #[serde(default)]
+    pub message: String,
+}
+
+/// `PUT /admin/v1/features/{name}`: a feature's binding and experiment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureEdit {
+    pub binding: Vec<String>,
+    pub experiment: Option<crate::config::ExperimentConfig>,
+    pub base_version: Option<i64>,
+    #[serde(default)]
+    pub message: String,
+}
+
+/// `POST /admin/v1/config/rollback`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// The version to restore; it is republished as a new version.
+    pub to_version: i64,
+    pub base_version: Option<i64>,
+    #[serde(default)]
+    pub message: String,
+}
+
+/// What a publish, edit or rollback did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PublishResult {
+    pub version: i64,
+    pub changes: Vec<Change>,
+}
+
+/// One changed value between two configurations, by path.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    pub path: String,
+    pub before: Option<serde_json::Value>,
+    pub after: Option<serde_json::Value>,
+}
+
+/// `PUT /admin/v1/endpoints/{name}/breaker`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverrideRequest {
+    pub mode: crate::routing::breaker::Override,
+    pub reason: String,
+}
+
+/// `POST /admin/v1/feedback`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedbackRequest {
+    pub request_id: String,
+    /// Thumbs up (`true`) or down.
+    pub positive: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at_ms: i64,
+    pub actor: String,
+    pub role: String,
+    /// `publish`, `edit_feature`, `rollback`, `breaker_override`, `create_key`, ...
+    pub action: String,
+    pub target: String,
+    pub version: Option<i64>,
+    pub changes: Vec<Change>,
+    pub message: String,
+}
+
+/// Spend grouping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpendGroup {
+    Feature,
+    Team,
+    Endpoint,
+    /// The provider family (`bedrock`, `vertex-gemini`, ...).
+    Cloud,
+    Variant,
+}
+
+impl SpendGroup {
+    pub const ALL: [SpendGroup; 5] = [
+        SpendGroup::Feature,
+        SpendGroup::Team,
+        SpendGroup::Endpoint,
+        SpendGroup::Cloud,
+        SpendGroup::Variant,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpendGroup::Feature => "feature",
+            SpendGroup::Team => "team",
+            SpendGroup::Endpoint => "endpoint",
+            SpendGroup::Cloud => "cloud",
+            SpendGroup::Variant => "variant",
+        }
+    }
+}
+
+/// `GET /admin/v1/spend?from_ms&to_ms&group_by`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpendReport {
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub group_by: SpendGroup,
+    pub rows: Vec<SpendRow>,
+    /// Provisioned hours in the range that no traffic used (not attributable).
+    pub unattributed_provisioned: rust_decimal::Decimal,
+    pub total: rust_decimal::Decimal,
+    /// Time series of the range, per bucket, for the chart.
+    pub series: Vec<SpendPoint>,
+    pub bucket_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpendRow {
+    pub key: String,
+    pub requests: u64,
+    pub errors: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// Marginal token cost (on-demand).
+    pub on_demand: rust_decimal::Decimal,
+    /// This group's share of provisioned hours, in proportion to its tokens.
+    pub provisioned: rust_decimal::Decimal,
+    pub provisioned_tokens: u64,
+    pub on_demand_tokens: u64,
+    pub total: rust_decimal::Decimal,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpendPoint {
+    pub at_ms: i64,
+    pub key: String,
+    pub on_demand: rust_decimal::Decimal,
+    pub requests: u64,
+}

@@ -1,0 +1,113 @@
+//! Features (what clients address), their bindings and experiments, and teams.
+
+use serde::{Deserialize, Serialize};
+
+/// A product capability that calls an LLM. Clients name it as `model`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureConfig {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// The team that owns the feature (shown in the console; spend is still
+    /// attributed to the team whose key made each request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Primary endpoint first, then the backups in order. Required unless an
+    /// experiment gives every variant its own binding.
+    #[serde(default)]
+    pub binding: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<ExperimentConfig>,
+    /// The data boundary: geographies this feature's data may be processed in. Empty
+    /// means unrestricted. Routing never crosses it, whatever breakers or capacity say.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub geographies: Vec<String>,
+    /// Health thresholds for the endpoints this feature uses: an endpoint whose
+    /// breaker policy does not set its own takes the strictest of its features'.
+    #[serde(default)]
+    pub thresholds: Thresholds,
+    /// The whole request, every attempt and backoff included.
+    #[serde(default = "FeatureConfig::default_deadline_ms")]
+    pub deadline_ms: u64,
+    /// One attempt (non-streaming), or a stream's wait for its first token; defaults
+    /// to the deadline, and for streams to the TTFT threshold × 2 when that is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt_timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_timeout_ms: Option<u64>,
+    /// When a prompt exceeds an endpoint's context window, try the binding's next
+    /// endpoint with a larger window instead of failing (the one client error that
+    /// may fail over).
+    #[serde(default)]
+    pub context_fallback: bool,
+}
+
+impl FeatureConfig {
+    fn default_deadline_ms() -> u64 {
+        60_000
+    }
+
+    /// A feature with a binding and defaults, as tests and the demo build them.
+    pub fn new(name: &str, binding: &[&str]) -> Self {
+        Self {
+            name: name.to_owned(),
+            description: String::new(),
+            owner: None,
+            binding: binding.iter().map(|s| (*s).to_owned()).collect(),
+            experiment: None,
+            geographies: Vec::new(),
+            thresholds: Thresholds::default(),
+            deadline_ms: Self::default_deadline_ms(),
+            attempt_timeout_ms: None,
+            ttft_timeout_ms: None,
+            context_fallback: false,
+        }
+    }
+}
+
+/// A split of a feature's traffic between variants, sticky per user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentConfig {
+    /// Part of the assignment hash: a new id reshuffles every user, the same id with
+    /// new percentages moves only the users it must.
+    pub id: String,
+    pub variants: Vec<VariantConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VariantConfig {
+    pub name: String,
+    /// Share of traffic, 0–100; the variants sum to 100.
+    pub percent: f64,
+    /// Primary + backups for this variant.
+    pub binding: Vec<String>,
+}
+
+/// Signals beyond which an endpoint serving this feature counts as unhealthy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Thresholds {
+    /// Time to first token, 90th percentile over the breaker window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_p90_ms: Option<u64>,
+    /// Whole-request latency, 90th percentile over the breaker window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_p90_ms: Option<u64>,
+    /// Share of failed requests (5xx, timeouts, cut streams), 0–1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate: Option<f64>,
+}
+
+/// A team: owns gateway keys, is charged for their traffic, may be rate limited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeamConfig {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_minute: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_minute: Option<u64>,
+}

@@ -1,0 +1,110 @@
+//! What the router reports about each request, and where it sends it.
+//!
+//! The engine builds one [`RequestRecord`] per client request (with one
+//! [`AttemptRecord`] per upstream attempt) and hands it to a [`TelemetrySink`] that the
+//! server provides. The sink must not block: the server's pushes onto a channel that a
+//! writer drains in batches, so the hot path never waits on the database.
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::routing::breaker::Transition;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    pub request_id: String,
+    /// Wall-clock time the request arrived, ms since the Unix epoch.
+    pub at_ms: i64,
+    pub team: String,
+    /// The gateway key's id (never the key).
+    pub key_id: String,
+    pub feature: String,
+    pub variant: String,
+    pub config_version: i64,
+    pub stream: bool,
+    /// The endpoint that served (or last failed).
+    pub endpoint: Option<String>,
+    pub provider: Option<String>,
+    pub region: Option<String>,
+    pub geography: Option<String>,
+    /// Served from provisioned capacity.
+    pub provisioned: bool,
+    /// Served by an on-demand sibling because its provisioned endpoint was full.
+    pub spilled: bool,
+    /// Position in the binding of the endpoint that served: 0 = primary.
+    pub fallback_depth: u32,
+    /// `ok`, or the normalised error class (`ErrorKind::as_str`).
+    pub outcome: String,
+    /// The HTTP status the client got (200 for a stream that started).
+    pub status: u16,
+    pub latency_ms: f64,
+    /// Streams: from arrival to the first token sent to the client.
+    pub ttft_ms: Option<f64>,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cached_tokens: u64,
+    /// Marginal token cost (zero on provisioned capacity).
+    pub cost: Decimal,
+    pub attempts: Vec<AttemptRecord>,
+    /// Only when the operator enabled `privacy.store_text`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_text: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub endpoint: String,
+    /// `ok`, or the error class.
+    pub outcome: String,
+    pub latency_ms: f64,
+    pub ttft_ms: Option<f64>,
+    pub upstream_status: Option<u16>,
+    /// A retry of the same endpoint (not a failover).
+    pub retry: bool,
+    pub spilled: bool,
+    /// The error message, for diagnosis (never a credential).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// A breaker changed state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BreakerEvent {
+    pub endpoint: String,
+    /// Wall-clock time, ms since the Unix epoch.
+    pub at_ms: i64,
+    pub transition: Transition,
+}
+
+/// Where the router sends what it observed. Implementations must return quickly.
+pub trait TelemetrySink: Send + Sync + 'static {
+    fn request(&self, record: RequestRecord);
+    fn breaker(&self, event: BreakerEvent);
+}
+
+/// Discards everything (benchmarks, tools).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NullSink;
+
+impl TelemetrySink for NullSink {
+    fn request(&self, _: RequestRecord) {}
+    fn breaker(&self, _: BreakerEvent) {}
+}
+
+/// Keeps everything in memory (tests).
+#[derive(Debug, Default)]
+pub struct MemorySink {
+    pub requests: std::sync::Mutex<Vec<RequestRecord>>,
+    pub breakers: std::sync::Mutex<Vec<BreakerEvent>>,
+}
+
+impl TelemetrySink for MemorySink {
+    fn request(&self, record: RequestRecord) {
+        self.requests.lock().expect("sink lock").push(record);
+    }
+    fn breaker(&self, event: BreakerEvent) {
+        self.breakers.lock().expect("sink lock").push(event);
+    }
+}
