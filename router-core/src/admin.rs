@@ -6,6 +6,7 @@ use crate::routing::breaker::BreakerView;
 use crate::telemetry::window::WindowStats;
 
 /// How a request was routed: the gateway's `x-crossbar-*` headers.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RouteInfo {
     /// The endpoint that served, or the last one tried.
@@ -22,6 +23,7 @@ pub struct RouteInfo {
 }
 
 /// One endpoint's live health, as the overview shows it.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EndpointHealth {
     pub name: String,
@@ -40,6 +42,7 @@ pub struct EndpointHealth {
 
 /// An admin API caller's role. Each role may do what the ones before it may not
 /// necessarily: they are capabilities, not a ladder, except that `admin` may do all.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
@@ -88,6 +91,7 @@ impl Role {
 
 /// What an admin API route does, for role checks (the console hides what a role may
 /// not do; the server refuses it regardless).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
@@ -101,6 +105,7 @@ pub enum Action {
 }
 
 /// Who is signed in: `GET /admin/v1/whoami`.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WhoAmI {
     pub name: String,
@@ -109,6 +114,7 @@ pub struct WhoAmI {
 }
 
 /// One published configuration version.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConfigVersion {
     pub version: i64,
@@ -122,6 +128,7 @@ pub struct ConfigVersion {
     pub config: crate::config::RouterConfig,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConfigVersionSummary {
     pub version: i64,
@@ -134,6 +141,7 @@ pub struct ConfigVersionSummary {
 }
 
 /// `POST /admin/v1/config`: publish a whole configuration.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PublishRequest {
@@ -146,6 +154,7 @@ pub struct PublishRequest {
 }
 
 /// `PUT /admin/v1/features/{name}`: a feature's binding and experiment.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FeatureEdit {
@@ -157,6 +166,7 @@ pub struct FeatureEdit {
 }
 
 /// `POST /admin/v1/config/rollback`.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RollbackRequest {
@@ -168,6 +178,7 @@ pub struct RollbackRequest {
 }
 
 /// What a publish, edit or rollback did.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PublishResult {
     pub version: i64,
@@ -175,6 +186,7 @@ pub struct PublishResult {
 }
 
 /// One changed value between two configurations, by path.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Change {
     pub path: String,
@@ -183,6 +195,7 @@ pub struct Change {
 }
 
 /// `PUT /admin/v1/endpoints/{name}/breaker`.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OverrideRequest {
@@ -191,6 +204,7 @@ pub struct OverrideRequest {
 }
 
 /// `POST /admin/v1/feedback`.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FeedbackRequest {
@@ -199,6 +213,7 @@ pub struct FeedbackRequest {
     pub positive: bool,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEntry {
     pub id: i64,
@@ -214,6 +229,7 @@ pub struct AuditEntry {
 }
 
 /// Spend grouping.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SpendGroup {
@@ -246,6 +262,7 @@ impl SpendGroup {
 }
 
 /// `GET /admin/v1/spend?from_ms&to_ms&group_by`.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SpendReport {
     pub from_ms: i64,
@@ -260,6 +277,7 @@ pub struct SpendReport {
     pub bucket_ms: i64,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SpendRow {
     pub key: String,
@@ -276,10 +294,106 @@ pub struct SpendRow {
     pub total: rust_decimal::Decimal,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SpendPoint {
     pub at_ms: i64,
     pub key: String,
     pub on_demand: rust_decimal::Decimal,
     pub requests: u64,
+}
+
+/// A feature's live traffic over the last minute: `GET /admin/v1/features/live` and
+/// the event stream.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FeatureLive {
+    pub feature: String,
+    pub experiment_id: Option<String>,
+    pub requests: u64,
+    /// Requests that failed for the user (after every failover).
+    pub errors: u64,
+    pub errors_by_kind: std::collections::BTreeMap<String, u64>,
+    pub variants: Vec<VariantLive>,
+    /// Requests served at each fallback depth: `[primary, first backup, ...]`.
+    pub fallback_depth: Vec<u64>,
+    pub spilled: u64,
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p90_ms: Option<f64>,
+    pub ttft_p90_ms: Option<f64>,
+    /// Marginal (on-demand) cost of the window's requests.
+    pub cost: rust_decimal::Decimal,
+    pub window_s: u64,
+}
+
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VariantLive {
+    pub name: String,
+    pub configured_percent: f64,
+    pub requests: u64,
+    /// Share of the feature's requests in the window, 0–100.
+    pub observed_percent: f64,
+    pub errors: u64,
+}
+
+/// What the event stream sends every second (`event: snapshot`).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LiveSnapshot {
+    pub at_ms: i64,
+    pub config_version: i64,
+    pub endpoints: Vec<EndpointHealth>,
+    pub features: Vec<FeatureLive>,
+    /// Ledger health: records queued, written, and lost (must stay 0).
+    pub ledger: LedgerStats,
+}
+
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerStats {
+    pub received: u64,
+    pub written: u64,
+    pub dropped: u64,
+    pub queued: u64,
+    pub batches: u64,
+}
+
+/// `POST /admin/v1/config/validate`: the same rules the publish applies.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValidationResult {
+    pub ok: bool,
+    pub problems: Vec<crate::config::Problem>,
+}
+
+/// A gateway key as listed (the key itself is shown once, at creation).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GatewayKeyInfo {
+    pub id: String,
+    pub team: String,
+    pub name: String,
+    pub created_at_ms: i64,
+    pub revoked: bool,
+    pub requests_per_minute: Option<u32>,
+}
+
+/// `POST /admin/v1/keys`.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKeyRequest {
+    pub team: String,
+    pub name: String,
+    #[serde(default)]
+    pub requests_per_minute: Option<u32>,
+}
+
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreatedKey {
+    pub info: GatewayKeyInfo,
+    /// The key: shown this once, stored only as a hash.
+    pub key: String,
 }

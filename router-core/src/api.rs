@@ -482,6 +482,7 @@ impl ChatChunk {
 
 /// What failed, in one vocabulary whatever the cloud. The string form is the
 /// OpenAI error `code` the gateway returns, and the metric label.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {

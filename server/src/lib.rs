@@ -1,41 +1,113 @@
-//! The `crossbar` server: for now the console's static files and `GET /healthz`.
+//! The `crossbar` server: the OpenAI-compatible gateway, the admin API, the store, and
+//! the console's static files.
 //!
-//! The gateway API (`/v1/...`), the admin API and the store join this crate with their
-//! own issues. It is a library as well as a binary so that tests (here and in
-//! `tests/`) can build the same [`Router`] the binary serves.
+//! It is a library as well as a binary so that tests (here and in `tests/`) build the
+//! same [`Router`] the binary serves.
 //!
-//! Two details matter for latency and operations:
+//! - [`gateway`]: `/v1/chat/completions`, `/v1/models`, errors in the OpenAI shape;
+//! - [`admin`]: `/admin/v1/...` with roles, and its OpenAPI document;
+//! - [`store`]: SQLite (WAL) through sqlx: config versions, audit log, keys, usage
+//!   ledger (batched off the hot path) and per-minute rollups;
+//! - [`live`]: the telemetry sink and in-memory live windows;
+//! - [`metrics`]: Prometheus text format;
+//! - [`keys`]: gateway keys and admin tokens resolved in memory, rate limits;
+//! - [`file`]: the TOML configuration file;
+//! - [`demo`]: `crossbar demo`, simulated clouds and traffic in one process.
+//!
+//! Latency and operations details:
 //! - TCP_NODELAY is set on every accepted socket: without it, small chunked responses
 //!   on keep-alive connections stall on delayed ACKs (~44 ms per request, measured).
-//! - Shutdown is graceful: on Ctrl-C or SIGTERM the listener closes and in-flight
-//!   requests finish.
+//! - Shutdown is graceful: on Ctrl-C or SIGTERM the listener closes, in-flight
+//!   requests and open streams finish, then the ledger is flushed.
+//! - The hot path reads an immutable config snapshot and never waits on the database.
+
+// `api::Error` is a flat ~150-byte struct on the failure path only (see router-core).
+#![allow(clippy::result_large_err)]
+
+pub mod admin;
+pub mod demo;
+pub mod file;
+pub mod gateway;
+pub mod keys;
+pub mod live;
+pub mod metrics;
+pub mod store;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
-use axum::routing::get;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use router_core::api::Health;
+use router_core::config::Config;
+use router_core::routing::engine::Router as Engine;
+use router_core::telemetry::record::BreakerEvent;
 use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+use tower_http::cors::CorsLayer;
 use tower_http::services::{ServeDir, ServeFile};
-use tower_http::trace::TraceLayer;
+
+use crate::keys::Keys;
+use crate::live::{Live, ServerSink};
+use crate::store::{LedgerHandle, Store};
 
 /// The console's entry page; also the answer to any path the console routes itself.
 const INDEX_HTML: &str = "index.html";
 
-/// The HTTP application: API routes first, then the console's files.
-///
-/// Any path that is neither an API route nor a file of `ui_dir` gets `index.html`, so
-/// the console's client-side routes survive a reload.
-pub fn app(ui_dir: &Path) -> Router {
-    let console = ServeDir::new(ui_dir).fallback(ServeFile::new(ui_dir.join(INDEX_HTML)));
-    Router::new()
+/// Everything a request handler can reach.
+pub struct AppState {
+    pub router: Engine,
+    pub store: Store,
+    pub keys: Arc<Keys>,
+    pub live: Arc<Live>,
+    pub ledger: LedgerHandle,
+    pub sink_events: broadcast::Sender<BreakerEvent>,
+    pub config_events: broadcast::Sender<i64>,
+    /// Serialises publishes in this process (the store refuses stale ones across
+    /// replicas).
+    pub publishing: tokio::sync::Mutex<()>,
+}
+
+/// The HTTP application: the gateway, the admin API, health and metrics, then the
+/// console's files (any other path gets `index.html`, so the console's client-side
+/// routes survive a reload).
+pub fn app(state: Arc<AppState>, ui_dir: Option<&Path>) -> Router {
+    let api = Router::new()
+        .route("/v1/chat/completions", post(gateway::chat_completions))
+        .route("/v1/models", get(gateway::models))
+        .route("/v1/{*rest}", axum::routing::any(gateway::not_found))
         .route("/healthz", get(healthz))
-        .fallback_service(console)
-        .layer(TraceLayer::new_for_http())
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::render))
+        // The gateway checks the size itself, to answer in the OpenAI shape.
+        .layer(DefaultBodyLimit::disable());
+    // The desktop console runs at tauri://localhost: it may call the admin API.
+    let admin = admin::router(state.clone())
+        .layer(CorsLayer::very_permissive().max_age(Duration::from_secs(600)));
+    let mut app = api.nest("/admin/v1", admin);
+    if let Some(ui_dir) = ui_dir {
+        let console = ServeDir::new(ui_dir).fallback(ServeFile::new(ui_dir.join(INDEX_HTML)));
+        app = app.fallback_service(console);
+    }
+    app.layer(
+        tower_http::trace::TraceLayer::new_for_http()
+            // The path only: the event stream's query carries a token.
+            .make_span_with(|req: &axum::http::Request<_>| {
+                tracing::debug_span!("http", method = %req.method(), path = %req.uri().path())
+            })
+            // Upstream failures are counted in /metrics and breaker events are logged;
+            // one ERROR line per failed request would drown them.
+            .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+    )
+    .with_state(state)
 }
 
 async fn healthz() -> Json<Health> {
@@ -43,6 +115,24 @@ async fn healthz() -> Json<Health> {
         status: "ok".to_owned(),
         version: router_core::VERSION.to_owned(),
     })
+}
+
+/// Ready when a configuration is serving and the ledger writer keeps up.
+async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let version = state.router.snapshot().version;
+    let ledger = state.ledger.stats();
+    let ready = version > 0;
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "config_version": version,
+        "ledger": ledger,
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body))
 }
 
 /// Checks that `ui_dir` holds a built console, with a message that says how to get one.
@@ -64,23 +154,96 @@ pub fn check_ui_dir(ui_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+pub fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// How to start: where the configuration comes from and where state lives.
+pub struct Options {
+    pub listen: SocketAddr,
+    pub ui_dir: Option<PathBuf>,
+    /// `None`: an in-memory database (tests, throwaway demos).
+    pub db: Option<PathBuf>,
+    /// The configuration file: seeds an empty store; with `publish_file`, published
+    /// as a new version when it differs from the active one.
+    pub config: Option<file::ConfigFile>,
+    pub publish_file: bool,
+    /// An admin token to create (role admin) at start-up, e.g. from `CROSSBAR_ADMIN_TOKEN`.
+    pub bootstrap_admin_token: Option<String>,
+}
+
 /// A bound, not yet running server: binding first lets the caller learn the real
 /// address (port 0 picks a free port) before serving.
 pub struct Server {
     listener: TcpListener,
+    pub state: Arc<AppState>,
     router: Router,
+    background: Vec<tokio::task::JoinHandle<()>>,
+    ledger_task: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
-    /// Validates the console directory and binds `listen`.
-    pub async fn bind(listen: SocketAddr, ui_dir: PathBuf) -> anyhow::Result<Self> {
-        check_ui_dir(&ui_dir)?;
-        let listener = TcpListener::bind(listen)
+    pub async fn start(options: Options) -> anyhow::Result<Server> {
+        if let Some(ui_dir) = &options.ui_dir {
+            check_ui_dir(ui_dir)?;
+        }
+        let store = match &options.db {
+            Some(path) => Store::open(path).await?,
+            None => Store::open_in_memory().await?,
+        };
+        let (version, raw) =
+            file::load_or_seed(&store, options.config.as_ref(), options.publish_file).await?;
+        if let Some(token) = &options.bootstrap_admin_token {
+            store
+                .insert_admin_token_hash(
+                    "bootstrap",
+                    router_core::admin::Role::Admin,
+                    &keys::sha256_hex(token),
+                )
+                .await?;
+        }
+        let config = Config::validate(raw).map_err(|p| {
+            anyhow::anyhow!("the active configuration (version {version}) is invalid:\n{p}")
+        })?;
+        let (ledger, ledger_task) = store.ledger_writer(65_536);
+        let live = Arc::new(Live::default());
+        let (sink_events, _) = broadcast::channel(1024);
+        let (config_events, _) = broadcast::channel(64);
+        let sink = Arc::new(ServerSink {
+            ledger: ledger.clone(),
+            live: live.clone(),
+            events: sink_events.clone(),
+        });
+        let router = Engine::new(config, version, sink)
             .await
-            .with_context(|| format!("cannot listen on {listen}"))?;
-        Ok(Self {
+            .map_err(|e| anyhow::anyhow!("cannot connect the configured endpoints: {e}"))?;
+        let keys = Keys::load(store.clone()).await?;
+        let state = Arc::new(AppState {
+            router,
+            store,
+            keys: keys.clone(),
+            live,
+            ledger,
+            sink_events,
+            config_events,
+            publishing: tokio::sync::Mutex::new(()),
+        });
+        let listener = TcpListener::bind(options.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", options.listen))?;
+        let background = vec![
+            keys.spawn_refresh(Duration::from_secs(5)),
+            spawn_breaker_ticker(state.clone()),
+            spawn_config_follower(state.clone()),
+        ];
+        Ok(Server {
             listener,
-            router: app(&ui_dir),
+            router: app(state.clone(), options.ui_dir.as_deref()),
+            state,
+            background,
+            ledger_task,
         })
     }
 
@@ -88,7 +251,8 @@ impl Server {
         Ok(self.listener.local_addr()?)
     }
 
-    /// Serves until `shutdown` completes, then lets in-flight requests finish.
+    /// Serves until `shutdown` completes, lets in-flight requests and streams finish,
+    /// then flushes the ledger.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -101,8 +265,77 @@ impl Server {
         axum::serve(listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await?;
+        for task in self.background {
+            task.abort();
+        }
+        let stats = self.state.ledger.stats();
+        tracing::info!(queued = stats.queued, "draining the usage ledger");
+        self.state.ledger.clone().shutdown().await;
+        let _ = self.ledger_task.await;
+        let stats = self.state.ledger.stats();
+        tracing::info!(
+            written = stats.written,
+            dropped = stats.dropped,
+            "usage ledger flushed"
+        );
         Ok(())
     }
+}
+
+/// Time-driven breaker transitions (open → ramp, stage advances) happen even when
+/// an endpoint gets no traffic.
+fn spawn_breaker_ticker(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tick.tick().await;
+            state.router.tick();
+        }
+    })
+}
+
+/// Several replicas share one database: each follows the newest published version.
+fn spawn_config_follower(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Ok(Some(active)) = state.store.active_config().await else {
+                continue;
+            };
+            if active.version <= state.router.snapshot().version {
+                continue;
+            }
+            let _guard = state.publishing.lock().await;
+            if active.version <= state.router.snapshot().version {
+                continue;
+            }
+            let result = async {
+                let config = Config::validate(active.config).map_err(|p| p.to_string())?;
+                let prepared = state
+                    .router
+                    .prepare(config)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                state.router.activate(prepared, active.version);
+                Ok::<_, String>(())
+            }
+            .await;
+            match result {
+                Ok(()) => {
+                    tracing::info!(
+                        version = active.version,
+                        "following a version published by another replica"
+                    );
+                    let _ = state.config_events.send(active.version);
+                }
+                Err(err) => {
+                    tracing::error!(version = active.version, %err, "cannot apply a published version")
+                }
+            }
+        }
+    })
 }
 
 /// Completes on Ctrl-C (SIGINT) or SIGTERM, the signals a terminal, systemd or a
@@ -134,86 +367,4 @@ pub async fn shutdown_signal() {
         () = terminate => {}
     }
     tracing::info!("shutting down");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use axum::body::Body;
-    use axum::http::{Request, StatusCode, header};
-    use http_body_util::BodyExt;
-    use tower::ServiceExt;
-
-    /// A throwaway console directory with an index page and one asset, one per test.
-    fn console_dir(test: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("crossbar-server-{test}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join(INDEX_HTML),
-            "<!doctype html><title>console</title>",
-        )
-        .unwrap();
-        std::fs::write(dir.join("style.css"), "body {}").unwrap();
-        dir
-    }
-
-    async fn get(router: Router, uri: &str) -> (StatusCode, Option<String>, String) {
-        let response = router
-            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        let status = response.status();
-        let content_type = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .map(|v| v.to_str().unwrap().to_owned());
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        (
-            status,
-            content_type,
-            String::from_utf8(body.to_vec()).unwrap(),
-        )
-    }
-
-    #[tokio::test]
-    async fn healthz_reports_ok_and_version() {
-        let (status, content_type, body) = get(app(&console_dir("healthz")), "/healthz").await;
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(content_type.as_deref(), Some("application/json"));
-        let health: Health = serde_json::from_str(&body).unwrap();
-        assert_eq!(
-            health,
-            Health {
-                status: "ok".into(),
-                version: router_core::VERSION.into()
-            }
-        );
-    }
-
-    #[tokio::test]
-    async fn serves_console_files_and_falls_back_to_index() {
-        let dir = console_dir("files");
-        let (status, content_type, body) = get(app(&dir), "/style.css").await;
-        assert_eq!(
-            (status, content_type.as_deref(), body.as_str()),
-            (StatusCode::OK, Some("text/css"), "body {}")
-        );
-
-        for path in ["/", "/features/summarize"] {
-            let (status, _, body) = get(app(&dir), path).await;
-            assert_eq!(status, StatusCode::OK, "{path}");
-            assert!(body.contains("<title>console</title>"), "{path}: {body}");
-        }
-    }
-
-    #[test]
-    fn missing_console_dir_is_a_clear_error() {
-        let missing = std::env::temp_dir().join("crossbar-no-such-console");
-        let err = check_ui_dir(&missing).unwrap_err().to_string();
-        assert!(
-            err.contains("does not exist") && err.contains("cargo xtask build"),
-            "{err}"
-        );
-    }
 }

@@ -1,7 +1,8 @@
 //! `crossbar`: the Crossbar server binary.
 //!
-//! `crossbar serve` prints `crossbar: console at http://ADDR/` on stdout once it is
-//! listening, so scripts and tests can start it on port 0 and read the address back.
+//! `crossbar serve` prints `crossbar: listening on http://ADDR/` on stdout once it is
+//! listening (and `crossbar: console at http://ADDR/` when it serves the console), so
+//! scripts and tests can start it on port 0 and read the address back.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -9,7 +10,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use server::{Server, shutdown_signal};
+use router_core::admin::Role;
+use server::file::ConfigFile;
+use server::store::Store;
+use server::{Options, Server, shutdown_signal};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -21,14 +25,58 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the console (and, as they land, the gateway and admin APIs).
+    /// Serve the gateway (/v1), the admin API (/admin/v1) and the console (/).
     Serve {
+        /// The configuration file: seeds an empty store; see --publish-config.
+        #[arg(long, env = "CROSSBAR_CONFIG")]
+        config: Option<PathBuf>,
+        /// The SQLite database (created if missing). Without it, state lives in memory.
+        #[arg(long, env = "CROSSBAR_DB")]
+        db: Option<PathBuf>,
+        /// Publish the configuration file as a new version when it differs from the
+        /// store's active version (otherwise the store wins).
+        #[arg(long)]
+        publish_config: bool,
         /// Address to listen on; port 0 picks a free port.
         #[arg(long, env = "CROSSBAR_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
-        /// The built console (`cargo xtask build` writes it to `ui/dist`).
+        /// The built console (`cargo xtask build` writes it to `ui/dist`); omit with --no-console.
         #[arg(long, env = "CROSSBAR_UI_DIR", default_value = "ui/dist")]
         ui_dir: PathBuf,
+        /// Serve only the APIs.
+        #[arg(long)]
+        no_console: bool,
+    },
+    /// Configuration files and versions.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Create an admin API token (printed once; stored as a hash).
+    Token {
+        #[arg(long, env = "CROSSBAR_DB")]
+        db: PathBuf,
+        #[arg(long)]
+        name: String,
+        /// viewer, operator, experimenter or admin.
+        #[arg(long)]
+        role: String,
+    },
+    /// A self-contained demo: simulated clouds, the router, the console, live traffic
+    /// with scripted incidents. No cloud account needed.
+    Demo(server::demo::DemoArgs),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Check a configuration file with the router's rules; lists every problem.
+    Validate { file: PathBuf },
+    /// Print the store's active (or a given) version as TOML.
+    Export {
+        #[arg(long, env = "CROSSBAR_DB")]
+        db: PathBuf,
+        #[arg(long)]
+        version: Option<i64>,
     },
 }
 
@@ -43,8 +91,24 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
 
+    let cli = Cli::parse();
+    if let Command::Demo(args) = &cli.command {
+        // The demo's simulated identity services stand in for the cloud's: point the
+        // SDKs at them before any thread exists (the environment is process-wide).
+        server::demo::prepare_environment(args);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("crossbar: error: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     // A plain message, not a backtrace: these errors are about the setup, not the code.
-    match run(Cli::parse()) {
+    match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("crossbar: error: {err:#}");
@@ -53,13 +117,76 @@ fn main() -> ExitCode {
     }
 }
 
-#[tokio::main]
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { listen, ui_dir } => {
-            let server = Server::bind(listen, ui_dir).await?;
-            println!("crossbar: console at http://{}/", server.local_addr()?);
+        Command::Serve {
+            config,
+            db,
+            publish_config,
+            listen,
+            ui_dir,
+            no_console,
+        } => {
+            let config = config.map(|p| ConfigFile::load(&p)).transpose()?;
+            let server = Server::start(Options {
+                listen,
+                ui_dir: (!no_console).then_some(ui_dir),
+                db,
+                config,
+                publish_file: publish_config,
+                bootstrap_admin_token: std::env::var("CROSSBAR_ADMIN_TOKEN")
+                    .ok()
+                    .filter(|t| !t.is_empty()),
+            })
+            .await?;
+            let addr = server.local_addr()?;
+            println!("crossbar: listening on http://{addr}/");
+            if !no_console {
+                println!("crossbar: console at http://{addr}/");
+            }
             server.run(shutdown_signal()).await
         }
+        Command::Config {
+            command: ConfigCommand::Validate { file },
+        } => {
+            let file = ConfigFile::load(&file)?;
+            let config = file.validate()?;
+            println!(
+                "{}: valid ({} endpoints, {} features, {} teams)",
+                file.path.display(),
+                config.endpoints().len(),
+                config.features().len(),
+                config.raw().teams.len()
+            );
+            Ok(())
+        }
+        Command::Config {
+            command: ConfigCommand::Export { db, version },
+        } => {
+            let store = Store::open(&db).await?;
+            let v = match version {
+                Some(v) => store.config_version(v).await?,
+                None => store.active_config().await?,
+            }
+            .ok_or_else(|| anyhow::anyhow!("no such configuration version in {}", db.display()))?;
+            println!(
+                "# Crossbar configuration version {} by {} — {}",
+                v.version, v.author, v.message
+            );
+            print!("{}", server::file::to_toml(&v.config)?);
+            Ok(())
+        }
+        Command::Token { db, name, role } => {
+            let role = Role::parse(&role).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "`{role}` is not a role: use viewer, operator, experimenter or admin"
+                )
+            })?;
+            let store = Store::open(&db).await?;
+            let (_, token) = store.create_admin_token(&name, role).await?;
+            println!("{token}");
+            Ok(())
+        }
+        Command::Demo(args) => server::demo::run(args).await,
     }
 }

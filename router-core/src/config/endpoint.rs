@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Problem;
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Provider {
@@ -68,6 +69,7 @@ impl Provider {
 }
 
 /// One concrete place a model is served.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointConfig {
@@ -105,6 +107,7 @@ pub struct EndpointConfig {
 }
 
 /// How an endpoint's capacity is bought.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Capacity {
@@ -126,6 +129,7 @@ pub enum Capacity {
 /// is never a float. Per-token prices are per million tokens. A provisioned endpoint's
 /// `hourly` price is a sunk cost: its marginal token cost is zero and the hours are
 /// attributed to the features that used it, in proportion to their tokens.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pricing {
@@ -141,6 +145,7 @@ pub struct Pricing {
     pub hourly: Option<Decimal>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AzureDeployment {
@@ -149,6 +154,7 @@ pub struct AzureDeployment {
 }
 
 /// How to obtain credentials. No variant holds a secret.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "method", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum AuthConfig {
@@ -172,6 +178,7 @@ pub enum AuthConfig {
     None,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capabilities {
     pub tools: bool,
@@ -183,6 +190,7 @@ pub struct Capabilities {
     pub max_output_tokens: u32,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CapabilityOverrides {
@@ -198,6 +206,7 @@ pub struct CapabilityOverrides {
     pub max_output_tokens: Option<u32>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Timeouts {

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// A product capability that calls an LLM. Clients name it as `model`.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FeatureConfig {
@@ -67,6 +68,7 @@ impl FeatureConfig {
 }
 
 /// A split of a feature's traffic between variants, sticky per user.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExperimentConfig {
@@ -76,6 +78,7 @@ pub struct ExperimentConfig {
     pub variants: Vec<VariantConfig>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VariantConfig {
@@ -87,6 +90,7 @@ pub struct VariantConfig {
 }
 
 /// Signals beyond which an endpoint serving this feature counts as unhealthy.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Thresholds {
@@ -102,6 +106,7 @@ pub struct Thresholds {
 }
 
 /// A team: owns gateway keys, is charged for their traffic, may be rate limited.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TeamConfig {

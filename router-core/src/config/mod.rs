@@ -31,6 +31,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// The whole routing configuration, as written (TOML file, admin API, console).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouterConfig {
@@ -64,6 +65,7 @@ impl RouterConfig {
 }
 
 /// What Crossbar may keep of the traffic it carries.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Privacy {
@@ -74,6 +76,7 @@ pub struct Privacy {
 }
 
 /// One validation problem: where (a dotted path into [`RouterConfig`]) and why.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Problem {
     pub path: String,
@@ -96,6 +99,7 @@ impl fmt::Display for Problem {
 }
 
 /// Every problem of a configuration that failed validation.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Problems(pub Vec<Problem>);
 

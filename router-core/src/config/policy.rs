@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 /// An endpoint's effective setting for each parameter is, first found: its override,
 /// then (for `ttft_p90_ms`, `latency_p90_ms`, `error_rate`) the strictest threshold
 /// among the features that bind it, then `defaults`, then the built-in default.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BreakerPolicy {
@@ -19,6 +20,7 @@ pub struct BreakerPolicy {
 }
 
 /// Every field optional: unset means "inherit" (see [`BreakerPolicy`]).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BreakerParams {
@@ -92,6 +94,7 @@ impl BreakerParams {
 }
 
 /// Retries of the same endpoint (failover to the next one is not a retry).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryPolicy {

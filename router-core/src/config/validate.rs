@@ -401,6 +401,10 @@ impl Config {
         &self.features
     }
 
+    pub fn feature_index(&self, name: &str) -> Option<usize> {
+        self.feature_ids.get(name).copied()
+    }
+
     pub fn feature(&self, name: &str) -> Option<&Feature> {
         self.feature_ids.get(name).map(|&i| &self.features[i])
     }

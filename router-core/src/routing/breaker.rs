@@ -187,6 +187,7 @@ impl State {
     }
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StateName {
@@ -214,6 +215,7 @@ impl fmt::Display for StateName {
 }
 
 /// An operator's override of the automatic state.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Override {
@@ -224,6 +226,7 @@ pub enum Override {
 }
 
 /// What caused a transition.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Signal {
@@ -243,6 +246,7 @@ pub enum Signal {
 /// Why the breaker is in its state: the signal, its measured value and the threshold
 /// it crossed (rates as fractions, durations in ms, counts as counts; 0 for signals
 /// without a value), and a sentence for people.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reason {
     pub signal: Signal,
@@ -262,6 +266,7 @@ impl Reason {
     }
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Transition {
     pub from: StateName,
@@ -275,6 +280,7 @@ pub struct Transition {
 }
 
 /// The breaker as the console shows it (JSON).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BreakerView {
     /// The effective state (a forced state included).

@@ -59,6 +59,13 @@ pub struct RequestContext {
     pub sticky_key: Option<String>,
 }
 
+/// A routing decision: the variant's index in the feature, and the candidates.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub variant: usize,
+    pub candidates: Vec<Candidate>,
+}
+
 /// A response and how it was routed.
 pub struct Served<T> {
     pub value: T,
@@ -110,6 +117,18 @@ impl EndpointState {
     }
 }
 
+/// A configuration whose adapters are connected, ready to [`Router::activate`].
+pub struct Prepared {
+    config: Config,
+    providers: Vec<Arc<dyn ChatProvider>>,
+}
+
+impl Prepared {
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+}
+
 /// One published configuration with its connected adapters.
 pub struct Snapshot {
     pub version: i64,
@@ -127,8 +146,6 @@ impl Snapshot {
 pub struct Router {
     current: ArcSwap<Snapshot>,
     registry: Mutex<HashMap<String, Arc<EndpointState>>>,
-    /// Serialises publishes: two at once would race on the registry and the swap.
-    publishing: tokio::sync::Mutex<()>,
     clock: TokioClock,
     sink: Arc<dyn TelemetrySink>,
     budget: Mutex<RetryBudget>,
@@ -171,7 +188,6 @@ impl Router {
                 states: Vec::new(),
             }),
             registry: Mutex::new(HashMap::new()),
-            publishing: tokio::sync::Mutex::new(()),
             clock,
             sink,
             budget: Mutex::new(RetryBudget::new(retry.budget_ratio, retry.budget_min_per_s)),
@@ -180,12 +196,19 @@ impl Router {
         router
     }
 
-    /// Swaps in a new configuration. Adapters of unchanged endpoints are reused (their
-    /// connection pools and cached credentials with them); breaker and capacity state
-    /// carries over by endpoint name. Requests in flight finish on the snapshot they
-    /// started with.
+    /// Swaps in a new configuration: [`Self::prepare`] then [`Self::activate`].
     pub async fn publish(&self, config: Config, version: i64) -> Result<(), Error> {
-        let _one_at_a_time = self.publishing.lock().await;
+        let prepared = self.prepare(config).await?;
+        self.activate(prepared, version);
+        Ok(())
+    }
+
+    /// Connects what a new configuration needs, without serving it yet: a caller that
+    /// must first make the version durable (the server writes it to its store) can
+    /// still back out, and a failure here leaves the live configuration untouched.
+    /// Adapters of unchanged endpoints are reused, with their connection pools and
+    /// cached credentials.
+    pub async fn prepare(&self, config: Config) -> Result<Prepared, Error> {
         let old = self.current.load_full();
         let mut providers = Vec::with_capacity(config.endpoints().len());
         for e in config.endpoints() {
@@ -199,8 +222,14 @@ impl Router {
                 None => providers::connect(&e.config).await?,
             });
         }
-        self.install(config, version, providers);
-        Ok(())
+        Ok(Prepared { config, providers })
+    }
+
+    /// Starts serving a prepared configuration as `version`. Breaker and capacity
+    /// state carries over by endpoint name; requests in flight finish on the snapshot
+    /// they started with.
+    pub fn activate(&self, prepared: Prepared, version: i64) {
+        self.install(prepared.config, version, prepared.providers);
     }
 
     fn install(&self, config: Config, version: i64, providers: Vec<Arc<dyn ChatProvider>>) {
@@ -530,6 +559,63 @@ impl Router {
         Err(run.finish_err(self, error))
     }
 
+    /// The routing decision for one request, without sending anything: the variant
+    /// and the ordered candidates (what [`Self::chat`] does first). For tools and the
+    /// benchmark of the hot path.
+    pub fn decide(
+        &self,
+        feature: &str,
+        sticky_key: Option<&str>,
+        estimate: u64,
+    ) -> Result<Decision, Error> {
+        let snapshot = self.current.load();
+        let feature_id = snapshot.config.feature_index(feature).ok_or_else(|| {
+            Error::new(ErrorKind::NotFound, format!("unknown feature `{feature}`"))
+        })?;
+        let (variant, planned) = self.decide_in(
+            &snapshot,
+            feature_id,
+            sticky_key,
+            estimate,
+            self.clock.now(),
+        );
+        Ok(Decision {
+            variant,
+            candidates: planned?,
+        })
+    }
+
+    fn decide_in(
+        &self,
+        snapshot: &Snapshot,
+        feature_id: usize,
+        sticky_key: Option<&str>,
+        estimate: u64,
+        now: Duration,
+    ) -> (usize, Result<Vec<Candidate>, Error>) {
+        let feature = &snapshot.config.features()[feature_id];
+        let variant = select_variant(feature, sticky_key, fastrand::f64());
+        let index = feature
+            .variants
+            .iter()
+            .position(|v| std::ptr::eq(v, variant))
+            .unwrap_or(0);
+        let mut gate = LiveGate {
+            router: self,
+            snapshot,
+            now,
+        };
+        let planned = plan(
+            &snapshot.config,
+            feature,
+            variant,
+            estimate,
+            &mut gate,
+            &mut fastrand::f64,
+        );
+        (index, planned)
+    }
+
     /// Resolves the feature, picks the variant and plans the candidates.
     fn begin(
         &self,
@@ -558,12 +644,7 @@ impl Router {
             prompt_text: store_text.then(|| prompt_text(request)),
             deadline_hit: false,
         };
-        let Some(feature_id) = snapshot
-            .config
-            .features()
-            .iter()
-            .position(|f| f.name == request.model)
-        else {
+        let Some(feature_id) = snapshot.config.feature_index(&request.model) else {
             let error = Error::new(
                 ErrorKind::NotFound,
                 format!(
@@ -575,25 +656,19 @@ impl Router {
             return Err(run.finish_err(self, error));
         };
         run.feature = feature_id;
-        let feature = &snapshot.config.features()[feature_id];
-        let variant = select_variant(feature, ctx.sticky_key.as_deref(), fastrand::f64());
-        run.variant = variant.name.clone();
         self.budget.lock().expect("budget lock").deposit(received);
-
         let estimate = estimate_tokens(prompt_chars(request), request.output_limit());
-        let mut gate = LiveGate {
-            router: self,
-            snapshot: &snapshot,
-            now: received,
-        };
-        match plan(
-            &snapshot.config,
-            feature,
-            variant,
+        let (variant, planned) = self.decide_in(
+            &snapshot,
+            feature_id,
+            ctx.sticky_key.as_deref(),
             estimate,
-            &mut gate,
-            &mut fastrand::f64,
-        ) {
+            received,
+        );
+        run.variant = snapshot.config.features()[feature_id].variants[variant]
+            .name
+            .clone();
+        match planned {
             Ok(candidates) => {
                 // A full provisioned endpoint that was spilled away from: counted in
                 // its window as spill, never against its health.

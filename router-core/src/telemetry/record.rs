@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::routing::breaker::Transition;
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RequestRecord {
     pub request_id: String,
@@ -53,6 +54,7 @@ pub struct RequestRecord {
     pub completion_text: Option<String>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttemptRecord {
     pub endpoint: String,
@@ -70,6 +72,7 @@ pub struct AttemptRecord {
 }
 
 /// A breaker changed state.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BreakerEvent {
     pub endpoint: String,

@@ -45,6 +45,7 @@ use crate::api::{ErrorKind, Fault};
 use crate::telemetry::histogram::LatencyHistogram;
 
 /// What one attempt says about the health of the endpoint that served it.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
@@ -335,6 +336,7 @@ fn ratio(part: u64, whole: u64) -> f64 {
 }
 
 /// One endpoint's recent health, as the console shows it (JSON).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct WindowStats {

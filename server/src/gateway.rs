@@ -1,0 +1,374 @@
+//! The OpenAI-compatible gateway: `POST /v1/chat/completions`, `GET /v1/models`.
+//!
+//! Every failure leaves here as an OpenAI error body (`{"error": {"message", "type",
+//! "param", "code"}}`) with the normalised class as `code`, a fitting status and
+//! `retry-after` where it applies — including a malformed body, a missing key or an
+//! unknown feature. A failure after the first streamed token ends the stream with a
+//! `data: {"error": ...}` event: never a silent truncation.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use router_core::admin::RouteInfo;
+use router_core::api::{ChatRequest, Error, ErrorKind};
+use router_core::routing::capacity::estimate_tokens;
+use router_core::routing::engine::RequestContext;
+use serde_json::json;
+
+use crate::AppState;
+
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// An error in the OpenAI shape, with the routing headers known so far.
+pub struct ApiError {
+    pub error: Error,
+    pub route: Option<RouteInfo>,
+    pub request_id: Option<String>,
+}
+
+impl From<Error> for ApiError {
+    fn from(error: Error) -> Self {
+        Self {
+            error,
+            route: None,
+            request_id: None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.error.kind.http_status()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let mut response = (status, axum::Json(self.error.to_openai_json())).into_response();
+        let headers = response.headers_mut();
+        if let Some(after) = self.error.retry_after {
+            let secs = after.as_secs_f64().ceil().max(1.0) as u64;
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            headers.insert(
+                HeaderName::from_static("retry-after-ms"),
+                HeaderValue::from(after.as_millis() as u64),
+            );
+        }
+        if let Some(id) = &self.request_id {
+            set(headers, "x-request-id", id);
+        }
+        if let Some(route) = &self.route {
+            route_headers(headers, route);
+        }
+        response
+    }
+}
+
+fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(HeaderName::from_static(name), v);
+    }
+}
+
+fn route_headers(headers: &mut HeaderMap, route: &RouteInfo) {
+    if let Some(endpoint) = &route.endpoint {
+        set(headers, "x-crossbar-endpoint", endpoint);
+    }
+    if let Some(provider) = &route.provider {
+        set(headers, "x-crossbar-provider", provider);
+    }
+    if let Some(variant) = &route.variant {
+        set(headers, "x-crossbar-variant", variant);
+    }
+    headers.insert(
+        HeaderName::from_static("x-crossbar-attempts"),
+        HeaderValue::from(route.attempts),
+    );
+    headers.insert(
+        HeaderName::from_static("x-crossbar-config-version"),
+        HeaderValue::from(route.config_version),
+    );
+    if route.spilled {
+        headers.insert(
+            HeaderName::from_static("x-crossbar-spilled"),
+            HeaderValue::from_static("true"),
+        );
+    }
+}
+
+/// A random request id: 128 bits, hex.
+pub fn request_id() -> String {
+    format!("req_{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
+/// The bearer token of a request, if any.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
+/// Parses a JSON request body into our type, with errors in our format that name
+/// the offending field.
+pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+    if body.is_empty() {
+        return Err(Error::invalid(
+            "body",
+            "the request body is empty: send JSON",
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let what = if inner.is_syntax() || inner.is_eof() {
+            "malformed JSON"
+        } else {
+            "invalid request"
+        };
+        let mut error = Error::new(ErrorKind::InvalidRequest, format!("{what}: {inner}"));
+        if path != "." && !path.is_empty() {
+            error.param = Some(path);
+        }
+        error
+    })
+}
+
+pub async fn chat_completions(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let id = request_id();
+    match handle_chat(&state, &headers, body, &id).await {
+        Ok(response) => response,
+        Err(mut e) => {
+            e.request_id = Some(id);
+            e.into_response()
+        }
+    }
+}
+
+async fn handle_chat(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    id: &str,
+) -> Result<Response, ApiError> {
+    let Some(secret) = bearer(headers) else {
+        return Err(Error::new(
+            ErrorKind::Unauthorized,
+            "missing gateway key: send `Authorization: Bearer <key>`",
+        )
+        .into());
+    };
+    let Some(key) = state.keys.gateway_key(secret) else {
+        return Err(Error::new(ErrorKind::Unauthorized, "unknown or revoked gateway key").into());
+    };
+    // Read at most the limit (whatever Content-Length claims), after the key check so
+    // an unauthenticated client cannot make us buffer anything.
+    let too_large = || {
+        ApiError::from(Error::new(
+            ErrorKind::PayloadTooLarge,
+            format!("the request body is larger than the limit of {MAX_BODY_BYTES} bytes"),
+        ))
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+        drain(body).await;
+        return Err(too_large());
+    }
+    let mut stream = body.into_data_stream();
+    let mut buffer = Vec::with_capacity(declared.unwrap_or(16 * 1024));
+    while let Some(chunk) = stream.next().await {
+        let Ok(chunk) = chunk else {
+            return Err(Error::invalid("body", "the request body could not be read").into());
+        };
+        if buffer.len() + chunk.len() > MAX_BODY_BYTES {
+            drain(Body::from_stream(stream)).await;
+            return Err(too_large());
+        }
+        buffer.extend_from_slice(&chunk);
+    }
+    let body = Bytes::from(buffer);
+    let body = &body[..];
+    let request: ChatRequest = parse_body(body)?;
+    if request.messages.is_empty() {
+        return Err(Error::invalid("messages", "messages must not be empty").into());
+    }
+    let snapshot = state.router.snapshot();
+    let team = snapshot.config.team(&key.team);
+    let estimate = estimate_tokens(
+        body.len(), // a cheap upper bound of the prompt's characters
+        request.output_limit(),
+    );
+    state.keys.allow(
+        &key,
+        team.and_then(|t| t.requests_per_minute),
+        team.and_then(|t| t.tokens_per_minute),
+        estimate,
+    )?;
+    let sticky = request.user.clone().or_else(|| {
+        headers
+            .get("x-crossbar-user")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    });
+    let ctx = RequestContext {
+        request_id: id.to_owned(),
+        team: key.team.clone(),
+        key_id: key.id.clone(),
+        sticky_key: sticky,
+    };
+
+    if request.is_stream() {
+        let include_usage = request.include_usage();
+        let served = state
+            .router
+            .chat_stream(&ctx, &request)
+            .await
+            .map_err(|f| ApiError {
+                error: f.error,
+                route: Some(f.route),
+                request_id: None,
+            })?;
+        // Chunks as SSE events; `[DONE]` only after a clean end, and an error event
+        // (after the first token nothing can fail over) is the stream's last word.
+        let events = futures_util::stream::unfold(Some(served.value), move |stream| async move {
+            let mut stream = stream?;
+            loop {
+                return match stream.next().await {
+                    Some(Ok(chunk)) => {
+                        // Usage comes as a last chunk without choices: only when asked.
+                        if chunk.choices.is_empty() && chunk.usage.is_some() && !include_usage {
+                            continue;
+                        }
+                        let json = serde_json::to_string(&chunk).unwrap_or_default();
+                        Some((
+                            Ok::<_, Infallible>(Bytes::from(format!("data: {json}\n\n"))),
+                            Some(stream),
+                        ))
+                    }
+                    Some(Err(e)) => Some((
+                        Ok(Bytes::from(format!("data: {}\n\n", e.to_openai_json()))),
+                        None,
+                    )),
+                    None => Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), None)),
+                };
+            }
+        });
+        let mut response = Response::new(Body::from_stream(events));
+        let h = response.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        set(h, "x-request-id", id);
+        route_headers(h, &served.route);
+        return Ok(response);
+    }
+
+    let served = state
+        .router
+        .chat(&ctx, &request)
+        .await
+        .map_err(|f| ApiError {
+            error: f.error,
+            route: Some(f.route),
+            request_id: None,
+        })?;
+    let mut response = axum::Json(served.value).into_response();
+    set(response.headers_mut(), "x-request-id", id);
+    route_headers(response.headers_mut(), &served.route);
+    Ok(response)
+}
+
+/// Reads and discards what the client is still sending (up to a bound), so that it
+/// gets to read our 413 instead of a broken pipe.
+async fn drain(body: Body) {
+    const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+    let mut stream = body.into_data_stream();
+    let mut seen = 0;
+    while let Some(Ok(chunk)) = stream.next().await {
+        seen += chunk.len();
+        if seen > DRAIN_LIMIT {
+            break;
+        }
+    }
+}
+
+/// `GET /v1/models`: the features, in OpenAI's list shape.
+pub async fn models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let authorised = bearer(&headers).is_some_and(|k| state.keys.gateway_key(k).is_some());
+    if !authorised {
+        return ApiError::from(Error::new(
+            ErrorKind::Unauthorized,
+            "missing or unknown gateway key: send `Authorization: Bearer <key>`",
+        ))
+        .into_response();
+    }
+    let snapshot = state.router.snapshot();
+    let data: Vec<_> = snapshot
+        .config
+        .raw()
+        .features
+        .iter()
+        .map(|f| {
+            json!({
+                "id": f.name,
+                "object": "model",
+                "created": 0,
+                "owned_by": f.owner.as_deref().unwrap_or("crossbar"),
+                "description": f.description,
+            })
+        })
+        .collect();
+    axum::Json(json!({"object": "list", "data": data})).into_response()
+}
+
+/// Unknown `/v1/...` paths: an OpenAI-shaped 404, not the console's index page.
+pub async fn not_found() -> Response {
+    ApiError::from(Error::new(ErrorKind::NotFound, "no such route")).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_errors_name_the_field_and_say_what_is_wrong() {
+        let e = parse_body::<ChatRequest>(b"{\"model\": \"x\", ").unwrap_err();
+        assert!(e.message.starts_with("malformed JSON"), "{e:?}");
+        let e =
+            parse_body::<ChatRequest>(br#"{"model": "x", "messages": [], "temperature": "hot"}"#)
+                .unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("temperature"));
+        assert!(e.message.starts_with("invalid request"), "{e:?}");
+        let e = parse_body::<ChatRequest>(br#"{"model": "x", "messages": [], "temprature": 1}"#)
+            .unwrap_err();
+        assert!(e.message.contains("temprature"), "{e:?}");
+        assert_eq!(
+            parse_body::<ChatRequest>(b"").unwrap_err().param.as_deref(),
+            Some("body")
+        );
+    }
+
+    #[test]
+    fn bearer_tokens_are_read_case_insensitively() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bearer abc"),
+        );
+        assert_eq!(bearer(&h), Some("abc"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert_eq!(bearer(&h), None);
+    }
+}

@@ -1,0 +1,255 @@
+//! What the server observes of its own traffic, in memory: the telemetry sink the
+//! router reports to, per-feature live windows for the console, Prometheus counters,
+//! and the broadcast of breaker events.
+//!
+//! Every method here is called on the hot path (once per request): each takes one
+//! short mutex and never awaits. The durable copy goes to the ledger writer's channel.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use router_core::admin::{FeatureLive, VariantLive};
+use router_core::config::Config;
+use router_core::telemetry::histogram::LatencyHistogram;
+use router_core::telemetry::record::{BreakerEvent, RequestRecord, TelemetrySink};
+use rust_decimal::Decimal;
+use tokio::sync::broadcast;
+
+use crate::store::LedgerHandle;
+
+/// Seconds of history in the live feature windows.
+pub const LIVE_WINDOW_S: u64 = 60;
+
+/// The router's telemetry sink: ledger, live windows, counters, event broadcast.
+pub struct ServerSink {
+    pub ledger: LedgerHandle,
+    pub live: Arc<Live>,
+    pub events: broadcast::Sender<BreakerEvent>,
+}
+
+impl TelemetrySink for ServerSink {
+    fn request(&self, record: RequestRecord) {
+        self.live.observe(&record);
+        self.ledger.record(record);
+    }
+
+    fn breaker(&self, event: BreakerEvent) {
+        self.live.count_transition(&event);
+        self.ledger.breaker_event(event.clone());
+        // No subscriber is fine: nobody is watching the console.
+        let _ = self.events.send(event);
+    }
+}
+
+/// Live per-feature traffic and cumulative counters.
+#[derive(Default)]
+pub struct Live {
+    features: Mutex<HashMap<String, FeatureRing>>,
+    counters: Mutex<Counters>,
+}
+
+/// Cumulative counters for `/metrics`.
+#[derive(Default)]
+pub struct Counters {
+    /// (feature, variant, endpoint, outcome) → totals.
+    pub requests: BTreeMap<(String, String, String, String), RequestTotals>,
+    /// Latency histogram per feature, for percentile gauges.
+    pub transitions: BTreeMap<(String, String), u64>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RequestTotals {
+    pub count: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cost: Decimal,
+    pub latency_ms_sum: f64,
+    pub spilled: u64,
+    pub fallbacks: u64,
+}
+
+/// One feature's last minute, one slot per second.
+struct FeatureRing {
+    slots: Vec<Slot>,
+    head_second: i64,
+}
+
+#[derive(Default, Clone)]
+struct Slot {
+    second: i64,
+    requests: u64,
+    errors: u64,
+    errors_by_kind: BTreeMap<String, u64>,
+    variants: BTreeMap<String, (u64, u64)>,
+    depth: Vec<u64>,
+    spilled: u64,
+    latency: LatencyHistogram,
+    ttft: LatencyHistogram,
+    cost: Decimal,
+}
+
+impl FeatureRing {
+    fn new() -> Self {
+        Self {
+            slots: vec![Slot::default(); LIVE_WINDOW_S as usize],
+            head_second: 0,
+        }
+    }
+
+    fn slot(&mut self, second: i64) -> &mut Slot {
+        let i = second.rem_euclid(LIVE_WINDOW_S as i64) as usize;
+        let slot = &mut self.slots[i];
+        if slot.second != second {
+            *slot = Slot {
+                second,
+                ..Slot::default()
+            };
+        }
+        self.head_second = self.head_second.max(second);
+        slot
+    }
+}
+
+fn is_error(outcome: &str) -> bool {
+    outcome != "ok" && outcome != "cancelled"
+}
+
+impl Live {
+    pub fn observe(&self, r: &RequestRecord) {
+        let second = r.at_ms.div_euclid(1000);
+        {
+            let mut features = self.features.lock().expect("live lock");
+            let ring = features
+                .entry(r.feature.clone())
+                .or_insert_with(FeatureRing::new);
+            let slot = ring.slot(second);
+            slot.requests += 1;
+            let error = is_error(&r.outcome);
+            if error {
+                slot.errors += 1;
+                *slot.errors_by_kind.entry(r.outcome.clone()).or_default() += 1;
+            }
+            let v = slot.variants.entry(r.variant.clone()).or_default();
+            v.0 += 1;
+            v.1 += u64::from(error);
+            if !error {
+                let depth = r.fallback_depth as usize;
+                if slot.depth.len() <= depth {
+                    slot.depth.resize(depth + 1, 0);
+                }
+                slot.depth[depth] += 1;
+                slot.latency
+                    .record(Duration::from_secs_f64(r.latency_ms.max(0.0) / 1000.0));
+                if let Some(ttft) = r.ttft_ms {
+                    slot.ttft
+                        .record(Duration::from_secs_f64(ttft.max(0.0) / 1000.0));
+                }
+            }
+            slot.spilled += u64::from(r.spilled);
+            slot.cost += r.cost;
+        }
+        let mut counters = self.counters.lock().expect("counters lock");
+        let totals = counters
+            .requests
+            .entry((
+                r.feature.clone(),
+                r.variant.clone(),
+                r.endpoint.clone().unwrap_or_default(),
+                r.outcome.clone(),
+            ))
+            .or_default();
+        totals.count += 1;
+        totals.prompt_tokens += r.prompt_tokens;
+        totals.completion_tokens += r.completion_tokens;
+        totals.cost += r.cost;
+        totals.latency_ms_sum += r.latency_ms;
+        totals.spilled += u64::from(r.spilled);
+        totals.fallbacks += u64::from(r.fallback_depth > 0);
+    }
+
+    fn count_transition(&self, e: &BreakerEvent) {
+        let mut counters = self.counters.lock().expect("counters lock");
+        *counters
+            .transitions
+            .entry((e.endpoint.clone(), e.transition.to.as_str().to_owned()))
+            .or_default() += 1;
+    }
+
+    /// Runs `f` over the cumulative counters.
+    pub fn with_counters<R>(&self, f: impl FnOnce(&Counters) -> R) -> R {
+        f(&self.counters.lock().expect("counters lock"))
+    }
+
+    /// Every configured feature's last minute, at wall-clock `now_ms`.
+    pub fn features(&self, config: &Config, now_ms: i64) -> Vec<FeatureLive> {
+        let now_second = now_ms.div_euclid(1000);
+        let oldest = now_second - LIVE_WINDOW_S as i64 + 1;
+        let features = self.features.lock().expect("live lock");
+        config
+            .features()
+            .iter()
+            .map(|f| {
+                let mut live = FeatureLive {
+                    feature: f.name.clone(),
+                    experiment_id: f.experiment_id.clone(),
+                    window_s: LIVE_WINDOW_S,
+                    ..FeatureLive::default()
+                };
+                let mut variants: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+                let (mut latency, mut ttft) = (LatencyHistogram::new(), LatencyHistogram::new());
+                if let Some(ring) = features.get(&f.name) {
+                    for slot in ring
+                        .slots
+                        .iter()
+                        .filter(|s| s.second >= oldest && s.second <= now_second)
+                    {
+                        live.requests += slot.requests;
+                        live.errors += slot.errors;
+                        for (k, n) in &slot.errors_by_kind {
+                            *live.errors_by_kind.entry(k.clone()).or_default() += n;
+                        }
+                        for (k, (n, e)) in &slot.variants {
+                            let v = variants.entry(k.clone()).or_default();
+                            v.0 += n;
+                            v.1 += e;
+                        }
+                        if live.fallback_depth.len() < slot.depth.len() {
+                            live.fallback_depth.resize(slot.depth.len(), 0);
+                        }
+                        for (i, n) in slot.depth.iter().enumerate() {
+                            live.fallback_depth[i] += n;
+                        }
+                        live.spilled += slot.spilled;
+                        live.cost += slot.cost;
+                        latency.merge(&slot.latency);
+                        ttft.merge(&slot.ttft);
+                    }
+                }
+                let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
+                live.latency_p50_ms = ms(latency.quantile(0.5));
+                live.latency_p90_ms = ms(latency.quantile(0.9));
+                live.ttft_p90_ms = ms(ttft.quantile(0.9));
+                live.variants = f
+                    .variants
+                    .iter()
+                    .map(|v| {
+                        let (requests, errors) = variants.get(&v.name).copied().unwrap_or_default();
+                        VariantLive {
+                            name: v.name.clone(),
+                            configured_percent: v.percent,
+                            requests,
+                            observed_percent: if live.requests == 0 {
+                                0.0
+                            } else {
+                                requests as f64 * 100.0 / live.requests as f64
+                            },
+                            errors,
+                        }
+                    })
+                    .collect();
+                live
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,250 @@
+//! Configuration versions: immutable, numbered 1, 2, 3, ...; the newest is active.
+//! A publish checks optimistic concurrency, stores the version, computes its diff
+//! against the previous one and audits it, all in one transaction.
+
+use std::fmt;
+
+use router_core::admin::{Change, ConfigVersion, ConfigVersionSummary};
+use router_core::config::RouterConfig;
+
+use super::audit::{self, NewAudit};
+use super::{Store, diff, now_ms};
+
+/// A configuration to publish, and who publishes it why.
+#[derive(Debug, Clone, Copy)]
+pub struct NewVersion<'a> {
+    pub config: &'a RouterConfig,
+    pub author: &'a str,
+    /// The author's role, for the audit log.
+    pub role: &'a str,
+    /// `publish`, `edit_feature`, `rollback` or `seed`.
+    pub action: &'a str,
+    /// What the action is about: `config`, a feature name, ...
+    pub target: &'a str,
+    pub message: &'a str,
+    /// The version the edit started from: when it is not the newest any more, the
+    /// publish is refused ([`PublishError::Conflict`]). `None` publishes regardless.
+    pub base_version: Option<i64>,
+    /// Rollbacks: the version restored.
+    pub restored_from: Option<i64>,
+}
+
+#[derive(Debug)]
+pub enum PublishError {
+    /// Someone published since `base_version`: `current` is the newest version now
+    /// (0 when there is none).
+    Conflict {
+        current: i64,
+    },
+    Db(anyhow::Error),
+}
+
+impl fmt::Display for PublishError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Conflict { current } => write!(
+                f,
+                "the configuration changed since this edit began: version {current} is current"
+            ),
+            Self::Db(err) => write!(f, "cannot publish the configuration: {err:#}"),
+        }
+    }
+}
+
+impl std::error::Error for PublishError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Conflict { .. } => None,
+            Self::Db(err) => Some(err.as_ref()),
+        }
+    }
+}
+
+impl From<anyhow::Error> for PublishError {
+    fn from(err: anyhow::Error) -> Self {
+        Self::Db(err)
+    }
+}
+
+impl From<sqlx::Error> for PublishError {
+    fn from(err: sqlx::Error) -> Self {
+        Self::Db(err.into())
+    }
+}
+
+impl From<serde_json::Error> for PublishError {
+    fn from(err: serde_json::Error) -> Self {
+        Self::Db(err.into())
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct VersionRow {
+    version: i64,
+    created_at_ms: i64,
+    author: String,
+    message: String,
+    parent: Option<i64>,
+    restored_from: Option<i64>,
+    config_json: String,
+}
+
+impl VersionRow {
+    fn into_version(self) -> anyhow::Result<ConfigVersion> {
+        let config = serde_json::from_str(&self.config_json).map_err(|err| {
+            anyhow::anyhow!(
+                "config version {} is not a valid configuration: {err}",
+                self.version
+            )
+        })?;
+        Ok(ConfigVersion {
+            version: self.version,
+            created_at_ms: self.created_at_ms,
+            author: self.author,
+            message: self.message,
+            parent: self.parent,
+            restored_from: self.restored_from,
+            config,
+        })
+    }
+}
+
+const VERSION_COLUMNS: &str =
+    "version, created_at_ms, author, message, parent, restored_from, config_json";
+
+impl Store {
+    /// The active configuration: the newest version.
+    pub async fn active_config(&self) -> anyhow::Result<Option<ConfigVersion>> {
+        let sql =
+            format!("SELECT {VERSION_COLUMNS} FROM config_versions ORDER BY version DESC LIMIT 1");
+        sqlx::query_as::<_, VersionRow>(&sql)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(VersionRow::into_version)
+            .transpose()
+    }
+
+    pub async fn config_version(&self, version: i64) -> anyhow::Result<Option<ConfigVersion>> {
+        let sql = format!("SELECT {VERSION_COLUMNS} FROM config_versions WHERE version = $1");
+        sqlx::query_as::<_, VersionRow>(&sql)
+            .bind(version)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(VersionRow::into_version)
+            .transpose()
+    }
+
+    /// The newest `limit` versions, newest first; the first is the active one.
+    pub async fn config_versions(&self, limit: u32) -> anyhow::Result<Vec<ConfigVersionSummary>> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            version: i64,
+            created_at_ms: i64,
+            author: String,
+            message: String,
+            parent: Option<i64>,
+            restored_from: Option<i64>,
+        }
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT version, created_at_ms, author, message, parent, restored_from \
+             FROM config_versions ORDER BY version DESC LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| ConfigVersionSummary {
+                version: r.version,
+                created_at_ms: r.created_at_ms,
+                author: r.author,
+                message: r.message,
+                parent: r.parent,
+                restored_from: r.restored_from,
+                active: i == 0,
+            })
+            .collect())
+    }
+
+    /// Publishes `p.config` as the next version, in one transaction with its audit
+    /// entry. Returns the new version and what changed from the previous one (from
+    /// an empty configuration for the first version).
+    pub async fn publish_config(
+        &self,
+        p: NewVersion<'_>,
+    ) -> Result<(ConfigVersion, Vec<Change>), PublishError> {
+        let _serial = self.publish_lock.lock().await;
+        let mut tx = self.begin_write().await?;
+        let newest: Option<(i64, String)> = sqlx::query_as(
+            "SELECT version, config_json FROM config_versions ORDER BY version DESC LIMIT 1",
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        let current = newest.as_ref().map_or(0, |(v, _)| *v);
+        if let Some(base) = p.base_version
+            && base != current
+        {
+            return Err(PublishError::Conflict { current });
+        }
+
+        let old = match &newest {
+            Some((_, json)) => serde_json::from_str(json)?,
+            None => serde_json::to_value(RouterConfig::default())?,
+        };
+        let new = serde_json::to_value(p.config)?;
+        let changes = diff::changes(&old, &new);
+        let version = current + 1;
+        let created_at_ms = now_ms();
+        let inserted = sqlx::query(
+            "INSERT INTO config_versions \
+             (version, created_at_ms, author, message, parent, restored_from, config_json) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(version)
+        .bind(created_at_ms)
+        .bind(p.author)
+        .bind(p.message)
+        .bind(newest.as_ref().map(|(v, _)| *v))
+        .bind(p.restored_from)
+        .bind(serde_json::to_string(p.config)?)
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            // Another process published this version number first (PostgreSQL with
+            // several replicas): the same conflict as a stale base version.
+            Err(sqlx::Error::Database(err)) if err.is_unique_violation() => {
+                return Err(PublishError::Conflict { current: version });
+            }
+            Err(err) => return Err(err.into()),
+        }
+        audit::insert(
+            &mut tx,
+            &NewAudit {
+                actor: p.author,
+                role: p.role,
+                action: p.action,
+                target: p.target,
+                version: Some(version),
+                changes: &changes,
+                message: p.message,
+            },
+            created_at_ms,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok((
+            ConfigVersion {
+                version,
+                created_at_ms,
+                author: p.author.to_owned(),
+                message: p.message.to_owned(),
+                parent: newest.map(|(v, _)| v),
+                restored_from: p.restored_from,
+                config: p.config.clone(),
+            },
+            changes,
+        ))
+    }
+}

@@ -1,0 +1,813 @@
+//! The real `crossbar` binary on port 0, in front of simulated OpenAI-compatible
+//! endpoints, driven from outside: an independent OpenAI client (`async-openai`) and
+//! raw HTTP. Each test starts its own simulators and server (own database file).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_openai::Client;
+use async_openai::config::OpenAIConfig;
+use async_openai::types::chat::{
+    ChatCompletionRequestUserMessageArgs, ChatCompletionStreamOptions,
+    CreateChatCompletionRequestArgs,
+};
+use futures_util::StreamExt;
+use router_core::config::{
+    AuthConfig, BreakerParams, Capacity, EndpointConfig, ExperimentConfig, FeatureConfig, Pricing,
+    Provider, RouterConfig, TeamConfig, VariantConfig,
+};
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use sim::{AuthMode, EndpointSpec, Kind, Sim, SimConfig};
+
+const ROLES: [&str; 4] = ["viewer", "operator", "experimenter", "admin"];
+
+struct Harness {
+    sim: Sim,
+    child: Child,
+    base: String,
+    key: String,
+    tokens: HashMap<&'static str, String>,
+    http: reqwest::Client,
+    _dir: tempdir::Dir,
+}
+
+mod tempdir {
+    pub struct Dir(pub std::path::PathBuf);
+    impl Dir {
+        pub fn new(name: &str) -> Self {
+            let p = std::env::temp_dir().join(format!(
+                "crossbar-e2e-{name}-{}-{:x}",
+                std::process::id(),
+                fastrand::u64(..)
+            ));
+            std::fs::create_dir_all(&p).unwrap();
+            Self(p)
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn price() -> Pricing {
+    Pricing {
+        input_per_million: Decimal::from_str("2.50").unwrap(),
+        output_per_million: Decimal::from_str("10.00").unwrap(),
+        cached_input_per_million: None,
+        hourly: None,
+    }
+}
+
+/// Simulated OpenAI endpoints `names` (`eu-*` in europe-west4, others in eastus), one
+/// feature `summarize` bound to them in order, and `edit` to shape the rest.
+async fn start(test: &str, names: &[&str], edit: impl FnOnce(&mut RouterConfig)) -> Harness {
+    let sim = Sim::start(SimConfig {
+        seed: 3,
+        control: None,
+        endpoints: names
+            .iter()
+            .map(|n| {
+                let mut spec = EndpointSpec::new(*n, Kind::Openai);
+                spec.auth = AuthMode::None;
+                spec
+            })
+            .collect(),
+    })
+    .await
+    .unwrap();
+    let endpoints = names
+        .iter()
+        .map(|n| {
+            let region = if n.starts_with("eu") {
+                "europe-west4"
+            } else {
+                "eastus"
+            };
+            let mut e = EndpointConfig::new(n, Provider::Openai, "gpt-4o-mini", region);
+            e.base_url = Some(sim.url(n));
+            e.auth = AuthConfig::None;
+            e.pricing = price();
+            e.timeouts.request_ms = 5_000;
+            e
+        })
+        .collect();
+    let mut config = RouterConfig {
+        endpoints,
+        features: vec![FeatureConfig::new("summarize", names)],
+        teams: vec![TeamConfig {
+            name: "search".into(),
+            requests_per_minute: None,
+            tokens_per_minute: None,
+        }],
+        ..RouterConfig::default()
+    };
+    edit(&mut config);
+
+    let dir = tempdir::Dir::new(test);
+    let key = format!("cb-test-{:016x}", fastrand::u64(..));
+    let tokens: HashMap<&'static str, String> = ROLES
+        .iter()
+        .map(|r| (*r, format!("cba-{r}-{:016x}", fastrand::u64(..))))
+        .collect();
+    let mut file = toml::to_string(&config).unwrap();
+    file.push_str(&format!(
+        "\n[[gateway_keys]]\nteam = \"search\"\nname = \"search-test\"\nsha256 = \"{}\"\n",
+        sha256_hex(&key)
+    ));
+    for (role, token) in &tokens {
+        file.push_str(&format!(
+            "\n[[admin_tokens]]\nname = \"{role}-person\"\nrole = \"{role}\"\nsha256 = \"{}\"\n",
+            sha256_hex(token)
+        ));
+    }
+    let config_path = dir.0.join("crossbar.toml");
+    std::fs::write(&config_path, file).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_crossbar"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-console",
+            "--config",
+        ])
+        .arg(&config_path)
+        .arg("--db")
+        .arg(dir.0.join("crossbar.db"))
+        .env("CROSSBAR_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let base = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let line = lines.next().expect("crossbar printed nothing").unwrap();
+        let base = line
+            .strip_prefix("crossbar: listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+            .trim_end_matches('/')
+            .to_owned();
+        // Keep draining so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        base
+    })
+    .await
+    .unwrap();
+    Harness {
+        sim,
+        child,
+        base,
+        key,
+        tokens,
+        http: reqwest::Client::new(),
+        _dir: dir,
+    }
+}
+
+impl Harness {
+    fn faults(&self, endpoint: &str, patch: Value) {
+        let ep = self.sim.endpoint(endpoint);
+        ep.set_faults(ep.faults().patched(&patch).unwrap());
+    }
+
+    fn answered(&self, endpoint: &str) -> u64 {
+        self.sim.endpoint(endpoint).stats().statuses.values().sum()
+    }
+
+    fn openai(&self) -> Client<OpenAIConfig> {
+        Client::with_config(
+            OpenAIConfig::new()
+                .with_api_base(format!("{}/v1", self.base))
+                .with_api_key(&self.key),
+        )
+    }
+
+    async fn chat(&self, body: Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}/v1/chat/completions", self.base))
+            .bearer_auth(&self.key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn admin(
+        &self,
+        role: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}/admin/v1{path}", self.base))
+            .bearer_auth(&self.tokens[role]);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn breaker_state(&self, endpoint: &str) -> String {
+        let (_, endpoints) = self
+            .admin("viewer", reqwest::Method::GET, "/endpoints", None)
+            .await;
+        endpoints
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == endpoint)
+            .map(|e| e["breaker"]["state"].as_str().unwrap().to_owned())
+            .unwrap()
+    }
+}
+
+fn header<'a>(r: &'a reqwest::Response, name: &str) -> &'a str {
+    r.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap())
+        .unwrap_or("")
+}
+
+fn user_message(text: &str) -> Value {
+    json!({"model": "summarize", "messages": [{"role": "user", "content": text}], "max_tokens": 30})
+}
+
+#[tokio::test]
+async fn an_unchanged_openai_client_gets_chat_and_streams_with_usage() {
+    let h = start("client", &["primary", "backup"], |_| {}).await;
+    let client = h.openai();
+    let message = || {
+        ChatCompletionRequestUserMessageArgs::default()
+            .content("Summarise the incident report.")
+            .build()
+            .unwrap()
+            .into()
+    };
+    let request = CreateChatCompletionRequestArgs::default()
+        .model("summarize")
+        .messages([message()])
+        .max_tokens(40u32)
+        .build()
+        .unwrap();
+    let reply = client.chat().create(request).await.unwrap();
+    assert!(
+        !reply.choices[0]
+            .message
+            .content
+            .as_deref()
+            .unwrap_or("")
+            .is_empty()
+    );
+    let usage = reply.usage.unwrap();
+    assert!(
+        usage.prompt_tokens > 0
+            && usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+    );
+
+    let request = CreateChatCompletionRequestArgs::default()
+        .model("summarize")
+        .messages([message()])
+        .max_tokens(40u32)
+        .stream(true)
+        .stream_options(ChatCompletionStreamOptions {
+            include_usage: Some(true),
+            include_obfuscation: None,
+        })
+        .build()
+        .unwrap();
+    let mut stream = client.chat().create_stream(request).await.unwrap();
+    let (mut text, mut last_usage) = (String::new(), None);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.unwrap();
+        for c in &chunk.choices {
+            text.push_str(c.delta.content.as_deref().unwrap_or(""));
+        }
+        if chunk.usage.is_some() {
+            last_usage = chunk.usage;
+        }
+    }
+    assert!(!text.is_empty());
+    assert!(last_usage.expect("usage comes last").completion_tokens > 0);
+
+    // The routing headers, on raw HTTP.
+    let r = h.chat(user_message("hello")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-crossbar-endpoint"), "primary");
+    assert_eq!(header(&r, "x-crossbar-provider"), "openai");
+    assert_eq!(header(&r, "x-crossbar-variant"), "default");
+    assert_eq!(header(&r, "x-crossbar-attempts"), "1");
+    assert!(header(&r, "x-request-id").starts_with("req_"));
+}
+
+#[tokio::test]
+async fn a_down_primary_fails_over_to_the_backup() {
+    let h = start("failover", &["primary", "backup"], |c| {
+        c.retry.max_retries = 0
+    })
+    .await;
+    h.faults("primary", json!({"outage": "refuse"}));
+    let r = h.chat(user_message("hello")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-crossbar-endpoint"), "backup");
+    assert_eq!(header(&r, "x-crossbar-attempts"), "2");
+}
+
+#[tokio::test]
+async fn a_ttft_spike_trips_the_breaker_which_recovers_through_the_ramp() {
+    let h = start("breaker", &["primary", "backup"], |c| {
+        c.features[0].thresholds.ttft_p90_ms = Some(200);
+        c.features[0].ttft_timeout_ms = Some(3_000);
+        c.breaker.defaults = BreakerParams {
+            min_requests: Some(4),
+            window_s: Some(5),
+            open_ms: Some(600),
+            stage_ms: Some(200),
+            stage_min_requests: Some(2),
+            ramp_percent: Some(vec![50.0, 100.0]),
+            ..BreakerParams::default()
+        };
+    })
+    .await;
+    h.faults("primary", json!({"ttft_ms": 500}));
+    let stream = |i: usize| {
+        json!({"model": "summarize", "stream": true, "user": format!("u{i}"),
+               "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5})
+    };
+    for i in 0..10 {
+        let _ = h.chat(stream(i)).await.text().await;
+        if h.breaker_state("primary").await == "open" {
+            break;
+        }
+    }
+    assert_eq!(h.breaker_state("primary").await, "open");
+    let r = h.chat(stream(100)).await;
+    assert_eq!(
+        header(&r, "x-crossbar-endpoint"),
+        "backup",
+        "traffic left the slow endpoint"
+    );
+    let _ = r.text().await;
+
+    h.faults("primary", json!({"ttft_ms": 0}));
+    let mut states = Vec::new();
+    for i in 0..300 {
+        let _ = h.chat(stream(1000 + i)).await.text().await;
+        let s = h.breaker_state("primary").await;
+        if states.last() != Some(&s) {
+            states.push(s.clone());
+        }
+        if s == "closed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        states.last().map(String::as_str),
+        Some("closed"),
+        "{states:?}"
+    );
+    assert!(
+        states.contains(&"ramp".to_owned()),
+        "recovered through the ramp: {states:?}"
+    );
+    let (_, events) = h
+        .admin(
+            "viewer",
+            reqwest::Method::GET,
+            "/breaker-events?limit=50",
+            None,
+        )
+        .await;
+    let trip = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["transition"]["to"] == "open")
+        .expect("the trip is recorded");
+    assert_eq!(trip["transition"]["reason"]["signal"], "ttft_p90");
+    assert_eq!(trip["transition"]["reason"]["threshold"], 200.0);
+}
+
+/// How many of 60 sticky users land in variant `a`.
+async fn split(h: &Harness) -> usize {
+    let mut a = 0;
+    for i in 0..60 {
+        let mut body = user_message("x");
+        body["user"] = json!(format!("user-{i}"));
+        let r = h.chat(body).await;
+        a += usize::from(header(&r, "x-crossbar-variant") == "a");
+    }
+    a
+}
+
+#[tokio::test]
+async fn an_ab_change_published_through_the_admin_api_reaches_traffic_and_rolls_back() {
+    let h = start("ab", &["a-ep", "b-ep"], |c| {
+        c.features[0].experiment = Some(ExperimentConfig {
+            id: "exp".into(),
+            variants: vec![
+                VariantConfig {
+                    name: "a".into(),
+                    percent: 50.0,
+                    binding: vec!["a-ep".into()],
+                },
+                VariantConfig {
+                    name: "b".into(),
+                    percent: 50.0,
+                    binding: vec!["b-ep".into()],
+                },
+            ],
+        });
+    })
+    .await;
+    let before = split(&h).await;
+    assert!((15..=45).contains(&before), "about half in a: {before}");
+
+    let (_, active) = h
+        .admin("viewer", reqwest::Method::GET, "/config", None)
+        .await;
+    let base = active["version"].as_i64().unwrap();
+    let edit = json!({
+        "binding": [],
+        "experiment": {"id": "exp", "variants": [
+            {"name": "a", "percent": 100.0, "binding": ["a-ep"]},
+            {"name": "b", "percent": 0.0, "binding": ["b-ep"]}]},
+        "base_version": base,
+        "message": "all in on a"
+    });
+    let (status, body) = h
+        .admin(
+            "viewer",
+            reqwest::Method::PUT,
+            "/features/summarize",
+            Some(edit.clone()),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("forbidden"))
+    );
+    let (status, result) = h
+        .admin(
+            "experimenter",
+            reqwest::Method::PUT,
+            "/features/summarize",
+            Some(edit.clone()),
+        )
+        .await;
+    assert_eq!(status, 200, "{result}");
+    let published = result["version"].as_i64().unwrap();
+    assert_eq!(published, base + 1);
+    assert_eq!(
+        split(&h).await,
+        60,
+        "the new split is live without a restart"
+    );
+
+    // A stale edit is refused and changes nothing.
+    let (status, body) = h
+        .admin(
+            "experimenter",
+            reqwest::Method::PUT,
+            "/features/summarize",
+            Some(edit),
+        )
+        .await;
+    assert_eq!(
+        (status, body["current_version"].as_i64()),
+        (409, Some(published))
+    );
+
+    let (status, result) = h
+        .admin(
+            "experimenter",
+            reqwest::Method::POST,
+            "/config/rollback",
+            Some(json!({"to_version": base, "base_version": published})),
+        )
+        .await;
+    assert_eq!(status, 200, "{result}");
+    let after = split(&h).await;
+    assert_eq!(
+        after, before,
+        "sticky assignment: the same users land where they were"
+    );
+    let (_, audit) = h
+        .admin("viewer", reqwest::Method::GET, "/audit", None)
+        .await;
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert!(
+        actions.starts_with(&["rollback", "edit_feature"]),
+        "{actions:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_eu_bound_feature_is_never_served_outside_the_eu_even_with_every_eu_endpoint_down() {
+    let h = start("boundary", &["eu-a", "eu-b", "us-a"], |c| {
+        c.features[0].binding = vec!["eu-a".into(), "eu-b".into()];
+        c.features[0].geographies = vec!["eu".into()];
+        c.retry.max_retries = 0;
+    })
+    .await;
+    h.faults("eu-a", json!({"outage": "refuse"}));
+    h.faults("eu-b", json!({"outage": "unavailable"}));
+    for _ in 0..10 {
+        let r = h.chat(user_message("personal data")).await;
+        assert_eq!(r.status(), 503);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "unavailable");
+    }
+    assert_eq!(h.answered("us-a"), 0);
+}
+
+#[tokio::test]
+async fn a_burst_spills_from_provisioned_to_on_demand_with_no_request_dropped() {
+    let h = start("spill", &["prov", "ondemand"], |c| {
+        c.endpoints[0].capacity = Capacity::Provisioned {
+            tokens_per_minute: 1_500,
+            spill_to: Some("ondemand".into()),
+        };
+        c.endpoints[0].pricing = Pricing {
+            hourly: Some(Decimal::from(10)),
+            ..Pricing::default()
+        };
+        c.features[0].binding = vec!["prov".into()];
+    })
+    .await;
+    h.faults("prov", json!({"capacity_tpm": 1_000}));
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let http = h.http.clone();
+        let url = format!("{}/v1/chat/completions", h.base);
+        let key = h.key.clone();
+        tasks.push(tokio::spawn(async move {
+            http.post(url)
+                .bearer_auth(key)
+                .json(&json!({"model": "summarize", "user": format!("u{i}"),
+                    "messages": [{"role": "user", "content": "Summarise the quarterly numbers in detail"}],
+                    "max_tokens": 30}))
+                .send()
+                .await
+                .unwrap()
+        }));
+    }
+    let mut spilled = 0;
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.status(), 200, "no request dropped at the ceiling");
+        spilled += usize::from(header(&r, "x-crossbar-spilled") == "true");
+    }
+    assert!(spilled > 0 && h.answered("ondemand") > 0);
+}
+
+#[tokio::test]
+async fn every_bad_input_gets_a_clear_error_in_the_openai_shape() {
+    let h = start("bad", &["primary"], |_| {}).await;
+    let url = format!("{}/v1/chat/completions", h.base);
+    let post = |body: Vec<u8>, key: Option<&str>| {
+        let mut r = h
+            .http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        r.send()
+    };
+    let key = Some(h.key.as_str());
+    type Case<'a> = (&'a str, Vec<u8>, Option<&'a str>, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        ("malformed JSON", b"{\"model\": ".to_vec(), key, 400, "invalid_request"),
+        ("a field of the wrong type", br#"{"model":"summarize","messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#.to_vec(), key, 400, "invalid_request"),
+        ("an unknown field", br#"{"model":"summarize","messages":[{"role":"user","content":"x"}],"temprature":1}"#.to_vec(), key, 400, "invalid_request"),
+        ("no messages", br#"{"model":"summarize","messages":[]}"#.to_vec(), key, 400, "invalid_request"),
+        ("an unknown feature", br#"{"model":"nope","messages":[{"role":"user","content":"x"}]}"#.to_vec(), key, 404, "not_found"),
+        ("an oversized body", format!(r#"{{"model":"summarize","messages":[{{"role":"user","content":"{}"}}]}}"#, "x".repeat(5 << 20)).into_bytes(), key, 413, "payload_too_large"),
+        ("a missing key", br#"{"model":"summarize","messages":[{"role":"user","content":"x"}]}"#.to_vec(), None, 401, "unauthorized"),
+        ("a bad key", br#"{"model":"summarize","messages":[{"role":"user","content":"x"}]}"#.to_vec(), Some("cb-nope"), 401, "unauthorized"),
+    ];
+    for (what, body, key, status, code) in cases {
+        let r = post(body, key).await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{what}");
+        let body: Value = r
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("{what}: not JSON: {e}"));
+        assert_eq!(body["error"]["code"], code, "{what}: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{what}"
+        );
+        assert!(body["error"]["type"].is_string(), "{what}");
+    }
+    // The wrong-type case names the field.
+    let r = post(
+        br#"{"model":"summarize","messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#
+            .to_vec(),
+        Some(&h.key),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["param"],
+        "temperature"
+    );
+    // Nothing was lost: the server still answers.
+    assert_eq!(h.chat(user_message("still there?")).await.status(), 200);
+}
+
+#[tokio::test]
+async fn every_admin_route_enforces_its_role() {
+    let h = start("roles", &["primary"], |_| {}).await;
+    let (status, doc) = h
+        .admin("viewer", reqwest::Method::GET, "/openapi.json", None)
+        .await;
+    assert_eq!(status, 200);
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.len() >= 15, "{}", paths.len());
+    let may = |role: &str, permission: &str| match permission {
+        "read" => true,
+        "override" | "feedback" => matches!(role, "operator" | "admin"),
+        "edit_feature" | "rollback" => matches!(role, "experimenter" | "admin"),
+        _ => role == "admin",
+    };
+    let mut checked = 0;
+    for (path, ops) in paths {
+        let path = path
+            .trim_start_matches("/admin/v1")
+            .replace("{version}", "1")
+            .replace("{name}", "primary")
+            .replace("{id}", "nope");
+        for (method, op) in ops.as_object().unwrap() {
+            let permission = op["x-crossbar-permission"].as_str().unwrap();
+            let method = reqwest::Method::from_str(&method.to_uppercase()).unwrap();
+            if path == "/events" {
+                continue; // a stream: checked below
+            }
+            // No token at all: 401 everywhere.
+            let r = h
+                .http
+                .request(method.clone(), format!("{}/admin/v1{path}", h.base))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 401, "{method} {path} without a token");
+            for role in ROLES {
+                // An empty JSON body: allowed callers get past the role check and fail
+                // on the body (400/404/422), refused ones get 403 first.
+                let body = (method != reqwest::Method::GET && method != reqwest::Method::DELETE)
+                    .then(|| json!({}));
+                let (status, resp) = h.admin(role, method.clone(), &path, body).await;
+                if may(role, permission) {
+                    assert_ne!(status, 403, "{role} may {method} {path}: {resp}");
+                } else {
+                    assert_eq!(status, 403, "{role} may not {method} {path}: {resp}");
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 4 * 18, "{checked}");
+    let r = h
+        .http
+        .get(format!(
+            "{}/admin/v1/events?access_token={}",
+            h.base, h.tokens["viewer"]
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "content-type"), "text/event-stream");
+    let r = h
+        .http
+        .get(format!("{}/admin/v1/events?access_token=nope", h.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test]
+async fn the_ledgers_spend_for_a_feature_equals_the_sum_of_its_requests_token_costs() {
+    let h = start("spend", &["primary"], |_| {}).await;
+    let p = price();
+    let mut expected = Decimal::ZERO;
+    let from = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    // Spend reads per-minute rollups: whole minutes, from the one this test starts in.
+    let from = from - from % 60_000;
+    for i in 0..25 {
+        let r = h
+            .chat(user_message(&format!("Summarise item {i} of the backlog")))
+            .await;
+        let body: Value = r.json().await.unwrap();
+        let usage = &body["usage"];
+        expected += (Decimal::from(usage["prompt_tokens"].as_u64().unwrap()) * p.input_per_million
+            + Decimal::from(usage["completion_tokens"].as_u64().unwrap()) * p.output_per_million)
+            / Decimal::from(1_000_000);
+    }
+    // The ledger is written in batches off the hot path: wait for it to catch up.
+    let mut report = Value::Null;
+    for _ in 0..50 {
+        let to = from + 3_600_000;
+        let (_, r) = h
+            .admin(
+                "viewer",
+                reqwest::Method::GET,
+                &format!("/spend?from_ms={from}&to_ms={to}&group_by=feature"),
+                None,
+            )
+            .await;
+        report = r;
+        if report["rows"][0]["requests"] == 25 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let row = &report["rows"][0];
+    assert_eq!(
+        (row["key"].as_str(), row["requests"].as_u64()),
+        (Some("summarize"), Some(25)),
+        "{report}"
+    );
+    let on_demand = Decimal::from_str(row["on_demand"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        on_demand,
+        expected.normalize(),
+        "spend is exact, in decimals"
+    );
+    let (_, metrics_status) = (
+        0,
+        h.http
+            .get(format!("{}/metrics", h.base))
+            .send()
+            .await
+            .unwrap(),
+    );
+    let metrics = metrics_status.text().await.unwrap();
+    assert!(metrics.contains("crossbar_requests_total{feature=\"summarize\",variant=\"default\",endpoint=\"primary\",outcome=\"ok\"} 25"), "{metrics}");
+    assert!(metrics.contains("crossbar_ledger_records_total{fate=\"dropped\"} 0"));
+}
+
+#[tokio::test]
+async fn a_failure_after_the_first_token_ends_the_stream_with_an_error_event() {
+    let h = start("midstream", &["primary", "backup"], |_| {}).await;
+    h.faults("primary", json!({"cut_after_tokens": 3}));
+    let r = h
+        .chat(json!({"model": "summarize", "stream": true,
+            "messages": [{"role": "user", "content": "Tell me a long story"}], "max_tokens": 50}))
+        .await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+    let last = events.last().unwrap();
+    assert!(last.starts_with("data: {\"error\""), "{text}");
+    assert!(last.contains("stream_interrupted"), "{last}");
+    assert!(
+        !text.contains("[DONE]"),
+        "never a clean end after a failure"
+    );
+    assert!(events.len() > 2, "tokens were streamed before the failure");
+    assert_eq!(h.answered("backup"), 0);
+}
