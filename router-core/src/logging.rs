@@ -17,8 +17,25 @@ pub const CREDENTIAL_SENSITIVE: &[(&str, &str)] = &[
 ];
 
 /// `requested` (an `EnvFilter` directive string such as `info,router_core=debug`) with
-/// any directive about a sensitive target removed and the caps appended.
+/// any directive about a sensitive target removed and the caps appended. A cap only
+/// ever lowers verbosity: with `info` asked for, a sensitive target logs at `info` at
+/// most, never the cap's `debug`.
 pub fn directives(requested: &str) -> String {
+    let rank = |level: &str| match level.trim().to_ascii_lowercase().as_str() {
+        "off" => 0,
+        "error" => 1,
+        "warn" => 2,
+        "info" => 3,
+        "debug" => 4,
+        _ => 5,
+    };
+    // The default level is the last directive without a target (none: errors only).
+    let default = requested
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty() && !d.contains('=') && !d.contains('['))
+        .next_back()
+        .unwrap_or("error");
     let sensitive = |d: &str| {
         CREDENTIAL_SENSITIVE
             .iter()
@@ -29,11 +46,14 @@ pub fn directives(requested: &str) -> String {
         .filter(|d| !d.trim().is_empty() && !sensitive(d))
         .map(|d| d.trim().to_owned())
         .collect();
-    out.extend(
-        CREDENTIAL_SENSITIVE
-            .iter()
-            .map(|(target, level)| format!("{target}={level}")),
-    );
+    out.extend(CREDENTIAL_SENSITIVE.iter().map(|(target, cap)| {
+        let level = if rank(default) < rank(cap) {
+            default
+        } else {
+            cap
+        };
+        format!("{target}={level}")
+    }));
     out.join(",")
 }
 
@@ -46,6 +66,14 @@ mod tests {
         let d = directives("trace,aws_sigv4=trace,router_core=debug");
         assert!(d.starts_with("trace,router_core=debug,"));
         assert!(d.contains("aws_sigv4=info") && !d.contains("aws_sigv4=trace"));
-        assert!(directives("").starts_with("aws_sigv4=info,aws_smithy_runtime=debug,"));
+        assert!(directives("").starts_with("aws_sigv4=error,aws_smithy_runtime=error,"));
+        // Never more verbose than asked: `info` keeps the runtime at `info`, not its
+        // `debug` cap.
+        let d = directives("info");
+        assert!(
+            d.contains("aws_smithy_runtime=info") && d.contains("aws_sigv4=info"),
+            "{d}"
+        );
+        assert!(directives("warn,server=debug").contains("aws_smithy_runtime=warn"));
     }
 }

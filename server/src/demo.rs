@@ -82,6 +82,10 @@ pub fn prepare_environment(_args: &DemoArgs) {
         .unwrap_or(47130);
     let _ = IDENTITY_PORT.set(port);
     let key = format!("demo-{:016x}", fastrand::u64(..));
+    // Empty AWS config files: no profile on this machine leaks into the demo.
+    let aws_dir = std::env::temp_dir().join(format!("crossbar-demo-aws-{}", std::process::id()));
+    let empty = aws_dir.join("empty");
+    let _ = std::fs::create_dir_all(&aws_dir).and_then(|()| std::fs::write(&empty, ""));
     // SAFETY: called from `main` before the runtime (or any other thread) starts.
     unsafe {
         for var in [
@@ -95,8 +99,8 @@ pub fn prepare_environment(_args: &DemoArgs) {
         ] {
             std::env::remove_var(var);
         }
-        std::env::set_var("AWS_CONFIG_FILE", "/nonexistent/crossbar-demo");
-        std::env::set_var("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/crossbar-demo");
+        std::env::set_var("AWS_CONFIG_FILE", &empty);
+        std::env::set_var("AWS_SHARED_CREDENTIALS_FILE", &empty);
         std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
         std::env::set_var(
             "AWS_CONTAINER_CREDENTIALS_FULL_URI",
@@ -170,8 +174,9 @@ pub fn router_config(sim: &Sim, wif_file: &str) -> RouterConfig {
         "arn:aws:bedrock:us-east-1:123456789012:provisioned-model/crossbar-sonnet",
         "us-east-1",
     );
+    // Below what daytime traffic needs: peaks spill to the on-demand sibling.
     provisioned.capacity = Capacity::Provisioned {
-        tokens_per_minute: 60_000,
+        tokens_per_minute: 12_000,
         spill_to: Some("bedrock-use1".into()),
     };
     provisioned.pricing = Pricing {

@@ -384,7 +384,10 @@ fn spawn_connection(
     let _ = stream.set_nodelay(true);
     tokio::spawn(async move {
         let service = TowerToHyperService::new(app);
-        let builder = auto::Builder::new(TokioExecutor::new());
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // A client speaking h2c may multiplex thousands of streams on one connection
+        // (load tests hold 10,000 open streams): do not cap them at hyper's default.
+        builder.http2().max_concurrent_streams(100_000);
         let connection = builder.serve_connection(TokioIo::new(stream), service);
         tokio::select! {
             _ = connection => {}

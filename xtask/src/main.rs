@@ -8,10 +8,15 @@
 //!   `crossbar-sim` binaries, and the desktop app (which embeds `ui/dist`).
 //! - `test`: setup, build, every unit and integration test, then the end-to-end tests
 //!   that drive the console in Chromium and in the desktop window.
-//! - `demo`: setup, build, then the simulated clouds and the console until Ctrl-C.
+//! - `demo`: setup, build, then `crossbar demo` (simulated clouds, router, console,
+//!   live traffic with scripted incidents) until Ctrl-C.
+//! - `bench`: release builds, then the gateway against direct-to-simulator (latency,
+//!   throughput, CPU per request, stream TTFT, memory with 10,000 open streams) and
+//!   the router-core micro-benchmarks.
 //!
 //! Each step prints its name and how long it took.
 
+mod bench;
 mod build;
 mod demo;
 mod setup;
@@ -29,20 +34,24 @@ commands:
   setup   install what is missing: Debian packages, the wasm32 target, wasm-bindgen-cli
   build   build the console (ui/dist), crossbar, crossbar-sim and crossbar-desktop
   test    setup + build, then all tests, including the browser and desktop end-to-end tests
-  demo    setup + build, then run the simulated clouds and the console until Ctrl-C
+  demo    setup + build, then `crossbar demo`: simulated clouds, router, console, live traffic
+  bench   release build, then gateway vs. direct benchmarks and router-core micro-benchmarks
 
 The target directory is cargo's (CARGO_TARGET_DIR is respected).";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let command = match args.as_slice() {
-        [command] => command.as_str(),
+    let (command, rest) = match args.as_slice() {
+        [command, rest @ ..] if command == "demo" => (command.as_str(), rest),
+        [command] => (command.as_str(), &[][..]),
         [] => {
             eprintln!("{USAGE}");
             return ExitCode::FAILURE;
         }
         _ => {
-            eprintln!("error: expected exactly one command\n\n{USAGE}");
+            eprintln!(
+                "error: expected exactly one command (only `demo` takes arguments)\n\n{USAGE}"
+            );
             return ExitCode::FAILURE;
         }
     };
@@ -54,7 +63,8 @@ fn main() -> ExitCode {
         "setup" => Workspace::locate().and_then(|ws| setup::setup(&ws)),
         "build" => Workspace::locate().and_then(|ws| build::build(&ws).map(drop)),
         "test" => Workspace::locate().and_then(|ws| testing::test(&ws)),
-        "demo" => Workspace::locate().and_then(|ws| demo::demo(&ws)),
+        "demo" => Workspace::locate().and_then(|ws| demo::demo(&ws, rest)),
+        "bench" => Workspace::locate().and_then(|ws| bench::bench(&ws)),
         other => {
             eprintln!("error: unknown command `{other}`\n\n{USAGE}");
             return ExitCode::FAILURE;

@@ -98,6 +98,12 @@ pub struct EndpointConfig {
     pub capabilities: CapabilityOverrides,
     #[serde(default)]
     pub timeouts: Timeouts,
+    /// Speak HTTP/2 over plain TCP from the first byte (h2c "prior knowledge"): for
+    /// vLLM and internal endpoints that support it, so thousands of concurrent
+    /// streams share a few connections. Over TLS, HTTP/2 is negotiated by ALPN
+    /// whatever this says. (HTTP-based adapters only; the AWS SDK manages its own.)
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub http2_prior_knowledge: bool,
     /// Provisioned (a reserved tokens-per-minute ceiling, spilling to an on-demand
     /// sibling beyond it) or on demand.
     #[serde(default)]
@@ -258,6 +264,7 @@ impl EndpointConfig {
             auth: AuthConfig::Default,
             capabilities: CapabilityOverrides::default(),
             timeouts: Timeouts::default(),
+            http2_prior_knowledge: false,
             capacity: Capacity::OnDemand,
             pricing: Pricing::default(),
         }

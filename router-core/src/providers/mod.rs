@@ -276,17 +276,19 @@ pub(crate) fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
 /// One HTTP client per endpoint: pooled keep-alive connections, HTTP/2 where the
 /// server offers it (ALPN), no Nagle delay.
 pub(crate) fn http_client(endpoint: &EndpointConfig) -> Result<reqwest::Client, Error> {
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .connect_timeout(Duration::from_millis(endpoint.timeouts.connect_ms))
         .pool_idle_timeout(Duration::from_secs(90))
-        .tcp_nodelay(true)
-        .build()
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::Internal,
-                format!("building the HTTP client for `{}`: {e}", endpoint.name),
-            )
-        })
+        .tcp_nodelay(true);
+    if endpoint.http2_prior_knowledge {
+        builder = builder.http2_prior_knowledge();
+    }
+    builder.build().map_err(|e| {
+        Error::new(
+            ErrorKind::Internal,
+            format!("building the HTTP client for `{}`: {e}", endpoint.name),
+        )
+    })
 }
 
 /// A transport failure of reqwest, normalised.

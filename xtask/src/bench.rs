@@ -1,0 +1,433 @@
+//! `cargo xtask bench`: the gateway against direct-to-simulator, on this machine, in
+//! one run, with release builds. Prints a table and writes it to
+//! `artifacts/bench.json` and the figures section of BENCHMARKS.md is built from it.
+//!
+//! What it measures (all through the real binaries over loopback HTTP):
+//! 1. latency at concurrency 1: p50 / p99 direct to the simulated OpenAI endpoint vs.
+//!    through `crossbar serve` — the difference is what the gateway adds;
+//! 2. throughput at concurrency 32, direct and through the gateway, and the gateway's
+//!    CPU time per request (user + system, from /proc, over that run);
+//! 3. TTFT overhead for streams at concurrency 1;
+//! 4. memory (peak RSS of `crossbar`) with 10,000 streams open at once: the
+//!    simulator emits slowly so the streams stay open; upstream they share h2c
+//!    connections (`http2_prior_knowledge`), downstream each is its own HTTP/1.1
+//!    connection.
+//! 5. the router-core micro-benchmarks (criterion): one routing decision, recording
+//!    one attempt.
+//!
+//! The load generator is `crossbar-sim load` (closed loop), a separate process.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+use crate::workspace::{Workspace, run, step};
+
+const KEY: &str = "cb-bench-key-not-secret";
+
+struct Proc {
+    child: Child,
+    name: &'static str,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // SIGTERM first, so the server drains and flushes like in production.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("{} did not stop in 10 s: killing it", self.name);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `command`, returns it and the first stdout line `wanted` accepts.
+fn start(
+    name: &'static str,
+    mut command: Command,
+    wanted: impl Fn(&str) -> bool,
+) -> anyhow::Result<(Proc, String)> {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("cannot start {name}"))?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let proc = Proc { child, name };
+    let line = loop {
+        match lines.next() {
+            Some(Ok(line)) if wanted(&line) => break line,
+            Some(Ok(_)) => continue,
+            _ => bail!("{name} exited before it was ready"),
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Ok((proc, line))
+}
+
+fn sha256_hex(input: &str) -> anyhow::Result<String> {
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("sha256sum")?;
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(input.as_bytes())?;
+    let out = child.wait_with_output()?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned())
+}
+
+/// CPU time (user + system) of a process so far, from /proc/PID/stat.
+fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')').context("malformed stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Ok(Duration::from_secs_f64(ticks as f64 / hz as f64))
+}
+
+fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .context("no VmRSS")?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()?;
+    Ok(kb * 1024)
+}
+
+struct Load<'a> {
+    sim: &'a Path,
+    url: String,
+    model: &'a str,
+    key: Option<&'a str>,
+}
+
+impl Load<'_> {
+    fn run(
+        &self,
+        concurrency: usize,
+        requests: Option<u64>,
+        duration: &str,
+        stream: bool,
+        max_tokens: u32,
+    ) -> anyhow::Result<Value> {
+        let mut command = Command::new(self.sim);
+        command.args(["load", "--json", "--url", &self.url, "--model", self.model]);
+        command.args([
+            "--concurrency",
+            &concurrency.to_string(),
+            "--duration",
+            duration,
+        ]);
+        command.args([
+            "--max-tokens",
+            &max_tokens.to_string(),
+            "--timeout",
+            "120s",
+            "--users",
+            "1000",
+        ]);
+        if let Some(n) = requests {
+            command.args(["--requests", &n.to_string()]);
+        }
+        if stream {
+            command.arg("--stream");
+        }
+        if let Some(key) = self.key {
+            command.env("CROSSBAR_API_KEY", key);
+        }
+        let out = command
+            .stderr(Stdio::inherit())
+            .output()
+            .context("crossbar-sim load")?;
+        if !out.status.success() {
+            bail!("crossbar-sim load failed");
+        }
+        let report: Value =
+            serde_json::from_slice(&out.stdout).context("load report is not JSON")?;
+        let errors = report["errors"]
+            .as_object()
+            .map_or(0, |e| e.values().filter_map(Value::as_u64).sum::<u64>());
+        if errors > 0 {
+            eprintln!("warning: {errors} errors in this run: {}", report["errors"]);
+        }
+        Ok(report)
+    }
+}
+
+fn ms(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
+}
+
+pub fn bench(ws: &Workspace) -> anyhow::Result<()> {
+    step("bench: release build of crossbar and crossbar-sim", || {
+        run(&mut ws.cargo(["build", "--release", "-p", "server", "-p", "sim", "--bins"]))
+    })?;
+    let release = ws.target_dir.join("release");
+    let crossbar = release.join("crossbar");
+    let sim_bin = release.join("crossbar-sim");
+    let work = ws.target_dir.join("bench");
+    std::fs::create_dir_all(&work)?;
+
+    // The upstream: one simulated OpenAI endpoint, no faults, no auth.
+    let sim_config = work.join("sim.toml");
+    std::fs::write(
+        &sim_config,
+        "seed = 1\n[[endpoint]]\nname = \"bench\"\nkind = \"openai\"\nlisten = \"127.0.0.1:0\"\nauth = \"none\"\n",
+    )?;
+    let (sim, line) = start(
+        "crossbar-sim",
+        {
+            let mut c = Command::new(&sim_bin);
+            c.args(["serve", "--config"])
+                .arg(&sim_config)
+                .env("RUST_LOG", "warn");
+            c
+        },
+        |l| l.contains("endpoint bench"),
+    )?;
+    let upstream = line
+        .rsplit(" at ")
+        .next()
+        .context("sim address")?
+        .trim()
+        .to_owned();
+
+    let config = work.join("crossbar.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[[endpoints]]
+name = "bench"
+provider = "openai"
+model = "gpt-4o-mini"
+region = "eastus"
+geography = "us"
+base_url = "{upstream}"
+auth = {{ method = "none" }}
+http2_prior_knowledge = true
+timeouts = {{ request_ms = 120000, stream_idle_ms = 120000 }}
+pricing = {{ input_per_million = "0.15", output_per_million = "0.60" }}
+
+[[features]]
+name = "bench"
+binding = ["bench"]
+deadline_ms = 120000
+
+[[teams]]
+name = "bench"
+
+[[gateway_keys]]
+team = "bench"
+name = "bench"
+sha256 = "{}"
+"#,
+            sha256_hex(KEY)?
+        ),
+    )?;
+    let db = work.join("bench.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(PathBuf::from(format!("{}{suffix}", db.display())));
+    }
+    let (gateway, line) = start(
+        "crossbar",
+        {
+            let mut c = Command::new(&crossbar);
+            c.args([
+                "serve",
+                "--no-console",
+                "--listen",
+                "127.0.0.1:0",
+                "--config",
+            ])
+            .arg(&config)
+            .arg("--db")
+            .arg(&db)
+            .env("CROSSBAR_LOG", "warn");
+            c
+        },
+        |l| l.starts_with("crossbar: listening on "),
+    )?;
+    let base = line
+        .trim_start_matches("crossbar: listening on ")
+        .trim_end_matches('/')
+        .to_owned();
+    let gw_pid = gateway.child.id();
+
+    let direct = Load {
+        sim: &sim_bin,
+        url: format!("{upstream}/v1/chat/completions"),
+        model: "gpt-4o-mini",
+        key: None,
+    };
+    let through = Load {
+        sim: &sim_bin,
+        url: format!("{base}/v1/chat/completions"),
+        model: "bench",
+        key: Some(KEY),
+    };
+
+    // Warm-up: connections, caches, the SQLite file.
+    direct.run(4, Some(500), "30s", false, 16)?;
+    through.run(4, Some(500), "30s", false, 16)?;
+
+    let mut results = serde_json::Map::new();
+    step("bench: latency at concurrency 1", || {
+        let d = direct.run(1, Some(3000), "60s", false, 16)?;
+        let g = through.run(1, Some(3000), "60s", false, 16)?;
+        results.insert("c1".into(), json!({
+            "direct_p50_ms": ms(&d["latency"]["p50_ms"]), "direct_p99_ms": ms(&d["latency"]["p99_ms"]),
+            "gateway_p50_ms": ms(&g["latency"]["p50_ms"]), "gateway_p99_ms": ms(&g["latency"]["p99_ms"]),
+            "added_p50_ms": ms(&g["latency"]["p50_ms"]) - ms(&d["latency"]["p50_ms"]),
+            "added_p99_ms": ms(&g["latency"]["p99_ms"]) - ms(&d["latency"]["p99_ms"]),
+        }));
+        Ok(())
+    })?;
+    step("bench: throughput at concurrency 32", || {
+        let d = direct.run(32, None, "10s", false, 16)?;
+        let cpu_before = cpu_time(gw_pid)?;
+        let g = through.run(32, None, "10s", false, 16)?;
+        let cpu = cpu_time(gw_pid)? - cpu_before;
+        let requests = g["requests"].as_u64().unwrap_or(1).max(1);
+        results.insert("c32".into(), json!({
+            "direct_rps": ms(&d["achieved_rps"]), "gateway_rps": ms(&g["achieved_rps"]),
+            "gateway_p50_ms": ms(&g["latency"]["p50_ms"]), "gateway_p99_ms": ms(&g["latency"]["p99_ms"]),
+            "gateway_cpu_us_per_request": cpu.as_secs_f64() * 1e6 / requests as f64,
+            "gateway_requests": requests,
+        }));
+        Ok(())
+    })?;
+    step("bench: stream TTFT at concurrency 1", || {
+        let d = direct.run(1, Some(500), "60s", true, 16)?;
+        let g = through.run(1, Some(500), "60s", true, 16)?;
+        results.insert("stream_c1".into(), json!({
+            "direct_ttft_p50_ms": ms(&d["ttft"]["p50_ms"]), "gateway_ttft_p50_ms": ms(&g["ttft"]["p50_ms"]),
+            "added_ttft_p50_ms": ms(&g["ttft"]["p50_ms"]) - ms(&d["ttft"]["p50_ms"]),
+            "added_ttft_p99_ms": ms(&g["ttft"]["p99_ms"]) - ms(&d["ttft"]["p99_ms"]),
+        }));
+        Ok(())
+    })?;
+    step("bench: memory with 10,000 open streams", || {
+        // 2 tokens/s and 40 tokens: each stream stays open ~20 s.
+        let control = format!("{upstream}/_sim/faults");
+        let ok = Command::new("curl")
+            .args([
+                "-sf",
+                "-X",
+                "PATCH",
+                &control,
+                "-H",
+                "content-type: application/json",
+                "-d",
+                r#"{"tokens_per_second": 2}"#,
+            ])
+            .status()?;
+        if !ok.success() {
+            bail!("cannot slow the simulator down");
+        }
+        let idle_rss = rss_bytes(gw_pid)?;
+        let sim_path = sim_bin.clone();
+        let url = through.url.clone();
+        let load = std::thread::spawn(move || {
+            Load {
+                sim: &sim_path,
+                url,
+                model: "bench",
+                key: Some(KEY),
+            }
+            .run(10_000, Some(10_000), "60s", true, 40)
+        });
+        let (mut peak, mut open_peak) = (0u64, 0u64);
+        let started = Instant::now();
+        while !load.is_finished() && started.elapsed() < Duration::from_secs(90) {
+            peak = peak.max(rss_bytes(gw_pid).unwrap_or(0));
+            open_peak = open_peak.max(in_flight(&base).unwrap_or(0));
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let report = load
+            .join()
+            .map_err(|_| anyhow::anyhow!("load thread panicked"))??;
+        results.insert(
+            "streams_10k".into(),
+            json!({
+                "idle_rss_mb": idle_rss as f64 / 1048576.0,
+                "peak_rss_mb": peak as f64 / 1048576.0,
+                "peak_open_streams": open_peak,
+                "completed": report["ok"], "errors": report["errors"],
+            }),
+        );
+        Ok(())
+    })?;
+    let ledger = ledger_stats(&base)?;
+    results.insert("ledger".into(), ledger);
+    drop(gateway);
+    drop(sim);
+
+    step("bench: router-core micro-benchmarks (criterion)", || {
+        run(&mut ws.cargo([
+            "bench",
+            "-p",
+            "router-core",
+            "--bench",
+            "routing",
+            "--",
+            "--noplot",
+        ]))
+    })?;
+
+    let results = Value::Object(results);
+    let out = ws.root.join("artifacts/bench.json");
+    std::fs::create_dir_all(out.parent().expect("artifacts"))?;
+    std::fs::write(&out, serde_json::to_vec_pretty(&results)?)?;
+    println!("{}", serde_json::to_string_pretty(&results)?);
+    println!("written to {}", out.display());
+    Ok(())
+}
+
+/// Upstream attempts in flight at the gateway, from its Prometheus metrics.
+fn in_flight(base: &str) -> anyhow::Result<u64> {
+    let out = Command::new("curl")
+        .args(["-sf", &format!("{base}/metrics")])
+        .output()?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("crossbar_endpoint_in_flight"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum())
+}
+
+/// The ledger's counters: every request of the run must be written, none dropped.
+fn ledger_stats(base: &str) -> anyhow::Result<Value> {
+    let out = Command::new("curl")
+        .args(["-sf", &format!("{base}/readyz")])
+        .output()?;
+    let ready: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    Ok(ready["ledger"].clone())
+}
