@@ -36,7 +36,8 @@ async fn rig(names: &[&str], edit: impl FnOnce(&mut RouterConfig)) -> Rig {
             .map(|n| {
                 let mut spec = EndpointSpec::new(*n, Kind::Openai);
                 spec.auth = AuthMode::None;
-                spec.context_window = 1_000;
+                // A small window, except for endpoints named `big*`.
+                spec.context_window = if n.starts_with("big") { 100_000 } else { 1_000 };
                 spec
             })
             .collect(),
@@ -507,4 +508,27 @@ async fn an_unknown_feature_is_a_clear_not_found() {
         (ErrorKind::NotFound, Some("model"))
     );
     assert!(failure.error.message.contains("/v1/models"));
+}
+
+#[tokio::test]
+async fn a_context_overflow_falls_back_to_a_larger_window_only_when_enabled() {
+    let small_window = |raw: &mut RouterConfig| {
+        raw.endpoints[0].capabilities.context_window = Some(1_000);
+        raw.endpoints[0].capabilities.max_output_tokens = Some(500);
+    };
+    let long = request(&"word ".repeat(1_500));
+
+    let rig_off = rig(&["small", "big"], small_window).await;
+    let failure = rig_off.router.chat(&ctx("u1"), &long).await.err().unwrap();
+    assert_eq!(failure.error.kind, ErrorKind::ContextLengthExceeded);
+    assert_eq!(rig_off.requests_to("big"), 0, "a client error is final by default");
+
+    let rig_on = rig(&["small", "big"], |raw| {
+        small_window(raw);
+        raw.features[0].context_fallback = true;
+    })
+    .await;
+    let served = rig_on.router.chat(&ctx("u1"), &long).await.unwrap();
+    assert_eq!(served.route.endpoint.as_deref(), Some("big"));
+    assert_eq!(served.route.attempts, 2);
 }

@@ -169,6 +169,84 @@ impl Session<'_> {
         }
     }
 
+    /// Every element matching a CSS selector (possibly none).
+    pub fn find_all(&self, css: &str) -> anyhow::Result<Vec<String>> {
+        let elements = self.command(
+            Method::POST,
+            "/elements",
+            Some(json!({ "using": "css selector", "value": css })),
+        )?;
+        elements
+            .as_array()
+            .with_context(|| format!("not a list of elements: {elements}"))?
+            .iter()
+            .map(|element| {
+                element
+                    .get(ELEMENT_KEY)
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .with_context(|| format!("not an element reference: {element}"))
+            })
+            .collect()
+    }
+
+    /// Clicks an element (scrolled into view first by the driver).
+    pub fn click(&self, element: &str) -> anyhow::Result<()> {
+        self.command(
+            Method::POST,
+            &format!("/element/{element}/click"),
+            Some(json!({})),
+        )?;
+        Ok(())
+    }
+
+    /// Empties an input (the driver fires the input's change events).
+    pub fn clear(&self, element: &str) -> anyhow::Result<()> {
+        self.command(
+            Method::POST,
+            &format!("/element/{element}/clear"),
+            Some(json!({})),
+        )?;
+        Ok(())
+    }
+
+    /// Types `text` into an element, key by key, as a person would.
+    pub fn send_keys(&self, element: &str, text: &str) -> anyhow::Result<()> {
+        self.command(
+            Method::POST,
+            &format!("/element/{element}/value"),
+            Some(json!({ "text": text })),
+        )?;
+        Ok(())
+    }
+
+    /// A DOM property of an element (`value`, `disabled`, ...), `null` if unset.
+    pub fn property(&self, element: &str, name: &str) -> anyhow::Result<Value> {
+        self.command(
+            Method::GET,
+            &format!("/element/{element}/property/{name}"),
+            None,
+        )
+    }
+
+    /// An HTML attribute of an element, `None` if absent.
+    pub fn attribute(&self, element: &str, name: &str) -> anyhow::Result<Option<String>> {
+        let value = self.command(
+            Method::GET,
+            &format!("/element/{element}/attribute/{name}"),
+            None,
+        )?;
+        Ok(value.as_str().map(str::to_owned))
+    }
+
+    /// Whether a form control is enabled.
+    pub fn is_enabled(&self, element: &str) -> anyhow::Result<bool> {
+        let value = self.command(Method::GET, &format!("/element/{element}/enabled"), None)?;
+        value
+            .as_bool()
+            .with_context(|| format!("`enabled` is not a boolean: {value}"))
+    }
+
     /// The rendered text of an element.
     pub fn text(&self, element: &str) -> anyhow::Result<String> {
         let text = self.command(Method::GET, &format!("/element/{element}/text"), None)?;
@@ -185,6 +263,59 @@ impl Session<'_> {
             };
             let text = self.text(&element)?;
             Ok((!text.trim().is_empty()).then_some(text))
+        })
+    }
+
+    /// Runs `script` as a function body with `args` (`arguments[0]`, ...) and returns
+    /// what it returns.
+    pub fn execute(&self, script: &str, args: Value) -> anyhow::Result<Value> {
+        self.command(
+            Method::POST,
+            "/execute/sync",
+            Some(json!({ "script": script, "args": args })),
+        )
+    }
+
+    /// Waits for an element matching `css` and returns it.
+    pub fn wait_for(&self, css: &str, timeout: Duration) -> anyhow::Result<String> {
+        wait_until(timeout, &format!("an element `{css}`"), || self.find(css))
+    }
+
+    /// Waits until the text of the first element matching `css` satisfies `wanted`,
+    /// and returns that text. The element is found again on every poll: the console
+    /// re-renders, so a reference can go stale between two polls.
+    pub fn wait_for_text_where(
+        &self,
+        css: &str,
+        timeout: Duration,
+        what: &str,
+        wanted: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<String> {
+        let mut last = None::<String>;
+        let found = wait_until(timeout, &format!("`{css}` to show {what}"), || {
+            let Some(element) = self.find(css)? else {
+                return Ok(None);
+            };
+            let text = self.text(&element)?;
+            let ok = wanted(&text);
+            last = Some(text.clone());
+            Ok(ok.then_some(text))
+        });
+        found.with_context(|| match &last {
+            Some(text) => format!("`{css}` last read {text:?}"),
+            None => format!("no `{css}` was ever found"),
+        })
+    }
+
+    /// Finds `css` (waiting for it) and clicks it, retrying while the console
+    /// re-renders the element under the driver.
+    pub fn click_on(&self, css: &str, timeout: Duration) -> anyhow::Result<()> {
+        wait_until(timeout, &format!("a click on `{css}`"), || {
+            let Some(element) = self.find(css)? else {
+                return Ok(None);
+            };
+            self.click(&element)?;
+            Ok(Some(()))
         })
     }
 

@@ -735,4 +735,63 @@ mod tests {
         assert!((uppers[0] - 0.333).abs() < 1e-9 && (uppers[1] - 0.666).abs() < 1e-9);
         assert_eq!(uppers[2], 1.0);
     }
+
+    /// A tiny deterministic generator (no `rand` in a wasm-compatible crate).
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self, n: u64) -> u64 {
+            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (self.0 >> 33) % n
+        }
+    }
+
+    /// The property: over thousands of random experiments, validation accepts a
+    /// config exactly when its percentages are each in [0, 100] and sum to 100, its
+    /// variant names are distinct, and every binding names known endpoints once each.
+    #[test]
+    fn validation_accepts_exactly_the_valid_experiments() {
+        let names = ["us-a", "us-b", "eu-a", "ghost"];
+        let mut rng = Lcg(42);
+        let (mut accepted, mut rejected) = (0, 0);
+        for _ in 0..5_000 {
+            let n = 1 + rng.next(4) as usize;
+            // Mostly near-valid configs, each with a chance of one kind of mistake.
+            let mut cuts: Vec<i64> = (0..n - 1).map(|_| rng.next(101) as i64).collect();
+            cuts.sort_unstable();
+            cuts.insert(0, 0);
+            cuts.push(100);
+            let mut variants = Vec::new();
+            let mut expect_valid = true;
+            let mut seen_names = BTreeSet::new();
+            let mut total = 0i64;
+            for i in 0..n {
+                let mut percent = cuts[i + 1] - cuts[i];
+                if rng.next(10) == 0 {
+                    percent += rng.next(21) as i64 - 10;
+                }
+                total += percent;
+                expect_valid &= (0..=100).contains(&percent);
+                let name = if rng.next(10) == 0 { format!("v{}", rng.next(3)) } else { format!("v{i}") };
+                expect_valid &= seen_names.insert(name.clone());
+                let len = 1 + rng.next(3) as usize;
+                let binding: Vec<String> = (0..len)
+                    .map(|_| {
+                        let pool = if rng.next(8) == 0 { 4 } else { 3 };
+                        names[rng.next(pool) as usize].to_owned()
+                    })
+                    .collect();
+                let unique: BTreeSet<&String> = binding.iter().collect();
+                expect_valid &= unique.len() == binding.len();
+                expect_valid &= !binding.iter().any(|b| b == "ghost");
+                variants.push(VariantConfig { name, percent: percent as f64, binding });
+            }
+            expect_valid &= total == 100;
+            let mut raw = base();
+            raw.features[0].experiment = Some(ExperimentConfig { id: "e".into(), variants });
+            let valid = Config::validate(raw).is_ok();
+            assert_eq!(valid, expect_valid);
+            if valid { accepted += 1 } else { rejected += 1 }
+        }
+        assert!(accepted > 500 && rejected > 500, "{accepted} accepted, {rejected} rejected");
+    }
 }
