@@ -811,3 +811,86 @@ async fn a_failure_after_the_first_token_ends_the_stream_with_an_error_event() {
     assert!(events.len() > 2, "tokens were streamed before the failure");
     assert_eq!(h.answered("backup"), 0);
 }
+
+#[tokio::test]
+async fn feedback_on_a_request_reaches_its_endpoints_breaker() {
+    let h = start("feedback", &["primary"], |_| {}).await;
+    let r = h.chat(user_message("rate me")).await;
+    let request_id = header(&r, "x-request-id").to_owned();
+    assert_eq!(r.status(), 200);
+    let body = json!({"request_id": request_id, "positive": false});
+    // The ledger is written off the hot path: the request becomes known within moments.
+    let mut status = 0;
+    for _ in 0..50 {
+        (status, _) = h
+            .admin(
+                "operator",
+                reqwest::Method::POST,
+                "/feedback",
+                Some(body.clone()),
+            )
+            .await;
+        if status != 404 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 204);
+    let (_, endpoints) = h
+        .admin("viewer", reqwest::Method::GET, "/endpoints", None)
+        .await;
+    assert_eq!(endpoints[0]["stats"]["feedback_down"], 1, "{endpoints}");
+    let (status, body) = h
+        .admin(
+            "operator",
+            reqwest::Method::POST,
+            "/feedback",
+            Some(json!({"request_id": "req_nope", "positive": true})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+}
+
+#[tokio::test]
+async fn shutdown_drains_open_streams_and_flushes_the_ledger() {
+    let mut h = start("drain", &["primary"], |_| {}).await;
+    h.faults("primary", json!({"tokens_per_second": 20}));
+    let r = h
+        .chat(json!({"model": "summarize", "stream": true,
+            "messages": [{"role": "user", "content": "Tell me a story"}], "max_tokens": 30}))
+        .await;
+    assert_eq!(r.status(), 200);
+    let mut body = r.bytes_stream();
+    let first = body.next().await.unwrap().unwrap();
+    assert!(first.starts_with(b"data: "));
+    // SIGTERM while the stream is open: it must finish, then the process exits.
+    unsafe {
+        libc::kill(h.child.id() as i32, libc::SIGTERM);
+    }
+    let mut rest = Vec::new();
+    while let Some(chunk) = body.next().await {
+        rest.extend_from_slice(&chunk.unwrap());
+    }
+    assert!(
+        String::from_utf8_lossy(&rest).contains("data: [DONE]"),
+        "the open stream completed"
+    );
+    let status = tokio::task::spawn_blocking({
+        let mut child = std::mem::replace(&mut h.child, Command::new("true").spawn().unwrap());
+        move || child.wait().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "{status}");
+    let store = server::store::Store::open(&h._dir.0.join("crossbar.db"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.ledger_count().await.unwrap(),
+        1,
+        "the stream's record was flushed"
+    );
+}
