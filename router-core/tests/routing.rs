@@ -521,7 +521,11 @@ async fn a_context_overflow_falls_back_to_a_larger_window_only_when_enabled() {
     let rig_off = rig(&["small", "big"], small_window).await;
     let failure = rig_off.router.chat(&ctx("u1"), &long).await.err().unwrap();
     assert_eq!(failure.error.kind, ErrorKind::ContextLengthExceeded);
-    assert_eq!(rig_off.requests_to("big"), 0, "a client error is final by default");
+    assert_eq!(
+        rig_off.requests_to("big"),
+        0,
+        "a client error is final by default"
+    );
 
     let rig_on = rig(&["small", "big"], |raw| {
         small_window(raw);

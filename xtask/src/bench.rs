@@ -12,7 +12,9 @@
 //!    simulator emits slowly so the streams stay open; upstream they share h2c
 //!    connections (`http2_prior_knowledge`), downstream each is its own HTTP/1.1
 //!    connection.
-//! 5. the router-core micro-benchmarks (criterion): one routing decision, recording
+//! 5. the spend query over one million ledger rows (the console's spend view reads
+//!    it; the overview reads memory only);
+//! 6. the router-core micro-benchmarks (criterion): one routing decision, recording
 //!    one attempt.
 //!
 //! The load generator is `crossbar-sim load` (closed loop), a separate process.
@@ -390,6 +392,12 @@ sha256 = "{}"
     drop(gateway);
     drop(sim);
 
+    step("bench: spend over 1,000,000 ledger rows (release)", || {
+        run(&mut ws.cargo([
+            "test", "--release", "-p", "server", "--lib", "store::tests::measure_a_million_ledger_rows",
+            "--", "--ignored", "--nocapture",
+        ]))
+    })?;
     step("bench: router-core micro-benchmarks (criterion)", || {
         run(&mut ws.cargo([
             "bench",

@@ -740,7 +740,10 @@ mod tests {
     struct Lcg(u64);
     impl Lcg {
         fn next(&mut self, n: u64) -> u64 {
-            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (self.0 >> 33) % n
         }
     }
@@ -771,7 +774,11 @@ mod tests {
                 }
                 total += percent;
                 expect_valid &= (0..=100).contains(&percent);
-                let name = if rng.next(10) == 0 { format!("v{}", rng.next(3)) } else { format!("v{i}") };
+                let name = if rng.next(10) == 0 {
+                    format!("v{}", rng.next(3))
+                } else {
+                    format!("v{i}")
+                };
                 expect_valid &= seen_names.insert(name.clone());
                 let len = 1 + rng.next(3) as usize;
                 let binding: Vec<String> = (0..len)
@@ -783,15 +790,25 @@ mod tests {
                 let unique: BTreeSet<&String> = binding.iter().collect();
                 expect_valid &= unique.len() == binding.len();
                 expect_valid &= !binding.iter().any(|b| b == "ghost");
-                variants.push(VariantConfig { name, percent: percent as f64, binding });
+                variants.push(VariantConfig {
+                    name,
+                    percent: percent as f64,
+                    binding,
+                });
             }
             expect_valid &= total == 100;
             let mut raw = base();
-            raw.features[0].experiment = Some(ExperimentConfig { id: "e".into(), variants });
+            raw.features[0].experiment = Some(ExperimentConfig {
+                id: "e".into(),
+                variants,
+            });
             let valid = Config::validate(raw).is_ok();
             assert_eq!(valid, expect_valid);
             if valid { accepted += 1 } else { rejected += 1 }
         }
-        assert!(accepted > 500 && rejected > 500, "{accepted} accepted, {rejected} rejected");
+        assert!(
+            accepted > 500 && rejected > 500,
+            "{accepted} accepted, {rejected} rejected"
+        );
     }
 }
