@@ -65,6 +65,9 @@ fn set_status(app: AppHandle, tray: State<'_, Tray>, level: String, summary: Str
     };
     let text = if summary.is_empty() {
         format!("{TITLE} — {label}")
+    } else if level == "ok" {
+        // The console's summary already says it ("all 9 endpoints healthy").
+        format!("{TITLE} — {summary}")
     } else {
         format!("{TITLE} — {label}: {summary}")
     };

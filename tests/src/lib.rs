@@ -5,20 +5,52 @@
 //! W3C WebDriver session (headless Chromium via chromedriver; the Tauri window via
 //! WebKitWebDriver under Xvfb), and with X11 screenshots.
 //!
-//! Two rules keep them from hanging or leaking on a 2-core CI machine:
+//! What they run against is the whole product on one machine: `crossbar demo`
+//! ([`demo::Demo`]: router, simulated clouds, console, one token per role and one
+//! gateway key per team, all parsed from what it prints), which the tests also call
+//! directly — the gateway to make traffic, the admin API to check what the console
+//! did, the simulators' fault API to break a cloud.
+//!
+//! - [`demo`]: start the demo, its tokens and keys; blocking helpers for the gateway,
+//!   the admin API and the simulators (a [`demo::FaultGuard`] undoes a fault even when
+//!   the test fails);
+//! - [`chromium`]: chromedriver with the system Chromium, headless and offline;
+//! - [`console`]: what a person does in the console (sign in, the overview, a
+//!   feature, the spend view) over its stable selectors (`ui/README.md`), shared by
+//!   the browser and desktop tests;
+//! - [`webdriver`]: a small W3C WebDriver client (sessions, navigation, elements,
+//!   clicks and typing, scripts, screenshots) over blocking `reqwest`;
+//! - [`process`], [`paths`]: child processes, bounded waits, where things are.
+//!
+//! Three rules keep them from hanging, leaking or tripping over each other on a
+//! 2-core CI machine:
 //! - every child process is owned by a [`process::ChildGuard`], which kills its whole
 //!   process group on drop (a driver's browser or app goes with it);
 //! - every wait is bounded ([`process::wait_until`]) and fails with a message saying
-//!   what did not happen, plus the tail of the process's log (`artifacts/logs/`).
-//!
-//! The WebDriver client ([`webdriver`]) is a few dozen lines over blocking `reqwest`:
-//! the tests need only sessions, navigation, finding an element, text and screenshots.
+//!   what did not happen, plus the tail of the process's log (`artifacts/logs/`) or
+//!   the page's text;
+//! - each GUI test starts its own demo and browser (or app), and [`serial`] runs the
+//!   tests of one binary one at a time, so what one test publishes or breaks cannot
+//!   reach another.
 
+pub mod chromium;
+pub mod console;
+pub mod demo;
 pub mod paths;
 pub mod process;
 pub mod webdriver;
 
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
+
+/// Runs the GUI tests of one test binary one at a time, whatever `--test-threads`
+/// says: two browsers, two demos and a wasm debug build at once on 2 cores make
+/// every timeout a coin toss. Hold the guard for the whole test.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    // A failed test poisons the lock; the next one still runs.
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// The element the console renders only once its wasm has mounted (`ui::READY_ID`).
 pub const READY_SELECTOR: &str = "#app-ready";

@@ -1,54 +1,72 @@
-//! The console in a real browser: `crossbar serve` on a free port, headless Chromium
-//! through chromedriver, the wasm must mount, and a screenshot is kept.
+//! The console in a real browser, against the whole product: `crossbar demo` (router,
+//! simulated clouds, console) on a free port, headless Chromium through chromedriver.
+//!
+//! Each test starts its own demo and browser (a couple of seconds each) so that what
+//! one test changes — a published split, an open breaker — cannot leak into another;
+//! [`serial`] runs them one at a time. Screenshots go to `artifacts/screenshots/`
+//! (`browser-overview.png`, `browser-editor.png`, `browser-spend.png`), every process's
+//! output to `artifacts/logs/`.
 
-use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
 
-use anyhow::{Context, ensure};
-use crossbar_e2e::process::{ChildGuard, TempDir, free_port};
-use crossbar_e2e::webdriver::WebDriver;
-use crossbar_e2e::{STARTUP_TIMEOUT, assert_console_mounted, paths};
+use anyhow::{Context, bail, ensure};
+use crossbar_e2e::chromium::Chromium;
+use crossbar_e2e::console::{self, UI_TIMEOUT};
+use crossbar_e2e::demo::{self, Demo, DemoOptions, FaultGuard, Served};
+use crossbar_e2e::process::wait_until;
+use crossbar_e2e::webdriver::Session;
+use crossbar_e2e::{paths, serial};
+use reqwest::Method;
 use serde_json::{Value, json};
 
-const ADDRESS_LINE: &str = "crossbar: console at ";
+/// The feature whose primary endpoint the breaker test breaks: `search-answer` is
+/// bound to `azure-eastus` first, served by the simulator `azure-openai-eastus`, with
+/// `gemini-us` as its first backup.
+const OUTAGE_FEATURE: (&str, &str) = ("search-answer", "search");
+const OUTAGE_ENDPOINT: &str = "azure-eastus";
+const OUTAGE_SIM: &str = "azure-openai-eastus";
 
-/// Flags Chromium needs on a headless, offline CI machine (see NOTES.md).
-const CHROMIUM_ARGS: [&str; 10] = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-    "--disable-dev-shm-usage",
-    "--window-size=1280,800",
-];
+/// How long a breaker may take from the outage to `open` on the page: five
+/// consecutive failures trip it, the live stream sends a snapshot every second.
+const BREAKER_TIMEOUT: Duration = Duration::from_secs(20);
 
+fn save_screenshot(session: &Session<'_>, file: &str) -> anyhow::Result<()> {
+    session.wait_for_paint()?;
+    let shot = paths::save_png(file, &session.screenshot()?)?;
+    println!("screenshot: {}", shot.display());
+    Ok(())
+}
+
+fn all_ok(served: &[Served], what: &str) -> anyhow::Result<()> {
+    let failed: Vec<&Served> = served.iter().filter(|s| s.status != 200).collect();
+    ensure!(
+        failed.is_empty(),
+        "{} of {} {what} requests failed, e.g. {:?}",
+        failed.len(),
+        served.len(),
+        failed.first()
+    );
+    Ok(())
+}
+
+/// Sign-in as admin, every demo endpoint on the overview, then the spend view with
+/// the cost of real gateway traffic in it.
 #[test]
 #[ignore = "needs built UI, chromium, Xvfb: run via cargo xtask test"]
-fn console_mounts_in_headless_chromium() -> anyhow::Result<()> {
-    let crossbar = paths::binary("CROSSBAR_BIN", "crossbar")?;
-    let ui_dist = paths::ui_dist()?;
-    let chromium =
-        std::env::var("CROSSBAR_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
-    let chromedriver =
-        std::env::var("CROSSBAR_CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".to_owned());
-
-    // Drop order is the reverse of this: session, driver, profile, server.
-    let (mut server, mut stdout) = ChildGuard::spawn_reading_stdout(
-        "browser-crossbar",
-        Command::new(&crossbar)
-            .args(["serve", "--listen", "127.0.0.1:0", "--ui-dir"])
-            .arg(&ui_dist),
+fn admin_sees_every_endpoint_and_the_spend() -> anyhow::Result<()> {
+    let _serial = serial();
+    // Some background traffic, so the overview and the spend have something to show.
+    let demo = Demo::start(
+        "browser-overview-demo",
+        &DemoOptions {
+            rps: 4.0,
+            ..DemoOptions::default()
+        },
     )?;
-    let line = stdout.wait_for(&mut server, STARTUP_TIMEOUT, "the console address", |l| {
-        l.starts_with(ADDRESS_LINE)
-    })?;
-    let console_url = line[ADDRESS_LINE.len()..].trim().to_owned();
-
     // The server half of the contract, before spending a browser on it.
-    let health: Value = reqwest::blocking::get(format!("{console_url}healthz"))?
+    let health: Value = reqwest::blocking::get(format!("{}/healthz", demo.url))?
         .error_for_status()?
         .json()?;
     ensure!(
@@ -56,29 +74,389 @@ fn console_mounts_in_headless_chromium() -> anyhow::Result<()> {
         "unexpected /healthz answer: {health}"
     );
 
-    let profile = TempDir::new("chromium-profile")?;
-    let port = free_port()?;
-    let mut driver = ChildGuard::spawn(
-        "browser-chromedriver",
-        Command::new(&chromedriver).arg(format!("--port={port}")),
+    let chromium = Chromium::start("browser-overview-chromedriver")?;
+    let session = chromium.session()?;
+    console::open_and_sign_in(
+        &session,
+        &demo.console_url(),
+        demo.token("admin"),
+        "admin",
+        "Chromium",
     )?;
-    let webdriver = WebDriver::new(format!("http://127.0.0.1:{port}"))?;
-    webdriver.wait_ready(&mut driver, STARTUP_TIMEOUT)?;
+    console::wait_for_overview(&session, &demo::ENDPOINTS)?;
+    for name in demo::ENDPOINTS {
+        let state = console::shown_breaker_state(&session, name)?;
+        ensure!(
+            state.as_deref() == Some("closed"),
+            "{name} shows breaker state {state:?} on a healthy demo"
+        );
+    }
 
-    let mut args: Vec<String> = CHROMIUM_ARGS.iter().map(|a| a.to_string()).collect();
-    args.push(format!("--user-data-dir={}", profile.path().display()));
-    let session = webdriver
-        .new_session(json!({
-            "browserName": "chrome",
-            "goog:chromeOptions": { "binary": chromium, "args": args },
-        }))
-        .with_context(|| driver.log_excerpt())?;
-
-    session.navigate(&console_url)?;
-    assert_console_mounted(&session, "Chromium")?;
-
-    session.wait_for_paint()?;
-    let shot = paths::save_png("placeholder-browser.png", &session.screenshot()?)?;
-    println!("screenshot: {}", shot.display());
+    // Every feature's team calls it: the spend by feature must list all four.
+    for (feature, team) in demo::FEATURES {
+        let served = demo.chat_burst(team, feature, &format!("spend-{feature}"), 8, 4)?;
+        all_ok(&served, feature)?;
+    }
+    console::open_spend(&session)?;
+    for (feature, _) in demo::FEATURES {
+        let row = format!("#spend-table tr[data-spend-key=\"{feature}\"]");
+        // The report is read when the view opens; the ledger is written in batches
+        // (≤ 200 ms), so reopen the hour preset until every feature is in.
+        wait_until(UI_TIMEOUT, &format!("{feature} in the spend table"), || {
+            if session.find(&row)?.is_some() {
+                return Ok(Some(()));
+            }
+            session.click_on("[data-preset=\"day\"]", UI_TIMEOUT)?;
+            session.click_on("[data-preset=\"hour\"]", UI_TIMEOUT)?;
+            Ok(None)
+        })
+        .with_context(|| format!("the page reads: {}", console::page_text(&session)))?;
+    }
+    let total = session
+        .wait_for_text("#spend-total", UI_TIMEOUT)
+        .context("no spend total")?;
+    ensure!(
+        total.chars().any(|c| c.is_ascii_digit() && c != '0'),
+        "the spend total shows no cost: {total:?}"
+    );
+    save_screenshot(&session, "browser-spend.png")?;
     Ok(())
+}
+
+/// An outage injected through the simulators' fault API opens the primary's breaker,
+/// and the operator sees it on the overview within seconds; requests keep succeeding
+/// on the backup meanwhile.
+#[test]
+#[ignore = "needs built UI, chromium, Xvfb: run via cargo xtask test"]
+fn breaker_opened_by_a_simulated_outage_shows_on_the_overview() -> anyhow::Result<()> {
+    let _serial = serial();
+    let demo = Demo::start(
+        "browser-breaker-demo",
+        &DemoOptions {
+            rps: 3.0,
+            ..DemoOptions::default()
+        },
+    )?;
+    let chromium = Chromium::start("browser-breaker-chromedriver")?;
+    let session = chromium.session()?;
+    console::open_and_sign_in(
+        &session,
+        &demo.console_url(),
+        demo.token("operator"),
+        "operator",
+        "Chromium",
+    )?;
+    console::wait_for_overview(&session, &demo::ENDPOINTS)?;
+    let before = console::shown_breaker_state(&session, OUTAGE_ENDPOINT)?;
+    ensure!(
+        before.as_deref() == Some("closed"),
+        "{OUTAGE_ENDPOINT} is {before:?} before the outage"
+    );
+
+    let fault = FaultGuard::set(
+        &demo,
+        OUTAGE_SIM,
+        json!({"outage": "refuse"}),
+        json!({"outage": "none"}),
+    )?;
+    // Traffic through the gateway until the page shows the breaker open: the router
+    // only learns of an outage from failed attempts.
+    let stop = AtomicBool::new(false);
+    let (shown, served) = thread::scope(|scope| {
+        let traffic = scope.spawn(|| {
+            let mut served = Vec::new();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let (feature, team) = OUTAGE_FEATURE;
+                served.push(demo.chat(team, feature, &format!("outage-{i}")));
+                i += 1;
+                thread::sleep(Duration::from_millis(100));
+            }
+            served
+        });
+        let shown = wait_until(
+            BREAKER_TIMEOUT,
+            &format!("the overview to show {OUTAGE_ENDPOINT}'s breaker open"),
+            || {
+                let state = console::shown_breaker_state(&session, OUTAGE_ENDPOINT)?;
+                Ok((state.as_deref() == Some("open")).then_some(()))
+            },
+        );
+        stop.store(true, Ordering::Relaxed);
+        (shown, traffic.join())
+    });
+    let served: Vec<Served> = match served {
+        Ok(results) => results.into_iter().collect::<anyhow::Result<_>>()?,
+        Err(_) => bail!("the traffic thread panicked"),
+    };
+    shown.with_context(|| {
+        format!(
+            "the admin API says {OUTAGE_ENDPOINT} is {:?}; {} requests sent; the page reads: {}",
+            demo.breaker_state(OUTAGE_ENDPOINT),
+            served.len(),
+            console::page_text(&session)
+        )
+    })?;
+    // The router failed over: nobody saw the outage.
+    all_ok(&served, "search-answer (during the outage)")?;
+    let last = served.last().context("no request was sent")?;
+    ensure!(
+        last.endpoint != OUTAGE_ENDPOINT,
+        "the last request was still served by {OUTAGE_ENDPOINT}: {last:?}"
+    );
+    // The transition is also on the incident timeline.
+    session
+        .wait_for(
+            &format!("#timeline .event[data-event-endpoint=\"{OUTAGE_ENDPOINT}\"]"),
+            UI_TIMEOUT,
+        )
+        .context("the breaker's opening is not on the timeline")?;
+    // The open card: its state, reason and errors (it is the last card, below the fold).
+    console::scroll_to(&session, &console::endpoint_card(OUTAGE_ENDPOINT))?;
+    save_screenshot(&session, "browser-overview.png")?;
+    fault.clear()?;
+    Ok(())
+}
+
+/// The experimenter moves `recap` from 50/50 to 80/20 in the editor and publishes; the
+/// admin API serves the new version and real traffic follows it; a rollback from the
+/// history page restores 50/50 as a new version.
+#[test]
+#[ignore = "needs built UI, chromium, Xvfb: run via cargo xtask test"]
+fn experimenter_shifts_the_recap_split_and_rolls_it_back() -> anyhow::Result<()> {
+    let _serial = serial();
+    // No background traffic: the observed split is only what this test sends.
+    let demo = Demo::start("browser-split-demo", &DemoOptions::default())?;
+    let start = demo.active_config()?;
+    let base = start["version"]
+        .as_i64()
+        .context("no version in GET /config")?;
+    let split = Demo::configured_split(&start, "recap")?;
+    ensure!(
+        split == [("claude".to_owned(), 50.0), ("gemini".to_owned(), 50.0)],
+        "the demo's recap split is not 50/50: {split:?}"
+    );
+
+    let chromium = Chromium::start("browser-split-chromedriver")?;
+    let session = chromium.session()?;
+    console::open_and_sign_in(
+        &session,
+        &demo.console_url(),
+        demo.token("experimenter"),
+        "experimenter",
+        "Chromium",
+    )?;
+    console::open_feature(&session, "recap")?;
+    session
+        .wait_for("#feature-editor", UI_TIMEOUT)
+        .context("an experimenter gets no feature editor")?;
+    let variant_value = |name: &str| -> anyhow::Result<String> {
+        let input = session
+            .find(&format!("input[data-variant=\"{name}\"]"))?
+            .with_context(|| format!("no input for variant {name}"))?;
+        Ok(session
+            .property(&input, "value")?
+            .as_str()
+            .unwrap_or_default()
+            .to_owned())
+    };
+    ensure!(
+        variant_value("claude")? == "50" && variant_value("gemini")? == "50",
+        "the editor does not start from 50/50"
+    );
+
+    // Typing 80 for claude rebalances gemini to 20.
+    console::type_into(&session, "input[data-variant=\"claude\"]", "80")?;
+    wait_until(UI_TIMEOUT, "the editor to rebalance gemini to 20", || {
+        Ok((variant_value("claude")? == "80" && variant_value("gemini")? == "20").then_some(()))
+    })
+    .with_context(|| format!("the page reads: {}", console::page_text(&session)))?;
+    session.wait_for_text_where("#split-sum", UI_TIMEOUT, "a sum of 100", |t| {
+        t.contains("sum: 100")
+    })?;
+    session
+        .wait_for("#edit-diff tr[data-change-path]", UI_TIMEOUT)
+        .context("the edit shows no change against the base version")?;
+    console::type_into(&session, "#publish-message", "e2e: favour claude 80/20")?;
+    save_screenshot(&session, "browser-editor.png")?;
+
+    wait_until(UI_TIMEOUT, "the publish button to be enabled", || {
+        let Some(button) = session.find("#publish-button")? else {
+            return Ok(None);
+        };
+        Ok(session.is_enabled(&button)?.then_some(()))
+    })?;
+    session.click_on("#publish-button", UI_TIMEOUT)?;
+    let published = session.wait_for_text_where(
+        "#publish-result",
+        UI_TIMEOUT,
+        "the published version",
+        |t| t.contains("version "),
+    )?;
+    let version = version_in(&published)?;
+    ensure!(
+        version == base + 1,
+        "published {version}, expected {}: {published:?}",
+        base + 1
+    );
+
+    // The admin API serves what the console published.
+    let active = demo.active_config()?;
+    ensure!(
+        active["version"] == version,
+        "GET /config is at version {}, not {version}",
+        active["version"]
+    );
+    let split = Demo::configured_split(&active, "recap")?;
+    ensure!(
+        split == [("claude".to_owned(), 80.0), ("gemini".to_owned(), 20.0)],
+        "version {version} splits recap {split:?}"
+    );
+
+    // And real traffic follows it: a few hundred distinct users.
+    let served = demo.chat_burst("meetings", "recap", "split-user", 300, 12)?;
+    all_ok(&served, "recap")?;
+    let claude = served.iter().filter(|s| s.variant == "claude").count();
+    let share = claude as f64 * 100.0 / served.len() as f64;
+    ensure!(
+        share > 65.0,
+        "only {share:.1} % of recap requests went to claude (x-crossbar-variant)"
+    );
+    let (requests, observed) = demo.observed_split("recap")?;
+    let observed_claude = observed
+        .iter()
+        .find(|(name, _)| name == "claude")
+        .map(|(_, p)| *p)
+        .with_context(|| format!("no claude in the observed split {observed:?}"))?;
+    ensure!(
+        requests >= 300 && observed_claude > 65.0,
+        "GET /features/live: claude observed at {observed_claude:.1} % of {requests} requests"
+    );
+    println!(
+        "recap after publishing 80/20: claude {share:.1} % of our requests, {observed_claude:.1} % observed"
+    );
+
+    // Roll back to the version before the edit, from the history page.
+    session.click_on("#nav-history", UI_TIMEOUT)?;
+    session
+        .wait_for(
+            &format!("#versions tr[data-version=\"{version}\"]"),
+            UI_TIMEOUT,
+        )
+        .context("the history does not list the published version")?;
+    session.click_on(&format!("#rollback-button-{base}"), UI_TIMEOUT)?;
+    session.click_on("#rollback-confirm", UI_TIMEOUT)?;
+    let rolled = session.wait_for_text_where(
+        "#rollback-result",
+        UI_TIMEOUT,
+        "the rollback's version",
+        |t| t.contains("version "),
+    )?;
+    let restored = version_in(&rolled)?;
+    ensure!(
+        restored == version + 1,
+        "the rollback published {restored}, expected {}: {rolled:?}",
+        version + 1
+    );
+    let active = demo.active_config()?;
+    ensure!(
+        active["version"] == restored && active["restored_from"] == base,
+        "after the rollback GET /config is version {} restored from {}",
+        active["version"],
+        active["restored_from"]
+    );
+    let split = Demo::configured_split(&active, "recap")?;
+    ensure!(
+        split == [("claude".to_owned(), 50.0), ("gemini".to_owned(), 50.0)],
+        "after the rollback recap splits {split:?}"
+    );
+    Ok(())
+}
+
+/// A viewer sees the feature but gets no editor, and the admin API refuses a
+/// viewer's edit with 403 `forbidden`.
+#[test]
+#[ignore = "needs built UI, chromium, Xvfb: run via cargo xtask test"]
+fn viewer_cannot_publish() -> anyhow::Result<()> {
+    let _serial = serial();
+    let demo = Demo::start("browser-viewer-demo", &DemoOptions::default())?;
+    let chromium = Chromium::start("browser-viewer-chromedriver")?;
+    let session = chromium.session()?;
+    console::open_and_sign_in(
+        &session,
+        &demo.console_url(),
+        demo.token("viewer"),
+        "viewer",
+        "Chromium",
+    )?;
+    console::wait_for_overview(&session, &demo::ENDPOINTS)?;
+    ensure!(
+        session.find("[data-override]")?.is_none(),
+        "a viewer is offered breaker overrides"
+    );
+
+    console::open_feature(&session, "recap")?;
+    // The live panel is there: the page has rendered what a viewer may see.
+    session.wait_for("#variant-split", UI_TIMEOUT)?;
+    ensure!(
+        session.find("#feature-editor")?.is_none(),
+        "a viewer is shown the feature editor"
+    );
+    if let Some(button) = session.find("#publish-button")? {
+        ensure!(
+            !session.is_enabled(&button)?,
+            "a viewer's publish button is enabled"
+        );
+    }
+
+    // The server refuses anyway: the same edit the experimenter test publishes.
+    let before = demo.active_config()?;
+    let recap = before["config"]["features"]
+        .as_array()
+        .and_then(|all| all.iter().find(|f| f["name"] == "recap"))
+        .cloned()
+        .context("no recap in the active config")?;
+    let mut experiment = recap["experiment"].clone();
+    experiment["variants"][0]["percent"] = json!(80.0);
+    experiment["variants"][1]["percent"] = json!(20.0);
+    let edit = json!({
+        "binding": recap["binding"],
+        "experiment": experiment,
+        "base_version": before["version"],
+        "message": "a viewer tries to publish",
+    });
+    let (status, body) = demo.admin(
+        demo.token("viewer"),
+        Method::PUT,
+        "/features/recap",
+        Some(&edit),
+    )?;
+    ensure!(
+        status == 403 && body["error"]["code"] == "forbidden",
+        "a viewer's PUT /features/recap answered {status}: {body}"
+    );
+    // The same edit is valid: an experimenter may publish it.
+    let (status, body) = demo.admin(
+        demo.token("experimenter"),
+        Method::PUT,
+        "/features/recap",
+        Some(&edit),
+    )?;
+    ensure!(
+        status == 200,
+        "an experimenter's PUT /features/recap answered {status}: {body}"
+    );
+    Ok(())
+}
+
+/// `N` from "Published version N." / "Rolled back: published as version N.".
+fn version_in(text: &str) -> anyhow::Result<i64> {
+    let after = text
+        .split("version ")
+        .nth(1)
+        .with_context(|| format!("no version in {text:?}"))?;
+    let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+    digits
+        .parse()
+        .with_context(|| format!("no version number in {text:?}"))
 }

@@ -394,8 +394,15 @@ sha256 = "{}"
 
     step("bench: spend over 1,000,000 ledger rows (release)", || {
         run(&mut ws.cargo([
-            "test", "--release", "-p", "server", "--lib", "store::tests::measure_a_million_ledger_rows",
-            "--", "--ignored", "--nocapture",
+            "test",
+            "--release",
+            "-p",
+            "server",
+            "--lib",
+            "store::tests::measure_a_million_ledger_rows",
+            "--",
+            "--ignored",
+            "--nocapture",
         ]))
     })?;
     step("bench: router-core micro-benchmarks (criterion)", || {

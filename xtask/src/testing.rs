@@ -41,7 +41,6 @@ pub fn test(ws: &Workspace) -> anyhow::Result<()> {
         ]);
         command
             .env("CROSSBAR_BIN", &built.crossbar)
-            .env("CROSSBAR_SIM_BIN", &built.crossbar_sim)
             .env("CROSSBAR_DESKTOP_BIN", &built.crossbar_desktop)
             .env("CROSSBAR_UI_DIST", &built.ui_dist)
             .env("CROSSBAR_ARTIFACTS", ws.root.join("artifacts"));

@@ -154,7 +154,7 @@ pub fn SignIn() -> impl IntoView {
                         id="signin-token"
                         type="password"
                         autocomplete="current-password"
-                        placeholder="cbadm_…"
+                        placeholder="cba-…"
                         prop:value=move || token.get()
                         on:input=move |ev| token.set(event_target_value(&ev))
                     />
