@@ -124,7 +124,10 @@ pub enum ResponseFormat {
     JsonSchema { json_schema: Value },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Serialised with `role` as the tag. Deserialised by hand (see the impl below):
+/// serde's derived internally tagged enums buffer every message into an intermediate
+/// tree before choosing the variant, which doubled the parsing cost of large prompts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "role", rename_all = "snake_case")]
 pub enum Message {
     System {
@@ -183,8 +186,9 @@ impl Message {
     }
 }
 
-/// Message content: a string, or typed parts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Message content: a string, or typed parts. Deserialised by hand: a string or an
+/// array decides the variant directly (serde's untagged enums buffer and retry).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Content {
     Text(String),
@@ -211,6 +215,95 @@ impl Content {
             Self::Text(t) => vec![ContentPart::Text { text: t.clone() }],
             Self::Parts(p) => p.clone(),
         }
+    }
+}
+
+impl<'de> Deserialize<'de> for Content {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Content;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or an array of content parts")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Content, E> {
+                Ok(Content::Text(v.to_owned()))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Content, E> {
+                Ok(Content::Text(v))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Content, A::Error> {
+                let mut parts = Vec::with_capacity(seq.size_hint().unwrap_or(1));
+                while let Some(part) = seq.next_element()? {
+                    parts.push(part);
+                }
+                Ok(Content::Parts(parts))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for Message {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+
+        #[derive(Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        enum RoleTag {
+            System,
+            Developer,
+            User,
+            Assistant,
+            Tool,
+        }
+        /// Every field any role has; which apply is decided by `role`. Fields of other
+        /// roles (and unknown ones) are ignored, as the derived form did.
+        #[derive(Deserialize)]
+        struct Raw {
+            role: RoleTag,
+            #[serde(default)]
+            content: Option<Content>,
+            #[serde(default)]
+            name: Option<String>,
+            #[serde(default)]
+            tool_calls: Option<Vec<ToolCall>>,
+            #[serde(default)]
+            tool_call_id: Option<String>,
+            #[serde(default)]
+            refusal: Option<String>,
+        }
+        let raw = Raw::deserialize(d)?;
+        let content = |c: Option<Content>| c.ok_or_else(|| D::Error::missing_field("content"));
+        Ok(match raw.role {
+            RoleTag::System => Message::System {
+                content: content(raw.content)?,
+                name: raw.name,
+            },
+            RoleTag::Developer => Message::Developer {
+                content: content(raw.content)?,
+                name: raw.name,
+            },
+            RoleTag::User => Message::User {
+                content: content(raw.content)?,
+                name: raw.name,
+            },
+            RoleTag::Assistant => Message::Assistant {
+                content: raw.content,
+                tool_calls: raw.tool_calls,
+                name: raw.name,
+                refusal: raw.refusal,
+            },
+            RoleTag::Tool => Message::Tool {
+                content: content(raw.content)?,
+                tool_call_id: raw
+                    .tool_call_id
+                    .ok_or_else(|| D::Error::missing_field("tool_call_id"))?,
+            },
+        })
     }
 }
 
@@ -816,6 +909,34 @@ mod tests {
             serde_json::from_value::<ToolChoice>(json!("required")).unwrap(),
             ToolChoice::Mode(ToolChoiceMode::Required)
         );
+    }
+
+    #[test]
+    fn messages_parse_by_role_and_say_what_is_missing() {
+        let m: Message = serde_json::from_value(json!({"role": "user", "content": "hi"})).unwrap();
+        assert_eq!(m, Message::user("hi"));
+        let m: Message =
+            serde_json::from_value(json!({"role": "assistant", "content": null, "refusal": "no"}))
+                .unwrap();
+        assert!(matches!(
+            m,
+            Message::Assistant {
+                content: None,
+                refusal: Some(_),
+                ..
+            }
+        ));
+        let e = serde_json::from_value::<Message>(json!({"role": "tool", "content": "42"}))
+            .unwrap_err();
+        assert!(e.to_string().contains("tool_call_id"), "{e}");
+        let e = serde_json::from_value::<Message>(json!({"role": "user"})).unwrap_err();
+        assert!(e.to_string().contains("content"), "{e}");
+        let e = serde_json::from_value::<Message>(json!({"role": "robot", "content": "x"}))
+            .unwrap_err();
+        assert!(e.to_string().contains("robot"), "{e}");
+        let e =
+            serde_json::from_value::<Message>(json!({"role": "user", "content": 7})).unwrap_err();
+        assert!(e.to_string().contains("a string or an array"), "{e}");
     }
 
     #[test]

@@ -52,8 +52,9 @@ pub struct Live {
 /// Cumulative counters for `/metrics`.
 #[derive(Default)]
 pub struct Counters {
-    /// (feature, variant, endpoint, outcome) → totals.
-    pub requests: BTreeMap<(String, String, String, String), RequestTotals>,
+    /// `feature␟variant␟endpoint␟outcome` → totals (one joined key: a lookup builds
+    /// one small string instead of cloning four; see [`Counters::requests`]).
+    requests: HashMap<String, RequestTotals>,
     /// Latency histogram per feature, for percentile gauges.
     pub transitions: BTreeMap<(String, String), u64>,
 }
@@ -67,6 +68,28 @@ pub struct RequestTotals {
     pub latency_ms_sum: f64,
     pub spilled: u64,
     pub fallbacks: u64,
+}
+
+/// Separates the parts of a counter key (ASCII unit separator: not in any name).
+const KEY_SEPARATOR: &str = "\u{1f}";
+
+impl Counters {
+    /// `((feature, variant, endpoint, outcome), totals)`, sorted by key.
+    pub fn requests(&self) -> Vec<((&str, &str, &str, &str), &RequestTotals)> {
+        let mut out: Vec<_> = self
+            .requests
+            .iter()
+            .filter_map(|(k, t)| {
+                let mut parts = k.split(KEY_SEPARATOR);
+                Some((
+                    (parts.next()?, parts.next()?, parts.next()?, parts.next()?),
+                    t,
+                ))
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
 }
 
 /// One feature's last minute, one slot per second.
@@ -149,16 +172,18 @@ impl Live {
             slot.spilled += u64::from(r.spilled);
             slot.cost += r.cost;
         }
+        let key = [
+            r.feature.as_str(),
+            r.variant.as_str(),
+            r.endpoint.as_deref().unwrap_or_default(),
+            r.outcome.as_str(),
+        ]
+        .join(KEY_SEPARATOR);
         let mut counters = self.counters.lock().expect("counters lock");
-        let totals = counters
-            .requests
-            .entry((
-                r.feature.clone(),
-                r.variant.clone(),
-                r.endpoint.clone().unwrap_or_default(),
-                r.outcome.clone(),
-            ))
-            .or_default();
+        let totals = match counters.requests.get_mut(&key) {
+            Some(t) => t,
+            None => counters.requests.entry(key).or_default(),
+        };
         totals.count += 1;
         totals.prompt_tokens += r.prompt_tokens;
         totals.completion_tokens += r.completion_tokens;

@@ -47,8 +47,9 @@ pub fn render_text(state: &AppState) -> String {
     let _ = writeln!(out, "crossbar_config_version {}", snapshot.version);
 
     state.live.with_counters(|c| {
+        let requests = c.requests();
         family(&mut out, "crossbar_requests_total", "counter", "Client requests by feature, variant, serving endpoint and outcome (ok or the normalised error class).");
-        for ((feature, variant, endpoint, outcome), t) in &c.requests {
+        for ((feature, variant, endpoint, outcome), t) in &requests {
             let _ = writeln!(
                 out,
                 "crossbar_requests_total{{feature=\"{}\",variant=\"{}\",endpoint=\"{}\",outcome=\"{}\"}} {}",
@@ -56,12 +57,12 @@ pub fn render_text(state: &AppState) -> String {
             );
         }
         family(&mut out, "crossbar_tokens_total", "counter", "Tokens by feature, endpoint and direction.");
-        for ((feature, _, endpoint, _), t) in &c.requests {
+        for ((feature, _, endpoint, _), t) in &requests {
             let _ = writeln!(out, "crossbar_tokens_total{{feature=\"{}\",endpoint=\"{}\",direction=\"prompt\"}} {}", esc(feature), esc(endpoint), t.prompt_tokens);
             let _ = writeln!(out, "crossbar_tokens_total{{feature=\"{}\",endpoint=\"{}\",direction=\"completion\"}} {}", esc(feature), esc(endpoint), t.completion_tokens);
         }
         family(&mut out, "crossbar_cost_total", "counter", "Marginal (on-demand) cost in the pricing currency (exact figures: the admin spend API).");
-        for ((feature, variant, endpoint, outcome), t) in &c.requests {
+        for ((feature, variant, endpoint, outcome), t) in &requests {
             let _ = writeln!(
                 out,
                 "crossbar_cost_total{{feature=\"{}\",variant=\"{}\",endpoint=\"{}\",outcome=\"{}\"}} {}",
@@ -70,8 +71,8 @@ pub fn render_text(state: &AppState) -> String {
         }
         family(&mut out, "crossbar_spilled_total", "counter", "Requests served by an on-demand sibling because provisioned capacity was full.");
         family(&mut out, "crossbar_fallbacks_total", "counter", "Requests served by a backup rather than the primary.");
-        for ((feature, _, endpoint, outcome), t) in &c.requests {
-            if outcome == "ok" {
+        for ((feature, _, endpoint, outcome), t) in &requests {
+            if *outcome == "ok" {
                 let _ = writeln!(out, "crossbar_spilled_total{{feature=\"{}\",endpoint=\"{}\"}} {}", esc(feature), esc(endpoint), t.spilled);
                 let _ = writeln!(out, "crossbar_fallbacks_total{{feature=\"{}\",endpoint=\"{}\"}} {}", esc(feature), esc(endpoint), t.fallbacks);
             }

@@ -20,7 +20,8 @@ use crate::config::{AuthConfig, EndpointConfig};
 pub struct OpenAi {
     endpoint: EndpointConfig,
     client: reqwest::Client,
-    url: String,
+    /// Parsed once: URL parsing (with IDNA) is measurable per request.
+    url: reqwest::Url,
     /// The API key read from the configured environment variable, with the header it goes in.
     key: Option<(&'static str, String)>,
 }
@@ -40,6 +41,12 @@ impl OpenAi {
             None if base.ends_with("/v1") => format!("{base}/chat/completions"),
             None => format!("{base}/v1/chat/completions"),
         };
+        let url = reqwest::Url::parse(&url).map_err(|e| {
+            Error::new(
+                ErrorKind::Internal,
+                format!("endpoint `{}`: `{url}` is not a URL: {e}", endpoint.name),
+            )
+        })?;
         let key = match &endpoint.auth {
             AuthConfig::ApiKeyEnv { env } => {
                 let value = auth::api_key_from_env(env)?;
@@ -63,7 +70,7 @@ impl OpenAi {
     }
 
     fn request(&self, body: &ChatRequest) -> reqwest::RequestBuilder {
-        let mut request = self.client.post(&self.url).json(body);
+        let mut request = self.client.post(self.url.clone()).json(body);
         match &self.key {
             Some(("authorization", key)) => request = request.bearer_auth(key),
             Some((header, key)) => request = request.header(*header, key),
