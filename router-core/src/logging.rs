@@ -33,8 +33,7 @@ pub fn directives(requested: &str) -> String {
     let default = requested
         .split(',')
         .map(str::trim)
-        .filter(|d| !d.is_empty() && !d.contains('=') && !d.contains('['))
-        .next_back()
+        .rfind(|d| !d.is_empty() && !d.contains('=') && !d.contains('['))
         .unwrap_or("error");
     let sensitive = |d: &str| {
         CREDENTIAL_SENSITIVE

@@ -70,12 +70,15 @@ pub struct RequestTotals {
     pub fallbacks: u64,
 }
 
+/// `(feature, variant, endpoint, outcome)`.
+pub type CounterKey<'a> = (&'a str, &'a str, &'a str, &'a str);
+
 /// Separates the parts of a counter key (ASCII unit separator: not in any name).
 const KEY_SEPARATOR: &str = "\u{1f}";
 
 impl Counters {
     /// `((feature, variant, endpoint, outcome), totals)`, sorted by key.
-    pub fn requests(&self) -> Vec<((&str, &str, &str, &str), &RequestTotals)> {
+    pub fn requests(&self) -> Vec<(CounterKey<'_>, &RequestTotals)> {
         let mut out: Vec<_> = self
             .requests
             .iter()

@@ -18,6 +18,8 @@ const UI_STATIC_FILES: [&str; 2] = ["index.html", "style.css"];
 /// What the build produced.
 pub struct Built {
     pub crossbar: PathBuf,
+    /// The simulators and load generator, for `xtask bench` and people.
+    #[allow(dead_code)]
     pub crossbar_sim: PathBuf,
     pub crossbar_desktop: PathBuf,
     pub ui_dist: PathBuf,

@@ -27,16 +27,13 @@ use router_core::routing::breaker::Transition;
 use router_core::telemetry::record::{BreakerEvent, RequestRecord, TelemetrySink};
 use sqlx::{Sqlite, Transaction};
 use tokio::sync::{mpsc, watch};
-use tokio::time::Instant;
 
 use super::{Store, from_nanos, to_nanos};
 
 /// Most records written in one transaction.
 pub const MAX_BATCH: usize = 1024;
-/// Longest a record waits for its batch to fill before it is written.
-pub const MAX_WAIT: Duration = Duration::from_millis(200);
-/// How long a batch gathers after its first record (well within [`MAX_WAIT`]).
-const GATHER: Duration = Duration::from_millis(50);
+/// How long a batch gathers after its first record before it is written.
+pub const GATHER: Duration = Duration::from_millis(50);
 /// Rows per multi-row statement, at most; smaller statements are powers of two, so a
 /// batch uses at most 7 distinct statements per table, each prepared once.
 const MAX_ROWS_PER_STATEMENT: usize = 64;
@@ -241,7 +238,7 @@ impl Store {
     }
 
     /// The endpoint that served (or last failed) a request, if the request is in the
-    /// ledger and reached one. A request is in the ledger at most [`MAX_WAIT`] plus a
+    /// ledger and reached one. A request is in the ledger at most [`GATHER`] plus a
     /// write after it finished.
     pub async fn request_endpoint(&self, request_id: &str) -> anyhow::Result<Option<String>> {
         let endpoint: Option<Option<String>> =
