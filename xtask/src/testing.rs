@@ -1,7 +1,7 @@
 //! `cargo xtask test`: the whole suite, as CI runs it.
 //!
-//! First every crate's unit and integration tests (the wasm console and the desktop
-//! shell have none and are built separately), then the end-to-end tests, which are
+//! First every crate's unit and integration tests (the desktop shell has none; the
+//! console's pure logic runs natively on its own), then the end-to-end tests, which are
 //! `#[ignore]`d in a plain `cargo test` because they need the built binaries, a browser
 //! and an X server. Both suites run even if the first fails, so one run reports
 //! everything; cargo's own `test result:` lines stay visible for CI.
@@ -28,6 +28,15 @@ pub fn test(ws: &Workspace) -> anyhow::Result<()> {
     if let Err(err) = unit {
         eprintln!("{err:#}");
         failed.push("unit and integration tests");
+    }
+    // The console's pure logic (percentages, diffs, formatting, grouping, the spend
+    // chart) runs natively too: its crate is an rlib as well as the wasm cdylib.
+    let console = step("test: console logic (native)", || {
+        run(&mut ws.cargo(["test", "-p", "ui", "--lib"]))
+    });
+    if let Err(err) = console {
+        eprintln!("{err:#}");
+        failed.push("console logic tests");
     }
 
     let e2e = step("test: end-to-end tests (browser, desktop)", || {
