@@ -69,6 +69,10 @@ pub struct DemoArgs {
     /// Seconds between the starts of two incident cycles.
     #[arg(long, default_value_t = 240)]
     pub incident_cycle_seconds: u64,
+    /// Days of synthetic past traffic written to the ledger at start, so the spend
+    /// view has a history (0: none).
+    #[arg(long, default_value_t = 3)]
+    pub history_days: u32,
 }
 
 static IDENTITY_PORT: OnceLock<u16> = OnceLock::new();
@@ -432,6 +436,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("crossbar demo: ready");
 
     let mut tasks = Vec::new();
+    if args.history_days > 0 {
+        let state = server.state.clone();
+        let days = args.history_days;
+        tasks.push(tokio::spawn(async move {
+            let written = backfill(&state, days).await;
+            println!("crossbar demo: history: {written} past requests over {days} day(s) written to the ledger");
+        }));
+    }
     if args.rps > 0.0 {
         tasks.push(tokio::spawn(traffic(
             base.clone(),
@@ -452,6 +464,119 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     sim.shutdown().await;
     Ok(())
+}
+
+/// Writes `days` of synthetic past traffic through the ledger, exactly as live
+/// requests are recorded (rows, rollups, costs from the endpoints' prices), so the
+/// spend view shows a week's shape on a demo started a minute ago. About 0.4
+/// requests per second on average with the daily rhythm; provisioned capacity spills
+/// at the daily peak; a few requests fail or fall back.
+async fn backfill(state: &crate::AppState, days: u32) -> u64 {
+    use router_core::api::Usage;
+    use router_core::cost::token_cost;
+    use router_core::telemetry::record::{AttemptRecord, RequestRecord};
+
+    const DAY_MS: i64 = 86_400_000;
+    let snapshot = state.router.snapshot();
+    let config = snapshot.config.clone();
+    let now = crate::unix_ms();
+    let start = now - i64::from(days) * DAY_MS;
+    let features = [
+        ("summarize", "docs", 0.35),
+        ("recap", "meetings", 0.25),
+        ("search-answer", "search", 0.30),
+        ("extract", "compliance", 0.10),
+    ];
+    let mut rng = fastrand::Rng::with_seed(2026);
+    let mut written = 0u64;
+    let mut minute = start - start % 60_000;
+    while minute < now - 60_000 {
+        // The rhythm follows the wall clock (UTC): quiet nights, a peak at lunch.
+        let t = (minute.rem_euclid(DAY_MS) as f64) / 1000.0;
+        let per_minute = daily_rate(0.4, t, 86_400.0) * 60.0;
+        let n = per_minute.floor() as u64 + u64::from(rng.f64() < per_minute.fract());
+        for _ in 0..n {
+            let mut roll = rng.f64();
+            let (feature_name, team, _) = *features
+                .iter()
+                .find(|(_, _, share)| {
+                    roll -= share;
+                    roll < 0.0
+                })
+                .unwrap_or(&features[0]);
+            let Some(feature) = config.feature(feature_name) else {
+                continue;
+            };
+            let user = format!("user-{}", rng.u32(..400));
+            let variant =
+                router_core::routing::select::select_variant(feature, Some(&user), rng.f64());
+            // Mostly the primary; now and then a backup; at the daily peak the
+            // provisioned primary spills to its on-demand sibling.
+            let depth = usize::from(rng.f64() < 0.03 && variant.binding.len() > 1);
+            let mut endpoint = config.endpoint(variant.binding[depth]);
+            let mut spilled = false;
+            if let (Some(sibling), true) = (endpoint.spill_to, per_minute > 30.0 && rng.f64() < 0.3)
+            {
+                endpoint = config.endpoint(sibling);
+                spilled = true;
+            }
+            let failed = rng.f64() < 0.01;
+            let usage = if failed {
+                Usage::default()
+            } else {
+                Usage::new(30 + rng.u32(..800), 40 + rng.u32(..360), None)
+            };
+            let provisioned = endpoint.config.is_provisioned();
+            let stream = rng.f64() < 0.4;
+            let latency = 400.0 + rng.f64() * 2_600.0;
+            let outcome = if failed { "upstream_error" } else { "ok" };
+            let at_ms = minute + rng.i64(0..60_000);
+            state.ledger.record(RequestRecord {
+                request_id: format!("hist_{at_ms:x}_{:08x}", rng.u32(..)),
+                at_ms,
+                team: team.into(),
+                key_id: format!("demo-{team}"),
+                feature: feature_name.into(),
+                variant: variant.name.clone(),
+                config_version: snapshot.version,
+                stream,
+                endpoint: Some(endpoint.config.name.clone()),
+                provider: Some(endpoint.config.provider.as_str().into()),
+                region: Some(endpoint.config.region.clone()),
+                geography: Some(endpoint.config.geography.clone()),
+                provisioned,
+                spilled,
+                fallback_depth: depth as u32,
+                outcome: outcome.into(),
+                status: if failed { 502 } else { 200 },
+                latency_ms: latency,
+                ttft_ms: stream.then(|| 150.0 + rng.f64() * 450.0),
+                prompt_tokens: u64::from(usage.prompt_tokens),
+                completion_tokens: u64::from(usage.completion_tokens),
+                cached_tokens: 0,
+                cost: token_cost(&endpoint.config.pricing, &usage, provisioned),
+                attempts: vec![AttemptRecord {
+                    endpoint: endpoint.config.name.clone(),
+                    outcome: outcome.into(),
+                    latency_ms: latency,
+                    ttft_ms: None,
+                    upstream_status: Some(if failed { 500 } else { 200 }),
+                    retry: false,
+                    spilled,
+                    message: None,
+                }],
+                prompt_text: None,
+                completion_text: None,
+            });
+            written += 1;
+            // Keep well inside the ledger queue: live traffic shares it.
+            while state.ledger.stats().queued > 10_000 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        minute += 60_000;
+    }
+    written
 }
 
 /// What the incident script needs of the simulators.

@@ -60,6 +60,9 @@ pub struct DemoOptions {
     pub rps: f64,
     /// Scripted incidents (they start 40 s in; most tests are shorter than that).
     pub incidents: bool,
+    /// Days of synthetic history the demo writes to the ledger at start (the spend
+    /// view's past); 0 keeps the machine quiet for timing-sensitive tests.
+    pub history_days: u32,
 }
 
 impl Default for DemoOptions {
@@ -67,6 +70,7 @@ impl Default for DemoOptions {
         Self {
             rps: 0.0,
             incidents: false,
+            history_days: 0,
         }
     }
 }
@@ -93,7 +97,8 @@ impl Demo {
         command
             .args(["demo", "--listen", "127.0.0.1:0", "--ui-dir"])
             .arg(&ui_dist)
-            .args(["--rps", &options.rps.to_string()]);
+            .args(["--rps", &options.rps.to_string()])
+            .args(["--history-days", &options.history_days.to_string()]);
         if !options.incidents {
             command.arg("--no-incidents");
         }

@@ -62,6 +62,8 @@ fn admin_sees_every_endpoint_and_the_spend() -> anyhow::Result<()> {
         "browser-overview-demo",
         &DemoOptions {
             rps: 4.0,
+            // A day of past traffic for the spend view.
+            history_days: 1,
             ..DemoOptions::default()
         },
     )?;
@@ -119,6 +121,21 @@ fn admin_sees_every_endpoint_and_the_spend() -> anyhow::Result<()> {
         total.chars().any(|c| c.is_ascii_digit() && c != '0'),
         "the spend total shows no cost: {total:?}"
     );
+    // The demo's day of history: once the ledger has it, the 24 h view shows the
+    // daily rhythm (what a platform lead opens first).
+    wait_until(
+        Duration::from_secs(90),
+        "the demo's history in the ledger",
+        || {
+            let ready: Value = reqwest::blocking::get(format!("{}/readyz", demo.url))?.json()?;
+            let written = ready["ledger"]["written"].as_u64().unwrap_or(0);
+            Ok((written > 10_000 && ready["ledger"]["queued"].as_u64() == Some(0)).then_some(()))
+        },
+    )?;
+    session.click_on("[data-preset=\"day\"]", UI_TIMEOUT)?;
+    wait_until(UI_TIMEOUT, "the 24 h spend chart", || {
+        Ok(session.find("#spend-chart svg")?.is_some().then_some(()))
+    })?;
     save_screenshot(&session, "browser-spend.png")?;
     Ok(())
 }

@@ -69,6 +69,8 @@ fn desktop_console_connects_to_a_running_router() -> anyhow::Result<()> {
         "desktop-demo",
         &DemoOptions {
             rps: 4.0,
+            // A day of past traffic for the spend view.
+            history_days: 1,
             ..DemoOptions::default()
         },
     )?;
