@@ -41,6 +41,17 @@ impl From<Error> for ApiError {
     }
 }
 
+/// A request routing could not serve: its error, and the route headers so far.
+impl From<router_core::routing::engine::Failure> for ApiError {
+    fn from(f: router_core::routing::engine::Failure) -> Self {
+        Self {
+            error: f.error,
+            route: Some(f.route),
+            request_id: None,
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status =
@@ -229,15 +240,7 @@ async fn handle_chat(
 
     if request.is_stream() {
         let include_usage = request.include_usage();
-        let served = state
-            .router
-            .chat_stream(&ctx, &request)
-            .await
-            .map_err(|f| ApiError {
-                error: f.error,
-                route: Some(f.route),
-                request_id: None,
-            })?;
+        let served = state.router.chat_stream(&ctx, &request).await?;
         // Chunks as SSE events; `[DONE]` only after a clean end, and an error event
         // (after the first token nothing can fail over) is the stream's last word.
         let events = futures_util::stream::unfold(Some(served.value), move |stream| async move {
@@ -275,15 +278,7 @@ async fn handle_chat(
         return Ok(response);
     }
 
-    let served = state
-        .router
-        .chat(&ctx, &request)
-        .await
-        .map_err(|f| ApiError {
-            error: f.error,
-            route: Some(f.route),
-            request_id: None,
-        })?;
+    let served = state.router.chat(&ctx, &request).await?;
     let mut response = axum::Json(served.value).into_response();
     set(response.headers_mut(), "x-request-id", id);
     route_headers(response.headers_mut(), &served.route);

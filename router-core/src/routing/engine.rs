@@ -384,18 +384,18 @@ impl Router {
         request: &ChatRequest,
     ) -> Result<Served<ChatResponse>, Failure> {
         let mut run = self.begin(ctx, request, false)?;
-        while let Some(step) = run.next_attempt(self) {
-            let (candidate, retry) = step;
-            let snapshot = run.snapshot.clone();
+        while let Some(attempt) = self.next_attempt(&mut run, request, false) {
+            let Attempt {
+                candidate,
+                retry,
+                snapshot,
+                provider,
+                state,
+                timeout,
+                guard,
+                started,
+            } = attempt;
             let endpoint = snapshot.config.endpoint(candidate.endpoint);
-            let provider = snapshot.providers[candidate.endpoint].clone();
-            let state = snapshot.states[candidate.endpoint].clone();
-            let Some(timeout) = run.attempt_timeout(self) else {
-                run.deadline_exceeded();
-                break;
-            };
-            let guard = AttemptGuard::start(self, &state, request);
-            let started = self.clock.now();
             let result = match tokio::time::timeout(timeout, provider.chat(request)).await {
                 Ok(result) => result,
                 Err(_) => Err(Error::new(
@@ -427,22 +427,15 @@ impl Router {
                     });
                 }
                 Err(error) => {
-                    guard.finish(self, 0);
-                    let error = error.at(endpoint.config.provider.as_str(), &endpoint.config.name);
-                    self.observe(
-                        &state,
-                        Sample {
-                            outcome: classify(error.kind, endpoint.config.is_provisioned()),
-                            latency,
-                            ttft: None,
-                            tokens: 0,
-                            spilled: candidate.spilled_from.is_some(),
-                        },
-                    );
-                    if let Some(final_error) = run
-                        .attempt_failed(self, candidate, retry, latency, None, error)
-                        .await
-                    {
+                    let failed = Failed {
+                        candidate,
+                        retry,
+                        state,
+                        guard,
+                        latency,
+                        ttft: None,
+                    };
+                    if let Some(final_error) = self.failed(&mut run, failed, error).await {
                         return Err(run.finish_err(self, final_error));
                     }
                 }
@@ -460,18 +453,18 @@ impl Router {
         request: &ChatRequest,
     ) -> Result<Served<RoutedStream>, Failure> {
         let mut run = self.begin(ctx, request, true)?;
-        while let Some(step) = run.next_attempt(self) {
-            let (candidate, retry) = step;
-            let snapshot = run.snapshot.clone();
+        while let Some(attempt) = self.next_attempt(&mut run, request, true) {
+            let Attempt {
+                candidate,
+                retry,
+                snapshot,
+                provider,
+                state,
+                timeout,
+                guard,
+                started,
+            } = attempt;
             let endpoint = snapshot.config.endpoint(candidate.endpoint);
-            let provider = snapshot.providers[candidate.endpoint].clone();
-            let state = snapshot.states[candidate.endpoint].clone();
-            let Some(timeout) = run.ttft_timeout(self) else {
-                run.deadline_exceeded();
-                break;
-            };
-            let guard = AttemptGuard::start(self, &state, request);
-            let started = self.clock.now();
             let ttft_deadline = self.clock.instant(started + timeout);
             // Open the stream and read up to its first output chunk, all within the
             // TTFT timeout. Nothing has reached the client yet: failover is still free.
@@ -533,23 +526,18 @@ impl Router {
                     });
                 }
                 Err(error) => {
-                    guard.finish(self, 0);
-                    let error = error.at(endpoint.config.provider.as_str(), &endpoint.config.name);
+                    // A TTFT timeout is itself a first-token sample: the slowness the
+                    // breaker's TTFT p90 must see.
                     let ttft = (error.kind == ErrorKind::Timeout).then_some(first);
-                    self.observe(
-                        &state,
-                        Sample {
-                            outcome: classify(error.kind, endpoint.config.is_provisioned()),
-                            latency: first,
-                            ttft,
-                            tokens: 0,
-                            spilled: candidate.spilled_from.is_some(),
-                        },
-                    );
-                    if let Some(final_error) = run
-                        .attempt_failed(self, candidate, retry, first, ttft, error)
-                        .await
-                    {
+                    let failed = Failed {
+                        candidate,
+                        retry,
+                        state,
+                        guard,
+                        latency: first,
+                        ttft,
+                    };
+                    if let Some(final_error) = self.failed(&mut run, failed, error).await {
                         return Err(run.finish_err(self, final_error));
                     }
                 }
@@ -557,6 +545,57 @@ impl Router {
         }
         let error = run.exhausted();
         Err(run.finish_err(self, error))
+    }
+
+    /// The next attempt of `run` — a retry of the same candidate or the next one —
+    /// with its timeout (the TTFT timeout for a stream), or `None` when the
+    /// candidates or the deadline are exhausted.
+    fn next_attempt(&self, run: &mut Run, request: &ChatRequest, stream: bool) -> Option<Attempt> {
+        let (candidate, retry) = run.next_attempt(self)?;
+        let timeout = if stream {
+            run.ttft_timeout(self)
+        } else {
+            run.attempt_timeout(self)
+        };
+        let Some(timeout) = timeout else {
+            run.deadline_exceeded();
+            return None;
+        };
+        let snapshot = run.snapshot.clone();
+        let provider = snapshot.providers[candidate.endpoint].clone();
+        let state = snapshot.states[candidate.endpoint].clone();
+        let guard = AttemptGuard::start(self, &state, request);
+        Some(Attempt {
+            candidate,
+            retry,
+            snapshot,
+            provider,
+            state,
+            timeout,
+            guard,
+            started: self.clock.now(),
+        })
+    }
+
+    /// A failed attempt: its reservation released, the error tagged with the
+    /// endpoint, the endpoint's breaker told, then [`Run::attempt_failed`] decides
+    /// what follows. `Some(error)` ends the request.
+    async fn failed(&self, run: &mut Run, f: Failed, error: Error) -> Option<Error> {
+        f.guard.finish(self, 0);
+        let endpoint = &run.snapshot.config.endpoint(f.candidate.endpoint).config;
+        let error = error.at(endpoint.provider.as_str(), &endpoint.name);
+        self.observe(
+            &f.state,
+            Sample {
+                outcome: classify(error.kind, endpoint.is_provisioned()),
+                latency: f.latency,
+                ttft: f.ttft,
+                tokens: 0,
+                spilled: f.candidate.spilled_from.is_some(),
+            },
+        );
+        run.attempt_failed(self, f.candidate, f.retry, f.latency, f.ttft, error)
+            .await
     }
 
     /// The routing decision for one request, without sending anything: the variant
@@ -738,6 +777,28 @@ impl Gate for LiveGate<'_> {
             .as_mut()
             .is_none_or(|c| c.fits(self.now, estimate))
     }
+}
+
+/// One attempt about to be made.
+struct Attempt {
+    candidate: Candidate,
+    retry: bool,
+    snapshot: Arc<Snapshot>,
+    provider: Arc<dyn ChatProvider>,
+    state: Arc<EndpointState>,
+    timeout: Duration,
+    guard: AttemptGuard,
+    started: Duration,
+}
+
+/// What is known of an attempt that failed.
+struct Failed {
+    candidate: Candidate,
+    retry: bool,
+    state: Arc<EndpointState>,
+    guard: AttemptGuard,
+    latency: Duration,
+    ttft: Option<Duration>,
 }
 
 /// Counts an attempt in flight and reserves its estimated tokens on a provisioned
