@@ -477,3 +477,63 @@ fn version_in(text: &str) -> anyhow::Result<i64> {
         .parse()
         .with_context(|| format!("no version number in {text:?}"))
 }
+
+/// A product owner adds a variant to an experiment: the browser validates it with the
+/// server's rules (a variant needs a binding) next to the field and will not publish;
+/// removing it again gives its share back and leaves nothing to publish.
+#[test]
+#[ignore = "needs built UI, chromium, Xvfb: run via cargo xtask test"]
+fn a_new_variant_is_validated_in_the_browser_before_it_can_be_published() -> anyhow::Result<()> {
+    let _serial = serial();
+    let demo = Demo::start("browser-variant-demo", &DemoOptions::default())?;
+    let chromium = Chromium::start("browser-variant-chromedriver")?;
+    let session = chromium.session()?;
+    console::open_and_sign_in(
+        &session,
+        &demo.console_url(),
+        demo.token("experimenter"),
+        "experimenter",
+        "Chromium",
+    )?;
+    console::wait_for_overview(&session, &demo::ENDPOINTS)?;
+    console::open_feature(&session, "recap")?;
+    session.wait_for("#feature-editor", UI_TIMEOUT)?;
+
+    console::type_into(&session, "#new-variant-name", "haiku")?;
+    session.click_on("#add-variant", UI_TIMEOUT)?;
+    session.wait_for("input[data-variant=\"haiku\"]", UI_TIMEOUT)?;
+    // The new variant has no binding yet: the validator says so next to it.
+    let problem = session
+        .wait_for_text("[data-variant-row=\"haiku\"] .field-problems", UI_TIMEOUT)
+        .with_context(|| format!("the page reads: {}", console::page_text(&session)))?;
+    ensure!(
+        problem.contains("at least one endpoint"),
+        "unexpected problem next to the new variant: {problem:?}"
+    );
+    let publish = session.wait_for("#publish-button", UI_TIMEOUT)?;
+    ensure!(
+        !session.is_enabled(&publish)?,
+        "publish is enabled with an invalid variant"
+    );
+    let sum = session.wait_for_text("#split-sum", UI_TIMEOUT)?;
+    ensure!(
+        sum.contains("100"),
+        "the split no longer sums to 100: {sum:?}"
+    );
+
+    // Removed again: nothing left to publish, and the server never saw it.
+    session.click_on("[data-remove-variant=\"haiku\"]", UI_TIMEOUT)?;
+    wait_until(UI_TIMEOUT, "the variant to go", || {
+        Ok(session
+            .find("input[data-variant=\"haiku\"]")?
+            .is_none()
+            .then_some(()))
+    })?;
+    let diff = session.wait_for_text("#edit-diff", UI_TIMEOUT)?;
+    ensure!(diff.contains("No changes"), "changes remain: {diff:?}");
+    ensure!(
+        demo.active_config()?["version"] == 1,
+        "a version was published"
+    );
+    Ok(())
+}

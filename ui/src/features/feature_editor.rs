@@ -1,6 +1,6 @@
 use leptos::prelude::*;
 use router_core::admin::{ConfigVersion, FeatureEdit, PublishResult};
-use router_core::config::{Problem, Problems};
+use router_core::config::{ExperimentConfig, Problem, Problems, VariantConfig};
 
 use super::binding_editor::{BindingEditor, EndpointChoice};
 use super::draft::{self, Draft, feature_path};
@@ -205,10 +205,50 @@ pub fn FeatureEditor(
                             choices=choices
                             problems=problems
                         />
+                        <button
+                            id="end-experiment"
+                            type="button"
+                            class="small"
+                            title="Serve the feature's own binding again (it must not be empty)"
+                            on:click=move |_| update(Box::new(|d| d.experiment = None))
+                        >
+                            "End the experiment"
+                        </button>
                     }
                         .into_any()
                 } else {
-                    view! { <p class="muted small-text">"This feature runs no experiment."</p> }.into_any()
+                    view! {
+                        <p class="muted small-text">"This feature runs no experiment."</p>
+                        <button
+                            id="start-experiment"
+                            type="button"
+                            class="small"
+                            title="Split traffic between the current binding (control, 100 %) and a new variant (0 %)"
+                            on:click=move |_| {
+                                let feature = name.get_value();
+                                update(Box::new(move |d| {
+                                    d.experiment = Some(ExperimentConfig {
+                                        id: format!("{feature}-experiment"),
+                                        variants: vec![
+                                            VariantConfig {
+                                                name: "control".into(),
+                                                percent: 100.0,
+                                                binding: d.binding.clone(),
+                                            },
+                                            VariantConfig {
+                                                name: "treatment".into(),
+                                                percent: 0.0,
+                                                binding: Vec::new(),
+                                            },
+                                        ],
+                                    });
+                                }))
+                            }
+                        >
+                            "Start an experiment"
+                        </button>
+                    }
+                        .into_any()
                 }
             }}
             {move || {

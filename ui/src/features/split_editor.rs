@@ -1,5 +1,5 @@
 use leptos::prelude::*;
-use router_core::config::{ExperimentConfig, Problem, Problems};
+use router_core::config::{ExperimentConfig, Problem, Problems, VariantConfig};
 
 use super::binding_editor::{BindingEditor, EndpointChoice};
 use crate::components::FieldProblems;
@@ -62,6 +62,13 @@ pub fn SplitEditor(
         let vpath = format!("{}.variants.{name}", path.get_value());
         let percent_path = format!("{vpath}.percent");
         let binding_path = format!("{vpath}.binding");
+        // A binding with a problem is shown open, so the problem is seen.
+        let binding_bad = {
+            let at = binding_path.clone();
+            Signal::derive(move || {
+                problems.with(|all| Problems(all.clone()).under(&at).next().is_some())
+            })
+        };
         let percent_problems = Signal::derive(move || {
             problems.with(|all| {
                 Problems(all.clone())
@@ -95,10 +102,32 @@ pub fn SplitEditor(
             }
         };
         let obs_name = name.clone();
+        let remove = move |_| {
+            let mut e = experiment.get_untracked();
+            if e.variants.len() > 1 && k < e.variants.len() {
+                let next =
+                    percent::remove(&e.variants.iter().map(|v| v.percent).collect::<Vec<_>>(), k);
+                e.variants.remove(k);
+                for (v, p) in e.variants.iter_mut().zip(next) {
+                    v.percent = p;
+                }
+                on_change.run(e);
+            }
+        };
         view! {
             <div class="variant" data-variant-row=name.clone()>
                 <div class="variant-line">
                     <strong class="variant-name">{name.clone()}</strong>
+                    <button
+                        type="button"
+                        class="small icon danger variant-remove"
+                        data-remove-variant=name.clone()
+                        title="Remove this variant (its share goes to the last remaining one)"
+                        disabled=move || names.with(|n| n.len() <= 1)
+                        on:click=remove
+                    >
+                        "✕"
+                    </button>
                     <input
                         type="number"
                         class="percent-input"
@@ -131,7 +160,7 @@ pub fn SplitEditor(
                     </span>
                 </div>
                 <FieldProblems problems=percent_problems />
-                <details class="variant-binding">
+                <details class="variant-binding" prop:open=move || binding_bad.get()>
                     <summary>{move || format!("binding: {}", binding.get().join(" → "))}</summary>
                     <BindingEditor
                         path=binding_path.clone()
@@ -145,6 +174,23 @@ pub fn SplitEditor(
         }
     };
     let rows = move || names.get().into_iter().enumerate().collect::<Vec<_>>();
+    // A new variant starts at 0 % with no binding: the validator asks for one before
+    // it can be published, and its share is then moved over with the inputs.
+    let new_name = RwSignal::new(String::new());
+    let add = move |_| {
+        let name = new_name.get_untracked().trim().to_owned();
+        if name.is_empty() {
+            return;
+        }
+        let mut e = experiment.get_untracked();
+        e.variants.push(VariantConfig {
+            name,
+            percent: 0.0,
+            binding: Vec::new(),
+        });
+        on_change.run(e);
+        new_name.set(String::new());
+    };
 
     view! {
         <div class="split-editor">
@@ -170,6 +216,18 @@ pub fn SplitEditor(
                 key=|(k, name): &(usize, String)| (*k, name.clone())
                 children=row
             />
+            <div class="variant-add">
+                <input
+                    id="new-variant-name"
+                    type="text"
+                    placeholder="new variant name"
+                    prop:value=move || new_name.get()
+                    on:input=move |ev| new_name.set(event_target_value(&ev))
+                />
+                <button id="add-variant" type="button" on:click=add>
+                    "Add variant"
+                </button>
+            </div>
         </div>
     }
 }

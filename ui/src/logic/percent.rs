@@ -39,6 +39,20 @@ pub fn rebalance(percents: &[f64], changed: usize, requested: f64) -> Vec<f64> {
     out
 }
 
+/// The percentages after variant `removed` is taken out: its share goes to the last
+/// remaining variant (the one that gives way when editing), so the total stays 100.
+pub fn remove(percents: &[f64], removed: usize) -> Vec<f64> {
+    let mut out: Vec<f64> = percents.to_vec();
+    if removed >= out.len() {
+        return out;
+    }
+    let share = out.remove(removed);
+    if let Some(last) = out.last_mut() {
+        *last = round2(*last + share);
+    }
+    out
+}
+
 /// The sum of the percentages, rounded for display.
 pub fn total(percents: &[f64]) -> f64 {
     round2(percents.iter().sum())
@@ -52,6 +66,15 @@ pub fn sums_to_100(percents: &[f64]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn removing_a_variant_gives_its_share_to_the_last_remaining_one() {
+        assert_eq!(remove(&[50.0, 30.0, 20.0], 1), vec![50.0, 50.0]);
+        assert_eq!(remove(&[50.0, 30.0, 20.0], 2), vec![50.0, 50.0]);
+        assert_eq!(remove(&[80.0, 20.0], 0), vec![100.0]);
+        assert_eq!(remove(&[100.0], 0), Vec::<f64>::new());
+        assert_eq!(remove(&[60.0, 40.0], 5), vec![60.0, 40.0]);
+    }
 
     #[test]
     fn editing_one_variant_moves_the_last_other_one() {
