@@ -104,6 +104,18 @@ pub enum Action {
     ManageKeys,
 }
 
+impl Action {
+    pub const ALL: [Action; 7] = [
+        Action::Read,
+        Action::Override,
+        Action::Feedback,
+        Action::EditFeature,
+        Action::Rollback,
+        Action::Publish,
+        Action::ManageKeys,
+    ];
+}
+
 /// Who is signed in: `GET /admin/v1/whoami`.
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

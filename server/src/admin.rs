@@ -6,7 +6,6 @@
 //! The routes are declared once, in [`ROUTES`], which both builds the axum router and
 //! generates the OpenAPI document (`/admin/v1/openapi.json`), so the two cannot drift.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -572,19 +571,10 @@ async fn openapi() -> Json<serde_json::Value> {
 }
 
 async fn whoami(caller: Caller) -> Json<WhoAmI> {
-    let actions = [
-        Action::Read,
-        Action::Override,
-        Action::Feedback,
-        Action::EditFeature,
-        Action::Rollback,
-        Action::Publish,
-        Action::ManageKeys,
-    ];
     Json(WhoAmI {
         name: caller.0.name.clone(),
         role: caller.0.role,
-        permissions: actions
+        permissions: Action::ALL
             .into_iter()
             .filter(|a| caller.0.role.may(*a))
             .collect(),
@@ -1154,14 +1144,6 @@ async fn revoke_key(
         .await?;
     state.keys.reload().await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Which roles may call each route, as a table for docs and tests.
-pub fn permissions() -> HashMap<(&'static str, &'static str), Action> {
-    ROUTES
-        .iter()
-        .map(|r| ((r.method, r.path), r.action))
-        .collect()
 }
 
 #[cfg(test)]

@@ -149,43 +149,32 @@ pub async fn load_or_seed(
                 .await?;
         }
     }
-    let author = |f: &ConfigFile| format!("file:{}", f.path.display());
     match (store.active_config().await?, file) {
         (None, None) => {
             bail!("the store has no configuration yet: start with `--config FILE` to seed it")
         }
         (None, Some(file)) => {
-            let (v, _) = store
-                .publish_config(NewVersion {
-                    config: &file.router,
-                    author: &author(file),
-                    role: "admin",
-                    action: "seed",
-                    target: "config",
-                    message: "seeded from the configuration file",
-                    base_version: None,
-                    restored_from: None,
-                })
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let (v, _) = publish(
+                store,
+                file,
+                "seed",
+                "seeded from the configuration file",
+                None,
+            )
+            .await?;
             tracing::info!(version = v.version, file = %file.path.display(), "store seeded from the configuration file");
             Ok((v.version, v.config))
         }
         (Some(active), Some(file)) if active.config != file.router => {
             if publish_file {
-                let (v, changes) = store
-                    .publish_config(NewVersion {
-                        config: &file.router,
-                        author: &author(file),
-                        role: "admin",
-                        action: "publish",
-                        target: "config",
-                        message: "published from the configuration file (--publish-config)",
-                        base_version: Some(active.version),
-                        restored_from: None,
-                    })
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let (v, changes) = publish(
+                    store,
+                    file,
+                    "publish",
+                    "published from the configuration file (--publish-config)",
+                    Some(active.version),
+                )
+                .await?;
                 tracing::info!(
                     version = v.version,
                     changes = changes.len(),
@@ -204,6 +193,32 @@ pub async fn load_or_seed(
         }
         (Some(active), _) => Ok((active.version, active.config)),
     }
+}
+
+/// Publishes the file's routing configuration as a new version, authored by the file.
+async fn publish(
+    store: &Store,
+    file: &ConfigFile,
+    action: &str,
+    message: &str,
+    base_version: Option<i64>,
+) -> anyhow::Result<(
+    router_core::admin::ConfigVersion,
+    Vec<router_core::admin::Change>,
+)> {
+    store
+        .publish_config(NewVersion {
+            config: &file.router,
+            author: &format!("file:{}", file.path.display()),
+            role: "admin",
+            action,
+            target: "config",
+            message,
+            base_version,
+            restored_from: None,
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 #[cfg(test)]

@@ -252,16 +252,9 @@ async fn handle_chat(
                         if chunk.choices.is_empty() && chunk.usage.is_some() && !include_usage {
                             continue;
                         }
-                        let json = serde_json::to_string(&chunk).unwrap_or_default();
-                        Some((
-                            Ok::<_, Infallible>(Bytes::from(format!("data: {json}\n\n"))),
-                            Some(stream),
-                        ))
+                        Some((Ok::<_, Infallible>(sse_data(&chunk)), Some(stream)))
                     }
-                    Some(Err(e)) => Some((
-                        Ok(Bytes::from(format!("data: {}\n\n", e.to_openai_json()))),
-                        None,
-                    )),
+                    Some(Err(e)) => Some((Ok(sse_data(&e.to_openai_json())), None)),
                     None => Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), None)),
                 };
             }
@@ -283,6 +276,18 @@ async fn handle_chat(
     set(response.headers_mut(), "x-request-id", id);
     route_headers(response.headers_mut(), &served.route);
     Ok(response)
+}
+
+/// One SSE event, `data: <json>\n\n`, serialised straight into its buffer (one
+/// allocation per streamed chunk).
+fn sse_data(value: &impl serde::Serialize) -> Bytes {
+    let mut buffer = Vec::with_capacity(256);
+    buffer.extend_from_slice(b"data: ");
+    // Writing into a Vec cannot fail, and these types serialise without error (no
+    // maps with non-string keys).
+    let _ = serde_json::to_writer(&mut buffer, value);
+    buffer.extend_from_slice(b"\n\n");
+    Bytes::from(buffer)
 }
 
 /// Reads and discards what the client is still sending (up to a bound), so that it

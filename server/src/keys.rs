@@ -16,18 +16,8 @@ use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 use router_core::admin::{GatewayKeyInfo, Role};
 use router_core::api::{Error, ErrorKind};
-use sha2::{Digest, Sha256};
 
-use crate::store::Store;
-
-pub fn sha256_hex(secret: &str) -> String {
-    let digest = Sha256::digest(secret.as_bytes());
-    let mut out = String::with_capacity(64);
-    for b in digest {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
-}
+use crate::store::{Store, sha256_hex};
 
 /// A resolved admin caller.
 #[derive(Debug, Clone)]
@@ -40,7 +30,8 @@ type Limiter = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>
 
 /// The in-memory view of keys and tokens.
 pub struct Keys {
-    gateway: ArcSwap<HashMap<String, GatewayKeyInfo>>,
+    /// Shared values: the hot path takes a reference count, not a copy of four strings.
+    gateway: ArcSwap<HashMap<String, Arc<GatewayKeyInfo>>>,
     admin: ArcSwap<HashMap<String, AdminIdentity>>,
     store: Store,
     /// Per-key and per-team request limits (requests per minute), and per-team token
@@ -69,12 +60,13 @@ impl Keys {
 
     /// Re-reads keys and tokens from the store.
     pub async fn reload(&self) -> anyhow::Result<()> {
-        let gateway: HashMap<String, GatewayKeyInfo> = self
+        let gateway: HashMap<String, Arc<GatewayKeyInfo>> = self
             .store
             .gateway_key_hashes()
             .await?
             .into_iter()
             .filter(|(_, k)| !k.revoked)
+            .map(|(hash, k)| (hash, Arc::new(k)))
             .collect();
         let admin: HashMap<String, AdminIdentity> = self
             .store
@@ -103,7 +95,7 @@ impl Keys {
         })
     }
 
-    pub fn gateway_key(&self, secret: &str) -> Option<GatewayKeyInfo> {
+    pub fn gateway_key(&self, secret: &str) -> Option<Arc<GatewayKeyInfo>> {
         self.gateway.load().get(&sha256_hex(secret)).cloned()
     }
 

@@ -54,6 +54,8 @@ use tokio::sync::broadcast;
 use tower_http::cors::CorsLayer;
 use tower_http::services::{ServeDir, ServeFile};
 
+pub use router_core::telemetry::record::unix_ms;
+
 use crate::keys::Keys;
 use crate::live::{Live, ServerSink};
 use crate::store::{LedgerHandle, Store};
@@ -153,12 +155,6 @@ pub fn check_ui_dir(ui_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// How to start: where the configuration comes from and where state lives.
 pub struct Options {
     pub listen: SocketAddr,
@@ -199,7 +195,7 @@ impl Server {
                 .insert_admin_token_hash(
                     "bootstrap",
                     router_core::admin::Role::Admin,
-                    &keys::sha256_hex(token),
+                    &store::sha256_hex(token),
                 )
                 .await?;
         }

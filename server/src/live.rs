@@ -16,7 +16,7 @@ use router_core::telemetry::record::{BreakerEvent, RequestRecord, TelemetrySink}
 use rust_decimal::Decimal;
 use tokio::sync::broadcast;
 
-use crate::store::LedgerHandle;
+use crate::store::{LedgerHandle, is_error};
 
 /// Seconds of history in the live feature windows.
 pub const LIVE_WINDOW_S: u64 = 60;
@@ -55,7 +55,7 @@ pub struct Counters {
     /// `feature␟variant␟endpoint␟outcome` → totals (one joined key: a lookup builds
     /// one small string instead of cloning four; see [`Counters::requests`]).
     requests: HashMap<String, RequestTotals>,
-    /// Latency histogram per feature, for percentile gauges.
+    /// (endpoint, state entered) → breaker transitions.
     pub transitions: BTreeMap<(String, String), u64>,
 }
 
@@ -98,7 +98,6 @@ impl Counters {
 /// One feature's last minute, one slot per second.
 struct FeatureRing {
     slots: Vec<Slot>,
-    head_second: i64,
 }
 
 #[derive(Default, Clone)]
@@ -119,7 +118,6 @@ impl FeatureRing {
     fn new() -> Self {
         Self {
             slots: vec![Slot::default(); LIVE_WINDOW_S as usize],
-            head_second: 0,
         }
     }
 
@@ -132,13 +130,17 @@ impl FeatureRing {
                 ..Slot::default()
             };
         }
-        self.head_second = self.head_second.max(second);
         slot
     }
 }
 
-fn is_error(outcome: &str) -> bool {
-    outcome != "ok" && outcome != "cancelled"
+/// `map[key]`, inserted as the default if missing: copies `key` only the first time
+/// (this runs once per request on the hot path).
+fn entry<'m, V: Default>(map: &'m mut BTreeMap<String, V>, key: &str) -> &'m mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_owned(), V::default());
+    }
+    map.get_mut(key).expect("just inserted")
 }
 
 impl Live {
@@ -146,17 +148,18 @@ impl Live {
         let second = r.at_ms.div_euclid(1000);
         {
             let mut features = self.features.lock().expect("live lock");
-            let ring = features
-                .entry(r.feature.clone())
-                .or_insert_with(FeatureRing::new);
+            if !features.contains_key(&r.feature) {
+                features.insert(r.feature.clone(), FeatureRing::new());
+            }
+            let ring = features.get_mut(&r.feature).expect("just inserted");
             let slot = ring.slot(second);
             slot.requests += 1;
             let error = is_error(&r.outcome);
             if error {
                 slot.errors += 1;
-                *slot.errors_by_kind.entry(r.outcome.clone()).or_default() += 1;
+                *entry(&mut slot.errors_by_kind, &r.outcome) += 1;
             }
-            let v = slot.variants.entry(r.variant.clone()).or_default();
+            let v = entry(&mut slot.variants, &r.variant);
             v.0 += 1;
             v.1 += u64::from(error);
             if !error {

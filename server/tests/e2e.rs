@@ -21,6 +21,7 @@ use router_core::config::{
 };
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
+use server::store::sha256_hex;
 use sim::{AuthMode, EndpointSpec, Kind, Sim, SimConfig};
 
 const ROLES: [&str; 4] = ["viewer", "operator", "experimenter", "admin"];
@@ -60,14 +61,6 @@ impl Drop for Harness {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn sha256_hex(s: &str) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 fn price() -> Pricing {
@@ -777,15 +770,15 @@ async fn the_ledgers_spend_for_a_feature_equals_the_sum_of_its_requests_token_co
         expected.normalize(),
         "spend is exact, in decimals"
     );
-    let (_, metrics_status) = (
-        0,
-        h.http
-            .get(format!("{}/metrics", h.base))
-            .send()
-            .await
-            .unwrap(),
-    );
-    let metrics = metrics_status.text().await.unwrap();
+    let metrics = h
+        .http
+        .get(format!("{}/metrics", h.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("crossbar_requests_total{feature=\"summarize\",variant=\"default\",endpoint=\"primary\",outcome=\"ok\"} 25"), "{metrics}");
     assert!(metrics.contains("crossbar_ledger_records_total{fate=\"dropped\"} 0"));
 }

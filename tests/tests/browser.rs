@@ -304,18 +304,7 @@ fn experimenter_shifts_the_recap_split_and_rolls_it_back() -> anyhow::Result<()>
         Ok(session.is_enabled(&button)?.then_some(()))
     })?;
     session.click_on("#publish-button", UI_TIMEOUT)?;
-    let published = session.wait_for_text_where(
-        "#publish-result",
-        UI_TIMEOUT,
-        "the published version",
-        |t| t.contains("version "),
-    )?;
-    let version = version_in(&published)?;
-    ensure!(
-        version == base + 1,
-        "published {version}, expected {}: {published:?}",
-        base + 1
-    );
+    let version = reported_version(&session, "#publish-result", base + 1)?;
 
     // The admin API serves what the console published.
     let active = demo.active_config()?;
@@ -363,18 +352,7 @@ fn experimenter_shifts_the_recap_split_and_rolls_it_back() -> anyhow::Result<()>
         .context("the history does not list the published version")?;
     session.click_on(&format!("#rollback-button-{base}"), UI_TIMEOUT)?;
     session.click_on("#rollback-confirm", UI_TIMEOUT)?;
-    let rolled = session.wait_for_text_where(
-        "#rollback-result",
-        UI_TIMEOUT,
-        "the rollback's version",
-        |t| t.contains("version "),
-    )?;
-    let restored = version_in(&rolled)?;
-    ensure!(
-        restored == version + 1,
-        "the rollback published {restored}, expected {}: {rolled:?}",
-        version + 1
-    );
+    let restored = reported_version(&session, "#rollback-result", version + 1)?;
     let active = demo.active_config()?;
     ensure!(
         active["version"] == restored && active["restored_from"] == base,
@@ -467,6 +445,20 @@ fn viewer_cannot_publish() -> anyhow::Result<()> {
 }
 
 /// `N` from "Published version N." / "Rolled back: published as version N.".
+/// The version a publish or rollback result (`css`) reports, which must be
+/// `expected`.
+fn reported_version(session: &Session<'_>, css: &str, expected: i64) -> anyhow::Result<i64> {
+    let text = session.wait_for_text_where(css, UI_TIMEOUT, "a published version", |t| {
+        t.contains("version ")
+    })?;
+    let version = version_in(&text)?;
+    ensure!(
+        version == expected,
+        "{css} reports version {version}, expected {expected}: {text:?}"
+    );
+    Ok(version)
+}
+
 fn version_in(text: &str) -> anyhow::Result<i64> {
     let after = text
         .split("version ")

@@ -46,7 +46,9 @@ use crate::api::{ChatChunk, ChatRequest, ChatResponse, Error, ErrorKind, Fault, 
 use crate::config::{Config, EndpointId, Feature};
 use crate::cost::token_cost;
 use crate::providers::{self, ChatProvider, ChatStream};
-use crate::telemetry::record::{AttemptRecord, BreakerEvent, RequestRecord, TelemetrySink};
+use crate::telemetry::record::{
+    AttemptRecord, BreakerEvent, RequestRecord, TelemetrySink, unix_ms,
+};
 use crate::telemetry::window::{Outcome, Sample, classify};
 
 /// Who is asking: filled in by the gateway from the request and its key.
@@ -384,18 +386,16 @@ impl Router {
         request: &ChatRequest,
     ) -> Result<Served<ChatResponse>, Failure> {
         let mut run = self.begin(ctx, request, false)?;
-        while let Some(attempt) = self.next_attempt(&mut run, request, false) {
+        while let Some(attempt) = self.next_attempt(&mut run, false) {
             let Attempt {
                 candidate,
                 retry,
-                snapshot,
                 provider,
                 state,
                 timeout,
                 guard,
                 started,
             } = attempt;
-            let endpoint = snapshot.config.endpoint(candidate.endpoint);
             let result = match tokio::time::timeout(timeout, provider.chat(request)).await {
                 Ok(result) => result,
                 Err(_) => Err(Error::new(
@@ -418,7 +418,7 @@ impl Router {
                             spilled: candidate.spilled_from.is_some(),
                         },
                     );
-                    run.attempt_ok(endpoint, candidate, retry, latency, None);
+                    run.record_attempt(candidate, retry, latency, None, None);
                     let completion = run.store_text.then(|| response.text().to_owned());
                     let route = run.finish_ok(self, candidate, usage, None, completion);
                     return Ok(Served {
@@ -453,18 +453,16 @@ impl Router {
         request: &ChatRequest,
     ) -> Result<Served<RoutedStream>, Failure> {
         let mut run = self.begin(ctx, request, true)?;
-        while let Some(attempt) = self.next_attempt(&mut run, request, true) {
+        while let Some(attempt) = self.next_attempt(&mut run, true) {
             let Attempt {
                 candidate,
                 retry,
-                snapshot,
                 provider,
                 state,
                 timeout,
                 guard,
                 started,
             } = attempt;
-            let endpoint = snapshot.config.endpoint(candidate.endpoint);
             let ttft_deadline = self.clock.instant(started + timeout);
             // Open the stream and read up to its first output chunk, all within the
             // TTFT timeout. Nothing has reached the client yet: failover is still free.
@@ -496,7 +494,7 @@ impl Router {
             let first = self.clock.now() - started;
             match result {
                 Ok((stream, buffered, ended)) => {
-                    run.attempt_ok(endpoint, candidate, retry, first, Some(first));
+                    run.record_attempt(candidate, retry, first, Some(first), None);
                     let route = run.route_info(Some(candidate));
                     let committed = Committed {
                         router_sink: self.sink.clone(),
@@ -509,7 +507,6 @@ impl Router {
                         ttft: first,
                         usage: None,
                         text: String::new(),
-                        finished: false,
                     };
                     let rest: ChatStream = if ended {
                         Box::pin(futures_util::stream::empty())
@@ -550,8 +547,8 @@ impl Router {
     /// The next attempt of `run` — a retry of the same candidate or the next one —
     /// with its timeout (the TTFT timeout for a stream), or `None` when the
     /// candidates or the deadline are exhausted.
-    fn next_attempt(&self, run: &mut Run, request: &ChatRequest, stream: bool) -> Option<Attempt> {
-        let (candidate, retry) = run.next_attempt(self)?;
+    fn next_attempt(&self, run: &mut Run, stream: bool) -> Option<Attempt> {
+        let (candidate, retry) = run.next_attempt()?;
         let timeout = if stream {
             run.ttft_timeout(self)
         } else {
@@ -561,14 +558,12 @@ impl Router {
             run.deadline_exceeded();
             return None;
         };
-        let snapshot = run.snapshot.clone();
-        let provider = snapshot.providers[candidate.endpoint].clone();
-        let state = snapshot.states[candidate.endpoint].clone();
-        let guard = AttemptGuard::start(self, &state, request);
+        let provider = run.snapshot.providers[candidate.endpoint].clone();
+        let state = run.snapshot.states[candidate.endpoint].clone();
+        let guard = AttemptGuard::start(&state, run.estimate);
         Some(Attempt {
             candidate,
             retry,
-            snapshot,
             provider,
             state,
             timeout,
@@ -673,6 +668,7 @@ impl Router {
             received,
             at_ms: unix_ms(),
             stream,
+            estimate: estimate_tokens(prompt_chars(request), request.output_limit()),
             candidates: Vec::new(),
             next: 0,
             retries_here: 0,
@@ -696,12 +692,11 @@ impl Router {
         };
         run.feature = feature_id;
         self.budget.lock().expect("budget lock").deposit(received);
-        let estimate = estimate_tokens(prompt_chars(request), request.output_limit());
         let (variant, planned) = self.decide_in(
             &snapshot,
             feature_id,
             ctx.sticky_key.as_deref(),
-            estimate,
+            run.estimate,
             received,
         );
         run.variant = snapshot.config.features()[feature_id].variants[variant]
@@ -783,7 +778,6 @@ impl Gate for LiveGate<'_> {
 struct Attempt {
     candidate: Candidate,
     retry: bool,
-    snapshot: Arc<Snapshot>,
     provider: Arc<dyn ChatProvider>,
     state: Arc<EndpointState>,
     timeout: Duration,
@@ -810,10 +804,9 @@ struct AttemptGuard {
 }
 
 impl AttemptGuard {
-    fn start(router: &Router, state: &Arc<EndpointState>, request: &ChatRequest) -> Self {
-        let _ = router;
+    /// `estimate`: the request's tokens, reserved on a provisioned endpoint.
+    fn start(state: &Arc<EndpointState>, estimate: u64) -> Self {
         state.in_flight.fetch_add(1, Ordering::Relaxed);
-        let estimate = estimate_tokens(prompt_chars(request), request.output_limit());
         let mut capacity = state.capacity.lock().expect("capacity lock");
         let estimate = match capacity.as_mut() {
             Some(c) => {
@@ -849,13 +842,7 @@ impl Drop for AttemptGuard {
     fn drop(&mut self) {
         // A cancelled attempt (client gone) still gives back its reservation; the
         // tokens it used are unknown, so none are counted.
-        if !self.done {
-            self.done = true;
-            self.state.in_flight.fetch_sub(1, Ordering::Relaxed);
-            if let Some(c) = self.state.capacity.lock().expect("capacity lock").as_mut() {
-                c.settle(Duration::ZERO, self.estimate, 0);
-            }
-        }
+        self.settle(Duration::ZERO, 0);
     }
 }
 
@@ -868,6 +855,8 @@ struct Run {
     received: Duration,
     at_ms: i64,
     stream: bool,
+    /// The request's tokens, estimated once: capacity checks and reservations.
+    estimate: u64,
     candidates: Vec<Candidate>,
     /// Index of the candidate being tried.
     next: usize,
@@ -909,7 +898,7 @@ impl Run {
     }
 
     /// The candidate to try next, and whether it is a retry of the previous one.
-    fn next_attempt(&mut self, _router: &Router) -> Option<(Candidate, bool)> {
+    fn next_attempt(&mut self) -> Option<(Candidate, bool)> {
         if self.deadline_hit {
             return None;
         }
@@ -958,17 +947,6 @@ impl Run {
             spilled: candidate.spilled_from.is_some(),
             message,
         });
-    }
-
-    fn attempt_ok(
-        &mut self,
-        _endpoint: &crate::config::Endpoint,
-        candidate: Candidate,
-        retry: bool,
-        latency: Duration,
-        ttft: Option<Duration>,
-    ) {
-        self.record_attempt(candidate, retry, latency, ttft, None);
     }
 
     /// Decides what follows a failed attempt. `Some(error)` ends the request with
@@ -1084,7 +1062,7 @@ impl Run {
 
     /// The error for a request whose every candidate failed.
     fn exhausted(&mut self) -> Error {
-        if self.deadline_hit || (self.errors.is_empty() && !self.candidates.is_empty()) {
+        if self.deadline_hit {
             let mut e = Error::new(
                 ErrorKind::Timeout,
                 format!(
@@ -1162,8 +1140,10 @@ impl Run {
         }
     }
 
+    /// The request's record. It takes the run's attempts and prompt text (a run is
+    /// recorded once), so take [`Self::route_info`] first.
     fn base_record(
-        &self,
+        &mut self,
         served: Option<Candidate>,
         status: u16,
         outcome: String,
@@ -1206,8 +1186,8 @@ impl Run {
             completion_tokens: 0,
             cached_tokens: 0,
             cost: Decimal::ZERO,
-            attempts: self.attempts.clone(),
-            prompt_text: self.prompt_text.clone(),
+            attempts: std::mem::take(&mut self.attempts),
+            prompt_text: self.prompt_text.take(),
             completion_text: None,
         }
     }
@@ -1221,8 +1201,10 @@ impl Run {
         completion: Option<String>,
     ) -> RouteInfo {
         let now = router.clock.now();
+        let route = self.route_info(Some(candidate));
         let mut record = self.base_record(Some(candidate), 200, "ok".into(), now);
-        let endpoint = &self.snapshot.config.endpoint(candidate.endpoint).config;
+        let config = self.snapshot.config.clone();
+        let endpoint = &config.endpoint(candidate.endpoint).config;
         record.ttft_ms = ttft.map(ms);
         record.prompt_tokens = u64::from(usage.prompt_tokens);
         record.completion_tokens = u64::from(usage.completion_tokens);
@@ -1231,11 +1213,12 @@ impl Run {
         record.cost = token_cost(&endpoint.pricing, &usage, endpoint.is_provisioned());
         record.completion_text = completion;
         router.sink.request(record);
-        self.route_info(Some(candidate))
+        route
     }
 
     fn finish_err(&mut self, router: &Router, error: Error) -> Failure {
         let now = router.clock.now();
+        let route = self.route_info(None);
         let record = self.base_record(
             None,
             error.kind.http_status(),
@@ -1243,10 +1226,7 @@ impl Run {
             now,
         );
         router.sink.request(record);
-        Failure {
-            route: self.route_info(None),
-            error,
-        }
+        Failure { route, error }
     }
 }
 
@@ -1270,7 +1250,6 @@ struct Committed {
     ttft: Duration,
     usage: Option<Usage>,
     text: String,
-    finished: bool,
 }
 
 impl Committed {
@@ -1287,20 +1266,21 @@ impl Committed {
         }
     }
 
-    /// Records the stream's end: `error` is `None` for a clean end.
+    /// Whether the stream's end has been recorded (the run is consumed by it).
+    fn finished(&self) -> bool {
+        self.run.is_none()
+    }
+
+    /// Records the stream's end, once: `error` is `None` for a clean end.
     fn finish(&mut self, error: Option<&Error>, cancelled: bool) {
-        if self.finished {
+        let Some(mut run) = self.run.take() else {
             return;
-        }
-        self.finished = true;
+        };
         let now = self.clock.now();
         let usage = self.usage.unwrap_or_default();
         if let Some(mut guard) = self.guard.take() {
             guard.settle(now, u64::from(usage.total_tokens));
         }
-        let Some(mut run) = self.run.take() else {
-            return;
-        };
         let config = run.snapshot.config.clone();
         let endpoint = &config.endpoint(self.candidate.endpoint).config;
         let outcome = match (error, cancelled) {
@@ -1360,7 +1340,7 @@ impl futures_util::Stream for RoutedStream {
             this.committed.observe_chunk(&chunk);
             return Poll::Ready(Some(Ok(chunk)));
         }
-        if this.committed.finished {
+        if this.committed.finished() {
             return Poll::Ready(None);
         }
         match this.rest.as_mut().poll_next(cx) {
@@ -1370,19 +1350,8 @@ impl futures_util::Stream for RoutedStream {
             }
             Poll::Ready(Some(Err(e))) => {
                 // After the first token: the stream ends with this error, no failover.
-                let e = if e.kind == ErrorKind::StreamInterrupted
-                    || e.kind.fault() != Fault::Upstream
-                {
-                    e
-                } else {
-                    let mut interrupted = e.clone();
-                    interrupted.message =
-                        format!("the stream failed after it started: {}", e.message);
-                    interrupted.kind = ErrorKind::StreamInterrupted;
-                    interrupted.upstream_code =
-                        e.upstream_code.or(Some(e.kind.as_str().to_owned()));
-                    interrupted
-                };
+                // Adapters report any failure after a stream started as
+                // `stream_interrupted` (the conformance suite holds every provider to it).
                 this.committed.finish(Some(&e), false);
                 Poll::Ready(Some(Err(e)))
             }
@@ -1433,10 +1402,4 @@ fn prompt_text(request: &ChatRequest) -> String {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -81,6 +81,14 @@ pub struct BreakerEvent {
     pub transition: Transition,
 }
 
+/// Wall-clock time now, in ms since the Unix epoch: the `at_ms` of records and
+/// events. (Routing decisions never read it; they run on the injected clock.)
+pub fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// Where the router sends what it observed. Implementations must return quickly.
 pub trait TelemetrySink: Send + Sync + 'static {
     fn request(&self, record: RequestRecord);

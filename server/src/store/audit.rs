@@ -6,7 +6,7 @@
 use router_core::admin::{AuditEntry, Change};
 use sqlx::{Sqlite, Transaction};
 
-use super::{Store, now_ms};
+use super::{Store, unix_ms};
 
 /// An audit entry to append. `version` and `changes` are for config-like actions;
 /// other actions leave them out: `NewAudit { actor, role, action, target, message,
@@ -65,7 +65,7 @@ impl Store {
     /// Appends an audit entry now; returns its id.
     pub async fn append_audit(&self, e: NewAudit<'_>) -> anyhow::Result<i64> {
         let mut tx = self.begin_write().await?;
-        let id = insert(&mut tx, &e, now_ms()).await?;
+        let id = insert(&mut tx, &e, unix_ms()).await?;
         tx.commit().await?;
         Ok(id)
     }

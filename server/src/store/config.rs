@@ -8,7 +8,7 @@ use router_core::admin::{Change, ConfigVersion, ConfigVersionSummary};
 use router_core::config::RouterConfig;
 
 use super::audit::{self, NewAudit};
-use super::{Store, diff, now_ms};
+use super::{Store, diff, unix_ms};
 
 /// A configuration to publish, and who publishes it why.
 #[derive(Debug, Clone, Copy)]
@@ -195,7 +195,7 @@ impl Store {
         let new = serde_json::to_value(p.config)?;
         let changes = diff::changes(&old, &new);
         let version = current + 1;
-        let created_at_ms = now_ms();
+        let created_at_ms = unix_ms();
         let inserted = sqlx::query(
             "INSERT INTO config_versions \
              (version, created_at_ms, author, message, parent, restored_from, config_json) \

@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use rand::Rng;
 use router_core::admin::{GatewayKeyInfo, Role};
 
-use super::{Store, now_ms, sha256_hex};
+use super::{Store, sha256_hex, unix_ms};
 
 const URL_SAFE: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 const ALPHANUMERIC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
@@ -86,7 +86,7 @@ impl Store {
             .bind(team)
             .bind(name)
             .bind(sha256_hex(&key))
-            .bind(now_ms())
+            .bind(unix_ms())
             .bind(rpm.map(i64::from))
             .fetch_one(&self.pool)
             .await
@@ -118,7 +118,7 @@ impl Store {
             .bind(team)
             .bind(name)
             .bind(hash)
-            .bind(now_ms())
+            .bind(unix_ms())
             .bind(rpm.map(i64::from))
             .fetch_one(&self.pool)
             .await
@@ -181,7 +181,7 @@ impl Store {
         let done = sqlx::query(
             "UPDATE gateway_keys SET revoked_at_ms = $1 WHERE id = $2 AND revoked_at_ms IS NULL",
         )
-        .bind(now_ms())
+        .bind(unix_ms())
         .bind(id)
         .execute(&self.pool)
         .await?;
@@ -225,7 +225,7 @@ impl Store {
         .bind(name)
         .bind(role.as_str())
         .bind(hash)
-        .bind(now_ms())
+        .bind(unix_ms())
         .fetch_one(&self.pool)
         .await
         .context("cannot store the admin token")?;
@@ -275,7 +275,7 @@ impl Store {
         let done = sqlx::query(
             "UPDATE admin_tokens SET revoked_at_ms = $1 WHERE id = $2 AND revoked_at_ms IS NULL",
         )
-        .bind(now_ms())
+        .bind(unix_ms())
         .bind(id)
         .execute(&self.pool)
         .await?;

@@ -134,7 +134,7 @@ impl LedgerHandle {
 
     fn warn_throttled(&self, why: &str, dropped: u64) {
         let c = &self.shared.counters;
-        let now = super::now_ms();
+        let now = super::unix_ms();
         let last = c.last_warn_ms.load(Ordering::Relaxed);
         if now - last >= 1_000
             && c.last_warn_ms

@@ -39,7 +39,7 @@ use sqlx::{Sqlite, Transaction};
 
 pub use audit::NewAudit;
 pub use config::{NewVersion, PublishError};
-pub use ledger::LedgerHandle;
+pub use ledger::{LedgerHandle, is_error};
 
 /// How long a connection waits for SQLite's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -121,12 +121,7 @@ impl Store {
     }
 }
 
-/// Wall-clock now, ms since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+pub use router_core::telemetry::record::unix_ms;
 
 const NANOS_PER_UNIT: Decimal = Decimal::from_parts(1_000_000_000, 0, 0, false, 0);
 

@@ -3,33 +3,20 @@ use router_core::admin::AuditEntry;
 
 use crate::api::ApiError;
 use crate::components::{ChangeList, ErrorBox};
-use crate::context::live::use_live;
-use crate::context::session::use_session;
+use crate::context::refetch;
 use crate::platform;
 
 #[component]
 pub fn AuditPage() -> impl IntoView {
-    let session = use_session();
-    let live = use_live();
     let entries = RwSignal::new(None::<Result<Vec<AuditEntry>, ApiError>>);
     let reload = RwSignal::new(0u32);
     let filter = RwSignal::new(String::new());
 
-    Effect::new(move |_| {
-        live.config_version.track();
-        live.epoch.track();
-        reload.track();
-        let Some(api) = session.api_now() else {
-            return;
-        };
-        leptos::task::spawn_local(async move {
-            let r = api.audit(100).await;
-            if let Err(e) = &r {
-                session.report(e);
-            }
-            entries.set(Some(r));
-        });
-    });
+    refetch(
+        reload,
+        |api| async move { api.audit(100).await },
+        move |r| entries.set(Some(r)),
+    );
 
     view! {
         <div class="page audit">

@@ -8,33 +8,23 @@ use super::feature_index::FeatureIndex;
 use super::feature_live::FeatureLivePanel;
 use crate::api::ApiError;
 use crate::components::ErrorBox;
-use crate::context::live::use_live;
+use crate::context::refetch;
 use crate::context::session::use_session;
 use crate::logic::view::View;
 
 /// The active configuration, reloaded when the stream says a version was published
 /// and after a reconnection.
 fn load_active(active: RwSignal<Option<Result<ConfigVersion, ApiError>>>, reload: RwSignal<u32>) {
-    let session = use_session();
-    let live = use_live();
-    Effect::new(move |_| {
-        live.config_version.track();
-        live.epoch.track();
-        reload.track();
-        let Some(api) = session.api_now() else {
-            return;
-        };
-        leptos::task::spawn_local(async move {
-            let result = api.config().await;
-            if let Err(e) = &result {
-                session.report(e);
-            }
+    refetch(
+        reload,
+        |api| async move { api.config().await },
+        move |result| {
             // Keep showing the last good version if a reload fails.
             if result.is_ok() || !matches!(active.get_untracked(), Some(Ok(_))) {
                 active.set(Some(result));
             }
-        });
-    });
+        },
+    );
 }
 
 #[derive(Debug, Clone, PartialEq)]

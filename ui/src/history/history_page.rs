@@ -4,14 +4,13 @@ use router_core::admin::{Action, ConfigVersionSummary, PublishResult, RollbackRe
 use super::version_detail::VersionDetail;
 use crate::api::ApiError;
 use crate::components::{ChangeList, ErrorBox};
-use crate::context::live::use_live;
+use crate::context::refetch;
 use crate::context::session::use_session;
 use crate::platform;
 
 #[component]
 pub fn HistoryPage() -> impl IntoView {
     let session = use_session();
-    let live = use_live();
     let versions = RwSignal::new(None::<Result<Vec<ConfigVersionSummary>, ApiError>>);
     let reload = RwSignal::new(0u32);
     let selected = RwSignal::new(None::<i64>);
@@ -20,21 +19,11 @@ pub fn HistoryPage() -> impl IntoView {
     let busy = RwSignal::new(false);
     let result = RwSignal::new(None::<Result<PublishResult, ApiError>>);
 
-    Effect::new(move |_| {
-        live.config_version.track();
-        live.epoch.track();
-        reload.track();
-        let Some(api) = session.api_now() else {
-            return;
-        };
-        leptos::task::spawn_local(async move {
-            let r = api.versions(50).await;
-            if let Err(e) = &r {
-                session.report(e);
-            }
-            versions.set(Some(r));
-        });
-    });
+    refetch(
+        reload,
+        |api| async move { api.versions(50).await },
+        move |r| versions.set(Some(r)),
+    );
     let active_version = Memo::new(move |_| {
         versions.with(|v| match v {
             Some(Ok(list)) => list.iter().find(|v| v.active).map(|v| v.version),
