@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
+use serde::Serialize;
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -13,7 +14,10 @@ use super::{
     ChatProvider, Decoder, TimedStream, check_capabilities, drive, http_client, parse_json,
     read_body, retry_after, send,
 };
-use crate::api::{ChatChunk, ChatRequest, ChatResponse, Error, ErrorKind, StreamOptions};
+use crate::api::{
+    ChatChunk, ChatRequest, ChatResponse, Error, ErrorKind, Message, ResponseFormat, Stop,
+    StreamOptions, ToolChoice, ToolDefinition,
+};
 use crate::auth;
 use crate::config::{AuthConfig, EndpointConfig};
 
@@ -69,7 +73,7 @@ impl OpenAi {
         })
     }
 
-    fn request(&self, body: &ChatRequest) -> reqwest::RequestBuilder {
+    fn request(&self, body: &UpstreamRequest<'_>) -> reqwest::RequestBuilder {
         let mut request = self.client.post(self.url.clone()).json(body);
         match &self.key {
             Some(("authorization", key)) => request = request.bearer_auth(key),
@@ -80,14 +84,114 @@ impl OpenAi {
     }
 
     /// The request as this endpoint receives it: its model, and usage always reported.
-    fn upstream_request(&self, request: &ChatRequest, stream: bool) -> ChatRequest {
-        let mut upstream = request.clone();
-        upstream.model = self.endpoint.model.clone();
-        upstream.stream = stream.then_some(true);
-        upstream.stream_options = stream.then_some(StreamOptions {
-            include_usage: true,
-        });
-        upstream
+    fn upstream_request<'a>(&'a self, request: &'a ChatRequest, stream: bool) -> UpstreamRequest<'a> {
+        UpstreamRequest::new(request, &self.endpoint.model, stream)
+    }
+}
+
+/// A client's request as an OpenAI-compatible endpoint receives it, borrowed from the
+/// client's (no copy of the messages): the endpoint's model instead of the feature,
+/// and when streaming, usage always asked for (Crossbar accounts every token).
+#[derive(Serialize)]
+struct UpstreamRequest<'a> {
+    model: &'a str,
+    messages: &'a [Message],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_completion_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop: Option<&'a Stop>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<&'a ResponseFormat>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<&'a [ToolDefinition]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<&'a ToolChoice>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parallel_tool_calls: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<StreamOptions>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    n: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    presence_penalty: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    frequency_penalty: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    logprobs: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_logprobs: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    logit_bias: Option<&'a serde_json::Map<String, Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<&'a serde_json::Map<String, Value>>,
+}
+
+impl<'a> UpstreamRequest<'a> {
+    fn new(request: &'a ChatRequest, model: &'a str, stream: bool) -> Self {
+        // Destructured without `..`: a new request field fails to compile here until
+        // it is forwarded (or deliberately not).
+        let ChatRequest {
+            model: _,
+            messages,
+            temperature,
+            top_p,
+            max_tokens,
+            max_completion_tokens,
+            stop,
+            seed,
+            user,
+            response_format,
+            tools,
+            tool_choice,
+            parallel_tool_calls,
+            stream: _,
+            stream_options: _,
+            n,
+            presence_penalty,
+            frequency_penalty,
+            logprobs,
+            top_logprobs,
+            logit_bias,
+            metadata,
+        } = request;
+        Self {
+            model,
+            messages,
+            temperature: *temperature,
+            top_p: *top_p,
+            max_tokens: *max_tokens,
+            max_completion_tokens: *max_completion_tokens,
+            stop: stop.as_ref(),
+            seed: *seed,
+            user: user.as_deref(),
+            response_format: response_format.as_ref(),
+            tools: tools.as_deref(),
+            tool_choice: tool_choice.as_ref(),
+            parallel_tool_calls: *parallel_tool_calls,
+            stream: stream.then_some(true),
+            stream_options: stream.then_some(StreamOptions {
+                include_usage: true,
+            }),
+            n: *n,
+            presence_penalty: *presence_penalty,
+            frequency_penalty: *frequency_penalty,
+            logprobs: *logprobs,
+            top_logprobs: *top_logprobs,
+            logit_bias: logit_bias.as_ref(),
+            metadata: metadata.as_ref(),
+        }
     }
 }
 
@@ -268,6 +372,34 @@ fn error_from(status: u16, headers: &http::HeaderMap, body: &[u8], provisioned: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_upstream_request_is_the_clients_with_the_endpoints_model() {
+        let client: ChatRequest = serde_json::from_value(serde_json::json!({
+            "model": "recap",
+            "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],
+            "temperature": 0.5, "top_p": 0.9, "max_tokens": 10, "max_completion_tokens": 12,
+            "stop": ["\n"], "seed": 7, "user": "u-1",
+            "response_format": {"type": "json_object"},
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+            "tool_choice": "auto", "parallel_tool_calls": false, "stream": false,
+            "n": 1, "presence_penalty": 0.1, "frequency_penalty": 0.2, "logprobs": true,
+            "top_logprobs": 2, "logit_bias": {"50256": -100}, "metadata": {"k": "v"}
+        }))
+        .unwrap();
+        for stream in [false, true] {
+            let mut expected = client.clone();
+            expected.model = "gpt-4o-mini".into();
+            expected.stream = stream.then_some(true);
+            expected.stream_options = stream.then_some(StreamOptions {
+                include_usage: true,
+            });
+            assert_eq!(
+                serde_json::to_value(UpstreamRequest::new(&client, "gpt-4o-mini", stream)).unwrap(),
+                serde_json::to_value(&expected).unwrap()
+            );
+        }
+    }
 
     #[test]
     fn errors_map_by_status_and_code() {
