@@ -16,6 +16,52 @@ use server::store::Store;
 use server::{Options, Server, shutdown_signal};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc: about 15 % less CPU per request than glibc's malloc (BENCHMARKS.md),
+/// tuned by [`tune_allocator`] so that it does not cost memory either.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Commits memory as it is used and returns freed pages at once. mimalloc's defaults
+/// (arenas committed up front, purging delayed) held 400 MB at 10,000 open streams
+/// where glibc held 300 MB; with these, 260 MB. An operator's `MIMALLOC_*` variables
+/// still win.
+///
+/// mimalloc reserves its first arena when it first allocates, with the options of
+/// that moment, so this runs as an ELF constructor, before Rust's runtime allocates
+/// anything (and it must not allocate itself).
+extern "C" fn tune_allocator() {
+    use std::ffi::{CStr, c_char, c_int, c_long};
+    // Positions in mimalloc v3's `mi_option_e` (include/mimalloc.h), which keeps
+    // retired options as placeholders so that the positions stay stable.
+    const ARENA_EAGER_COMMIT: c_int = 4;
+    const PURGE_DELAY: c_int = 15;
+    const PAGE_COMMIT_ON_DEMAND: c_int = 40;
+    unsafe extern "C" {
+        fn mi_option_set(option: c_int, value: c_long);
+        fn getenv(name: *const c_char) -> *const c_char;
+    }
+    let options: [(c_int, &CStr, c_long); 3] = [
+        (ARENA_EAGER_COMMIT, c"MIMALLOC_ARENA_EAGER_COMMIT", 0),
+        (PURGE_DELAY, c"MIMALLOC_PURGE_DELAY", 0),
+        (PAGE_COMMIT_ON_DEMAND, c"MIMALLOC_PAGE_COMMIT_ON_DEMAND", 1),
+    ];
+    for (option, env, value) in options {
+        // SAFETY: getenv reads the environment without allocating; mi_option_set only
+        // stores the value, and every index above exists in the linked mimalloc
+        // (libmimalloc-sys builds v3 unless asked for v2).
+        unsafe {
+            if getenv(env.as_ptr()).is_null() {
+                mi_option_set(option, value);
+            }
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[used]
+#[unsafe(link_section = ".init_array")]
+static TUNE_ALLOCATOR: extern "C" fn() = tune_allocator;
+
 #[derive(Parser)]
 #[command(name = "crossbar", version = router_core::VERSION, about = "Crossbar: multi-cloud LLM routing layer")]
 struct Cli {
@@ -81,6 +127,8 @@ enum ConfigCommand {
 }
 
 fn main() -> ExitCode {
+    #[cfg(not(target_os = "linux"))]
+    tune_allocator();
     // Logs go to stderr; stdout carries only the lines scripts read.
     tracing_subscriber::fmt()
         // Whatever level CROSSBAR_LOG asks for, targets that print credentials stay capped.

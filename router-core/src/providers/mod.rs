@@ -274,12 +274,16 @@ pub(crate) fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
 }
 
 /// One HTTP client per endpoint: pooled keep-alive connections, HTTP/2 where the
-/// server offers it (ALPN), no Nagle delay.
+/// server offers it (ALPN), no Nagle delay, no redirects.
 pub(crate) fn http_client(endpoint: &EndpointConfig) -> Result<reqwest::Client, Error> {
     let mut builder = reqwest::Client::builder()
         .connect_timeout(Duration::from_millis(endpoint.timeouts.connect_ms))
         .pool_idle_timeout(Duration::from_secs(90))
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        // A model API does not redirect; a redirect means a wrong `base_url`, and is
+        // reported as such instead of followed (which also costs every request a URL
+        // parse in reqwest's redirect layer).
+        .redirect(reqwest::redirect::Policy::none());
     if endpoint.http2_prior_knowledge {
         builder = builder.http2_prior_knowledge();
     }

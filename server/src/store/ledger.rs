@@ -16,12 +16,12 @@
 //! [`LedgerStats`] counts request records only: `received` = `written` + `dropped`
 //! + `queued` at every quiet moment, where `written` includes ignored duplicates.
 
-use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
+use foldhash::{HashMap, HashSet};
 use router_core::admin::LedgerStats;
 use router_core::routing::breaker::Transition;
 use router_core::telemetry::record::{BreakerEvent, RequestRecord, TelemetrySink};
@@ -463,7 +463,7 @@ impl Statements {
             .clone()
             .map(|n| {
                 format!(
-                    "INSERT INTO usage_ledger ({}) {} ON CONFLICT (request_id) DO NOTHING RETURNING request_id",
+                    "INSERT INTO usage_ledger ({}) {} ON CONFLICT (request_id) DO NOTHING",
                     LEDGER_COLUMNS.join(", "),
                     values(n, LEDGER_COLUMNS.len())
                 )
@@ -555,7 +555,7 @@ pub fn is_error(outcome: &str) -> bool {
 
 /// The rollup rows of `records` for periods of `period_ms`.
 fn rollup<'a>(records: &[&'a RequestRecord], period_ms: i64) -> HashMap<RollupKey<'a>, RollupSums> {
-    let mut sums: HashMap<RollupKey<'a>, RollupSums> = HashMap::new();
+    let mut sums: HashMap<RollupKey<'a>, RollupSums> = HashMap::default();
     for r in records {
         let key = RollupKey {
             at_ms: r.at_ms.div_euclid(period_ms) * period_ms,
@@ -670,9 +670,51 @@ impl Writer {
         c.queued.fetch_sub(requests, Ordering::Relaxed);
     }
 
+    /// Inserts `rows` (with their attempts as JSON) in one statement, ignoring ids
+    /// already in the ledger; returns how many were inserted.
+    async fn insert(
+        &self,
+        tx: &mut Transaction<'_, Sqlite>,
+        rows: &[&RequestRecord],
+        attempts_json: &[String],
+    ) -> sqlx::Result<u64> {
+        let mut q = sqlx::query(self.sql.ledger(rows.len()));
+        for (r, attempts) in rows.iter().zip(attempts_json) {
+            q = q
+                .bind(r.request_id.as_str())
+                .bind(r.at_ms)
+                .bind(r.team.as_str())
+                .bind(r.key_id.as_str())
+                .bind(r.feature.as_str())
+                .bind(r.variant.as_str())
+                .bind(r.config_version)
+                .bind(i64::from(r.stream))
+                .bind(r.endpoint.as_deref())
+                .bind(r.provider.as_deref())
+                .bind(r.region.as_deref())
+                .bind(r.geography.as_deref())
+                .bind(i64::from(r.provisioned))
+                .bind(i64::from(r.spilled))
+                .bind(i64::from(r.fallback_depth))
+                .bind(r.outcome.as_str())
+                .bind(i64::from(r.status))
+                .bind(r.latency_ms)
+                .bind(r.ttft_ms)
+                .bind(int(r.prompt_tokens))
+                .bind(int(r.completion_tokens))
+                .bind(int(r.cached_tokens))
+                .bind(to_nanos(r.cost))
+                .bind(i64::try_from(r.attempts.len()).unwrap_or(i64::MAX))
+                .bind(attempts.as_str())
+                .bind(r.prompt_text.as_deref())
+                .bind(r.completion_text.as_deref());
+        }
+        Ok(q.execute(&mut **tx).await?.rows_affected())
+    }
+
     /// Writes one batch in one transaction.
     async fn write(&self, batch: &[Msg]) -> anyhow::Result<()> {
-        let mut seen = HashSet::new();
+        let mut seen = HashSet::default();
         let mut requests: Vec<&RequestRecord> = Vec::with_capacity(batch.len());
         let mut breakers: Vec<&BreakerEvent> = Vec::new();
         for m in batch {
@@ -688,51 +730,36 @@ impl Writer {
             .collect::<Result<Vec<_>, _>>()?;
 
         let mut tx = self.store.begin_write().await?;
-        let mut inserted: HashSet<String> = HashSet::with_capacity(requests.len());
+        // The rows actually inserted, to roll up: not ids already in the ledger (a
+        // record handed over twice). Almost always every row of a chunk is new, which
+        // the statement's change count says without returning the ids; otherwise the
+        // chunk is undone and inserted row by row to learn which ones were.
+        let mut written: Vec<&RequestRecord> = Vec::with_capacity(requests.len());
         let mut offset = 0;
         for chunk in chunks(&requests) {
-            let mut q = sqlx::query_scalar::<_, String>(self.sql.ledger(chunk.len()));
-            for (r, attempts) in chunk.iter().zip(&attempts_json[offset..]) {
-                q = q
-                    .bind(r.request_id.as_str())
-                    .bind(r.at_ms)
-                    .bind(r.team.as_str())
-                    .bind(r.key_id.as_str())
-                    .bind(r.feature.as_str())
-                    .bind(r.variant.as_str())
-                    .bind(r.config_version)
-                    .bind(i64::from(r.stream))
-                    .bind(r.endpoint.as_deref())
-                    .bind(r.provider.as_deref())
-                    .bind(r.region.as_deref())
-                    .bind(r.geography.as_deref())
-                    .bind(i64::from(r.provisioned))
-                    .bind(i64::from(r.spilled))
-                    .bind(i64::from(r.fallback_depth))
-                    .bind(r.outcome.as_str())
-                    .bind(i64::from(r.status))
-                    .bind(r.latency_ms)
-                    .bind(r.ttft_ms)
-                    .bind(int(r.prompt_tokens))
-                    .bind(int(r.completion_tokens))
-                    .bind(int(r.cached_tokens))
-                    .bind(to_nanos(r.cost))
-                    .bind(i64::try_from(r.attempts.len()).unwrap_or(i64::MAX))
-                    .bind(attempts.as_str())
-                    .bind(r.prompt_text.as_deref())
-                    .bind(r.completion_text.as_deref());
-            }
+            let attempts = &attempts_json[offset..offset + chunk.len()];
             offset += chunk.len();
-            inserted.extend(q.fetch_all(&mut *tx).await?);
+            sqlx::query("SAVEPOINT chunk").execute(&mut *tx).await?;
+            if self.insert(&mut tx, chunk, attempts).await? == chunk.len() as u64 {
+                written.extend_from_slice(chunk);
+            } else {
+                sqlx::query("ROLLBACK TO SAVEPOINT chunk")
+                    .execute(&mut *tx)
+                    .await?;
+                for (r, a) in chunk.iter().zip(attempts) {
+                    let one = std::slice::from_ref(r);
+                    if self.insert(&mut tx, one, std::slice::from_ref(a)).await? == 1 {
+                        written.push(r);
+                    }
+                }
+            }
+            sqlx::query("RELEASE SAVEPOINT chunk")
+                .execute(&mut *tx)
+                .await?;
         }
 
-        // Roll up what was inserted (not ignored duplicates), one row per key: one
-        // statement may not update the same row twice (PostgreSQL).
-        let written: Vec<&RequestRecord> = requests
-            .iter()
-            .copied()
-            .filter(|r| inserted.contains(&r.request_id))
-            .collect();
+        // Roll up, one row per key: one statement may not update the same row twice
+        // (PostgreSQL).
         for (table, (_, _, period_ms)) in ROLLUPS.iter().enumerate() {
             let sums: Vec<_> = rollup(&written, *period_ms).into_iter().collect();
             for chunk in chunks(&sums) {

@@ -574,6 +574,32 @@ async fn shutdown_completes_under_steady_traffic_and_accounts_for_every_record()
 }
 
 #[tokio::test]
+async fn an_id_already_in_the_ledger_is_ignored_and_not_rolled_up_while_its_batch_lands() {
+    let store = Store::open_in_memory().await.unwrap();
+    let (first, task) = store.ledger_writer(64);
+    first.record(record(1, T0));
+    first.shutdown().await;
+    task.await.unwrap();
+
+    // A later batch: the same id again among new ones.
+    let (second, task) = store.ledger_writer(64);
+    for r in [record(2, T0), record(1, T0), record(3, T0)] {
+        second.record(r);
+    }
+    let stats = second.clone();
+    second.shutdown().await;
+    task.await.unwrap();
+
+    assert_eq!(store.ledger_count().await.unwrap(), 3);
+    assert_eq!(stats.stats().written, 3, "{:?}", stats.stats());
+    let rolled: i64 = sqlx::query_scalar("SELECT CAST(SUM(requests) AS BIGINT) FROM usage_minute")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(rolled, 3, "the repeated id is not rolled up twice");
+}
+
+#[tokio::test]
 async fn duplicates_are_ignored_and_rows_round_trip_with_text_breakers_and_feedback() {
     let store = Store::open_in_memory().await.unwrap();
     let (handle, task) = store.ledger_writer(64);
