@@ -10,6 +10,7 @@
 pub mod bedrock;
 pub mod openai;
 mod sse;
+mod transport;
 pub mod vertex_anthropic;
 pub mod vertex_gemini;
 
@@ -271,86 +272,6 @@ pub(crate) fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
         return Some(Duration::from_secs_f64(ms.max(0.0) / 1000.0));
     }
     get("retry-after").map(|s| Duration::from_secs_f64(s.max(0.0)))
-}
-
-/// One HTTP client per endpoint: pooled keep-alive connections, HTTP/2 where the
-/// server offers it (ALPN), no Nagle delay, no redirects.
-pub(crate) fn http_client(endpoint: &EndpointConfig) -> Result<reqwest::Client, Error> {
-    let mut builder = reqwest::Client::builder()
-        .connect_timeout(Duration::from_millis(endpoint.timeouts.connect_ms))
-        .pool_idle_timeout(Duration::from_secs(90))
-        .tcp_nodelay(true)
-        // A model API does not redirect; a redirect means a wrong `base_url`, and is
-        // reported as such instead of followed (which also costs every request a URL
-        // parse in reqwest's redirect layer).
-        .redirect(reqwest::redirect::Policy::none());
-    if endpoint.http2_prior_knowledge {
-        builder = builder.http2_prior_knowledge();
-    }
-    builder.build().map_err(|e| {
-        Error::new(
-            ErrorKind::Internal,
-            format!("building the HTTP client for `{}`: {e}", endpoint.name),
-        )
-    })
-}
-
-/// A transport failure of reqwest, normalised.
-pub(crate) fn transport_error(e: &reqwest::Error) -> Error {
-    let kind = if e.is_timeout() {
-        ErrorKind::Timeout
-    } else if e.is_connect() {
-        ErrorKind::Unavailable
-    } else if e.is_body() || e.is_decode() {
-        ErrorKind::StreamInterrupted
-    } else {
-        ErrorKind::UpstreamError
-    };
-    // reqwest's Display names the URL but never headers, so no credential leaks here.
-    Error::new(kind, format!("transport: {e}"))
-}
-
-/// Sends `request`, bounded by the endpoint's request timeout.
-pub(crate) async fn send(
-    endpoint: &EndpointConfig,
-    request: reqwest::RequestBuilder,
-) -> Result<reqwest::Response, Error> {
-    match tokio::time::timeout(
-        Duration::from_millis(endpoint.timeouts.request_ms),
-        request.send(),
-    )
-    .await
-    {
-        Ok(Ok(response)) => Ok(response),
-        Ok(Err(e)) => Err(transport_error(&e)),
-        Err(_) => Err(Error::new(
-            ErrorKind::Timeout,
-            format!("no response within {} ms", endpoint.timeouts.request_ms),
-        )),
-    }
-}
-
-/// Reads a whole (non-streaming) body, bounded by the request timeout.
-pub(crate) async fn read_body(
-    endpoint: &EndpointConfig,
-    response: reqwest::Response,
-) -> Result<bytes::Bytes, Error> {
-    match tokio::time::timeout(
-        Duration::from_millis(endpoint.timeouts.request_ms),
-        response.bytes(),
-    )
-    .await
-    {
-        Ok(Ok(body)) => Ok(body),
-        Ok(Err(e)) => Err(transport_error(&e)),
-        Err(_) => Err(Error::new(
-            ErrorKind::Timeout,
-            format!(
-                "body not complete within {} ms",
-                endpoint.timeouts.request_ms
-            ),
-        )),
-    }
 }
 
 /// Parses a JSON body, or says the upstream sent something malformed.

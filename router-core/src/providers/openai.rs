@@ -11,9 +11,9 @@ use tokio::time::Instant;
 
 use super::sse::{self, SseEvent};
 use super::{
-    ChatProvider, Decoder, TimedStream, check_capabilities, drive, http_client, parse_json,
-    read_body, retry_after, send,
+    ChatProvider, Decoder, TimedStream, check_capabilities, drive, parse_json, retry_after,
 };
+use super::transport::{self, Body, HttpClient, read_body};
 use crate::api::{
     ChatChunk, ChatRequest, ChatResponse, Error, ErrorKind, Message, ResponseFormat, Stop,
     StreamOptions, ToolChoice, ToolDefinition,
@@ -23,11 +23,12 @@ use crate::config::{AuthConfig, EndpointConfig};
 
 pub struct OpenAi {
     endpoint: EndpointConfig,
-    client: reqwest::Client,
-    /// Parsed once: URL parsing (with IDNA) is measurable per request.
-    url: reqwest::Url,
-    /// The API key read from the configured environment variable, with the header it goes in.
-    key: Option<(&'static str, String)>,
+    client: HttpClient,
+    /// Parsed once: URL parsing is measurable per request.
+    url: http::Uri,
+    /// The API key read from the configured environment variable, as the header it
+    /// goes in (marked sensitive).
+    key: Option<(http::HeaderName, http::HeaderValue)>,
 }
 
 impl OpenAi {
@@ -45,42 +46,41 @@ impl OpenAi {
             None if base.ends_with("/v1") => format!("{base}/chat/completions"),
             None => format!("{base}/v1/chat/completions"),
         };
-        let url = reqwest::Url::parse(&url).map_err(|e| {
-            Error::new(
-                ErrorKind::Internal,
-                format!("endpoint `{}`: `{url}` is not a URL: {e}", endpoint.name),
-            )
-        })?;
         let key = match &endpoint.auth {
             AuthConfig::ApiKeyEnv { env } => {
                 let value = auth::api_key_from_env(env)?;
-                Some((
-                    if endpoint.azure.is_some() {
-                        "api-key"
-                    } else {
-                        "authorization"
-                    },
-                    value,
-                ))
+                let (name, value) = if endpoint.azure.is_some() {
+                    (http::HeaderName::from_static("api-key"), value)
+                } else {
+                    (http::header::AUTHORIZATION, format!("Bearer {value}"))
+                };
+                let mut value = http::HeaderValue::try_from(value).map_err(|_| {
+                    Error::new(
+                        ErrorKind::UpstreamAuth,
+                        format!("endpoint `{}`: the API key in `{env}` is not a valid header value", endpoint.name),
+                    )
+                })?;
+                value.set_sensitive(true);
+                Some((name, value))
             }
             _ => None,
         };
         Ok(Self {
-            client: http_client(&endpoint)?,
+            client: HttpClient::new(&endpoint, &url)?,
+            url: transport::uri(&endpoint, &url)?,
             endpoint,
-            url,
             key,
         })
     }
 
-    fn request(&self, body: &UpstreamRequest<'_>) -> reqwest::RequestBuilder {
-        let mut request = self.client.post(self.url.clone()).json(body);
-        match &self.key {
-            Some(("authorization", key)) => request = request.bearer_auth(key),
-            Some((header, key)) => request = request.header(*header, key),
-            None => {}
+    async fn send(&self, body: &UpstreamRequest<'_>) -> Result<http::Response<Body>, Error> {
+        let mut headers = http::HeaderMap::new();
+        if let Some((name, value)) = &self.key {
+            headers.insert(name.clone(), value.clone());
         }
-        request
+        self.client
+            .post_json(&self.endpoint, self.url.clone(), headers, body)
+            .await
     }
 
     /// The request as this endpoint receives it: its model, and usage always reported.
@@ -203,12 +203,10 @@ impl ChatProvider for OpenAi {
     fn chat<'a>(&'a self, request: &'a ChatRequest) -> BoxFuture<'a, Result<ChatResponse, Error>> {
         Box::pin(async move {
             check_capabilities(&self.endpoint, request)?;
-            let response = send(
-                &self.endpoint,
-                self.request(&self.upstream_request(request, false)),
-            )
-            .await
-            .map_err(|e| self.tag(e))?;
+            let response = self
+                .send(&self.upstream_request(request, false))
+                .await
+                .map_err(|e| self.tag(e))?;
             let status = response.status();
             let headers = response.headers().clone();
             let body = read_body(&self.endpoint, response)
@@ -233,12 +231,10 @@ impl ChatProvider for OpenAi {
         Box::pin(async move {
             check_capabilities(&self.endpoint, request)?;
             let started = Instant::now();
-            let response = send(
-                &self.endpoint,
-                self.request(&self.upstream_request(request, true)),
-            )
-            .await
-            .map_err(|e| self.tag(e))?;
+            let response = self
+                .send(&self.upstream_request(request, true))
+                .await
+                .map_err(|e| self.tag(e))?;
             let status = response.status();
             if !status.is_success() {
                 let headers = response.headers().clone();

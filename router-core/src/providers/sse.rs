@@ -1,4 +1,4 @@
-//! Server-sent events over a reqwest body: the framing OpenAI, Gemini (`alt=sse`) and
+//! Server-sent events over an HTTP response body: the framing OpenAI, Gemini (`alt=sse`) and
 //! Anthropic streams share. A transport failure or a silence longer than the idle
 //! timeout is `stream_interrupted`.
 
@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use futures_util::{Stream, StreamExt};
 
+use super::transport::Body;
 use crate::api::{Error, ErrorKind};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -15,8 +16,8 @@ pub struct SseEvent {
     pub data: String,
 }
 
-pub fn events(
-    response: reqwest::Response,
+pub(crate) fn events(
+    response: http::Response<Body>,
     idle: Duration,
 ) -> impl Stream<Item = Result<SseEvent, Error>> + Send + 'static {
     struct State<B> {
@@ -25,7 +26,7 @@ pub fn events(
         done: bool,
     }
     let state = State {
-        body: Box::pin(response.bytes_stream()),
+        body: Box::pin(http_body_util::BodyDataStream::new(response.into_body())),
         buffer: BytesMut::new(),
         done: false,
     };

@@ -13,9 +13,10 @@ use tokio::time::Instant;
 use super::sse::{self, SseEvent};
 use super::vertex_gemini::{google_error, vertex_url};
 use super::{
-    ChatProvider, Decoder, TimedStream, check_capabilities, drive, http_client, parse_json,
-    read_body, retry_after, send, unix_now,
+    ChatProvider, Decoder, TimedStream, check_capabilities, drive, parse_json, retry_after,
+    unix_now,
 };
+use super::transport::{self, Body, HttpClient, read_body};
 use crate::api::{
     AssistantMessage, ChatChunk, ChatRequest, ChatResponse, Choice, ContentPart, Delta, Error,
     ErrorKind, FinishReason, FunctionCall, FunctionCallDelta, Message, Role, ToolCall,
@@ -28,7 +29,7 @@ pub const VERTEX_VERSION: &str = "vertex-2023-10-16";
 
 pub struct Anthropic {
     endpoint: EndpointConfig,
-    client: reqwest::Client,
+    client: HttpClient,
     credentials: Arc<google_cloud_auth::credentials::Credentials>,
 }
 
@@ -36,29 +37,25 @@ impl Anthropic {
     pub async fn connect(endpoint: EndpointConfig) -> Result<Self, Error> {
         let credentials = auth::gcp_credentials(&endpoint).await?;
         Ok(Self {
-            client: http_client(&endpoint)?,
+            client: HttpClient::new(&endpoint, &vertex_url(&endpoint, "anthropic", "rawPredict"))?,
             endpoint,
             credentials,
         })
     }
 
-    async fn post(&self, method: &str, body: &Value) -> Result<reqwest::Response, Error> {
+    async fn post(&self, method: &str, body: &Value) -> Result<http::Response<Body>, Error> {
         let headers = auth::gcp_headers(&self.credentials).await?;
-        send(
-            &self.endpoint,
-            self.client
-                .post(vertex_url(&self.endpoint, "anthropic", method))
-                .headers(headers)
-                .json(body),
-        )
-        .await
+        let uri = transport::uri(&self.endpoint, &vertex_url(&self.endpoint, "anthropic", method))?;
+        self.client
+            .post_json(&self.endpoint, uri, headers, body)
+            .await
     }
 
     fn tag(&self, e: Error) -> Error {
         e.at(self.endpoint.provider.as_str(), &self.endpoint.name)
     }
 
-    async fn failed(&self, response: reqwest::Response) -> Error {
+    async fn failed(&self, response: http::Response<Body>) -> Error {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         match read_body(&self.endpoint, response).await {

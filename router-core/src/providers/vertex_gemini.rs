@@ -17,9 +17,10 @@ use tokio::time::Instant;
 
 use super::sse::{self, SseEvent};
 use super::{
-    ChatProvider, Decoder, TimedStream, check_capabilities, drive, http_client, parse_json,
-    read_body, retry_after, send, unix_now,
+    ChatProvider, Decoder, TimedStream, check_capabilities, drive, parse_json, retry_after,
+    unix_now,
 };
+use super::transport::{self, Body, HttpClient, read_body};
 use crate::api::{
     AssistantMessage, ChatChunk, ChatRequest, ChatResponse, Choice, ContentPart, Delta, Error,
     ErrorKind, FinishReason, FunctionCall, FunctionCallDelta, Message, Role, ToolCall,
@@ -30,7 +31,7 @@ use crate::config::EndpointConfig;
 
 pub struct Gemini {
     endpoint: EndpointConfig,
-    client: reqwest::Client,
+    client: HttpClient,
     credentials: Arc<google_cloud_auth::credentials::Credentials>,
 }
 
@@ -56,20 +57,18 @@ impl Gemini {
     pub async fn connect(endpoint: EndpointConfig) -> Result<Self, Error> {
         let credentials = auth::gcp_credentials(&endpoint).await?;
         Ok(Self {
-            client: http_client(&endpoint)?,
+            client: HttpClient::new(&endpoint, &vertex_url(&endpoint, "google", "rawPredict"))?,
             endpoint,
             credentials,
         })
     }
 
-    async fn post(&self, method: &str, body: &Value) -> Result<reqwest::Response, Error> {
+    async fn post(&self, method: &str, body: &Value) -> Result<http::Response<Body>, Error> {
         let headers = auth::gcp_headers(&self.credentials).await?;
-        let url = vertex_url(&self.endpoint, "google", method);
-        send(
-            &self.endpoint,
-            self.client.post(url).headers(headers).json(body),
-        )
-        .await
+        let uri = transport::uri(&self.endpoint, &vertex_url(&self.endpoint, "google", method))?;
+        self.client
+            .post_json(&self.endpoint, uri, headers, body)
+            .await
     }
 
     fn tag(&self, e: Error) -> Error {
