@@ -114,11 +114,18 @@ fn route_headers(headers: &mut HeaderMap, route: &RouteInfo) {
 /// in a random page for every row.
 pub fn request_id() -> String {
     let ms = crate::store::unix_ms() as u64 & 0xffff_ffff_ffff;
-    format!(
-        "req_{ms:012x}{:04x}{:016x}",
-        fastrand::u16(..),
-        fastrand::u64(..)
-    )
+    let mut id = String::with_capacity(4 + 32);
+    id.push_str("req_");
+    for (value, digits) in [
+        (ms, 12),
+        (u64::from(fastrand::u16(..)), 4),
+        (fastrand::u64(..), 16),
+    ] {
+        for i in (0..digits).rev() {
+            id.push(char::from(b"0123456789abcdef"[(value >> (4 * i) & 0xf) as usize]));
+        }
+    }
+    id
 }
 
 /// The bearer token of a request, if any.
@@ -138,6 +145,11 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Erro
             "body",
             "the request body is empty: send JSON",
         ));
+    }
+    // A valid body (the usual case) is parsed without the path bookkeeping; only a
+    // failure is parsed again, to say where it went wrong.
+    if let Ok(value) = serde_json::from_slice(body) {
+        return Ok(value);
     }
     let mut de = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {

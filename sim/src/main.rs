@@ -32,6 +32,16 @@ enum Command {
     },
     /// Send chat-completion traffic and report latency, TTFT and errors.
     Load(LoadArgs),
+    /// Relay TCP connections to another address, byte for byte: the least any proxy
+    /// hop costs on this machine (the gateway benchmark's floor).
+    Relay {
+        /// Address to listen on; port 0 picks a free port.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// Address to relay to.
+        #[arg(long)]
+        to: SocketAddr,
+    },
 }
 
 #[derive(Args)]
@@ -163,6 +173,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(args) => serve(args).await,
+        Command::Relay { listen, to } => relay(listen, to).await,
         Command::Load(args) => {
             let mode = match (args.rate, args.concurrency) {
                 (Some(rate), None) => Mode::Rate(rate),
@@ -191,6 +202,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+/// Accepts connections on `listen` and copies bytes both ways to `to` until either
+/// side closes; prints `crossbar-sim: relay at http://ADDR` once listening.
+async fn relay(listen: SocketAddr, to: SocketAddr) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    println!("crossbar-sim: relay at http://{}", listener.local_addr()?);
+    loop {
+        let (mut client, _) = tokio::select! {
+            accepted = listener.accept() => accepted?,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
+        tokio::spawn(async move {
+            let Ok(mut upstream) = tokio::net::TcpStream::connect(to).await else {
+                return;
+            };
+            let _ = (client.set_nodelay(true), upstream.set_nodelay(true));
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+        });
     }
 }
 

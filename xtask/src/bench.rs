@@ -4,9 +4,13 @@
 //!
 //! What it measures (all through the real binaries over loopback HTTP):
 //! 1. latency at concurrency 1: p50 / p99 direct to the simulated OpenAI endpoint vs.
-//!    through `crossbar serve` — the difference is what the gateway adds;
+//!    through `crossbar serve` — the difference is what the gateway adds — and vs.
+//!    through `crossbar-sim relay`, a byte-for-byte TCP relay: what any proxy hop
+//!    costs on this machine, the floor under the gateway's figure;
 //! 2. throughput at concurrency 32, direct and through the gateway, and the gateway's
-//!    CPU time per request (user + system, from /proc, over that run);
+//!    CPU time per request (user + system, from /proc, over each run): three runs of
+//!    10 s, reported as the median with the range (on this 2-core VM the same binary
+//!    varies by ±10 % from run to run);
 //! 3. TTFT overhead for streams at concurrency 1;
 //! 4. memory (peak RSS of `crossbar`) with 10,000 streams open at once: the
 //!    simulator emits slowly so the streams stay open; upstream they share h2c
@@ -184,6 +188,13 @@ impl Load<'_> {
     }
 }
 
+/// The median of a few figures.
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
+}
+
 fn ms(v: &Value) -> f64 {
     v.as_f64().unwrap_or(f64::NAN)
 }
@@ -219,6 +230,22 @@ pub fn bench(ws: &Workspace) -> anyhow::Result<()> {
         .rsplit(" at ")
         .next()
         .context("sim address")?
+        .trim()
+        .to_owned();
+
+    let (relay, line) = start(
+        "crossbar-sim relay",
+        {
+            let mut c = Command::new(&sim_bin);
+            c.args(["relay", "--to", upstream.trim_start_matches("http://")]);
+            c
+        },
+        |l| l.contains("relay at"),
+    )?;
+    let relayed = line
+        .rsplit(" at ")
+        .next()
+        .context("relay address")?
         .trim()
         .to_owned();
 
@@ -289,6 +316,12 @@ sha256 = "{}"
         model: "gpt-4o-mini",
         key: None,
     };
+    let relay_load = Load {
+        sim: &sim_bin,
+        url: format!("{relayed}/v1/chat/completions"),
+        model: "gpt-4o-mini",
+        key: None,
+    };
     let through = Load {
         sim: &sim_bin,
         url: format!("{base}/v1/chat/completions"),
@@ -303,25 +336,43 @@ sha256 = "{}"
     let mut results = serde_json::Map::new();
     step("bench: latency at concurrency 1", || {
         let d = direct.run(1, Some(3000), "60s", false, 16)?;
+        let r = relay_load.run(1, Some(3000), "60s", false, 16)?;
         let g = through.run(1, Some(3000), "60s", false, 16)?;
+        let p = |v: &Value, q: &str| ms(&v["latency"][q]);
         results.insert("c1".into(), json!({
-            "direct_p50_ms": ms(&d["latency"]["p50_ms"]), "direct_p99_ms": ms(&d["latency"]["p99_ms"]),
-            "gateway_p50_ms": ms(&g["latency"]["p50_ms"]), "gateway_p99_ms": ms(&g["latency"]["p99_ms"]),
-            "added_p50_ms": ms(&g["latency"]["p50_ms"]) - ms(&d["latency"]["p50_ms"]),
-            "added_p99_ms": ms(&g["latency"]["p99_ms"]) - ms(&d["latency"]["p99_ms"]),
+            "direct_p50_ms": p(&d, "p50_ms"), "direct_p99_ms": p(&d, "p99_ms"),
+            "relay_p50_ms": p(&r, "p50_ms"), "relay_p99_ms": p(&r, "p99_ms"),
+            "gateway_p50_ms": p(&g, "p50_ms"), "gateway_p99_ms": p(&g, "p99_ms"),
+            "relay_added_p50_ms": p(&r, "p50_ms") - p(&d, "p50_ms"),
+            "added_p50_ms": p(&g, "p50_ms") - p(&d, "p50_ms"),
+            "added_p99_ms": p(&g, "p99_ms") - p(&d, "p99_ms"),
         }));
         Ok(())
     })?;
-    step("bench: throughput at concurrency 32", || {
-        let d = direct.run(32, None, "10s", false, 16)?;
-        let cpu_before = cpu_time(gw_pid)?;
-        let g = through.run(32, None, "10s", false, 16)?;
-        let cpu = cpu_time(gw_pid)? - cpu_before;
-        let requests = g["requests"].as_u64().unwrap_or(1).max(1);
+    drop(relay);
+    step("bench: throughput at concurrency 32 (3 runs)", || {
+        let (mut direct_rps, mut gateway_rps, mut cpu_us, mut p50, mut p99) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        let mut requests = 0;
+        for _ in 0..3 {
+            let d = direct.run(32, None, "10s", false, 16)?;
+            let cpu_before = cpu_time(gw_pid)?;
+            let g = through.run(32, None, "10s", false, 16)?;
+            let cpu = cpu_time(gw_pid)? - cpu_before;
+            let n = g["requests"].as_u64().unwrap_or(1).max(1);
+            requests += n;
+            direct_rps.push(ms(&d["achieved_rps"]));
+            gateway_rps.push(ms(&g["achieved_rps"]));
+            cpu_us.push(cpu.as_secs_f64() * 1e6 / n as f64);
+            p50.push(ms(&g["latency"]["p50_ms"]));
+            p99.push(ms(&g["latency"]["p99_ms"]));
+        }
         results.insert("c32".into(), json!({
-            "direct_rps": ms(&d["achieved_rps"]), "gateway_rps": ms(&g["achieved_rps"]),
-            "gateway_p50_ms": ms(&g["latency"]["p50_ms"]), "gateway_p99_ms": ms(&g["latency"]["p99_ms"]),
-            "gateway_cpu_us_per_request": cpu.as_secs_f64() * 1e6 / requests as f64,
+            "direct_rps": median(&direct_rps), "gateway_rps": median(&gateway_rps),
+            "gateway_rps_runs": gateway_rps,
+            "gateway_p50_ms": median(&p50), "gateway_p99_ms": median(&p99),
+            "gateway_cpu_us_per_request": median(&cpu_us),
+            "gateway_cpu_us_per_request_runs": cpu_us,
             "gateway_requests": requests,
         }));
         Ok(())
