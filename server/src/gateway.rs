@@ -170,11 +170,12 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Erro
 
 pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Body,
+    request: axum::extract::Request,
 ) -> Response {
+    // The whole request, not the `HeaderMap` extractor, which copies the headers.
+    let (parts, body) = request.into_parts();
     let id = request_id();
-    match handle_chat(&state, &headers, body, &id).await {
+    match handle_chat(&state, &parts.headers, body, &id).await {
         Ok(response) => response,
         Err(mut e) => {
             e.request_id = Some(id);
