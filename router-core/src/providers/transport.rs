@@ -197,3 +197,78 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Provider;
+    use futures_util::StreamExt;
+    use sim::{AuthMode, EndpointSpec, Kind, Sim, SimConfig};
+
+    /// Both clients, hyper's (chosen for `http://`) and reqwest (for `https://`; the
+    /// simulators speak plain HTTP, so it is built directly here), behave the same:
+    /// a JSON POST answered whole and as server-sent events, and a refused connection
+    /// reported as `unavailable`.
+    #[tokio::test]
+    async fn both_clients_post_json_and_read_answers_whole_and_as_events() {
+        let sim = Sim::start(SimConfig {
+            seed: 1,
+            control: None,
+            endpoints: vec![{
+                let mut spec = EndpointSpec::new("up", Kind::Openai);
+                spec.auth = AuthMode::None;
+                spec
+            }],
+        })
+        .await
+        .unwrap();
+        let mut endpoint = EndpointConfig::new("up", Provider::Openai, "gpt-4o-mini", "eastus");
+        endpoint.timeouts.request_ms = 5_000;
+        let url = format!("{}/v1/chat/completions", sim.url("up"));
+        let plain = HttpClient::new(&endpoint, &url).unwrap();
+        assert!(matches!(plain, HttpClient::Plain(_)));
+        let tls = HttpClient::Tls(reqwest::Client::new());
+        let body = |stream: bool| {
+            serde_json::json!({
+                "model": "gpt-4o-mini", "max_tokens": 8, "stream": stream,
+                "messages": [{"role": "user", "content": "hello"}]
+            })
+        };
+        for client in [plain, tls] {
+            let uri = uri(&endpoint, &url).unwrap();
+            let response = client
+                .post_json(&endpoint, uri.clone(), HeaderMap::new(), &body(false))
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            let whole: serde_json::Value =
+                serde_json::from_slice(&read_body(&endpoint, response).await.unwrap()).unwrap();
+            assert_eq!(whole["object"], "chat.completion", "{whole}");
+
+            let response = client
+                .post_json(&endpoint, uri, HeaderMap::new(), &body(true))
+                .await
+                .unwrap();
+            let events: Vec<_> = super::super::sse::events(response, Duration::from_secs(5))
+                .collect()
+                .await;
+            assert!(events.len() > 2, "{events:?}");
+            assert_eq!(events.last().unwrap().as_ref().unwrap().data.trim(), "[DONE]");
+
+            let closed = refused_uri();
+            let e = client
+                .post_json(&endpoint, closed, HeaderMap::new(), &body(false))
+                .await
+                .unwrap_err();
+            assert_eq!(e.kind, ErrorKind::Unavailable, "{e:?}");
+        }
+    }
+
+    /// A URL on an address nothing listens on.
+    fn refused_uri() -> Uri {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        format!("http://{addr}/v1/chat/completions").parse().unwrap()
+    }
+}
