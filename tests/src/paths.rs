@@ -9,11 +9,18 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-/// The workspace root (this crate lives in `tests/`).
+/// The workspace root (this crate lives in `tests/`). Cargo's run-time
+/// `CARGO_MANIFEST_DIR`, not the path compiled in: a target directory shared between
+/// checkouts can hold a test executable built from another one.
 pub fn workspace_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent directory")
+    static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| {
+        std::env::var_os("CARGO_MANIFEST_DIR")
+            .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+            .parent()
+            .expect("tests/ has a parent directory")
+            .to_path_buf()
+    })
 }
 
 /// The profile directory the test executable was built into (`<target>/debug`): test

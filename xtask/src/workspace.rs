@@ -17,7 +17,11 @@ pub struct Workspace {
 
 impl Workspace {
     pub fn locate() -> anyhow::Result<Self> {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        // At run time, not the path compiled in: a target directory shared between
+        // checkouts can hold an xtask built from another one.
+        let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+        let root = manifest_dir
             .parent()
             .context("xtask/ has no parent")?
             .to_path_buf();

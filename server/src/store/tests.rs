@@ -891,7 +891,12 @@ async fn a_file_database_reopens_with_its_data_and_migrations_run_once() {
             .fetch_one(store.pool())
             .await
             .unwrap();
-        let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations"))
+        let migrations_dir = std::path::PathBuf::from(
+            std::env::var_os("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+        )
+        .join("../migrations");
+        let files = std::fs::read_dir(migrations_dir)
             .unwrap()
             .filter(|f| f.as_ref().unwrap().path().extension().is_some_and(|e| e == "sql"))
             .count();
