@@ -643,6 +643,28 @@ async fn every_bad_input_gets_a_clear_error_in_the_openai_shape() {
         r.json::<Value>().await.unwrap()["error"]["param"],
         "temperature"
     );
+    // A body in several chunks (no Content-Length) is joined; one past the limit in
+    // chunks is refused like the declared one.
+    let chunked = |parts: Vec<Vec<u8>>| {
+        let stream = futures_util::stream::iter(parts.into_iter().map(Ok::<_, std::io::Error>));
+        h.http
+            .post(&url)
+            .header("content-type", "application/json")
+            .bearer_auth(&h.key)
+            .body(reqwest::Body::wrap_stream(stream))
+            .send()
+    };
+    let whole = br#"{"model":"summarize","messages":[{"role":"user","content":"in three parts"}]}"#;
+    let parts = vec![whole[..10].to_vec(), whole[10..30].to_vec(), whole[30..].to_vec()];
+    let r = chunked(parts).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let padding = vec![b' '; 1 << 20];
+    let r = chunked(vec![padding; 6]).await.unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "payload_too_large"
+    );
     // Nothing was lost: the server still answers.
     assert_eq!(h.chat(user_message("still there?")).await.status(), 200);
 }
