@@ -103,9 +103,11 @@ fn benches(c: &mut Criterion) {
             black_box(select_variant(feature, Some(&users[i]), 0.5));
         })
     });
-    let mut settings = BreakerSettings::default();
-    settings.ttft_p90 = Some(Duration::from_millis(1_500));
-    settings.latency_p90 = Some(Duration::from_millis(8_000));
+    let settings = BreakerSettings {
+        ttft_p90: Some(Duration::from_millis(1_500)),
+        latency_p90: Some(Duration::from_millis(8_000)),
+        ..BreakerSettings::default()
+    };
     let mut breaker = Breaker::new(settings, Duration::ZERO);
     let mut now = Duration::ZERO;
     c.bench_function("breaker_record", |b| {

@@ -4,6 +4,7 @@
 //! listening (and `crossbar: console at http://ADDR/` when it serves the console), so
 //! scripts and tests can start it on port 0 and read the address back.
 
+use std::ffi::{CStr, c_int, c_long};
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,6 +22,20 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The mimalloc whose header the option positions below were read from
+/// (`MI_MALLOC_VERSION / 100`); a test fails when another one is linked.
+#[cfg(test)]
+const MIMALLOC_VERSION: c_int = 303;
+
+/// mimalloc options set before it first allocates: position in mimalloc v3's
+/// `mi_option_e` (include/mimalloc.h, which keeps retired options as placeholders so
+/// that positions stay stable), the variable that overrides it, and our value.
+const ALLOCATOR_OPTIONS: [(c_int, &CStr, c_long); 3] = [
+    (4, c"MIMALLOC_ARENA_EAGER_COMMIT", 0),
+    (15, c"MIMALLOC_PURGE_DELAY", 0),
+    (40, c"MIMALLOC_PAGE_COMMIT_ON_DEMAND", 1),
+];
+
 /// Commits memory as it is used and returns freed pages at once. mimalloc's defaults
 /// (arenas committed up front, purging delayed) held 400 MB at 10,000 open streams
 /// where glibc held 300 MB; with these, 260 MB. An operator's `MIMALLOC_*` variables
@@ -30,22 +45,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// that moment, so this runs as an ELF constructor, before Rust's runtime allocates
 /// anything (and it must not allocate itself).
 extern "C" fn tune_allocator() {
-    use std::ffi::{CStr, c_char, c_int, c_long};
-    // Positions in mimalloc v3's `mi_option_e` (include/mimalloc.h), which keeps
-    // retired options as placeholders so that the positions stay stable.
-    const ARENA_EAGER_COMMIT: c_int = 4;
-    const PURGE_DELAY: c_int = 15;
-    const PAGE_COMMIT_ON_DEMAND: c_int = 40;
+    use std::ffi::c_char;
     unsafe extern "C" {
         fn mi_option_set(option: c_int, value: c_long);
         fn getenv(name: *const c_char) -> *const c_char;
     }
-    let options: [(c_int, &CStr, c_long); 3] = [
-        (ARENA_EAGER_COMMIT, c"MIMALLOC_ARENA_EAGER_COMMIT", 0),
-        (PURGE_DELAY, c"MIMALLOC_PURGE_DELAY", 0),
-        (PAGE_COMMIT_ON_DEMAND, c"MIMALLOC_PAGE_COMMIT_ON_DEMAND", 1),
-    ];
-    for (option, env, value) in options {
+    for (option, env, value) in ALLOCATOR_OPTIONS {
         // SAFETY: getenv reads the environment without allocating; mi_option_set only
         // stores the value, and every index above exists in the linked mimalloc
         // (libmimalloc-sys builds v3 unless asked for v2).
@@ -236,5 +241,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo(args) => server::demo::run(args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    unsafe extern "C" {
+        fn mi_version() -> c_int;
+        fn mi_option_get(option: c_int) -> c_long;
+    }
+
+    #[test]
+    fn the_allocator_options_are_set_before_main_in_the_mimalloc_they_were_read_from() {
+        // SAFETY: both only read mimalloc's state.
+        let version = unsafe { mi_version() };
+        assert_eq!(
+            version / 100,
+            MIMALLOC_VERSION,
+            "mimalloc {version} is linked: check ALLOCATOR_OPTIONS against its mimalloc.h"
+        );
+        for (option, env, value) in ALLOCATOR_OPTIONS {
+            let name = env.to_str().unwrap();
+            if std::env::var_os(name).is_none() {
+                assert_eq!(unsafe { mi_option_get(option) }, value, "{name}");
+            }
+        }
     }
 }

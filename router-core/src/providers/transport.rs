@@ -34,7 +34,7 @@ pub(crate) type BodyError = Box<dyn std::error::Error + Send + Sync>;
 /// One endpoint's HTTP client (pooled connections). Cheap to clone.
 #[derive(Clone)]
 pub(crate) enum HttpClient {
-    Plain(Client<HttpConnector, Full<Bytes>>),
+    Plain(Box<Client<HttpConnector, Full<Bytes>>>),
     Tls(reqwest::Client),
 }
 
@@ -53,7 +53,7 @@ impl HttpClient {
                 .pool_idle_timeout(idle)
                 .http2_only(endpoint.http2_prior_knowledge)
                 .build(connector);
-            return Ok(Self::Plain(client));
+            return Ok(Self::Plain(Box::new(client)));
         }
         let mut builder = reqwest::Client::builder()
             .connect_timeout(connect)
