@@ -122,7 +122,9 @@ pub fn request_id() -> String {
         (fastrand::u64(..), 16),
     ] {
         for i in (0..digits).rev() {
-            id.push(char::from(b"0123456789abcdef"[(value >> (4 * i) & 0xf) as usize]));
+            id.push(char::from(
+                b"0123456789abcdef"[(value >> (4 * i) & 0xf) as usize],
+            ));
         }
     }
     id
@@ -411,7 +413,10 @@ mod tests {
         let first = request_id();
         std::thread::sleep(std::time::Duration::from_millis(2));
         let ids: Vec<String> = (0..1000).map(|_| request_id()).collect();
-        assert!(ids.iter().all(|id| id.len() == 4 + 32 && id > &first), "{first} {ids:?}");
+        assert!(
+            ids.iter().all(|id| id.len() == 4 + 32 && id > &first),
+            "{first} {ids:?}"
+        );
         let distinct: std::collections::HashSet<&String> = ids.iter().collect();
         assert_eq!(distinct.len(), ids.len());
         let ms = u64::from_str_radix(&first[4..16], 16).unwrap();

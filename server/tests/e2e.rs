@@ -655,7 +655,11 @@ async fn every_bad_input_gets_a_clear_error_in_the_openai_shape() {
             .send()
     };
     let whole = br#"{"model":"summarize","messages":[{"role":"user","content":"in three parts"}]}"#;
-    let parts = vec![whole[..10].to_vec(), whole[10..30].to_vec(), whole[30..].to_vec()];
+    let parts = vec![
+        whole[..10].to_vec(),
+        whole[10..30].to_vec(),
+        whole[30..].to_vec(),
+    ];
     let r = chunked(parts).await.unwrap();
     assert_eq!(r.status(), 200);
     let padding = vec![b' '; 1 << 20];

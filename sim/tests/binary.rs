@@ -107,7 +107,12 @@ fn check_reports_every_problem_in_a_bad_config() {
         std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
     )
     .join("demo.toml");
-    let out = sim().arg("check").arg("--config").arg(&demo).output().unwrap();
+    let out = sim()
+        .arg("check")
+        .arg("--config")
+        .arg(&demo)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{}",

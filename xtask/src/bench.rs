@@ -339,14 +339,17 @@ sha256 = "{}"
         let r = relay_load.run(1, Some(3000), "60s", false, 16)?;
         let g = through.run(1, Some(3000), "60s", false, 16)?;
         let p = |v: &Value, q: &str| ms(&v["latency"][q]);
-        results.insert("c1".into(), json!({
-            "direct_p50_ms": p(&d, "p50_ms"), "direct_p99_ms": p(&d, "p99_ms"),
-            "relay_p50_ms": p(&r, "p50_ms"), "relay_p99_ms": p(&r, "p99_ms"),
-            "gateway_p50_ms": p(&g, "p50_ms"), "gateway_p99_ms": p(&g, "p99_ms"),
-            "relay_added_p50_ms": p(&r, "p50_ms") - p(&d, "p50_ms"),
-            "added_p50_ms": p(&g, "p50_ms") - p(&d, "p50_ms"),
-            "added_p99_ms": p(&g, "p99_ms") - p(&d, "p99_ms"),
-        }));
+        results.insert(
+            "c1".into(),
+            json!({
+                "direct_p50_ms": p(&d, "p50_ms"), "direct_p99_ms": p(&d, "p99_ms"),
+                "relay_p50_ms": p(&r, "p50_ms"), "relay_p99_ms": p(&r, "p99_ms"),
+                "gateway_p50_ms": p(&g, "p50_ms"), "gateway_p99_ms": p(&g, "p99_ms"),
+                "relay_added_p50_ms": p(&r, "p50_ms") - p(&d, "p50_ms"),
+                "added_p50_ms": p(&g, "p50_ms") - p(&d, "p50_ms"),
+                "added_p99_ms": p(&g, "p99_ms") - p(&d, "p99_ms"),
+            }),
+        );
         Ok(())
     })?;
     drop(relay);
@@ -367,14 +370,17 @@ sha256 = "{}"
             p50.push(ms(&g["latency"]["p50_ms"]));
             p99.push(ms(&g["latency"]["p99_ms"]));
         }
-        results.insert("c32".into(), json!({
-            "direct_rps": median(&direct_rps), "gateway_rps": median(&gateway_rps),
-            "gateway_rps_runs": gateway_rps,
-            "gateway_p50_ms": median(&p50), "gateway_p99_ms": median(&p99),
-            "gateway_cpu_us_per_request": median(&cpu_us),
-            "gateway_cpu_us_per_request_runs": cpu_us,
-            "gateway_requests": requests,
-        }));
+        results.insert(
+            "c32".into(),
+            json!({
+                "direct_rps": median(&direct_rps), "gateway_rps": median(&gateway_rps),
+                "gateway_rps_runs": gateway_rps,
+                "gateway_p50_ms": median(&p50), "gateway_p99_ms": median(&p99),
+                "gateway_cpu_us_per_request": median(&cpu_us),
+                "gateway_cpu_us_per_request_runs": cpu_us,
+                "gateway_requests": requests,
+            }),
+        );
         Ok(())
     })?;
     step("bench: stream TTFT at concurrency 1", || {

@@ -37,6 +37,7 @@ const WASM_TARGET: &str = "wasm32-unknown-unknown";
 pub fn setup(ws: &Workspace) -> anyhow::Result<()> {
     step("setup: system packages", apt_packages)?;
     step("setup: rust target wasm32-unknown-unknown", wasm_target)?;
+    step("setup: rustfmt", rustfmt)?;
     step("setup: wasm-bindgen CLI", || wasm_bindgen_cli(ws).map(drop))?;
     Ok(())
 }
@@ -116,6 +117,16 @@ fn wasm_target() -> anyhow::Result<()> {
     }
     run(Command::new("rustup").args(["target", "add", WASM_TARGET]))
         .context("cannot add the wasm32 target: is the toolchain managed by rustup?")
+}
+
+/// `cargo fmt`, which `xtask test` runs as a check (not in rustup's minimal profile).
+fn rustfmt() -> anyhow::Result<()> {
+    if output(Command::new("cargo").args(["fmt", "--version"])).is_some() {
+        eprintln!("rustfmt is installed");
+        return Ok(());
+    }
+    run(Command::new("rustup").args(["component", "add", "rustfmt"]))
+        .context("cannot add rustfmt: is the toolchain managed by rustup?")
 }
 
 /// The `wasm-bindgen` version in Cargo.lock: the CLI must match it exactly.

@@ -1,6 +1,6 @@
 //! `cargo xtask test`: the whole suite, as CI runs it.
 //!
-//! First every crate's unit and integration tests (the desktop shell has none; the
+//! First the formatting check, then every crate's unit and integration tests (the desktop shell has none; the
 //! console's pure logic runs natively on its own), then the end-to-end tests, which are
 //! `#[ignore]`d in a plain `cargo test` because they need the built binaries, a browser
 //! and an X server. Both suites run even if the first fails, so one run reports
@@ -15,6 +15,13 @@ pub fn test(ws: &Workspace) -> anyhow::Result<()> {
     let built = build(ws)?;
 
     let mut failed = Vec::new();
+    let format = step("test: formatting (cargo fmt --check)", || {
+        run(&mut ws.cargo(["fmt", "--all", "--", "--check"]))
+    });
+    if let Err(err) = format {
+        eprintln!("{err:#}");
+        failed.push("formatting");
+    }
     let unit = step("test: unit and integration tests", || {
         run(&mut ws.cargo([
             "test",

@@ -10,10 +10,10 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::sse::{self, SseEvent};
+use super::transport::{self, Body, HttpClient, read_body};
 use super::{
     ChatProvider, Decoder, TimedStream, check_capabilities, drive, parse_json, retry_after,
 };
-use super::transport::{self, Body, HttpClient, read_body};
 use crate::api::{
     ChatChunk, ChatRequest, ChatResponse, Error, ErrorKind, Message, ResponseFormat, Stop,
     StreamOptions, ToolChoice, ToolDefinition,
@@ -57,7 +57,10 @@ impl OpenAi {
                 let mut value = http::HeaderValue::try_from(value).map_err(|_| {
                     Error::new(
                         ErrorKind::UpstreamAuth,
-                        format!("endpoint `{}`: the API key in `{env}` is not a valid header value", endpoint.name),
+                        format!(
+                            "endpoint `{}`: the API key in `{env}` is not a valid header value",
+                            endpoint.name
+                        ),
                     )
                 })?;
                 value.set_sensitive(true);
@@ -84,7 +87,11 @@ impl OpenAi {
     }
 
     /// The request as this endpoint receives it: its model, and usage always reported.
-    fn upstream_request<'a>(&'a self, request: &'a ChatRequest, stream: bool) -> UpstreamRequest<'a> {
+    fn upstream_request<'a>(
+        &'a self,
+        request: &'a ChatRequest,
+        stream: bool,
+    ) -> UpstreamRequest<'a> {
         UpstreamRequest::new(request, &self.endpoint.model, stream)
     }
 }

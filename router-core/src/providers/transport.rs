@@ -82,9 +82,8 @@ impl HttpClient {
         headers: HeaderMap,
         body: &impl serde::Serialize,
     ) -> Result<Response<Body>, Error> {
-        let body = serde_json::to_vec(body).map_err(|e| {
-            Error::new(ErrorKind::Internal, format!("encoding the request: {e}"))
-        })?;
+        let body = serde_json::to_vec(body)
+            .map_err(|e| Error::new(ErrorKind::Internal, format!("encoding the request: {e}")))?;
         let mut request = Request::post(uri)
             .body(Bytes::from(body))
             .map_err(|e| Error::new(ErrorKind::Internal, format!("building the request: {e}")))?;
@@ -101,8 +100,7 @@ impl HttpClient {
         };
         match self {
             Self::Plain(client) => {
-                match tokio::time::timeout(timeout, client.request(request.map(Full::new))).await
-                {
+                match tokio::time::timeout(timeout, client.request(request.map(Full::new))).await {
                     Ok(Ok(response)) => Ok(response.map(|b| b.map_err(BodyError::from).boxed())),
                     Ok(Err(e)) => Err(hyper_error(&e)),
                     Err(_) => Err(timed_out()),
@@ -254,7 +252,10 @@ mod tests {
                 .collect()
                 .await;
             assert!(events.len() > 2, "{events:?}");
-            assert_eq!(events.last().unwrap().as_ref().unwrap().data.trim(), "[DONE]");
+            assert_eq!(
+                events.last().unwrap().as_ref().unwrap().data.trim(),
+                "[DONE]"
+            );
 
             let closed = refused_uri();
             let e = client
@@ -270,6 +271,8 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        format!("http://{addr}/v1/chat/completions").parse().unwrap()
+        format!("http://{addr}/v1/chat/completions")
+            .parse()
+            .unwrap()
     }
 }

@@ -16,11 +16,11 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::sse::{self, SseEvent};
+use super::transport::{self, Body, HttpClient, read_body};
 use super::{
     ChatProvider, Decoder, TimedStream, check_capabilities, drive, parse_json, retry_after,
     unix_now,
 };
-use super::transport::{self, Body, HttpClient, read_body};
 use crate::api::{
     AssistantMessage, ChatChunk, ChatRequest, ChatResponse, Choice, ContentPart, Delta, Error,
     ErrorKind, FinishReason, FunctionCall, FunctionCallDelta, Message, Role, ToolCall,
@@ -65,7 +65,10 @@ impl Gemini {
 
     async fn post(&self, method: &str, body: &Value) -> Result<http::Response<Body>, Error> {
         let headers = auth::gcp_headers(&self.credentials).await?;
-        let uri = transport::uri(&self.endpoint, &vertex_url(&self.endpoint, "google", method))?;
+        let uri = transport::uri(
+            &self.endpoint,
+            &vertex_url(&self.endpoint, "google", method),
+        )?;
         self.client
             .post_json(&self.endpoint, uri, headers, body)
             .await

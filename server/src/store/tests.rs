@@ -898,7 +898,13 @@ async fn a_file_database_reopens_with_its_data_and_migrations_run_once() {
         .join("../migrations");
         let files = std::fs::read_dir(migrations_dir)
             .unwrap()
-            .filter(|f| f.as_ref().unwrap().path().extension().is_some_and(|e| e == "sql"))
+            .filter(|f| {
+                f.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|e| e == "sql")
+            })
             .count();
         assert_eq!(migrations, files as i64, "each migration ran once");
         store.close().await;
