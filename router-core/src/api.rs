@@ -210,6 +210,20 @@ impl Content {
         }
     }
 
+    /// The length in bytes of [`Self::text`], without building it.
+    pub fn text_len(&self) -> usize {
+        match self {
+            Self::Text(t) => t.len(),
+            Self::Parts(parts) => parts
+                .iter()
+                .map(|p| match p {
+                    ContentPart::Text { text } => text.len(),
+                    _ => 0,
+                })
+                .sum(),
+        }
+    }
+
     pub fn parts(&self) -> Vec<ContentPart> {
         match self {
             Self::Text(t) => vec![ContentPart::Text { text: t.clone() }],

@@ -77,27 +77,11 @@ async fn secretless_credentials_reach_the_clouds_and_never_the_logs() {
 
     // SAFETY: the only test in this binary; nothing else reads the environment concurrently.
     unsafe {
-        for var in [
-            "AWS_ACCESS_KEY_ID",
-            "AWS_SECRET_ACCESS_KEY",
-            "AWS_SESSION_TOKEN",
-            "AWS_PROFILE",
-            "AWS_BEARER_TOKEN_BEDROCK",
-            "AWS_WEB_IDENTITY_TOKEN_FILE",
-        ] {
-            std::env::remove_var(var);
-        }
-        std::env::set_var("AWS_CONFIG_FILE", "/nonexistent/crossbar-auth-test");
-        std::env::set_var(
-            "AWS_SHARED_CREDENTIALS_FILE",
+        sim::identity::use_container_credentials(
+            &format!("{}/creds", sim.url("identity")),
             "/nonexistent/crossbar-auth-test",
+            Some(CONTAINER_TOKEN),
         );
-        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
-        std::env::set_var(
-            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-            format!("{}/creds", sim.url("identity")),
-        );
-        std::env::set_var("AWS_CONTAINER_AUTHORIZATION_TOKEN", CONTAINER_TOKEN);
         std::env::set_var("CROSSBAR_TEST_OPENAI_KEY", OPENAI_KEY);
     }
     let mut errors = Vec::new();

@@ -92,23 +92,10 @@ pub fn prepare_environment(_args: &DemoArgs) {
     let _ = std::fs::create_dir_all(&aws_dir).and_then(|()| std::fs::write(&empty, ""));
     // SAFETY: called from `main` before the runtime (or any other thread) starts.
     unsafe {
-        for var in [
-            "AWS_ACCESS_KEY_ID",
-            "AWS_SECRET_ACCESS_KEY",
-            "AWS_SESSION_TOKEN",
-            "AWS_PROFILE",
-            "AWS_BEARER_TOKEN_BEDROCK",
-            "AWS_WEB_IDENTITY_TOKEN_FILE",
-            "AWS_CONTAINER_AUTHORIZATION_TOKEN",
-        ] {
-            std::env::remove_var(var);
-        }
-        std::env::set_var("AWS_CONFIG_FILE", &empty);
-        std::env::set_var("AWS_SHARED_CREDENTIALS_FILE", &empty);
-        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
-        std::env::set_var(
-            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-            format!("http://127.0.0.1:{port}/creds"),
+        sim::identity::use_container_credentials(
+            &format!("http://127.0.0.1:{port}/creds"),
+            &empty,
+            None,
         );
         std::env::set_var(AZURE_KEY_ENV, key);
     }

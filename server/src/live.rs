@@ -186,10 +186,7 @@ impl Live {
         ]
         .join(KEY_SEPARATOR);
         let mut counters = self.counters.lock().expect("counters lock");
-        let totals = match counters.requests.get_mut(&key) {
-            Some(t) => t,
-            None => counters.requests.entry(key).or_default(),
-        };
+        let totals = counters.requests.entry(key).or_default();
         totals.count += 1;
         totals.prompt_tokens += r.prompt_tokens;
         totals.completion_tokens += r.completion_tokens;

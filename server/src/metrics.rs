@@ -169,30 +169,24 @@ pub fn render_text(state: &AppState) -> String {
             "crossbar_endpoint_error_ratio{{endpoint=\"{n}\"}} {}",
             s.error_rate()
         );
-        for (q, v) in [
-            ("0.5", s.latency_p50_ms),
-            ("0.9", s.latency_p90_ms),
-            ("0.99", s.latency_p99_ms),
+        for (name, quantiles) in [
+            (
+                "crossbar_endpoint_latency_seconds",
+                [s.latency_p50_ms, s.latency_p90_ms, s.latency_p99_ms],
+            ),
+            (
+                "crossbar_endpoint_ttft_seconds",
+                [s.ttft_p50_ms, s.ttft_p90_ms, s.ttft_p99_ms],
+            ),
         ] {
-            if let Some(ms) = v {
-                let _ = writeln!(
-                    out,
-                    "crossbar_endpoint_latency_seconds{{endpoint=\"{n}\",quantile=\"{q}\"}} {}",
-                    ms / 1000.0
-                );
-            }
-        }
-        for (q, v) in [
-            ("0.5", s.ttft_p50_ms),
-            ("0.9", s.ttft_p90_ms),
-            ("0.99", s.ttft_p99_ms),
-        ] {
-            if let Some(ms) = v {
-                let _ = writeln!(
-                    out,
-                    "crossbar_endpoint_ttft_seconds{{endpoint=\"{n}\",quantile=\"{q}\"}} {}",
-                    ms / 1000.0
-                );
+            for (q, v) in ["0.5", "0.9", "0.99"].into_iter().zip(quantiles) {
+                if let Some(ms) = v {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{endpoint=\"{n}\",quantile=\"{q}\"}} {}",
+                        ms / 1000.0
+                    );
+                }
             }
         }
     }
@@ -218,21 +212,13 @@ pub fn render_text(state: &AppState) -> String {
         "counter",
         "Usage-ledger records by fate: received, written, dropped (must stay 0).",
     );
-    let _ = writeln!(
-        out,
-        "crossbar_ledger_records_total{{fate=\"received\"}} {}",
-        l.received
-    );
-    let _ = writeln!(
-        out,
-        "crossbar_ledger_records_total{{fate=\"written\"}} {}",
-        l.written
-    );
-    let _ = writeln!(
-        out,
-        "crossbar_ledger_records_total{{fate=\"dropped\"}} {}",
-        l.dropped
-    );
+    for (fate, n) in [
+        ("received", l.received),
+        ("written", l.written),
+        ("dropped", l.dropped),
+    ] {
+        let _ = writeln!(out, "crossbar_ledger_records_total{{fate=\"{fate}\"}} {n}");
+    }
     family(
         &mut out,
         "crossbar_ledger_queued",

@@ -229,6 +229,23 @@ impl Harness {
         )
     }
 
+    /// `POST /admin/v1{path}` with `body`, as `role`.
+    async fn admin_post(&self, role: &str, path: &str, body: Value) -> (u16, Value) {
+        self.admin(role, reqwest::Method::POST, path, Some(body))
+            .await
+    }
+
+    /// `PUT /admin/v1/features/summarize` with `edit`, as `role`.
+    async fn edit_summarize(&self, role: &str, edit: Value) -> (u16, Value) {
+        self.admin(
+            role,
+            reqwest::Method::PUT,
+            "/features/summarize",
+            Some(edit),
+        )
+        .await
+    }
+
     async fn breaker_state(&self, endpoint: &str) -> String {
         let (_, endpoints) = self
             .admin("viewer", reqwest::Method::GET, "/endpoints", None)
@@ -457,26 +474,12 @@ async fn an_ab_change_published_through_the_admin_api_reaches_traffic_and_rolls_
         "base_version": base,
         "message": "all in on a"
     });
-    let (status, body) = h
-        .admin(
-            "viewer",
-            reqwest::Method::PUT,
-            "/features/summarize",
-            Some(edit.clone()),
-        )
-        .await;
+    let (status, body) = h.edit_summarize("viewer", edit.clone()).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (403, Some("forbidden"))
     );
-    let (status, result) = h
-        .admin(
-            "experimenter",
-            reqwest::Method::PUT,
-            "/features/summarize",
-            Some(edit.clone()),
-        )
-        .await;
+    let (status, result) = h.edit_summarize("experimenter", edit.clone()).await;
     assert_eq!(status, 200, "{result}");
     let published = result["version"].as_i64().unwrap();
     assert_eq!(published, base + 1);
@@ -487,25 +490,17 @@ async fn an_ab_change_published_through_the_admin_api_reaches_traffic_and_rolls_
     );
 
     // A stale edit is refused and changes nothing.
-    let (status, body) = h
-        .admin(
-            "experimenter",
-            reqwest::Method::PUT,
-            "/features/summarize",
-            Some(edit),
-        )
-        .await;
+    let (status, body) = h.edit_summarize("experimenter", edit).await;
     assert_eq!(
         (status, body["current_version"].as_i64()),
         (409, Some(published))
     );
 
     let (status, result) = h
-        .admin(
+        .admin_post(
             "experimenter",
-            reqwest::Method::POST,
             "/config/rollback",
-            Some(json!({"to_version": base, "base_version": published})),
+            json!({"to_version": base, "base_version": published}),
         )
         .await;
     assert_eq!(status, 200, "{result}");
@@ -841,14 +836,7 @@ async fn feedback_on_a_request_reaches_its_endpoints_breaker() {
     // The ledger is written off the hot path: the request becomes known within moments.
     let mut status = 0;
     for _ in 0..50 {
-        (status, _) = h
-            .admin(
-                "operator",
-                reqwest::Method::POST,
-                "/feedback",
-                Some(body.clone()),
-            )
-            .await;
+        (status, _) = h.admin_post("operator", "/feedback", body.clone()).await;
         if status != 404 {
             break;
         }
@@ -860,11 +848,10 @@ async fn feedback_on_a_request_reaches_its_endpoints_breaker() {
         .await;
     assert_eq!(endpoints[0]["stats"]["feedback_down"], 1, "{endpoints}");
     let (status, body) = h
-        .admin(
+        .admin_post(
             "operator",
-            reqwest::Method::POST,
             "/feedback",
-            Some(json!({"request_id": "req_nope", "positive": true})),
+            json!({"request_id": "req_nope", "positive": true}),
         )
         .await;
     assert_eq!(

@@ -51,6 +51,46 @@ pub fn routes() -> Router<Arc<Endpoint>> {
         )
 }
 
+/// Points the AWS SDK's default credential chain at the container credentials of a
+/// simulated identity endpoint, `creds_url` (`http://HOST:PORT/creds`), and at nothing
+/// else on this machine: the variables that would give it static keys, a profile, a
+/// bearer token or web identity are removed, the shared config and credentials files
+/// are `config_file` (empty or absent), and the EC2 metadata service is off.
+/// `authorization` is the token the endpoint expects (its `container_authorization`);
+/// `None` removes `AWS_CONTAINER_AUTHORIZATION_TOKEN`.
+///
+/// # Safety
+///
+/// Changes the process environment ([`std::env::set_var`]): no other thread may read
+/// or write it meanwhile.
+pub unsafe fn use_container_credentials(
+    creds_url: &str,
+    config_file: impl AsRef<std::ffi::OsStr>,
+    authorization: Option<&str>,
+) {
+    // SAFETY: the caller guarantees nothing else touches the environment meanwhile.
+    unsafe {
+        for var in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_PROFILE",
+            "AWS_BEARER_TOKEN_BEDROCK",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+        ] {
+            std::env::remove_var(var);
+        }
+        std::env::set_var("AWS_CONFIG_FILE", config_file.as_ref());
+        std::env::set_var("AWS_SHARED_CREDENTIALS_FILE", config_file.as_ref());
+        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+        std::env::set_var("AWS_CONTAINER_CREDENTIALS_FULL_URI", creds_url);
+        match authorization {
+            Some(token) => std::env::set_var("AWS_CONTAINER_AUTHORIZATION_TOKEN", token),
+            None => std::env::remove_var("AWS_CONTAINER_AUTHORIZATION_TOKEN"),
+        }
+    }
+}
+
 /// The common failure modes (latency, outage, injected 5xx) apply to identity too,
 /// so a DR drill can take the credential service down.
 async fn arrive(ep: &Endpoint) -> Result<(), SimError> {

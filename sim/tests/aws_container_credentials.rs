@@ -21,27 +21,11 @@ async fn default_chain_uses_container_credentials_and_the_issued_key_is_accepted
 
     // SAFETY: this test binary has a single test, so no other thread reads the environment now.
     unsafe {
-        for var in [
-            "AWS_ACCESS_KEY_ID",
-            "AWS_SECRET_ACCESS_KEY",
-            "AWS_SESSION_TOKEN",
-            "AWS_PROFILE",
-            "AWS_BEARER_TOKEN_BEDROCK",
-            "AWS_WEB_IDENTITY_TOKEN_FILE",
-        ] {
-            std::env::remove_var(var);
-        }
-        std::env::set_var("AWS_CONFIG_FILE", "/nonexistent/crossbar-sim-test");
-        std::env::set_var(
-            "AWS_SHARED_CREDENTIALS_FILE",
+        sim::identity::use_container_credentials(
+            &format!("{}/creds", sim.url("identity")),
             "/nonexistent/crossbar-sim-test",
+            Some("pod-identity-token"),
         );
-        std::env::set_var(
-            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-            format!("{}/creds", sim.url("identity")),
-        );
-        std::env::set_var("AWS_CONTAINER_AUTHORIZATION_TOKEN", "pod-identity-token");
-        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
     }
     let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region("us-west-2")

@@ -75,6 +75,18 @@ impl Default for DemoOptions {
     }
 }
 
+impl DemoOptions {
+    /// Something for the overview and the spend view to show: background traffic
+    /// (4 requests a second) and a day of past traffic.
+    pub fn with_traffic_and_history() -> Self {
+        Self {
+            rps: 4.0,
+            history_days: 1,
+            ..Self::default()
+        }
+    }
+}
+
 /// A running `crossbar demo`; killed on drop.
 pub struct Demo {
     /// `http://127.0.0.1:PORT` (no trailing slash): gateway, admin API and console.

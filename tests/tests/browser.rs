@@ -39,6 +39,20 @@ fn save_screenshot(session: &Session<'_>, file: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A Chromium window on the demo's console, signed in as `role` with the demo's
+/// token for it.
+fn signed_in<'c>(chromium: &'c Chromium, demo: &Demo, role: &str) -> anyhow::Result<Session<'c>> {
+    let session = chromium.session()?;
+    console::open_and_sign_in(
+        &session,
+        &demo.console_url(),
+        demo.token(role),
+        role,
+        "Chromium",
+    )?;
+    Ok(session)
+}
+
 fn all_ok(served: &[Served], what: &str) -> anyhow::Result<()> {
     let failed: Vec<&Served> = served.iter().filter(|s| s.status != 200).collect();
     ensure!(
@@ -57,15 +71,11 @@ fn all_ok(served: &[Served], what: &str) -> anyhow::Result<()> {
 #[ignore = "needs built UI, chromium, Xvfb: run via cargo xtask test"]
 fn admin_sees_every_endpoint_and_the_spend() -> anyhow::Result<()> {
     let _serial = serial();
-    // Some background traffic, so the overview and the spend have something to show.
+    // Background traffic and a day of history, so the overview and the spend have
+    // something to show.
     let demo = Demo::start(
         "browser-overview-demo",
-        &DemoOptions {
-            rps: 4.0,
-            // A day of past traffic for the spend view.
-            history_days: 1,
-            ..DemoOptions::default()
-        },
+        &DemoOptions::with_traffic_and_history(),
     )?;
     // The server half of the contract, before spending a browser on it.
     let health: Value = reqwest::blocking::get(format!("{}/healthz", demo.url))?
@@ -77,14 +87,7 @@ fn admin_sees_every_endpoint_and_the_spend() -> anyhow::Result<()> {
     );
 
     let chromium = Chromium::start("browser-overview-chromedriver")?;
-    let session = chromium.session()?;
-    console::open_and_sign_in(
-        &session,
-        &demo.console_url(),
-        demo.token("admin"),
-        "admin",
-        "Chromium",
-    )?;
+    let session = signed_in(&chromium, &demo, "admin")?;
     console::wait_for_overview(&session, &demo::ENDPOINTS)?;
     for name in demo::ENDPOINTS {
         let state = console::shown_breaker_state(&session, name)?;
@@ -155,14 +158,7 @@ fn breaker_opened_by_a_simulated_outage_shows_on_the_overview() -> anyhow::Resul
         },
     )?;
     let chromium = Chromium::start("browser-breaker-chromedriver")?;
-    let session = chromium.session()?;
-    console::open_and_sign_in(
-        &session,
-        &demo.console_url(),
-        demo.token("operator"),
-        "operator",
-        "Chromium",
-    )?;
+    let session = signed_in(&chromium, &demo, "operator")?;
     console::wait_for_overview(&session, &demo::ENDPOINTS)?;
     let before = console::shown_breaker_state(&session, OUTAGE_ENDPOINT)?;
     ensure!(
@@ -255,14 +251,7 @@ fn experimenter_shifts_the_recap_split_and_rolls_it_back() -> anyhow::Result<()>
     );
 
     let chromium = Chromium::start("browser-split-chromedriver")?;
-    let session = chromium.session()?;
-    console::open_and_sign_in(
-        &session,
-        &demo.console_url(),
-        demo.token("experimenter"),
-        "experimenter",
-        "Chromium",
-    )?;
+    let session = signed_in(&chromium, &demo, "experimenter")?;
     console::open_feature(&session, "recap")?;
     session
         .wait_for("#feature-editor", UI_TIMEOUT)
@@ -376,14 +365,7 @@ fn viewer_cannot_publish() -> anyhow::Result<()> {
     let _serial = serial();
     let demo = Demo::start("browser-viewer-demo", &DemoOptions::default())?;
     let chromium = Chromium::start("browser-viewer-chromedriver")?;
-    let session = chromium.session()?;
-    console::open_and_sign_in(
-        &session,
-        &demo.console_url(),
-        demo.token("viewer"),
-        "viewer",
-        "Chromium",
-    )?;
+    let session = signed_in(&chromium, &demo, "viewer")?;
     console::wait_for_overview(&session, &demo::ENDPOINTS)?;
     ensure!(
         session.find("[data-override]")?.is_none(),
@@ -479,14 +461,7 @@ fn a_new_variant_is_validated_in_the_browser_before_it_can_be_published() -> any
     let _serial = serial();
     let demo = Demo::start("browser-variant-demo", &DemoOptions::default())?;
     let chromium = Chromium::start("browser-variant-chromedriver")?;
-    let session = chromium.session()?;
-    console::open_and_sign_in(
-        &session,
-        &demo.console_url(),
-        demo.token("experimenter"),
-        "experimenter",
-        "Chromium",
-    )?;
+    let session = signed_in(&chromium, &demo, "experimenter")?;
     console::wait_for_overview(&session, &demo::ENDPOINTS)?;
     console::open_feature(&session, "recap")?;
     session.wait_for("#feature-editor", UI_TIMEOUT)?;

@@ -65,15 +65,7 @@ fn native_title(session: &Session<'_>) -> anyhow::Result<String> {
 fn desktop_console_connects_to_a_running_router() -> anyhow::Result<()> {
     let _serial = serial();
     let desktop = paths::binary("CROSSBAR_DESKTOP_BIN", "crossbar-desktop")?;
-    let demo = Demo::start(
-        "desktop-demo",
-        &DemoOptions {
-            rps: 4.0,
-            // A day of past traffic for the spend view.
-            history_days: 1,
-            ..DemoOptions::default()
-        },
-    )?;
+    let demo = Demo::start("desktop-demo", &DemoOptions::with_traffic_and_history())?;
 
     // `-displayfd 1`: Xvfb picks a free display itself and prints its number.
     let (mut xvfb, mut stdout) = ChildGuard::spawn_reading_stdout(

@@ -16,7 +16,7 @@ pub mod vertex_gemini;
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -24,7 +24,9 @@ use futures_util::future::BoxFuture;
 use futures_util::{Stream, StreamExt};
 use tokio::time::Instant;
 
-use crate::api::{ChatChunk, ChatRequest, ChatResponse, ContentPart, Error, ErrorKind, Message};
+use crate::api::{
+    ChatChunk, ChatRequest, ChatResponse, Content, ContentPart, Error, ErrorKind, Message,
+};
 use crate::config::{EndpointConfig, Provider};
 
 /// A normalised chunk stream.
@@ -90,7 +92,12 @@ pub fn check_capabilities(endpoint: &EndpointConfig, request: &ChatRequest) -> R
             Message::User { content, .. } => content,
             _ => continue,
         };
-        for (j, part) in content.parts().iter().enumerate() {
+        // Plain text has no images: only typed parts are looked at (without the copy
+        // `Content::parts` makes).
+        let Content::Parts(parts) = content else {
+            continue;
+        };
+        for (j, part) in parts.iter().enumerate() {
             if matches!(part, ContentPart::ImageUrl { .. }) && !caps.images {
                 return refuse(&format!("messages[{i}].content[{j}]"), "image inputs");
             }
@@ -145,7 +152,7 @@ pub fn check_capabilities(endpoint: &EndpointConfig, request: &ChatRequest) -> R
 pub struct TimedStream {
     inner: ChatStream,
     started: Instant,
-    first_output: Arc<Mutex<Option<Duration>>>,
+    first_output: Option<Duration>,
 }
 
 impl TimedStream {
@@ -154,18 +161,13 @@ impl TimedStream {
         Self {
             inner,
             started,
-            first_output: Arc::default(),
+            first_output: None,
         }
     }
 
     /// Time to first token, once it has arrived.
     pub fn ttft(&self) -> Option<Duration> {
-        *self.first_output.lock().expect("ttft lock")
-    }
-
-    /// A handle that reads the TTFT after the stream has been moved elsewhere.
-    pub fn ttft_handle(&self) -> Arc<Mutex<Option<Duration>>> {
-        self.first_output.clone()
+        self.first_output
     }
 }
 
@@ -174,13 +176,11 @@ impl Stream for TimedStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let polled = self.inner.as_mut().poll_next(cx);
-        if let Poll::Ready(Some(Ok(chunk))) = &polled
+        if self.first_output.is_none()
+            && let Poll::Ready(Some(Ok(chunk))) = &polled
             && chunk.has_output()
         {
-            let mut first = self.first_output.lock().expect("ttft lock");
-            if first.is_none() {
-                *first = Some(self.started.elapsed());
-            }
+            self.first_output = Some(self.started.elapsed());
         }
         polled
     }
@@ -205,45 +205,47 @@ where
         source: Pin<Box<S>>,
         decoder: D,
         queue: VecDeque<Result<ChatChunk, Error>>,
+        /// The decoder's output buffer, reused for every event.
+        decoded: Vec<Result<ChatChunk, Error>>,
         done: bool,
+        /// The endpoint's name, for errors.
+        name: String,
     }
     let provider = endpoint.provider.as_str();
-    let name = endpoint.name.clone();
     let state = State {
         source: Box::pin(source),
         decoder,
         queue: VecDeque::new(),
+        decoded: Vec::new(),
         done: false,
+        name: endpoint.name.clone(),
     };
-    let stream = futures_util::stream::unfold(state, move |mut st| {
-        let name = name.clone();
-        async move {
-            loop {
-                if let Some(item) = st.queue.pop_front() {
-                    if item.is_err() {
-                        st.queue.clear();
-                        st.done = true;
-                    }
-                    return Some((item.map_err(|e| e.at(provider, &name)), st));
+    let stream = futures_util::stream::unfold(state, move |mut st| async move {
+        loop {
+            if let Some(item) = st.queue.pop_front() {
+                if item.is_err() {
+                    st.queue.clear();
+                    st.done = true;
                 }
-                if st.done {
-                    return None;
+                let item = item.map_err(|e| e.at(provider, &st.name));
+                return Some((item, st));
+            }
+            if st.done {
+                return None;
+            }
+            match st.source.next().await {
+                Some(Ok(event)) => {
+                    st.decoder.decode(event, &mut st.decoded);
+                    st.queue.extend(st.decoded.drain(..));
                 }
-                match st.source.next().await {
-                    Some(Ok(event)) => {
-                        let mut out = Vec::new();
-                        st.decoder.decode(event, &mut out);
-                        st.queue.extend(out);
-                    }
-                    Some(Err(e)) => st.queue.push_back(Err(e)),
-                    None => {
-                        st.done = true;
-                        if !st.decoder.finished() {
-                            st.queue.push_back(Err(Error::new(
-                                ErrorKind::StreamInterrupted,
-                                "the stream ended before its terminal event",
-                            )));
-                        }
+                Some(Err(e)) => st.queue.push_back(Err(e)),
+                None => {
+                    st.done = true;
+                    if !st.decoder.finished() {
+                        st.queue.push_back(Err(Error::new(
+                            ErrorKind::StreamInterrupted,
+                            "the stream ended before its terminal event",
+                        )));
                     }
                 }
             }
@@ -287,7 +289,7 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{Content, ImageUrl};
+    use crate::api::ImageUrl;
 
     fn request() -> ChatRequest {
         ChatRequest {

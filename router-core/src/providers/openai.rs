@@ -215,11 +215,12 @@ impl ChatProvider for OpenAi {
                 .await
                 .map_err(|e| self.tag(e))?;
             let status = response.status();
-            let headers = response.headers().clone();
+            // The headers are read only for an error (its `retry-after`).
+            let headers = (!status.is_success()).then(|| response.headers().clone());
             let body = read_body(&self.endpoint, response)
                 .await
                 .map_err(|e| self.tag(e))?;
-            if !status.is_success() {
+            if let Some(headers) = headers {
                 return Err(self.tag(error_from(
                     status.as_u16(),
                     &headers,

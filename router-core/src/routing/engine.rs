@@ -387,25 +387,24 @@ impl Router {
     ) -> Result<Served<ChatResponse>, Failure> {
         let mut run = self.begin(ctx, request, false)?;
         while let Some(attempt) = self.next_attempt(&mut run, false) {
-            let Attempt {
-                candidate,
-                retry,
-                provider,
-                state,
-                timeout,
-                guard,
-                started,
-            } = attempt;
-            let result = match tokio::time::timeout(timeout, provider.chat(request)).await {
+            let timeout = attempt.timeout;
+            let result = match tokio::time::timeout(timeout, attempt.provider.chat(request)).await {
                 Ok(result) => result,
                 Err(_) => Err(Error::new(
                     ErrorKind::Timeout,
                     format!("no answer within {} ms", timeout.as_millis()),
                 )),
             };
-            let latency = self.clock.now() - started;
+            let latency = self.clock.now() - attempt.started;
             match result {
                 Ok(response) => {
+                    let Attempt {
+                        candidate,
+                        retry,
+                        state,
+                        guard,
+                        ..
+                    } = attempt;
                     let usage = response.usage.unwrap_or_default();
                     guard.finish(self, u64::from(usage.total_tokens));
                     self.observe(
@@ -427,15 +426,9 @@ impl Router {
                     });
                 }
                 Err(error) => {
-                    let failed = Failed {
-                        candidate,
-                        retry,
-                        state,
-                        guard,
-                        latency,
-                        ttft: None,
-                    };
-                    if let Some(final_error) = self.failed(&mut run, failed, error).await {
+                    if let Some(final_error) =
+                        self.failed(&mut run, attempt, latency, None, error).await
+                    {
                         return Err(run.finish_err(self, final_error));
                     }
                 }
@@ -454,15 +447,8 @@ impl Router {
     ) -> Result<Served<RoutedStream>, Failure> {
         let mut run = self.begin(ctx, request, true)?;
         while let Some(attempt) = self.next_attempt(&mut run, true) {
-            let Attempt {
-                candidate,
-                retry,
-                provider,
-                state,
-                timeout,
-                guard,
-                started,
-            } = attempt;
+            let (provider, timeout, started) =
+                (&attempt.provider, attempt.timeout, attempt.started);
             let ttft_deadline = self.clock.instant(started + timeout);
             // Open the stream and read up to its first output chunk, all within the
             // TTFT timeout. Nothing has reached the client yet: failover is still free.
@@ -494,6 +480,13 @@ impl Router {
             let first = self.clock.now() - started;
             match result {
                 Ok((stream, buffered, ended)) => {
+                    let Attempt {
+                        candidate,
+                        retry,
+                        state,
+                        guard,
+                        ..
+                    } = attempt;
                     run.record_attempt(candidate, retry, first, Some(first), None);
                     let route = run.route_info(Some(candidate));
                     let committed = Committed {
@@ -526,15 +519,9 @@ impl Router {
                     // A TTFT timeout is itself a first-token sample: the slowness the
                     // breaker's TTFT p90 must see.
                     let ttft = (error.kind == ErrorKind::Timeout).then_some(first);
-                    let failed = Failed {
-                        candidate,
-                        retry,
-                        state,
-                        guard,
-                        latency: first,
-                        ttft,
-                    };
-                    if let Some(final_error) = self.failed(&mut run, failed, error).await {
+                    if let Some(final_error) =
+                        self.failed(&mut run, attempt, first, ttft, error).await
+                    {
                         return Err(run.finish_err(self, final_error));
                     }
                 }
@@ -575,21 +562,35 @@ impl Router {
     /// A failed attempt: its reservation released, the error tagged with the
     /// endpoint, the endpoint's breaker told, then [`Run::attempt_failed`] decides
     /// what follows. `Some(error)` ends the request.
-    async fn failed(&self, run: &mut Run, f: Failed, error: Error) -> Option<Error> {
-        f.guard.finish(self, 0);
-        let endpoint = &run.snapshot.config.endpoint(f.candidate.endpoint).config;
+    async fn failed(
+        &self,
+        run: &mut Run,
+        attempt: Attempt,
+        latency: Duration,
+        ttft: Option<Duration>,
+        error: Error,
+    ) -> Option<Error> {
+        let Attempt {
+            candidate,
+            retry,
+            state,
+            guard,
+            ..
+        } = attempt;
+        guard.finish(self, 0);
+        let endpoint = &run.snapshot.config.endpoint(candidate.endpoint).config;
         let error = error.at(endpoint.provider.as_str(), &endpoint.name);
         self.observe(
-            &f.state,
+            &state,
             Sample {
                 outcome: classify(error.kind, endpoint.is_provisioned()),
-                latency: f.latency,
-                ttft: f.ttft,
+                latency,
+                ttft,
                 tokens: 0,
-                spilled: f.candidate.spilled_from.is_some(),
+                spilled: candidate.spilled_from.is_some(),
             },
         );
-        run.attempt_failed(self, f.candidate, f.retry, f.latency, f.ttft, error)
+        run.attempt_failed(self, candidate, retry, latency, ttft, error)
             .await
     }
 
@@ -783,16 +784,6 @@ struct Attempt {
     timeout: Duration,
     guard: AttemptGuard,
     started: Duration,
-}
-
-/// What is known of an attempt that failed.
-struct Failed {
-    candidate: Candidate,
-    retry: bool,
-    state: Arc<EndpointState>,
-    guard: AttemptGuard,
-    latency: Duration,
-    ttft: Option<Duration>,
 }
 
 /// Counts an attempt in flight and reserves its estimated tokens on a provisioned
@@ -1298,10 +1289,11 @@ impl Committed {
         };
         self.state
             .apply(&*self.router_sink, |b| b.record(now, &sample));
-        let (status, outcome) = match (error, cancelled) {
-            (Some(e), _) => (200, e.kind.as_str().to_owned()),
-            (None, true) => (200, "cancelled".to_owned()),
-            (None, false) => (200, "ok".to_owned()),
+        // The client got a 200 when the stream was committed, whatever its end.
+        let outcome = match (error, cancelled) {
+            (Some(e), _) => e.kind.as_str().to_owned(),
+            (None, true) => "cancelled".to_owned(),
+            (None, false) => "ok".to_owned(),
         };
         if let Some(e) = error
             && let Some(a) = run.attempts.last_mut()
@@ -1309,7 +1301,7 @@ impl Committed {
             a.outcome = e.kind.as_str().to_owned();
             a.message = Some(e.message.clone());
         }
-        let mut record = run.base_record(Some(self.candidate), status, outcome, now);
+        let mut record = run.base_record(Some(self.candidate), 200, outcome, now);
         record.ttft_ms = Some(ms(self.ttft + self.started.saturating_sub(run.received)));
         record.prompt_tokens = u64::from(usage.prompt_tokens);
         record.completion_tokens = u64::from(usage.completion_tokens);
@@ -1379,8 +1371,8 @@ fn prompt_chars(request: &ChatRequest) -> usize {
             Message::System { content, .. }
             | Message::Developer { content, .. }
             | Message::User { content, .. }
-            | Message::Tool { content, .. } => content.text().len(),
-            Message::Assistant { content, .. } => content.as_ref().map_or(0, |c| c.text().len()),
+            | Message::Tool { content, .. } => content.text_len(),
+            Message::Assistant { content, .. } => content.as_ref().map_or(0, |c| c.text_len()),
         })
         .sum()
 }

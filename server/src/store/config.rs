@@ -78,32 +78,44 @@ impl From<serde_json::Error> for PublishError {
     }
 }
 
+/// A version's row without its configuration: what a listing shows.
 #[derive(sqlx::FromRow)]
-struct VersionRow {
+struct SummaryRow {
     version: i64,
     created_at_ms: i64,
     author: String,
     message: String,
     parent: Option<i64>,
     restored_from: Option<i64>,
+}
+
+#[derive(sqlx::FromRow)]
+struct VersionRow {
+    #[sqlx(flatten)]
+    summary: SummaryRow,
     config_json: String,
 }
 
 impl VersionRow {
     fn into_version(self) -> anyhow::Result<ConfigVersion> {
+        let SummaryRow {
+            version,
+            created_at_ms,
+            author,
+            message,
+            parent,
+            restored_from,
+        } = self.summary;
         let config = serde_json::from_str(&self.config_json).map_err(|err| {
-            anyhow::anyhow!(
-                "config version {} is not a valid configuration: {err}",
-                self.version
-            )
+            anyhow::anyhow!("config version {version} is not a valid configuration: {err}")
         })?;
         Ok(ConfigVersion {
-            version: self.version,
-            created_at_ms: self.created_at_ms,
-            author: self.author,
-            message: self.message,
-            parent: self.parent,
-            restored_from: self.restored_from,
+            version,
+            created_at_ms,
+            author,
+            message,
+            parent,
+            restored_from,
             config,
         })
     }
@@ -136,16 +148,7 @@ impl Store {
 
     /// The newest `limit` versions, newest first; the first is the active one.
     pub async fn config_versions(&self, limit: u32) -> anyhow::Result<Vec<ConfigVersionSummary>> {
-        #[derive(sqlx::FromRow)]
-        struct Row {
-            version: i64,
-            created_at_ms: i64,
-            author: String,
-            message: String,
-            parent: Option<i64>,
-            restored_from: Option<i64>,
-        }
-        let rows: Vec<Row> = sqlx::query_as(
+        let rows: Vec<SummaryRow> = sqlx::query_as(
             "SELECT version, created_at_ms, author, message, parent, restored_from \
              FROM config_versions ORDER BY version DESC LIMIT $1",
         )

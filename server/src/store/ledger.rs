@@ -24,7 +24,7 @@ use std::time::Duration;
 use foldhash::{HashMap, HashSet};
 use router_core::admin::LedgerStats;
 use router_core::routing::breaker::Transition;
-use router_core::telemetry::record::{BreakerEvent, RequestRecord, TelemetrySink};
+use router_core::telemetry::record::{BreakerEvent, RequestRecord};
 use sqlx::{Sqlite, Transaction};
 use tokio::sync::{mpsc, watch};
 
@@ -167,16 +167,6 @@ impl LedgerHandle {
             // An error means the writer is gone (it panicked or was aborted).
             let _ = done.wait_for(|d| *d).await;
         }
-    }
-}
-
-impl TelemetrySink for LedgerHandle {
-    fn request(&self, record: RequestRecord) {
-        self.record(record);
-    }
-
-    fn breaker(&self, event: BreakerEvent) {
-        self.breaker_event(event);
     }
 }
 

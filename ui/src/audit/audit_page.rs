@@ -27,8 +27,7 @@ pub fn AuditPage() -> impl IntoView {
                     type="search"
                     class="small"
                     placeholder="Filter: actor, action, target…"
-                    prop:value=move || filter.get()
-                    on:input=move |ev| filter.set(event_target_value(&ev))
+                    bind:value=filter
                 />
                 <button type="button" class="small ghost" on:click=move |_| reload.update(|n| *n += 1)>
                     "↻ refresh"

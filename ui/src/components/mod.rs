@@ -8,4 +8,4 @@ pub mod state_badge;
 pub use change_list::ChangeList;
 pub use error_box::ErrorBox;
 pub use field_problems::FieldProblems;
-pub use state_badge::StateBadge;
+pub use state_badge::{StateBadge, breaker_signals};

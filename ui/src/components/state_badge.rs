@@ -1,5 +1,21 @@
 use leptos::prelude::*;
+use router_core::admin::EndpointHealth;
 use router_core::routing::breaker::{Override, StateName};
+
+/// The breaker state and override of an endpoint's live health, for a
+/// [`StateBadge`]: closed and automatic while the endpoint is unknown.
+pub fn breaker_signals(ep: Memo<Option<EndpointHealth>>) -> (Signal<StateName>, Signal<Override>) {
+    let state = Signal::derive(move || {
+        ep.with(|e| e.as_ref().map_or(StateName::Closed, |e| e.breaker.state))
+    });
+    let forced = Signal::derive(move || {
+        ep.with(|e| {
+            e.as_ref()
+                .map_or(Override::Auto, |e| e.breaker.override_mode)
+        })
+    });
+    (state, forced)
+}
 
 /// A breaker state: `closed` (green), `ramp` (amber), `open` (red); marked when an
 /// operator forced it. The element carries `data-breaker-state` and its text is

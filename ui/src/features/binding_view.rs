@@ -1,8 +1,7 @@
 use leptos::prelude::*;
 use router_core::config::FeatureConfig;
-use router_core::routing::breaker::{Override, StateName};
 
-use crate::components::StateBadge;
+use crate::components::{StateBadge, breaker_signals};
 use crate::context::live::use_live;
 
 /// The feature's binding (primary, then backups) or each variant's, with every
@@ -67,15 +66,7 @@ pub fn BoundEndpoint(index: usize, name: String) -> impl IntoView {
     let live = use_live();
     let n = name.clone();
     let ep = Memo::new(move |_| live.endpoint(&n));
-    let state = Signal::derive(move || {
-        ep.with(|e| e.as_ref().map_or(StateName::Closed, |e| e.breaker.state))
-    });
-    let forced = Signal::derive(move || {
-        ep.with(|e| {
-            e.as_ref()
-                .map_or(Override::Auto, |e| e.breaker.override_mode)
-        })
-    });
+    let (state, forced) = breaker_signals(ep);
     let role = if index == 0 {
         "primary".to_owned()
     } else {

@@ -272,8 +272,7 @@ pub fn FeatureEditor(
                     id="publish-message"
                     type="text"
                     placeholder="Why? (shown in the history and the audit log)"
-                    prop:value=move || message.get()
-                    on:input=move |ev| message.set(event_target_value(&ev))
+                    bind:value=message
                 />
                 <button
                     id="publish-button"

@@ -221,8 +221,7 @@ pub fn SplitEditor(
                     id="new-variant-name"
                     type="text"
                     placeholder="new variant name"
-                    prop:value=move || new_name.get()
-                    on:input=move |ev| new_name.set(event_target_value(&ev))
+                    bind:value=new_name
                 />
                 <button id="add-variant" type="button" on:click=add>
                     "Add variant"

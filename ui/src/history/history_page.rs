@@ -130,8 +130,7 @@ pub fn HistoryPage() -> impl IntoView {
                                             id="rollback-message"
                                             type="text"
                                             placeholder=format!("Roll back to version {n}")
-                                            prop:value=move || message.get()
-                                            on:input=move |ev| message.set(event_target_value(&ev))
+                                            bind:value=message
                                         />
                                         <button id="rollback-confirm" type="submit" class="small danger" disabled=move || busy.get()>
                                             {move || if busy.get() { "Rolling back…" } else { "Confirm roll back" }}

@@ -3,7 +3,7 @@ use router_core::admin::{Action, EndpointHealth};
 use router_core::routing::breaker::{Override, StateName};
 
 use super::override_control::OverrideControl;
-use crate::components::StateBadge;
+use crate::components::{StateBadge, breaker_signals};
 use crate::context::live::use_live;
 use crate::context::session::use_session;
 use crate::logic::format;
@@ -94,15 +94,7 @@ pub fn EndpointCard(name: String) -> impl IntoView {
         let name = name.clone();
         move |_| live.endpoint(&name)
     });
-    let state = Signal::derive(move || {
-        ep.with(|e| e.as_ref().map_or(StateName::Closed, |e| e.breaker.state))
-    });
-    let forced = Signal::derive(move || {
-        ep.with(|e| {
-            e.as_ref()
-                .map_or(Override::Auto, |e| e.breaker.override_mode)
-        })
-    });
+    let (state, forced) = breaker_signals(ep);
     let age = move || live.now_ms.get() - live.received_ms.get();
     // Text of one field, or a dash while the endpoint is unknown.
     let text = move |f: fn(&EndpointHealth) -> String| {

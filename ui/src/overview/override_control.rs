@@ -106,8 +106,7 @@ pub fn OverrideControl(name: String, #[prop(into)] current: Signal<Override>) ->
                                     type="text"
                                     required
                                     placeholder=format!("Reason to {} {}", mode_label(mode), name.get_value())
-                                    prop:value=move || reason.get()
-                                    on:input=move |ev| reason.set(event_target_value(&ev))
+                                    bind:value=reason
                                 />
                                 <button
                                     type="submit"

@@ -131,8 +131,7 @@ pub fn SignIn() -> impl IntoView {
                                     id="signin-profile"
                                     type="text"
                                     placeholder="prod-eu"
-                                    prop:value=move || name.get()
-                                    on:input=move |ev| name.set(event_target_value(&ev))
+                                    bind:value=name
                                 />
                             </label>
                             <label>
@@ -142,8 +141,7 @@ pub fn SignIn() -> impl IntoView {
                                     type="url"
                                     placeholder=DEFAULT_URL
                                     required
-                                    prop:value=move || url.get()
-                                    on:input=move |ev| url.set(event_target_value(&ev))
+                                    bind:value=url
                                 />
                             </label>
                         }
@@ -155,8 +153,7 @@ pub fn SignIn() -> impl IntoView {
                         type="password"
                         autocomplete="current-password"
                         placeholder="cba-…"
-                        prop:value=move || token.get()
-                        on:input=move |ev| token.set(event_target_value(&ev))
+                        bind:value=token
                     />
                 </label>
                 <p class="hint">

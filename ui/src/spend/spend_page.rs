@@ -209,8 +209,7 @@ pub fn SpendPage() -> impl IntoView {
                                         <input
                                             id="spend-from"
                                             type="datetime-local"
-                                            prop:value=move || custom_from.get()
-                                            on:input=move |ev| custom_from.set(event_target_value(&ev))
+                                            bind:value=custom_from
                                         />
                                     </label>
                                     <label class="inline">
@@ -218,8 +217,7 @@ pub fn SpendPage() -> impl IntoView {
                                         <input
                                             id="spend-to"
                                             type="datetime-local"
-                                            prop:value=move || custom_to.get()
-                                            on:input=move |ev| custom_to.set(event_target_value(&ev))
+                                            bind:value=custom_to
                                         />
                                     </label>
                                     <button id="spend-apply" type="submit" class="small">"Apply"</button>
