@@ -376,6 +376,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         }),
         publish_file: true,
         bootstrap_admin_token: None,
+        workers: 0,
     })
     .await?;
     let addr = server.local_addr()?;

@@ -97,6 +97,10 @@ enum Command {
         /// Serve only the APIs.
         #[arg(long)]
         no_console: bool,
+        /// Serving threads, each with its own runtime and upstream connections;
+        /// 0: one per CPU.
+        #[arg(long, env = "CROSSBAR_WORKERS", default_value_t = 0)]
+        workers: usize,
     },
     /// Configuration files and versions.
     Config {
@@ -179,6 +183,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             listen,
             ui_dir,
             no_console,
+            workers,
         } => {
             let config = config.map(|p| ConfigFile::load(&p)).transpose()?;
             let server = Server::start(Options {
@@ -190,6 +195,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 bootstrap_admin_token: std::env::var("CROSSBAR_ADMIN_TOKEN")
                     .ok()
                     .filter(|t| !t.is_empty()),
+                workers,
             })
             .await?;
             let addr = server.local_addr()?;

@@ -148,6 +148,9 @@ async fn start(test: &str, names: &[&str], edit: impl FnOnce(&mut RouterConfig))
         .arg("--db")
         .arg(dir.0.join("crossbar.db"))
         .env("CROSSBAR_LOG", "warn")
+        // Several serving threads whatever the machine: connections are handed
+        // between them, and shutdown waits for all of them.
+        .env("CROSSBAR_WORKERS", "3")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

@@ -8,6 +8,7 @@
 //! never a clean end. Adapters never retry: the router owns retries and failover.
 
 pub mod bedrock;
+mod h2c;
 pub mod openai;
 mod sse;
 mod transport;

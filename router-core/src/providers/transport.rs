@@ -2,7 +2,8 @@
 //!
 //! Two clients behind one interface, chosen by the endpoint's URL scheme:
 //! - `http://` (vLLM and other in-cluster endpoints, the simulators): hyper's pooled
-//!   client with a plain TCP connector, HTTP/1.1 keep-alive or h2c (prior knowledge).
+//!   client with a plain TCP connector and HTTP/1.1 keep-alive, or, for h2c (prior
+//!   knowledge), one multiplexed connection on `h2` directly ([`super::h2c`]).
 //!   These are the endpoints where the gateway's own overhead shows, and reqwest's
 //!   layers (request builder, redirect and retry policies, proxy matching, URL
 //!   conversions) were 9 % of the gateway's CPU per request. They are reached
@@ -12,7 +13,15 @@
 //!
 //! Either way the answer is an `http::Response` with a boxed body, so reading it
 //! (whole or as server-sent events) is one piece of code.
+//!
+//! Each thread gets its own client, and so its own connection pool. A connection is
+//! driven by a task on the runtime of the thread that opened it; the server runs one
+//! single-threaded runtime per serving thread, and with a shared pool a request on
+//! one thread would hand its upstream exchange to a connection another thread
+//! drives, waking that thread twice per request. With a pool per thread, a request
+//! and its upstream connection stay on one thread.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,6 +33,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use super::h2c::H2c;
 use crate::api::{Error, ErrorKind};
 use crate::config::EndpointConfig;
 
@@ -31,11 +41,12 @@ use crate::config::EndpointConfig;
 pub(crate) type Body = BoxBody<Bytes, BodyError>;
 pub(crate) type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
-/// One endpoint's HTTP client (pooled connections). Cheap to clone.
+/// One endpoint's HTTP client (pooled connections, a pool per thread). Cheap to clone.
 #[derive(Clone)]
 pub(crate) enum HttpClient {
-    Plain(Box<Client<HttpConnector, Full<Bytes>>>),
-    Tls(reqwest::Client),
+    Plain(Arc<PerThread<Client<HttpConnector, Full<Bytes>>>>),
+    H2c(Arc<PerThread<H2c>>),
+    Tls(Arc<PerThread<reqwest::Client>>),
 }
 
 impl HttpClient {
@@ -43,34 +54,57 @@ impl HttpClient {
     /// client): keep-alive, no Nagle delay, no redirects, h2c when the endpoint says
     /// so (HTTP/2 is negotiated by ALPN over TLS).
     pub(crate) fn new(endpoint: &EndpointConfig, url: &str) -> Result<Self, Error> {
+        if url.starts_with("http://") && endpoint.http2_prior_knowledge {
+            let connect = Duration::from_millis(endpoint.timeouts.connect_ms);
+            Ok(Self::H2c(Arc::new(PerThread::new(move || {
+                Ok(H2c::new(connect))
+            }))))
+        } else if url.starts_with("http://") {
+            Ok(Self::plain(endpoint))
+        } else {
+            Self::tls(endpoint)
+        }
+    }
+
+    /// hyper's client over plain TCP, HTTP/1.1.
+    fn plain(endpoint: &EndpointConfig) -> Self {
         let connect = Duration::from_millis(endpoint.timeouts.connect_ms);
-        let idle = Duration::from_secs(90);
-        if url.starts_with("http://") {
+        Self::Plain(Arc::new(PerThread::new(move || {
             let mut connector = HttpConnector::new();
             connector.set_nodelay(true);
             connector.set_connect_timeout(Some(connect));
-            let client = Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(idle)
-                .http2_only(endpoint.http2_prior_knowledge)
-                .build(connector);
-            return Ok(Self::Plain(Box::new(client)));
-        }
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(connect)
-            .pool_idle_timeout(idle)
-            .tcp_nodelay(true)
-            // A model API does not redirect; a redirect means a wrong `base_url`, and
-            // is reported as such instead of followed.
-            .redirect(reqwest::redirect::Policy::none());
-        if endpoint.http2_prior_knowledge {
-            builder = builder.http2_prior_knowledge();
-        }
-        builder.build().map(Self::Tls).map_err(|e| {
-            Error::new(
-                ErrorKind::Internal,
-                format!("building the HTTP client for `{}`: {e}", endpoint.name),
-            )
-        })
+            Ok(Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(POOL_IDLE)
+                .build(connector))
+        })))
+    }
+
+    /// reqwest with TLS. Built once here, so that a setup error shows when the
+    /// endpoint is configured rather than on its first request.
+    fn tls(endpoint: &EndpointConfig) -> Result<Self, Error> {
+        let connect = Duration::from_millis(endpoint.timeouts.connect_ms);
+        let http2 = endpoint.http2_prior_knowledge;
+        let name = endpoint.name.clone();
+        let clients = PerThread::new(move || {
+            let mut builder = reqwest::Client::builder()
+                .connect_timeout(connect)
+                .pool_idle_timeout(POOL_IDLE)
+                .tcp_nodelay(true)
+                // A model API does not redirect; a redirect means a wrong `base_url`,
+                // and is reported as such instead of followed.
+                .redirect(reqwest::redirect::Policy::none());
+            if http2 {
+                builder = builder.http2_prior_knowledge();
+            }
+            builder.build().map_err(|e| {
+                Error::new(
+                    ErrorKind::Internal,
+                    format!("building the HTTP client for `{name}`: {e}"),
+                )
+            })
+        });
+        clients.get()?;
+        Ok(Self::Tls(Arc::new(clients)))
     }
 
     /// POSTs `body` as JSON with `headers`, and waits for the response head at most
@@ -99,14 +133,23 @@ impl HttpClient {
             )
         };
         match self {
-            Self::Plain(client) => {
+            Self::Plain(clients) => {
+                let client = clients.get()?;
                 match tokio::time::timeout(timeout, client.request(request.map(Full::new))).await {
                     Ok(Ok(response)) => Ok(response.map(|b| b.map_err(BodyError::from).boxed())),
                     Ok(Err(e)) => Err(hyper_error(&e)),
                     Err(_) => Err(timed_out()),
                 }
             }
-            Self::Tls(client) => {
+            Self::H2c(connections) => {
+                let connection = connections.get()?;
+                match tokio::time::timeout(timeout, connection.send(request)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(timed_out()),
+                }
+            }
+            Self::Tls(clients) => {
+                let client = clients.get()?;
                 let request = reqwest::Request::try_from(request).map_err(|e| {
                     Error::new(ErrorKind::Internal, format!("building the request: {e}"))
                 })?;
@@ -118,6 +161,29 @@ impl HttpClient {
                 }
             }
         }
+    }
+}
+
+/// How long an idle pooled connection is kept.
+const POOL_IDLE: Duration = Duration::from_secs(90);
+
+/// A value per thread, built on a thread's first use.
+pub(crate) struct PerThread<C: Send> {
+    values: thread_local::ThreadLocal<C>,
+    build: Box<dyn Fn() -> Result<C, Error> + Send + Sync>,
+}
+
+impl<C: Send> PerThread<C> {
+    fn new(build: impl Fn() -> Result<C, Error> + Send + Sync + 'static) -> Self {
+        PerThread {
+            values: thread_local::ThreadLocal::new(),
+            build: Box::new(build),
+        }
+    }
+
+    /// This thread's value.
+    fn get(&self) -> Result<&C, Error> {
+        self.values.get_or_try(&self.build)
     }
 }
 
@@ -204,10 +270,10 @@ mod tests {
     use futures_util::StreamExt;
     use sim::{AuthMode, EndpointSpec, Kind, Sim, SimConfig};
 
-    /// Both clients, hyper's (chosen for `http://`) and reqwest (for `https://`; the
-    /// simulators speak plain HTTP, so it is built directly here), behave the same:
-    /// a JSON POST answered whole and as server-sent events, and a refused connection
-    /// reported as `unavailable`.
+    /// The three clients, hyper's (chosen for `http://`), h2c's (for `http://` with
+    /// prior knowledge) and reqwest (for `https://`; the simulators speak plain HTTP,
+    /// so it is built directly here), behave the same: a JSON POST answered whole and
+    /// as server-sent events, and a refused connection reported as `unavailable`.
     #[tokio::test]
     async fn both_clients_post_json_and_read_answers_whole_and_as_events() {
         let sim = Sim::start(SimConfig {
@@ -226,14 +292,23 @@ mod tests {
         let url = format!("{}/v1/chat/completions", sim.url("up"));
         let plain = HttpClient::new(&endpoint, &url).unwrap();
         assert!(matches!(plain, HttpClient::Plain(_)));
-        let tls = HttpClient::Tls(reqwest::Client::new());
+        let h2c = HttpClient::new(
+            &EndpointConfig {
+                http2_prior_knowledge: true,
+                ..endpoint.clone()
+            },
+            &url,
+        )
+        .unwrap();
+        assert!(matches!(h2c, HttpClient::H2c(_)));
+        let tls = HttpClient::tls(&endpoint).unwrap();
         let body = |stream: bool| {
             serde_json::json!({
                 "model": "gpt-4o-mini", "max_tokens": 8, "stream": stream,
                 "messages": [{"role": "user", "content": "hello"}]
             })
         };
-        for client in [plain, tls] {
+        for client in [plain, h2c, tls] {
             let uri = uri(&endpoint, &url).unwrap();
             let response = client
                 .post_json(&endpoint, uri.clone(), HeaderMap::new(), &body(false))
@@ -264,6 +339,29 @@ mod tests {
                 .unwrap_err();
             assert_eq!(e.kind, ErrorKind::Unavailable, "{e:?}");
         }
+    }
+
+    /// Each thread gets its own client, built once: a connection is driven on the
+    /// runtime of the thread that opened it.
+    #[test]
+    fn a_client_per_thread_built_on_first_use() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let built = Arc::new(AtomicUsize::new(0));
+        let counter = built.clone();
+        let clients = Arc::new(PerThread::new(move || {
+            Ok(counter.fetch_add(1, Ordering::Relaxed))
+        }));
+        assert_eq!(built.load(Ordering::Relaxed), 0);
+        let here = *clients.get().unwrap();
+        assert_eq!(*clients.get().unwrap(), here, "one value per thread");
+        let there = {
+            let clients = clients.clone();
+            std::thread::spawn(move || *clients.get().unwrap())
+                .join()
+                .unwrap()
+        };
+        assert_ne!(here, there);
+        assert_eq!(built.load(Ordering::Relaxed), 2);
     }
 
     /// A URL on an address nothing listens on.
