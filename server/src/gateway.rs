@@ -170,6 +170,9 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Erro
     })
 }
 
+/// The chat completions route.
+pub const CHAT_COMPLETIONS: &str = "/v1/chat/completions";
+
 pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
     request: axum::extract::Request,
@@ -367,6 +370,18 @@ pub async fn models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> R
         })
         .collect();
     axum::Json(json!({"object": "list", "data": data})).into_response()
+}
+
+/// A gateway route called with a method it does not take: an OpenAI-shaped 405 (the
+/// router adds the `Allow` header).
+pub async fn method_not_allowed(method: axum::http::Method) -> Response {
+    let mut response = ApiError::from(Error::new(
+        ErrorKind::InvalidRequest,
+        format!("{method} is not allowed on this route"),
+    ))
+    .into_response();
+    *response.status_mut() = axum::http::StatusCode::METHOD_NOT_ALLOWED;
+    response
 }
 
 /// Unknown `/v1/...` paths: an OpenAI-shaped 404, not the console's index page.

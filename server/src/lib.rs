@@ -82,12 +82,13 @@ pub struct AppState {
 /// routes survive a reload).
 pub fn app(state: Arc<AppState>, ui_dir: Option<&Path>) -> Router {
     let api = Router::new()
-        .route("/v1/chat/completions", post(gateway::chat_completions))
+        .route(gateway::CHAT_COMPLETIONS, post(gateway::chat_completions))
         .route("/v1/models", get(gateway::models))
         .route("/v1/{*rest}", axum::routing::any(gateway::not_found))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::render))
+        .method_not_allowed_fallback(gateway::method_not_allowed)
         // The gateway checks the size itself, to answer in the OpenAI shape.
         .layer(DefaultBodyLimit::disable());
     // The desktop console runs at tauri://localhost: it may call the admin API.
@@ -256,7 +257,11 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        serve(self.listener, self.router, self.workers, shutdown).await?;
+        let service = Service {
+            state: self.state.clone(),
+            router: self.router,
+        };
+        serve(self.listener, service, self.workers, shutdown).await?;
         for task in self.background {
             task.abort();
         }
@@ -289,7 +294,7 @@ impl Server {
 /// thread with the fewest open connections, so long-lived streams spread evenly.
 async fn serve(
     listener: TcpListener,
-    router: Router,
+    service: Service,
     workers: usize,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
@@ -305,7 +310,7 @@ async fn serve(
     for index in 0..threads {
         pool.push(ServingThread::start(
             index,
-            router.clone(),
+            service.clone(),
             drained.clone(),
         )?);
     }
@@ -340,6 +345,49 @@ async fn serve(
     Ok(())
 }
 
+/// What every connection serves: chat completions straight to their handler, the
+/// rest through the [`app`] router.
+///
+/// Chat completions are the gateway's hot path, and one exact route. Skipping the
+/// router's matching, its per-request extensions and the trace layer's bookkeeping
+/// took the share of the profile spent in axum and the handler from 15.6 % to 13 %
+/// at c=32. Any other method or path on `/v1/chat/completions` (and everything
+/// else) goes through the router, so errors such as 405 are unchanged; the debug
+/// span is the trace layer's.
+#[derive(Clone)]
+struct Service {
+    state: Arc<AppState>,
+    router: Router,
+}
+
+impl hyper::service::Service<axum::http::Request<hyper::body::Incoming>> for Service {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>,
+    >;
+
+    fn call(&self, request: axum::http::Request<hyper::body::Incoming>) -> Self::Future {
+        use tower::ServiceExt;
+        use tracing::Instrument;
+
+        let request = request.map(axum::body::Body::new);
+        if request.method() == axum::http::Method::POST
+            && request.uri().path() == gateway::CHAT_COMPLETIONS
+        {
+            let span =
+                tracing::debug_span!("http", method = "POST", path = gateway::CHAT_COMPLETIONS);
+            let state = self.state.clone();
+            Box::pin(
+                async move { Ok(gateway::chat_completions(State(state), request).await) }
+                    .instrument(span),
+            )
+        } else {
+            Box::pin(self.router.clone().oneshot(request))
+        }
+    }
+}
+
 /// One serving thread: a single-threaded runtime that serves the connections it is
 /// handed.
 struct ServingThread {
@@ -353,7 +401,7 @@ struct ServingThread {
 impl ServingThread {
     fn start(
         index: usize,
-        router: Router,
+        service: Service,
         drained: Arc<tokio::sync::Barrier>,
     ) -> anyhow::Result<ServingThread> {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -368,7 +416,7 @@ impl ServingThread {
             .name(format!("crossbar-serve-{index}"))
             .spawn(move || {
                 runtime.block_on(async move {
-                    serve_connections(incoming, router, counter).await;
+                    serve_connections(incoming, service, counter).await;
                     drained.wait().await;
                 });
                 // Dropping the runtime ends what is left on it (idle upstream
@@ -411,12 +459,11 @@ impl ServingThread {
 /// difference between fitting in 300 MB or not.
 async fn serve_connections(
     mut incoming: tokio::sync::mpsc::UnboundedReceiver<std::net::TcpStream>,
-    router: Router,
+    service: Service,
     open: Arc<std::sync::atomic::AtomicUsize>,
 ) {
     use hyper_util::rt::{TokioExecutor, TokioIo};
     use hyper_util::server::conn::auto;
-    use hyper_util::service::TowerToHyperService;
 
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -433,9 +480,8 @@ async fn serve_connections(
         if let Err(err) = stream.set_nodelay(true) {
             tracing::warn!(%err, "cannot set TCP_NODELAY on an accepted socket");
         }
-        let service = TowerToHyperService::new(router.clone());
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .serve_connection_with_upgrades(TokioIo::new(stream), service.clone())
             .into_owned();
         let connection = graceful.watch(connection);
         let open = open.clone();

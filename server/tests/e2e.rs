@@ -667,6 +667,30 @@ async fn every_bad_input_gets_a_clear_error_in_the_openai_shape() {
         r.json::<Value>().await.unwrap()["error"]["code"],
         "payload_too_large"
     );
+    // The wrong method on a gateway route: 405 in the same shape, saying what is allowed.
+    for (method, path, allowed) in [
+        (reqwest::Method::GET, "/v1/chat/completions", "POST"),
+        (reqwest::Method::PUT, "/v1/models", "GET,HEAD"),
+    ] {
+        let r = h
+            .http
+            .request(method.clone(), format!("{}{path}", h.base))
+            .bearer_auth(&h.key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405, "{method} {path}");
+        assert_eq!(r.headers()["allow"], allowed, "{method} {path}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "invalid_request", "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(method.as_str()),
+            "{body}"
+        );
+    }
     // Nothing was lost: the server still answers.
     assert_eq!(h.chat(user_message("still there?")).await.status(), 200);
 }
