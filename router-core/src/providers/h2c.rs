@@ -12,8 +12,8 @@
 //! The connection is opened on first use, on the runtime of the thread that uses
 //! it (see [`super::transport`]), and replaced once it has closed. A request that
 //! could not be started on a connection that turned out to be closed, or that the
-//! upstream refused before processing (`REFUSED_STREAM`, or a GOAWAY that did not
-//! include it), is tried once more on a new connection; nothing that may have been
+//! upstream says it did not process (`REFUSED_STREAM`, or a graceful GOAWAY that
+//! did not include it), is tried once more on a new connection; nothing that may have been
 //! processed is ever sent twice.
 
 use std::pin::Pin;
@@ -178,13 +178,26 @@ async fn exchange(
         stream.send_data(body, true).map_err(Failure::Other)?;
     }
     let response = response.await.map_err(|e| {
-        if e.reason() == Some(h2::Reason::REFUSED_STREAM) && e.is_remote() {
+        if not_processed(&e) {
             Failure::NotProcessed(e)
         } else {
             Failure::Other(e)
         }
     })?;
     Ok(response.map(|body| ReceiveBody(body).boxed()))
+}
+
+/// Whether the upstream says it did not process a stream it ended (RFC 9113 §8.7):
+/// it refused it, or it closed the connection gracefully (GOAWAY, `NO_ERROR`) below
+/// the stream's id. h2 gives that GOAWAY's error only to the streams above the last
+/// one the upstream processed; a GOAWAY for an error may end processed streams too.
+fn not_processed(e: &h2::Error) -> bool {
+    e.is_remote()
+        && match e.reason() {
+            Some(h2::Reason::REFUSED_STREAM) => true,
+            Some(h2::Reason::NO_ERROR) => e.is_go_away(),
+            _ => false,
+        }
 }
 
 /// A response body read from its h2 stream, handing flow-control capacity back as it
@@ -255,22 +268,27 @@ mod tests {
                 let counter = counter.clone();
                 tokio::spawn(async move {
                     let mut connection = h2::server::handshake(tcp).await.unwrap();
+                    // The connection is driven by `accept` while requests are handled
+                    // in their own tasks.
                     while let Some(Ok((request, mut respond))) = connection.accept().await {
                         counter.fetch_add(1, Ordering::SeqCst);
-                        let body = ReceiveBody(request.into_body())
-                            .collect()
-                            .await
-                            .unwrap()
-                            .to_bytes();
-                        match then {
-                            Then::Reset(reason) => respond.send_reset(reason),
-                            Then::Answer | Then::AnswerAndClose => {
-                                let mut stream =
-                                    respond.send_response(Response::new(()), false).unwrap();
-                                stream.send_data(body, true).unwrap();
+                        tokio::spawn(async move {
+                            let body = ReceiveBody(request.into_body())
+                                .collect()
+                                .await
+                                .unwrap()
+                                .to_bytes();
+                            match then {
+                                Then::Reset(reason) => respond.send_reset(reason),
+                                Then::Answer | Then::AnswerAndClose => {
+                                    let mut stream =
+                                        respond.send_response(Response::new(()), false).unwrap();
+                                    stream.send_data(body, true).unwrap();
+                                }
                             }
-                        }
+                        });
                         if let Then::AnswerAndClose = then {
+                            // Lets the request it has finish, takes no more.
                             connection.graceful_shutdown();
                         }
                     }
@@ -294,13 +312,29 @@ mod tests {
         let (uri, seen, connections) = upstream(vec![Then::AnswerAndClose, Then::Answer]).await;
         let client = H2c::new(Duration::from_secs(1));
         assert_eq!(post(&client, &uri).await.unwrap(), "hello");
-        // The first connection closes after its answer; the next request gets a new one.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The first connection closes after its answer; the next request gets a new
+        // one, whether or not the GOAWAY has arrived by the time it is sent.
         for _ in 0..3 {
             assert_eq!(post(&client, &uri).await.unwrap(), "hello");
         }
         assert_eq!(seen.load(Ordering::SeqCst), 4);
         assert_eq!(connections.load(Ordering::SeqCst), 2);
+    }
+
+    /// A body larger than the upstream's flow-control windows (64 KiB until it says
+    /// more) is queued whole and goes out as the windows open.
+    #[tokio::test]
+    async fn a_body_larger_than_the_windows_arrives_whole() {
+        let (uri, _, _) = upstream(vec![Then::Answer]).await;
+        let client = H2c::new(Duration::from_secs(1));
+        let big: String = (0..300_000)
+            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .collect();
+        let request = Request::post(uri).body(Bytes::from(big.clone())).unwrap();
+        let response = client.send(request).await.unwrap();
+        let echoed = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(echoed.len(), big.len());
+        assert!(echoed == big.as_bytes());
     }
 
     #[tokio::test]
