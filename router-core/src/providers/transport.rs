@@ -1,6 +1,6 @@
 //! The HTTP transport of the OpenAI-compatible and Vertex adapters.
 //!
-//! Two clients behind one interface, chosen by the endpoint's URL scheme:
+//! Three clients behind one interface, chosen by the endpoint's URL scheme:
 //! - `http://` (vLLM and other in-cluster endpoints, the simulators): hyper's pooled
 //!   client with a plain TCP connector and HTTP/1.1 keep-alive, or, for h2c (prior
 //!   knowledge), one multiplexed connection on `h2` directly ([`super::h2c`]).
@@ -14,12 +14,16 @@
 //! Either way the answer is an `http::Response` with a boxed body, so reading it
 //! (whole or as server-sent events) is one piece of code.
 //!
-//! Each thread gets its own client, and so its own connection pool. A connection is
-//! driven by a task on the runtime of the thread that opened it; the server runs one
-//! single-threaded runtime per serving thread, and with a shared pool a request on
-//! one thread would hand its upstream exchange to a connection another thread
-//! drives, waking that thread twice per request. With a pool per thread, a request
-//! and its upstream connection stay on one thread.
+//! The plain-HTTP clients keep a pool per thread. A connection is driven by a task on
+//! the runtime of the thread that opened it; the server runs one single-threaded
+//! runtime per serving thread, and with a shared pool a request on one thread would
+//! hand its upstream exchange to a connection another thread drives, waking that
+//! thread twice per request. With a pool per thread, a request and its upstream
+//! connection stay on one thread. The TLS client is one per endpoint, shared: the
+//! clouds are milliseconds away, where a wakeup does not show, and building a TLS
+//! client (loading its root certificates) takes tens of milliseconds (25–45 ms in a
+//! debug build here), which a serving thread must not
+//! spend on a request.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,12 +45,12 @@ use crate::config::EndpointConfig;
 pub(crate) type Body = BoxBody<Bytes, BodyError>;
 pub(crate) type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
-/// One endpoint's HTTP client (pooled connections, a pool per thread). Cheap to clone.
+/// One endpoint's HTTP client (pooled connections). Cheap to clone.
 #[derive(Clone)]
 pub(crate) enum HttpClient {
     Plain(Arc<PerThread<Client<HttpConnector, Full<Bytes>>>>),
     H2c(Arc<PerThread<H2c>>),
-    Tls(Arc<PerThread<reqwest::Client>>),
+    Tls(reqwest::Client),
 }
 
 impl HttpClient {
@@ -57,7 +61,7 @@ impl HttpClient {
         if url.starts_with("http://") && endpoint.http2_prior_knowledge {
             let connect = Duration::from_millis(endpoint.timeouts.connect_ms);
             Ok(Self::H2c(Arc::new(PerThread::new(move || {
-                Ok(H2c::new(connect))
+                H2c::new(connect)
             }))))
         } else if url.starts_with("http://") {
             Ok(Self::plain(endpoint))
@@ -73,38 +77,31 @@ impl HttpClient {
             let mut connector = HttpConnector::new();
             connector.set_nodelay(true);
             connector.set_connect_timeout(Some(connect));
-            Ok(Client::builder(TokioExecutor::new())
+            Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(POOL_IDLE)
-                .build(connector))
+                .build(connector)
         })))
     }
 
     /// reqwest with TLS. Built once here, so that a setup error shows when the
     /// endpoint is configured rather than on its first request.
     fn tls(endpoint: &EndpointConfig) -> Result<Self, Error> {
-        let connect = Duration::from_millis(endpoint.timeouts.connect_ms);
-        let http2 = endpoint.http2_prior_knowledge;
-        let name = endpoint.name.clone();
-        let clients = PerThread::new(move || {
-            let mut builder = reqwest::Client::builder()
-                .connect_timeout(connect)
-                .pool_idle_timeout(POOL_IDLE)
-                .tcp_nodelay(true)
-                // A model API does not redirect; a redirect means a wrong `base_url`,
-                // and is reported as such instead of followed.
-                .redirect(reqwest::redirect::Policy::none());
-            if http2 {
-                builder = builder.http2_prior_knowledge();
-            }
-            builder.build().map_err(|e| {
-                Error::new(
-                    ErrorKind::Internal,
-                    format!("building the HTTP client for `{name}`: {e}"),
-                )
-            })
-        });
-        clients.get()?;
-        Ok(Self::Tls(Arc::new(clients)))
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(endpoint.timeouts.connect_ms))
+            .pool_idle_timeout(POOL_IDLE)
+            .tcp_nodelay(true)
+            // A model API does not redirect; a redirect means a wrong `base_url`, and
+            // is reported as such instead of followed.
+            .redirect(reqwest::redirect::Policy::none());
+        if endpoint.http2_prior_knowledge {
+            builder = builder.http2_prior_knowledge();
+        }
+        builder.build().map(Self::Tls).map_err(|e| {
+            Error::new(
+                ErrorKind::Internal,
+                format!("building the HTTP client for `{}`: {e}", endpoint.name),
+            )
+        })
     }
 
     /// POSTs `body` as JSON with `headers`, and waits for the response head at most
@@ -134,7 +131,7 @@ impl HttpClient {
         };
         match self {
             Self::Plain(clients) => {
-                let client = clients.get()?;
+                let client = clients.get();
                 match tokio::time::timeout(timeout, client.request(request.map(Full::new))).await {
                     Ok(Ok(response)) => Ok(response.map(|b| b.map_err(BodyError::from).boxed())),
                     Ok(Err(e)) => Err(hyper_error(&e)),
@@ -142,14 +139,13 @@ impl HttpClient {
                 }
             }
             Self::H2c(connections) => {
-                let connection = connections.get()?;
+                let connection = connections.get();
                 match tokio::time::timeout(timeout, connection.send(request)).await {
                     Ok(result) => result,
                     Err(_) => Err(timed_out()),
                 }
             }
-            Self::Tls(clients) => {
-                let client = clients.get()?;
+            Self::Tls(client) => {
                 let request = reqwest::Request::try_from(request).map_err(|e| {
                     Error::new(ErrorKind::Internal, format!("building the request: {e}"))
                 })?;
@@ -170,11 +166,11 @@ const POOL_IDLE: Duration = Duration::from_secs(90);
 /// A value per thread, built on a thread's first use.
 pub(crate) struct PerThread<C: Send> {
     values: thread_local::ThreadLocal<C>,
-    build: Box<dyn Fn() -> Result<C, Error> + Send + Sync>,
+    build: Box<dyn Fn() -> C + Send + Sync>,
 }
 
 impl<C: Send> PerThread<C> {
-    fn new(build: impl Fn() -> Result<C, Error> + Send + Sync + 'static) -> Self {
+    fn new(build: impl Fn() -> C + Send + Sync + 'static) -> Self {
         PerThread {
             values: thread_local::ThreadLocal::new(),
             build: Box::new(build),
@@ -182,8 +178,8 @@ impl<C: Send> PerThread<C> {
     }
 
     /// This thread's value.
-    fn get(&self) -> Result<&C, Error> {
-        self.values.get_or_try(&self.build)
+    fn get(&self) -> &C {
+        self.values.get_or(&self.build)
     }
 }
 
@@ -349,16 +345,14 @@ mod tests {
         let built = Arc::new(AtomicUsize::new(0));
         let counter = built.clone();
         let clients = Arc::new(PerThread::new(move || {
-            Ok(counter.fetch_add(1, Ordering::Relaxed))
+            counter.fetch_add(1, Ordering::Relaxed)
         }));
         assert_eq!(built.load(Ordering::Relaxed), 0);
-        let here = *clients.get().unwrap();
-        assert_eq!(*clients.get().unwrap(), here, "one value per thread");
+        let here = *clients.get();
+        assert_eq!(*clients.get(), here, "one value per thread");
         let there = {
             let clients = clients.clone();
-            std::thread::spawn(move || *clients.get().unwrap())
-                .join()
-                .unwrap()
+            std::thread::spawn(move || *clients.get()).join().unwrap()
         };
         assert_ne!(here, there);
         assert_eq!(built.load(Ordering::Relaxed), 2);
