@@ -329,11 +329,18 @@ async fn serve(
                 continue;
             }
         };
-        let least_busy = pool
-            .iter()
-            .min_by_key(|t| t.open.load(std::sync::atomic::Ordering::Relaxed))
-            .expect("at least one serving thread");
-        least_busy.hand_over(stream);
+        let mut stream = Some(stream);
+        while let Some(unserved) = stream.take() {
+            let Some(least_busy) = pool
+                .iter()
+                .filter(|t| t.serving())
+                .min_by_key(|t| t.open.load(std::sync::atomic::Ordering::Relaxed))
+            else {
+                tracing::error!("no serving thread is left; connection refused");
+                break;
+            };
+            stream = least_busy.hand_over(unserved).err();
+        }
     }
     drop(listener);
     tracing::info!("stopped accepting; waiting for open requests and streams to finish");
@@ -388,6 +395,9 @@ impl hyper::service::Service<axum::http::Request<hyper::body::Incoming>> for Ser
     }
 }
 
+/// A serving thread's connection count once it has stopped serving.
+const STOPPED: usize = usize::MAX;
+
 /// One serving thread: a single-threaded runtime that serves the connections it is
 /// handed.
 struct ServingThread {
@@ -416,7 +426,17 @@ impl ServingThread {
             .name(format!("crossbar-serve-{index}"))
             .spawn(move || {
                 runtime.block_on(async move {
-                    serve_connections(incoming, service, counter).await;
+                    use futures_util::FutureExt;
+                    let serving = serve_connections(incoming, service, counter);
+                    // A panic here ends this thread's serving, not the process: its
+                    // connections go to the others, and shutdown still completes.
+                    if std::panic::AssertUnwindSafe(serving)
+                        .catch_unwind()
+                        .await
+                        .is_err()
+                    {
+                        tracing::error!(thread = index, "a serving thread's loop panicked");
+                    }
                     drained.wait().await;
                 });
                 // Dropping the runtime ends what is left on it (idle upstream
@@ -432,13 +452,20 @@ impl ServingThread {
         })
     }
 
-    fn hand_over(&self, stream: std::net::TcpStream) {
-        self.open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if self.connections.send(stream).is_err() {
-            // Only if the thread died; the connection is closed as it drops.
-            self.open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::error!("a serving thread has stopped; connection refused");
-        }
+    /// Hands `stream` to this thread, or gives it back if the thread has stopped
+    /// serving (its loop panicked), which then never gets another.
+    fn hand_over(&self, stream: std::net::TcpStream) -> Result<(), std::net::TcpStream> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.open.fetch_add(1, Relaxed);
+        self.connections.send(stream).map_err(|unsent| {
+            tracing::error!("a serving thread has stopped; its connections go to the others");
+            self.open.store(STOPPED, Relaxed);
+            unsent.0
+        })
+    }
+
+    fn serving(&self) -> bool {
+        self.open.load(std::sync::atomic::Ordering::Relaxed) != STOPPED
     }
 
     /// Tells the thread that no more connections come; what it returns completes once
