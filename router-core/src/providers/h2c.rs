@@ -358,6 +358,94 @@ mod tests {
         assert_eq!(seen.load(Ordering::SeqCst), 2);
     }
 
+    /// An HTTP/2 frame: type, flags, stream, payload.
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
+        let mut out = vec![len[1], len[2], len[3], kind, flags];
+        out.extend_from_slice(&stream.to_be_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    async fn read_frame(tcp: &mut tokio::net::TcpStream) -> Option<(u8, u8, u32)> {
+        use tokio::io::AsyncReadExt;
+        let mut head = [0u8; 9];
+        tcp.read_exact(&mut head).await.ok()?;
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut payload = vec![0; len];
+        tcp.read_exact(&mut payload).await.ok()?;
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        Some((head[3], head[4], stream))
+    }
+
+    /// A request sent before the upstream's graceful GOAWAY arrived, on a stream above
+    /// the last one it processed, is tried again on a new connection. The upstream is
+    /// written frame by frame, so that both requests are on the wire before it says
+    /// GOAWAY for the first one only.
+    #[tokio::test]
+    async fn a_stream_above_a_graceful_goaway_is_retried_on_a_new_connection() {
+        use tokio::io::AsyncWriteExt;
+        const HEADERS: u8 = 1;
+        const SETTINGS: u8 = 4;
+        const GOAWAY: u8 = 7;
+        // `:status: 200` (HPACK static index 8), END_HEADERS | END_STREAM.
+        let ok = |stream| frame(HEADERS, 0x5, stream, &[0x88]);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let uri: Uri = format!("http://{}/", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let streams_seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = streams_seen.clone();
+        tokio::spawn(async move {
+            for n in 0.. {
+                let (mut tcp, _) = listener.accept().await.unwrap();
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut preface = [0u8; 24];
+                    tokio::io::AsyncReadExt::read_exact(&mut tcp, &mut preface)
+                        .await
+                        .unwrap();
+                    tcp.write_all(&frame(SETTINGS, 0, 0, &[])).await.unwrap();
+                    let mut first = None;
+                    while let Some((kind, flags, stream)) = read_frame(&mut tcp).await {
+                        if kind == SETTINGS && flags & 1 == 0 {
+                            tcp.write_all(&frame(SETTINGS, 1, 0, &[])).await.unwrap();
+                        }
+                        if kind != HEADERS {
+                            continue;
+                        }
+                        seen.lock().unwrap().push((n, stream));
+                        match (n, first) {
+                            // The first connection: wait for a second request, then
+                            // GOAWAY below it (NO_ERROR) and answer the first only.
+                            (0, None) => first = Some(stream),
+                            (0, Some(first)) => {
+                                let mut goaway = first.to_be_bytes().to_vec();
+                                goaway.extend_from_slice(&0u32.to_be_bytes());
+                                tcp.write_all(&frame(GOAWAY, 0, 0, &goaway)).await.unwrap();
+                                tcp.write_all(&ok(first)).await.unwrap();
+                            }
+                            _ => tcp.write_all(&ok(stream)).await.unwrap(),
+                        }
+                    }
+                });
+            }
+        });
+        let client = H2c::new(Duration::from_secs(1));
+        let send = || {
+            client.send(
+                Request::post(uri.clone())
+                    .body(Bytes::from_static(b"{}"))
+                    .unwrap(),
+            )
+        };
+        let (a, b) = tokio::join!(send(), send());
+        assert_eq!(a.unwrap().status(), 200);
+        assert_eq!(b.unwrap().status(), 200);
+        let seen = streams_seen.lock().unwrap().clone();
+        assert_eq!(seen, vec![(0, 1), (0, 3), (1, 1)], "(connection, stream)");
+    }
+
     #[tokio::test]
     async fn nothing_listening_is_unavailable() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
