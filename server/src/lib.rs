@@ -279,13 +279,13 @@ impl Server {
     }
 }
 
-/// Serves `router` on `listener` with `workers` serving threads until `shutdown`
+/// Serves `service` on `listener` with `workers` serving threads until `shutdown`
 /// completes, then lets open requests and streams finish.
 ///
 /// Thread per core: each serving thread runs its own single-threaded tokio runtime,
 /// and a connection lives on one of them for its whole life, with the upstream
-/// connections its requests use (the endpoint clients keep a pool per thread, see
-/// router-core's `transport`). A request then crosses no thread on its way: the
+/// connections its requests use (the plain-HTTP endpoint clients keep a pool per
+/// thread, see router-core's `transport`). A request then crosses no thread on its way: the
 /// client's socket, the handler and the upstream h2 connection wake each other on
 /// one thread, without the futex round trips and work stealing of a shared
 /// multi-threaded scheduler (16 % of the gateway's CPU at c=32 with one).
@@ -395,9 +395,6 @@ impl hyper::service::Service<axum::http::Request<hyper::body::Incoming>> for Ser
     }
 }
 
-/// A serving thread's connection count once it has stopped serving.
-const STOPPED: usize = usize::MAX;
-
 /// One serving thread: a single-threaded runtime that serves the connections it is
 /// handed.
 struct ServingThread {
@@ -453,19 +450,20 @@ impl ServingThread {
     }
 
     /// Hands `stream` to this thread, or gives it back if the thread has stopped
-    /// serving (its loop panicked), which then never gets another.
+    /// serving (its loop panicked and dropped its end of the channel).
     fn hand_over(&self, stream: std::net::TcpStream) -> Result<(), std::net::TcpStream> {
         use std::sync::atomic::Ordering::Relaxed;
         self.open.fetch_add(1, Relaxed);
         self.connections.send(stream).map_err(|unsent| {
+            self.open.fetch_sub(1, Relaxed);
             tracing::error!("a serving thread has stopped; its connections go to the others");
-            self.open.store(STOPPED, Relaxed);
             unsent.0
         })
     }
 
+    /// Whether the thread still takes connections.
     fn serving(&self) -> bool {
-        self.open.load(std::sync::atomic::Ordering::Relaxed) != STOPPED
+        !self.connections.is_closed()
     }
 
     /// Tells the thread that no more connections come; what it returns completes once

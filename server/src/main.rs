@@ -97,8 +97,8 @@ enum Command {
         /// Serve only the APIs.
         #[arg(long)]
         no_console: bool,
-        /// Serving threads, each with its own runtime and upstream connections;
-        /// 0: one per CPU.
+        /// Serving threads, each with its own runtime and its own connections to
+        /// plain-HTTP endpoints; 0: one per CPU.
         #[arg(long, env = "CROSSBAR_WORKERS", default_value_t = 0)]
         workers: usize,
     },

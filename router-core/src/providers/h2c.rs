@@ -5,16 +5,16 @@
 //! through a pipe that first waits for flow-control capacity, and h2 assigns
 //! capacity to a stream only once its HEADERS have opened it. So every request
 //! leaves in two writes, HEADERS then DATA, and the upstream wakes up twice to
-//! read it: at one request at a time that was 0.07 ms of the gateway's added
-//! latency (`cargo xtask bench`, c=1). A request body here is whole before it is
-//! sent, so it is queued with its HEADERS and h2 writes both in one go.
+//! read it: at one request at a time that was 0.02–0.05 ms of the gateway's added
+//! latency (interleaved c=1 runs, BENCHMARKS.md). A request body here is whole
+//! before it is sent, so it is queued with its HEADERS and h2 writes both in one go.
 //!
 //! The connection is opened on first use, on the runtime of the thread that uses
 //! it (see [`super::transport`]), and replaced once it has closed. A request that
 //! could not be started on a connection that turned out to be closed, or that the
 //! upstream says it did not process (`REFUSED_STREAM`, or a graceful GOAWAY that
-//! did not include it), is tried once more on a new connection; nothing that may have been
-//! processed is ever sent twice.
+//! did not include it), is tried once more on a new connection; nothing that may
+//! have been processed is ever sent twice.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -63,6 +63,7 @@ impl H2c {
         let mut retried = false;
         loop {
             let connection = self.connection(&head.uri).await?;
+            // h2 takes the head; a copy (a few small headers) keeps it for a retry.
             let request = Request::from_parts(head.clone(), ());
             match exchange(connection.send, request, body.clone()).await {
                 Ok(response) => return Ok(response),

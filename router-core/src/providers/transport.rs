@@ -22,8 +22,7 @@
 //! connection stay on one thread. The TLS client is one per endpoint, shared: the
 //! clouds are milliseconds away, where a wakeup does not show, and building a TLS
 //! client (loading its root certificates) takes tens of milliseconds (25–45 ms in a
-//! debug build here), which a serving thread must not
-//! spend on a request.
+//! debug build here), which a serving thread must not spend on a request.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -271,7 +270,7 @@ mod tests {
     /// so it is built directly here), behave the same: a JSON POST answered whole and
     /// as server-sent events, and a refused connection reported as `unavailable`.
     #[tokio::test]
-    async fn both_clients_post_json_and_read_answers_whole_and_as_events() {
+    async fn every_client_posts_json_and_reads_answers_whole_and_as_events() {
         let sim = Sim::start(SimConfig {
             seed: 1,
             control: None,
