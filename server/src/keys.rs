@@ -17,7 +17,7 @@ use governor::{Quota, RateLimiter};
 use router_core::admin::{GatewayKeyInfo, Role};
 use router_core::api::{Error, ErrorKind};
 
-use crate::store::{Store, sha256_hex};
+use crate::store::{Store, parse_sha256_hex, sha256};
 
 /// A resolved admin caller.
 #[derive(Debug, Clone)]
@@ -26,13 +26,27 @@ pub struct AdminIdentity {
     pub role: Role,
 }
 
+type Digest = [u8; 32];
+
 type Limiter = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>;
+
+/// A stored hash as bytes. The store only takes well-formed hashes, so a bad one
+/// means a database edited by hand: that key is left out, and said so.
+fn digest(hex: &str, kind: &str, name: &str) -> Option<Digest> {
+    let digest = parse_sha256_hex(hex);
+    if digest.is_none() {
+        tracing::warn!(%kind, %name, "a stored hash is not a SHA-256 in hex; ignored");
+    }
+    digest
+}
 
 /// The in-memory view of keys and tokens.
 pub struct Keys {
-    /// Shared values: the hot path takes a reference count, not a copy of four strings.
-    gateway: ArcSwap<HashMap<String, Arc<GatewayKeyInfo>>>,
-    admin: ArcSwap<HashMap<String, AdminIdentity>>,
+    /// Keyed by the SHA-256 itself, not its hex: a request hashes its key and looks it
+    /// up, with nothing formatted. Shared values: the hot path takes a reference
+    /// count, not a copy of four strings.
+    gateway: ArcSwap<HashMap<Digest, Arc<GatewayKeyInfo>>>,
+    admin: ArcSwap<HashMap<Digest, AdminIdentity>>,
     store: Store,
     /// Per-key and per-team request limits (requests per minute), and per-team token
     /// limits (tokens per minute); each limiter is keyed by key id / team name.
@@ -60,20 +74,25 @@ impl Keys {
 
     /// Re-reads keys and tokens from the store.
     pub async fn reload(&self) -> anyhow::Result<()> {
-        let gateway: HashMap<String, Arc<GatewayKeyInfo>> = self
+        let gateway: HashMap<Digest, Arc<GatewayKeyInfo>> = self
             .store
             .gateway_key_hashes()
             .await?
             .into_iter()
             .filter(|(_, k)| !k.revoked)
-            .map(|(hash, k)| (hash, Arc::new(k)))
+            .filter_map(|(hash, k)| Some((digest(&hash, "gateway key", &k.name)?, Arc::new(k))))
             .collect();
-        let admin: HashMap<String, AdminIdentity> = self
+        let admin: HashMap<Digest, AdminIdentity> = self
             .store
             .admin_token_hashes()
             .await?
             .into_iter()
-            .map(|(hash, name, role)| (hash, AdminIdentity { name, role }))
+            .filter_map(|(hash, name, role)| {
+                Some((
+                    digest(&hash, "admin token", &name)?,
+                    AdminIdentity { name, role },
+                ))
+            })
             .collect();
         self.gateway.store(Arc::new(gateway));
         self.admin.store(Arc::new(admin));
@@ -96,11 +115,11 @@ impl Keys {
     }
 
     pub fn gateway_key(&self, secret: &str) -> Option<Arc<GatewayKeyInfo>> {
-        self.gateway.load().get(&sha256_hex(secret)).cloned()
+        self.gateway.load().get(&sha256(secret)).cloned()
     }
 
     pub fn admin_token(&self, secret: &str) -> Option<AdminIdentity> {
-        self.admin.load().get(&sha256_hex(secret)).cloned()
+        self.admin.load().get(&sha256(secret)).cloned()
     }
 
     /// Checks the request-rate limits of a key and its team, and the team's token
@@ -181,6 +200,7 @@ fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::sha256_hex;
 
     fn key(rpm: Option<u32>) -> GatewayKeyInfo {
         GatewayKeyInfo {
@@ -237,5 +257,27 @@ mod tests {
             sha256_hex("abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+        // The in-memory maps key by the bytes; they read back from either case.
+        let hex = sha256_hex("abc");
+        assert_eq!(parse_sha256_hex(&hex), Some(sha256("abc")));
+        assert_eq!(parse_sha256_hex(&hex.to_uppercase()), Some(sha256("abc")));
+        assert_eq!(parse_sha256_hex(&hex[..62]), None);
+        assert_eq!(parse_sha256_hex(&format!("{}zz", &hex[..62])), None);
+    }
+
+    #[tokio::test]
+    async fn a_key_resolves_by_its_hash_until_revoked() {
+        let store = Store::open_in_memory().await.unwrap();
+        let (created, secret) = store
+            .create_gateway_key("search", "ci", None)
+            .await
+            .unwrap();
+        let keys = Keys::load(store.clone()).await.unwrap();
+        let found = keys.gateway_key(&secret).expect("the new key resolves");
+        assert_eq!((&found.id, found.team.as_str()), (&created.id, "search"));
+        assert!(keys.gateway_key(&format!("{secret}x")).is_none());
+        assert!(store.revoke_gateway_key(&created.id).await.unwrap());
+        keys.reload().await.unwrap();
+        assert!(keys.gateway_key(&secret).is_none());
     }
 }

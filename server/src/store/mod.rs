@@ -144,14 +144,34 @@ pub fn from_nanos(nanos: i64) -> Decimal {
     Decimal::new(nanos, 9).normalize()
 }
 
-/// Lowercase hex SHA-256 of a secret (gateway keys, admin tokens).
-pub fn sha256_hex(secret: &str) -> String {
+/// The SHA-256 of a secret (gateway keys, admin tokens): what the server compares
+/// on every request, without formatting it as text.
+pub fn sha256(secret: &str) -> [u8; 32] {
     use sha2::Digest;
-    use std::fmt::Write;
-    let digest = sha2::Sha256::digest(secret.as_bytes());
+    sha2::Sha256::digest(secret.as_bytes()).into()
+}
+
+/// Lowercase hex SHA-256 of a secret: its form in the store and in seed files.
+pub fn sha256_hex(secret: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(64);
-    for b in digest {
-        let _ = write!(out, "{b:02x}");
+    for b in sha256(secret) {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
     }
     out
+}
+
+/// A SHA-256 from its hex form (either case); `None` for anything else.
+pub fn parse_sha256_hex(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.as_bytes();
+    if hex.len() != 64 {
+        return None;
+    }
+    let digit = |c: u8| char::from(c).to_digit(16).map(|d| d as u8);
+    let mut out = [0u8; 32];
+    for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+        *byte = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    Some(out)
 }
