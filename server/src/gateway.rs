@@ -147,9 +147,12 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Erro
             "the request body is empty: send JSON",
         ));
     }
-    // A valid body (the usual case) is parsed without the path bookkeeping; only a
-    // failure is parsed again, to say where it went wrong.
-    if let Ok(value) = serde_json::from_slice(body) {
+    // A valid body (the usual case) is parsed without the path bookkeeping, and as
+    // text checked once as UTF-8 (from bytes, serde_json checks every string on its
+    // own); only a failure is parsed again, to say where it went wrong.
+    if let Ok(text) = std::str::from_utf8(body)
+        && let Ok(value) = serde_json::from_str(text)
+    {
         return Ok(value);
     }
     let mut de = serde_json::Deserializer::from_slice(body);
@@ -324,6 +327,8 @@ fn json_response(value: &impl serde::Serialize) -> Response {
     match serde_json::to_writer(&mut buffer, value) {
         Ok(()) => {
             let mut response = Response::new(Body::from(buffer));
+            // Room for the route headers, so that the map does not grow twice.
+            *response.headers_mut() = HeaderMap::with_capacity(16);
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
@@ -430,6 +435,10 @@ mod tests {
             parse_body::<ChatRequest>(b"").unwrap_err().param.as_deref(),
             Some("body")
         );
+        // Not UTF-8: the same clear error as any malformed body, naming the field.
+        let e = parse_body::<ChatRequest>(b"{\"model\": \"\xff\", \"messages\": []}").unwrap_err();
+        assert!(e.message.starts_with("malformed JSON"), "{e:?}");
+        assert_eq!(e.param.as_deref(), Some("model"));
     }
 
     #[test]
