@@ -11,14 +11,17 @@
 //!    CPU time per request (user + system, from /proc, over each run): three runs of
 //!    10 s, reported as the median with the range (on this 2-core VM the same binary
 //!    varies by ±10 % from run to run);
-//! 3. TTFT overhead for streams at concurrency 1;
-//! 4. memory (peak RSS of `crossbar`) with 10,000 streams open at once: the
+//! 3. instructions per request through the gateway at concurrency 1, counted by
+//!    callgrind (when valgrind is installed): unlike the timings, the same build gives
+//!    the same count on any hour of this VM;
+//! 4. TTFT overhead for streams at concurrency 1;
+//! 5. memory (peak RSS of `crossbar`) with 10,000 streams open at once: the
 //!    simulator emits slowly so the streams stay open; upstream they share h2c
 //!    connections (`http2_prior_knowledge`), downstream each is its own HTTP/1.1
 //!    connection.
-//! 5. the spend query over one million ledger rows (the console's spend view reads
+//! 6. the spend query over one million ledger rows (the console's spend view reads
 //!    it; the overview reads memory only);
-//! 6. the router-core micro-benchmarks (criterion): one routing decision, recording
+//! 7. the router-core micro-benchmarks (criterion): one routing decision, recording
 //!    one attempt.
 //!
 //! The load generator is `crossbar-sim load` (closed loop), a separate process.
@@ -406,6 +409,17 @@ sha256 = "{}"
         );
         Ok(())
     })?;
+    step("bench: instructions per request (callgrind)", || {
+        match instructions(&crossbar, &config, &work, &sim_bin)? {
+            Some(counts) => {
+                results.insert("instructions".into(), counts);
+            }
+            None => eprintln!(
+                "valgrind is not installed: no instruction counts (apt-get install valgrind)"
+            ),
+        }
+        Ok(())
+    })?;
     step("bench: stream TTFT at concurrency 1", || {
         let d = direct.run(1, Some(500), "60s", true, 16)?;
         let g = through.run(1, Some(500), "60s", true, 16)?;
@@ -504,6 +518,99 @@ sha256 = "{}"
     println!("{}", serde_json::to_string_pretty(&results)?);
     println!("written to {}", out.display());
     Ok(())
+}
+
+/// Instructions the gateway executes per request at concurrency 1, counted by
+/// callgrind: the figure that does not drift with the machine (the latency figures
+/// move by ±20 % from hour to hour on this VM), so a change to the hot path is
+/// measured by it first. One serving thread; 300 requests warm up, then 1,000 are
+/// counted. `serving_thread` is the thread that parses, routes and answers the
+/// request (the c=1 latency's own work); `total` adds the ledger writer and SQLite.
+/// `None` without valgrind.
+fn instructions(
+    crossbar: &Path,
+    config: &Path,
+    work: &Path,
+    sim_bin: &Path,
+) -> anyhow::Result<Option<Value>> {
+    if Command::new("valgrind").arg("--version").output().is_err() {
+        return Ok(None);
+    }
+    let out_dir = work.join("callgrind");
+    let _ = std::fs::remove_dir_all(&out_dir);
+    std::fs::create_dir_all(&out_dir)?;
+    let db = work.join("callgrind.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(PathBuf::from(format!("{}{suffix}", db.display())));
+    }
+    let (gateway, line) = start(
+        "crossbar under callgrind",
+        {
+            let mut c = Command::new("valgrind");
+            c.arg("--tool=callgrind")
+                .arg("--separate-threads=yes")
+                .arg(format!("--callgrind-out-file={}/out.%p", out_dir.display()))
+                .arg(crossbar)
+                .args([
+                    "serve",
+                    "--no-console",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--config",
+                ])
+                .arg(config)
+                .arg("--db")
+                .arg(&db)
+                .env("CROSSBAR_LOG", "warn")
+                .env("CROSSBAR_WORKERS", "1");
+            c
+        },
+        |l| l.starts_with("crossbar: listening on "),
+    )?;
+    let base = line
+        .trim_start_matches("crossbar: listening on ")
+        .trim_end_matches('/')
+        .to_owned();
+    let pid = gateway.child.id().to_string();
+    let load = Load {
+        sim: sim_bin,
+        url: format!("{base}/v1/chat/completions"),
+        model: "bench",
+        key: Some(KEY),
+    };
+    const COUNTED: u64 = 1000;
+    load.run(1, Some(300), "120s", false, 16)?;
+    run(Command::new("callgrind_control").args(["-z", &pid]))?;
+    load.run(1, Some(COUNTED), "120s", false, 16)?;
+    run(Command::new("callgrind_control").args(["-d", &pid]))?;
+    drop(gateway);
+    // One file per thread for the dump (and one more for the exit): the dump's are
+    // those with a part number.
+    let (mut total, mut serving) = (0u64, 0u64);
+    for entry in std::fs::read_dir(&out_dir)? {
+        let path = entry?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if !name.contains(".1-") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)?;
+        let count: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("summary: "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        total += count;
+        if text.contains("current_thread::Context::run_task") {
+            serving += count;
+        }
+    }
+    if total == 0 {
+        bail!("callgrind wrote no counts to {}", out_dir.display());
+    }
+    Ok(Some(json!({
+        "total_per_request": total / COUNTED,
+        "serving_thread_per_request": serving / COUNTED,
+    })))
 }
 
 /// Upstream attempts in flight at the gateway, from its Prometheus metrics.
