@@ -338,12 +338,13 @@ sha256 = "{}"
 
     let mut results = serde_json::Map::new();
     step(
-        "bench: latency at concurrency 1 (3 interleaved runs)",
+        "bench: latency at concurrency 1 (5 interleaved rounds)",
         || {
             // Interleaved rounds, each figure the median of its runs: the machine's speed
-            // drifts by more than the differences measured here.
+            // drifts by more than the differences measured here (one run of rounds gave
+            // +0.074 and +0.159 ms for the same binary), so five rounds, not three.
             let mut runs: [Vec<f64>; 8] = Default::default();
-            for _ in 0..3 {
+            for _ in 0..5 {
                 let d = direct.run(1, Some(3000), "60s", false, 16)?;
                 let r = relay_load.run(1, Some(3000), "60s", false, 16)?;
                 let g = through.run(1, Some(3000), "60s", false, 16)?;
