@@ -34,6 +34,8 @@ pub struct LoadSpec {
     /// Requests cycle through this many distinct `user` values (sticky A/B keys).
     pub users: u32,
     pub timeout: Duration,
+    /// h2c (HTTP/2 with prior knowledge) instead of HTTP/1.1.
+    pub http2_prior_knowledge: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -113,10 +115,13 @@ const MAX_IN_FLIGHT: usize = 4096;
 
 pub async fn run(spec: LoadSpec) -> anyhow::Result<LoadReport> {
     anyhow::ensure!(spec.users > 0, "users must be at least 1");
-    let client = reqwest::Client::builder()
+    let mut client = reqwest::Client::builder()
         .timeout(spec.timeout)
-        .tcp_nodelay(true)
-        .build()?;
+        .tcp_nodelay(true);
+    if spec.http2_prior_knowledge {
+        client = client.http2_prior_knowledge();
+    }
+    let client = client.build()?;
     let spec = Arc::new(spec);
     let tally = Arc::new(Mutex::new(Tally::default()));
     let started = Instant::now();

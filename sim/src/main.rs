@@ -95,6 +95,10 @@ struct LoadArgs {
     /// Distinct `user` values to cycle through.
     #[arg(long, default_value_t = 100)]
     users: u32,
+    /// Speak HTTP/2 without TLS from the first byte (h2c, prior knowledge), as the
+    /// gateway does to endpoints with `http2_prior_knowledge`.
+    #[arg(long)]
+    http2_prior_knowledge: bool,
     /// Per-request timeout.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     timeout: Duration,
@@ -193,6 +197,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 prompt: args.prompt,
                 users: args.users,
                 timeout: args.timeout,
+                http2_prior_knowledge: args.http2_prior_knowledge,
             })
             .await?;
             if args.json {

@@ -519,6 +519,7 @@ async fn load_generator_reports_latency_ttft_and_errors() {
         prompt: "hello".into(),
         users: 10,
         timeout: Duration::from_secs(10),
+        http2_prior_knowledge: false,
     };
     let report = load::run(spec.clone()).await.unwrap();
     assert_eq!((report.requests, report.ok), (40, 40), "{report}");
@@ -526,6 +527,16 @@ async fn load_generator_reports_latency_ttft_and_errors() {
     assert!(ttft.p50_ms >= 20.0 && ttft.count == 40, "{report}");
     assert!(report.latency.p99_ms >= report.latency.p50_ms);
     assert!(report.completion_tokens > 40 * 10);
+
+    // The same over h2c, which the simulator serves on the same port.
+    let report = load::run(LoadSpec {
+        http2_prior_knowledge: true,
+        ..spec.clone()
+    })
+    .await
+    .unwrap();
+    assert_eq!((report.requests, report.ok), (40, 40), "{report}");
+    assert!(report.ttft.as_ref().unwrap().p50_ms >= 20.0, "{report}");
 
     set_faults(&sim, "oa", json!({"errors": {"throttle": 1.0}})).await;
     let report = load::run(LoadSpec {

@@ -23,16 +23,20 @@ pub(crate) fn events(
     struct State<B> {
         body: std::pin::Pin<Box<B>>,
         buffer: BytesMut,
+        /// How much of `buffer` is known to hold no event boundary: an event that
+        /// arrives in pieces is not searched again from its start for every piece.
+        scanned: usize,
         done: bool,
     }
     let state = State {
         body: Box::pin(http_body_util::BodyDataStream::new(response.into_body())),
         buffer: BytesMut::new(),
+        scanned: 0,
         done: false,
     };
     futures_util::stream::unfold(state, move |mut st| async move {
         loop {
-            if let Some(event) = next_event(&mut st.buffer) {
+            if let Some(event) = next_event(&mut st.buffer, &mut st.scanned) {
                 return Some((Ok(event), st));
             }
             if st.done {
@@ -71,13 +75,23 @@ pub(crate) fn events(
 }
 
 /// Takes one complete event (terminated by a blank line) off the front of `buffer`.
-/// Events with no `data:` (comments, keep-alives) are skipped.
-fn next_event(buffer: &mut BytesMut) -> Option<SseEvent> {
+/// Events with no `data:` (comments, keep-alives) are skipped. `scanned`: how much of
+/// the buffer an earlier call found without a boundary.
+fn next_event(buffer: &mut BytesMut, scanned: &mut usize) -> Option<SseEvent> {
     loop {
-        let (end, sep) = find_blank_line(buffer)?;
+        let Some((end, sep)) = find_blank_line(buffer, *scanned) else {
+            // A boundary may still begin in the last 3 bytes (`\r\n\r` of `\r\n\r\n`).
+            *scanned = buffer.len().saturating_sub(3);
+            return None;
+        };
+        *scanned = 0;
         let raw = buffer.split_to(end);
         buffer.advance(sep);
-        let text = String::from_utf8_lossy(&raw);
+        // Streams are UTF-8; only a broken one pays for the lossy copy.
+        let text = match std::str::from_utf8(&raw) {
+            Ok(text) => std::borrow::Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(&raw),
+        };
         let mut event = None;
         let mut data: Option<String> = None;
         for line in text.lines() {
@@ -101,16 +115,18 @@ fn next_event(buffer: &mut BytesMut) -> Option<SseEvent> {
     }
 }
 
-fn find_blank_line(buffer: &[u8]) -> Option<(usize, usize)> {
-    let mut i = 0;
-    while i < buffer.len() {
-        if buffer[i..].starts_with(b"\r\n\r\n") {
-            return Some((i, 4));
+/// The first blank line at or after `from`: `(where it starts, its length)`. Only the
+/// line ends are looked at, found with `memchr` (a byte-by-byte scan was the largest
+/// cost of relaying a stream).
+fn find_blank_line(buffer: &[u8], from: usize) -> Option<(usize, usize)> {
+    for i in memchr::memchr2_iter(b'\n', b'\r', buffer.get(from..)?) {
+        let rest = &buffer[from + i..];
+        if rest.starts_with(b"\r\n\r\n") {
+            return Some((from + i, 4));
         }
-        if buffer[i..].starts_with(b"\n\n") || buffer[i..].starts_with(b"\r\r") {
-            return Some((i, 2));
+        if rest.starts_with(b"\n\n") || rest.starts_with(b"\r\r") {
+            return Some((from + i, 2));
         }
-        i += 1;
     }
     None
 }
@@ -124,21 +140,53 @@ mod tests {
         let mut b = BytesMut::from(
             &b"event: ping\ndata: {}\n\n: comment\n\ndata: a\ndata: b\r\n\r\ndata: par"[..],
         );
+        let mut scanned = 0;
         assert_eq!(
-            next_event(&mut b),
+            next_event(&mut b, &mut scanned),
             Some(SseEvent {
                 event: Some("ping".into()),
                 data: "{}".into()
             })
         );
         assert_eq!(
-            next_event(&mut b),
+            next_event(&mut b, &mut scanned),
             Some(SseEvent {
                 event: None,
                 data: "a\nb".into()
             })
         );
-        assert_eq!(next_event(&mut b), None);
+        assert_eq!(next_event(&mut b, &mut scanned), None);
         assert_eq!(&b[..], b"data: par");
+    }
+
+    #[test]
+    fn an_event_arriving_a_byte_at_a_time_is_found_once_whatever_its_line_ends() {
+        for stream in [
+            &b"data: {\"a\": 1}\r\n\r\ndata: two\n\n"[..],
+            &b"data: {\"a\": 1}\n\ndata: two\r\r"[..],
+            &b": keep-alive\r\n\r\ndata: {\"a\": 1}\r\n\r\ndata: two\r\n\r\n"[..],
+        ] {
+            let (mut buffer, mut scanned, mut seen) = (BytesMut::new(), 0, Vec::new());
+            for byte in stream {
+                buffer.extend_from_slice(&[*byte]);
+                while let Some(event) = next_event(&mut buffer, &mut scanned) {
+                    seen.push(event.data);
+                }
+            }
+            assert_eq!(
+                seen,
+                ["{\"a\": 1}", "two"],
+                "{:?}",
+                String::from_utf8_lossy(stream)
+            );
+            assert!(buffer.is_empty());
+        }
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_replaced_not_fatal() {
+        let mut b = BytesMut::from(&b"data: caf\xe9\n\n"[..]);
+        let event = next_event(&mut b, &mut 0).unwrap();
+        assert_eq!(event.data, "caf\u{fffd}");
     }
 }
