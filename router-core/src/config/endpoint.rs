@@ -98,12 +98,10 @@ pub struct EndpointConfig {
     pub capabilities: CapabilityOverrides,
     #[serde(default)]
     pub timeouts: Timeouts,
-    /// The endpoint also speaks HTTP/2 over plain TCP from the first byte (h2c "prior
-    /// knowledge"): streams are multiplexed on it, so thousands of concurrent streams
-    /// share a few connections; whole (non-streaming) requests keep to HTTP/1.1
-    /// keep-alive, which costs both ends less per request. Over TLS, HTTP/2 is
-    /// negotiated by ALPN whatever this says. (HTTP-based adapters only; the AWS SDK
-    /// manages its own.)
+    /// Speak HTTP/2 over plain TCP from the first byte (h2c "prior knowledge"): for
+    /// vLLM and internal endpoints that support it, so thousands of concurrent
+    /// streams share a few connections. Over TLS, HTTP/2 is negotiated by ALPN
+    /// whatever this says. (HTTP-based adapters only; the AWS SDK manages its own.)
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub http2_prior_knowledge: bool,
     /// Provisioned (a reserved tokens-per-minute ceiling, spilling to an on-demand

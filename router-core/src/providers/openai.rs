@@ -10,7 +10,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::sse::{self, SseEvent};
-use super::transport::{self, Body, Exchange, HttpClient, read_body};
+use super::transport::{self, Body, HttpClient, read_body};
 use super::{
     ChatProvider, Decoder, TimedStream, check_capabilities, drive, parse_json, retry_after,
 };
@@ -76,17 +76,13 @@ impl OpenAi {
         })
     }
 
-    async fn send(
-        &self,
-        body: &UpstreamRequest<'_>,
-        exchange: Exchange,
-    ) -> Result<http::Response<Body>, Error> {
+    async fn send(&self, body: &UpstreamRequest<'_>) -> Result<http::Response<Body>, Error> {
         let mut headers = http::HeaderMap::new();
         if let Some((name, value)) = &self.key {
             headers.insert(name.clone(), value.clone());
         }
         self.client
-            .post_json(&self.endpoint, self.url.clone(), headers, body, exchange)
+            .post_json(&self.endpoint, self.url.clone(), headers, body)
             .await
     }
 
@@ -215,7 +211,7 @@ impl ChatProvider for OpenAi {
         Box::pin(async move {
             check_capabilities(&self.endpoint, request)?;
             let response = self
-                .send(&self.upstream_request(request, false), Exchange::Whole)
+                .send(&self.upstream_request(request, false))
                 .await
                 .map_err(|e| self.tag(e))?;
             let status = response.status();
@@ -244,7 +240,7 @@ impl ChatProvider for OpenAi {
             check_capabilities(&self.endpoint, request)?;
             let started = Instant::now();
             let response = self
-                .send(&self.upstream_request(request, true), Exchange::Stream)
+                .send(&self.upstream_request(request, true))
                 .await
                 .map_err(|e| self.tag(e))?;
             let status = response.status();

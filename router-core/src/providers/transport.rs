@@ -2,9 +2,8 @@
 //!
 //! Three clients behind one interface, chosen by the endpoint's URL scheme:
 //! - `http://` (vLLM and other in-cluster endpoints, the simulators): hyper's pooled
-//!   client with a plain TCP connector and HTTP/1.1 keep-alive; on an endpoint that
-//!   speaks h2c (prior knowledge), streams go over one multiplexed connection on `h2`
-//!   directly ([`super::h2c`]) and whole requests stay on HTTP/1.1 ([`Exchange`]).
+//!   client with a plain TCP connector and HTTP/1.1 keep-alive, or, for h2c (prior
+//!   knowledge), one multiplexed connection on `h2` directly ([`super::h2c`]).
 //!   These are the endpoints where the gateway's own overhead shows, and reqwest's
 //!   layers (request builder, redirect and retry policies, proxy matching, URL
 //!   conversions) were 9 % of the gateway's CPU per request. They are reached
@@ -48,37 +47,9 @@ pub(crate) type BodyError = Box<dyn std::error::Error + Send + Sync>;
 /// One endpoint's HTTP client (pooled connections). Cheap to clone.
 #[derive(Clone)]
 pub(crate) enum HttpClient {
-    Plain(Arc<PerThread<Plain>>),
-    /// An endpoint that speaks h2c: streams are multiplexed on its h2c connection,
-    /// whole requests go over HTTP/1.1 keep-alive (see [`Exchange`]).
-    H2c {
-        streams: Arc<PerThread<H2c>>,
-        whole: Arc<PerThread<Plain>>,
-    },
+    Plain(Arc<PerThread<Client<HttpConnector, Full<Bytes>>>>),
+    H2c(Arc<PerThread<H2c>>),
     Tls(reqwest::Client),
-}
-
-/// hyper's pooled HTTP/1.1 client.
-pub(crate) type Plain = Client<HttpConnector, Full<Bytes>>;
-
-/// What a request is for, which picks the protocol on an h2c endpoint.
-///
-/// A stream holds its connection for as long as it lasts (seconds to minutes), so
-/// thousands of open streams would need thousands of HTTP/1.1 connections: they share
-/// one h2c connection per serving thread instead. A whole request holds a connection
-/// for a fraction of a millisecond, and a keep-alive pool needs as many connections as
-/// requests in flight (tens); over HTTP/1.1 it costs both ends less than HTTP/2's
-/// framing, HPACK and flow control. Measured at c=1 against the simulator, with both
-/// gateways running side by side: +0.165 ms over HTTP/1.1 against +0.206 ms over h2c
-/// (median of 5 interleaved rounds, 0.02–0.1 ms apart in every round); the simulator
-/// alone answered whole requests in 0.13–0.15 ms over HTTP/1.1 and 0.19–0.22 ms over
-/// h2c. Every OpenAI-compatible server speaks HTTP/1.1, the API's baseline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Exchange {
-    /// The whole answer in one body.
-    Whole,
-    /// Server-sent events.
-    Stream,
 }
 
 impl HttpClient {
@@ -88,28 +59,27 @@ impl HttpClient {
     pub(crate) fn new(endpoint: &EndpointConfig, url: &str) -> Result<Self, Error> {
         if url.starts_with("http://") && endpoint.http2_prior_knowledge {
             let connect = Duration::from_millis(endpoint.timeouts.connect_ms);
-            Ok(Self::H2c {
-                streams: Arc::new(PerThread::new(move || H2c::new(connect))),
-                whole: Self::plain_pool(endpoint),
-            })
+            Ok(Self::H2c(Arc::new(PerThread::new(move || {
+                H2c::new(connect)
+            }))))
         } else if url.starts_with("http://") {
-            Ok(Self::Plain(Self::plain_pool(endpoint)))
+            Ok(Self::plain(endpoint))
         } else {
             Self::tls(endpoint)
         }
     }
 
-    /// hyper's client over plain TCP, HTTP/1.1, a pool per thread.
-    fn plain_pool(endpoint: &EndpointConfig) -> Arc<PerThread<Plain>> {
+    /// hyper's client over plain TCP, HTTP/1.1.
+    fn plain(endpoint: &EndpointConfig) -> Self {
         let connect = Duration::from_millis(endpoint.timeouts.connect_ms);
-        Arc::new(PerThread::new(move || {
+        Self::Plain(Arc::new(PerThread::new(move || {
             let mut connector = HttpConnector::new();
             connector.set_nodelay(true);
             connector.set_connect_timeout(Some(connect));
             Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(POOL_IDLE)
                 .build(connector)
-        }))
+        })))
     }
 
     /// reqwest with TLS. Built once here, so that a setup error shows when the
@@ -141,7 +111,6 @@ impl HttpClient {
         uri: Uri,
         headers: HeaderMap,
         body: &impl serde::Serialize,
-        exchange: Exchange,
     ) -> Result<Response<Body>, Error> {
         let body = serde_json::to_vec(body)
             .map_err(|e| Error::new(ErrorKind::Internal, format!("encoding the request: {e}")))?;
@@ -159,19 +128,8 @@ impl HttpClient {
                 format!("no response within {} ms", endpoint.timeouts.request_ms),
             )
         };
-        enum Via<'a> {
-            Plain(&'a PerThread<Plain>),
-            H2c(&'a PerThread<H2c>),
-            Tls(&'a reqwest::Client),
-        }
-        let via = match self {
-            Self::Plain(clients) => Via::Plain(clients),
-            Self::H2c { whole, .. } if exchange == Exchange::Whole => Via::Plain(whole),
-            Self::H2c { streams, .. } => Via::H2c(streams),
-            Self::Tls(client) => Via::Tls(client),
-        };
-        match via {
-            Via::Plain(clients) => {
+        match self {
+            Self::Plain(clients) => {
                 let client = clients.get();
                 match tokio::time::timeout(timeout, client.request(request.map(Full::new))).await {
                     Ok(Ok(response)) => Ok(response.map(|b| b.map_err(BodyError::from).boxed())),
@@ -179,14 +137,14 @@ impl HttpClient {
                     Err(_) => Err(timed_out()),
                 }
             }
-            Via::H2c(connections) => {
+            Self::H2c(connections) => {
                 let connection = connections.get();
                 match tokio::time::timeout(timeout, connection.send(request)).await {
                     Ok(result) => result,
                     Err(_) => Err(timed_out()),
                 }
             }
-            Via::Tls(client) => {
+            Self::Tls(client) => {
                 let request = reqwest::Request::try_from(request).map_err(|e| {
                     Error::new(ErrorKind::Internal, format!("building the request: {e}"))
                 })?;
@@ -337,7 +295,7 @@ mod tests {
             &url,
         )
         .unwrap();
-        assert!(matches!(h2c, HttpClient::H2c { .. }));
+        assert!(matches!(h2c, HttpClient::H2c(_)));
         let tls = HttpClient::tls(&endpoint).unwrap();
         let body = |stream: bool| {
             serde_json::json!({
@@ -345,29 +303,28 @@ mod tests {
                 "messages": [{"role": "user", "content": "hello"}]
             })
         };
-        // Whole requests over HTTP/1.1 everywhere; streams over h2c where the endpoint
-        // speaks it.
         let versions = [
             (plain, http::Version::HTTP_11),
             (h2c, http::Version::HTTP_2),
             (tls, http::Version::HTTP_11),
         ];
-        for (client, stream_version) in versions {
+        for (client, version) in versions {
             let uri = uri(&endpoint, &url).unwrap();
-            let bodies = [body(false), body(true)];
-            let post = |uri: Uri, stream: bool, exchange: Exchange| {
-                let body = &bodies[usize::from(stream)];
-                client.post_json(&endpoint, uri, HeaderMap::new(), body, exchange)
-            };
-            let response = post(uri.clone(), false, Exchange::Whole).await.unwrap();
+            let response = client
+                .post_json(&endpoint, uri.clone(), HeaderMap::new(), &body(false))
+                .await
+                .unwrap();
             assert_eq!(response.status(), 200);
-            assert_eq!(response.version(), http::Version::HTTP_11);
+            assert_eq!(response.version(), version);
             let whole: serde_json::Value =
                 serde_json::from_slice(&read_body(&endpoint, response).await.unwrap()).unwrap();
             assert_eq!(whole["object"], "chat.completion", "{whole}");
 
-            let response = post(uri, true, Exchange::Stream).await.unwrap();
-            assert_eq!(response.version(), stream_version);
+            let response = client
+                .post_json(&endpoint, uri, HeaderMap::new(), &body(true))
+                .await
+                .unwrap();
+            assert_eq!(response.version(), version);
             let events: Vec<_> = super::super::sse::events(response, Duration::from_secs(5))
                 .collect()
                 .await;
@@ -378,10 +335,11 @@ mod tests {
             );
 
             let closed = refused_uri();
-            for exchange in [Exchange::Whole, Exchange::Stream] {
-                let e = post(closed.clone(), false, exchange).await.unwrap_err();
-                assert_eq!(e.kind, ErrorKind::Unavailable, "{exchange:?}: {e:?}");
-            }
+            let e = client
+                .post_json(&endpoint, closed, HeaderMap::new(), &body(false))
+                .await
+                .unwrap_err();
+            assert_eq!(e.kind, ErrorKind::Unavailable, "{e:?}");
         }
     }
 

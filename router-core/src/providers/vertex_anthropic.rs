@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::sse::{self, SseEvent};
-use super::transport::{self, Body, Exchange, HttpClient, read_body};
+use super::transport::{self, Body, HttpClient, read_body};
 use super::vertex_gemini::{google_error, vertex_url};
 use super::{
     ChatProvider, Decoder, TimedStream, check_capabilities, drive, parse_json, retry_after,
@@ -43,19 +43,14 @@ impl Anthropic {
         })
     }
 
-    async fn post(
-        &self,
-        method: &str,
-        body: &Value,
-        exchange: Exchange,
-    ) -> Result<http::Response<Body>, Error> {
+    async fn post(&self, method: &str, body: &Value) -> Result<http::Response<Body>, Error> {
         let headers = auth::gcp_headers(&self.credentials).await?;
         let uri = transport::uri(
             &self.endpoint,
             &vertex_url(&self.endpoint, "anthropic", method),
         )?;
         self.client
-            .post_json(&self.endpoint, uri, headers, body, exchange)
+            .post_json(&self.endpoint, uri, headers, body)
             .await
     }
 
@@ -92,7 +87,7 @@ impl ChatProvider for Anthropic {
                 false,
             )?;
             let response = self
-                .post("rawPredict", &body, Exchange::Whole)
+                .post("rawPredict", &body)
                 .await
                 .map_err(|e| self.tag(e))?;
             if !response.status().is_success() {
@@ -119,7 +114,7 @@ impl ChatProvider for Anthropic {
             )?;
             let started = Instant::now();
             let response = self
-                .post("streamRawPredict", &body, Exchange::Stream)
+                .post("streamRawPredict", &body)
                 .await
                 .map_err(|e| self.tag(e))?;
             if !response.status().is_success() {

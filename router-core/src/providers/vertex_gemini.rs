@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::sse::{self, SseEvent};
-use super::transport::{self, Body, Exchange, HttpClient, read_body};
+use super::transport::{self, Body, HttpClient, read_body};
 use super::{
     ChatProvider, Decoder, TimedStream, check_capabilities, drive, parse_json, retry_after,
     unix_now,
@@ -63,19 +63,14 @@ impl Gemini {
         })
     }
 
-    async fn post(
-        &self,
-        method: &str,
-        body: &Value,
-        exchange: Exchange,
-    ) -> Result<http::Response<Body>, Error> {
+    async fn post(&self, method: &str, body: &Value) -> Result<http::Response<Body>, Error> {
         let headers = auth::gcp_headers(&self.credentials).await?;
         let uri = transport::uri(
             &self.endpoint,
             &vertex_url(&self.endpoint, "google", method),
         )?;
         self.client
-            .post_json(&self.endpoint, uri, headers, body, exchange)
+            .post_json(&self.endpoint, uri, headers, body)
             .await
     }
 
@@ -94,7 +89,7 @@ impl ChatProvider for Gemini {
             check_capabilities(&self.endpoint, request)?;
             let body = to_gemini(request)?;
             let response = self
-                .post("generateContent", &body, Exchange::Whole)
+                .post("generateContent", &body)
                 .await
                 .map_err(|e| self.tag(e))?;
             let status = response.status();
@@ -124,7 +119,7 @@ impl ChatProvider for Gemini {
             let body = to_gemini(request)?;
             let started = Instant::now();
             let response = self
-                .post("streamGenerateContent?alt=sse", &body, Exchange::Stream)
+                .post("streamGenerateContent?alt=sse", &body)
                 .await
                 .map_err(|e| self.tag(e))?;
             let status = response.status();
