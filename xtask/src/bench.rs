@@ -87,6 +87,38 @@ fn start(
     Ok((proc, line))
 }
 
+/// Starts `crossbar serve` on a free port with `config` and a new ledger at `db`, and
+/// returns it with its base URL. `command` runs the binary (directly, or valgrind
+/// with the binary as its first argument).
+fn start_gateway(
+    name: &'static str,
+    mut command: Command,
+    config: &Path,
+    db: &Path,
+) -> anyhow::Result<(Proc, String)> {
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(PathBuf::from(format!("{}{suffix}", db.display())));
+    }
+    command
+        .args([
+            "serve",
+            "--no-console",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+        ])
+        .arg(config)
+        .arg("--db")
+        .arg(db)
+        .env("CROSSBAR_LOG", "warn");
+    let (gateway, line) = start(name, command, |l| l.starts_with("crossbar: listening on "))?;
+    let base = line
+        .trim_start_matches("crossbar: listening on ")
+        .trim_end_matches('/')
+        .to_owned();
+    Ok((gateway, base))
+}
+
 fn sha256_hex(input: &str) -> anyhow::Result<String> {
     let mut child = Command::new("sha256sum")
         .stdin(Stdio::piped())
@@ -284,33 +316,12 @@ sha256 = "{}"
             sha256_hex(KEY)?
         ),
     )?;
-    let db = work.join("bench.db");
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(PathBuf::from(format!("{}{suffix}", db.display())));
-    }
-    let (gateway, line) = start(
+    let (gateway, base) = start_gateway(
         "crossbar",
-        {
-            let mut c = Command::new(&crossbar);
-            c.args([
-                "serve",
-                "--no-console",
-                "--listen",
-                "127.0.0.1:0",
-                "--config",
-            ])
-            .arg(&config)
-            .arg("--db")
-            .arg(&db)
-            .env("CROSSBAR_LOG", "warn");
-            c
-        },
-        |l| l.starts_with("crossbar: listening on "),
+        Command::new(&crossbar),
+        &config,
+        &work.join("bench.db"),
     )?;
-    let base = line
-        .trim_start_matches("crossbar: listening on ")
-        .trim_end_matches('/')
-        .to_owned();
     let gw_pid = gateway.child.id();
 
     let direct = Load {
@@ -540,38 +551,19 @@ fn instructions(
     let out_dir = work.join("callgrind");
     let _ = std::fs::remove_dir_all(&out_dir);
     std::fs::create_dir_all(&out_dir)?;
-    let db = work.join("callgrind.db");
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(PathBuf::from(format!("{}{suffix}", db.display())));
-    }
-    let (gateway, line) = start(
+    let mut valgrind = Command::new("valgrind");
+    valgrind
+        .arg("--tool=callgrind")
+        .arg("--separate-threads=yes")
+        .arg(format!("--callgrind-out-file={}/out.%p", out_dir.display()))
+        .arg(crossbar)
+        .env("CROSSBAR_WORKERS", "1");
+    let (gateway, base) = start_gateway(
         "crossbar under callgrind",
-        {
-            let mut c = Command::new("valgrind");
-            c.arg("--tool=callgrind")
-                .arg("--separate-threads=yes")
-                .arg(format!("--callgrind-out-file={}/out.%p", out_dir.display()))
-                .arg(crossbar)
-                .args([
-                    "serve",
-                    "--no-console",
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--config",
-                ])
-                .arg(config)
-                .arg("--db")
-                .arg(&db)
-                .env("CROSSBAR_LOG", "warn")
-                .env("CROSSBAR_WORKERS", "1");
-            c
-        },
-        |l| l.starts_with("crossbar: listening on "),
+        valgrind,
+        config,
+        &work.join("callgrind.db"),
     )?;
-    let base = line
-        .trim_start_matches("crossbar: listening on ")
-        .trim_end_matches('/')
-        .to_owned();
     let pid = gateway.child.id().to_string();
     let load = Load {
         sim: sim_bin,
