@@ -528,7 +528,8 @@ async fn load_generator_reports_latency_ttft_and_errors() {
     assert!(report.latency.p99_ms >= report.latency.p50_ms);
     assert!(report.completion_tokens > 40 * 10);
 
-    // The same over h2c, which the simulator serves on the same port.
+    // The same over h2c, which the simulator serves on the same port (that the flag
+    // really speaks h2c is the next test's).
     let report = load::run(LoadSpec {
         http2_prior_knowledge: true,
         ..spec.clone()
@@ -553,4 +554,42 @@ async fn load_generator_reports_latency_ttft_and_errors() {
         Some(&20),
         "{report}"
     );
+}
+
+#[tokio::test]
+async fn load_generator_speaks_h2c_from_the_first_byte_when_asked() {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/v1/chat/completions",
+        listener.local_addr().unwrap()
+    );
+    let first_bytes = tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        let mut preface = [0u8; 24];
+        tcp.read_exact(&mut preface).await.unwrap();
+        preface
+    });
+    let report = load::run(LoadSpec {
+        url,
+        model: "m".into(),
+        api_key: None,
+        stream: false,
+        mode: Mode::Concurrency(1),
+        duration: Duration::from_secs(10),
+        max_requests: Some(1),
+        max_tokens: None,
+        prompt: "hello".into(),
+        users: 1,
+        timeout: Duration::from_secs(2),
+        http2_prior_knowledge: true,
+    })
+    .await
+    .unwrap();
+    // HTTP/2's connection preface (RFC 9113 §3.4), not an HTTP/1.1 request line.
+    assert_eq!(
+        &first_bytes.await.unwrap(),
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+    );
+    assert_eq!((report.requests, report.ok), (1, 0), "{report}");
 }

@@ -281,7 +281,8 @@ pub(crate) fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
     // The body is checked as UTF-8 once, then parsed as text: from bytes, serde_json
     // checks every string on its own. With the gateway's request parsed the same way,
-    // 3,900 fewer instructions per bench request (callgrind).
+    // 3,400 fewer instructions per bench request (callgrind, the functions' counts
+    // before and after).
     let text = std::str::from_utf8(body).map_err(|e| {
         Error::new(
             ErrorKind::UpstreamError,

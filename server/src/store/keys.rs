@@ -32,7 +32,7 @@ fn new_id(prefix: &str) -> String {
 }
 
 fn check_sha256_hex(hash: &str) -> anyhow::Result<String> {
-    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if super::parse_sha256_hex(hash).is_none() {
         bail!("not a SHA-256 in hex (64 hex digits): `{hash}`");
     }
     Ok(hash.to_ascii_lowercase())
