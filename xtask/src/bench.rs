@@ -2,6 +2,11 @@
 //! one run, with release builds. Prints a table and writes it to
 //! `artifacts/bench.json` and the figures section of BENCHMARKS.md is built from it.
 //!
+//! The gateway measured is the binary to ship: the profile-guided build of `xtask
+//! pgo`. The plain release build runs beside it at concurrency 1 and 32 and in the
+//! instruction count (the `without_pgo` figures), so what the profile buys is
+//! measured in the same run.
+//!
 //! What it measures (all through the real binaries over loopback HTTP):
 //! 1. latency at concurrency 1: p50 / p99 direct to the simulated OpenAI endpoint vs.
 //!    through `crossbar serve` — the difference is what the gateway adds — and vs.
@@ -36,10 +41,11 @@ use serde_json::{Value, json};
 
 use crate::workspace::{Workspace, run, step};
 
-const KEY: &str = "cb-bench-key-not-secret";
+pub(crate) const KEY: &str = "cb-bench-key-not-secret";
 
-struct Proc {
-    child: Child,
+/// A child process, stopped (SIGTERM, then SIGKILL after 10 s) when dropped.
+pub(crate) struct Proc {
+    pub(crate) child: Child,
     name: &'static str,
 }
 
@@ -63,11 +69,22 @@ impl Drop for Proc {
 }
 
 /// Starts `command`, returns it and the first stdout line `wanted` accepts.
-fn start(
+pub(crate) fn start(
+    name: &'static str,
+    command: Command,
+    wanted: impl Fn(&str) -> bool,
+) -> anyhow::Result<(Proc, String)> {
+    let (proc, mut lines) = start_reading(name, command, wanted)?;
+    Ok((proc, lines.pop().expect("the wanted line")))
+}
+
+/// Starts `command`, returns it and its stdout lines up to and including the first
+/// one `wanted` accepts.
+pub(crate) fn start_reading(
     name: &'static str,
     mut command: Command,
     wanted: impl Fn(&str) -> bool,
-) -> anyhow::Result<(Proc, String)> {
+) -> anyhow::Result<(Proc, Vec<String>)> {
     let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -76,21 +93,27 @@ fn start(
     let stdout = child.stdout.take().context("no stdout")?;
     let mut lines = BufReader::new(stdout).lines();
     let proc = Proc { child, name };
-    let line = loop {
+    let mut read = Vec::new();
+    loop {
         match lines.next() {
-            Some(Ok(line)) if wanted(&line) => break line,
-            Some(Ok(_)) => continue,
+            Some(Ok(line)) => {
+                let done = wanted(&line);
+                read.push(line);
+                if done {
+                    break;
+                }
+            }
             _ => bail!("{name} exited before it was ready"),
         }
-    };
+    }
     std::thread::spawn(move || for _ in lines {});
-    Ok((proc, line))
+    Ok((proc, read))
 }
 
 /// Starts `crossbar serve` on a free port with `config` and a new ledger at `db`, and
 /// returns it with its base URL. `command` runs the binary (directly, or valgrind
 /// with the binary as its first argument).
-fn start_gateway(
+pub(crate) fn start_gateway(
     name: &'static str,
     mut command: Command,
     config: &Path,
@@ -117,6 +140,72 @@ fn start_gateway(
         .trim_end_matches('/')
         .to_owned();
     Ok((gateway, base))
+}
+
+/// The upstream: one simulated OpenAI endpoint (h2c or HTTP/1.1 on one port), no
+/// faults, no auth. Returns it and its base URL.
+pub(crate) fn start_sim(sim_bin: &Path, work: &Path) -> anyhow::Result<(Proc, String)> {
+    let sim_config = work.join("sim.toml");
+    std::fs::write(
+        &sim_config,
+        "seed = 1\n[[endpoint]]\nname = \"bench\"\nkind = \"openai\"\nlisten = \"127.0.0.1:0\"\nauth = \"none\"\n",
+    )?;
+    let (sim, line) = start(
+        "crossbar-sim",
+        {
+            let mut c = Command::new(sim_bin);
+            c.args(["serve", "--config"])
+                .arg(&sim_config)
+                .env("RUST_LOG", "warn");
+            c
+        },
+        |l| l.contains("endpoint bench"),
+    )?;
+    let upstream = line
+        .rsplit(" at ")
+        .next()
+        .context("sim address")?
+        .trim()
+        .to_owned();
+    Ok((sim, upstream))
+}
+
+/// The gateway's config for the benchmarks: feature `bench` on the simulated OpenAI
+/// endpoint at `upstream` over h2c, team `bench` with the key [`KEY`].
+pub(crate) fn write_gateway_config(work: &Path, upstream: &str) -> anyhow::Result<PathBuf> {
+    let config = work.join("crossbar.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[[endpoints]]
+name = "bench"
+provider = "openai"
+model = "gpt-4o-mini"
+region = "eastus"
+geography = "us"
+base_url = "{upstream}"
+auth = {{ method = "none" }}
+http2_prior_knowledge = true
+timeouts = {{ request_ms = 120000, stream_idle_ms = 120000 }}
+pricing = {{ input_per_million = "0.15", output_per_million = "0.60" }}
+
+[[features]]
+name = "bench"
+binding = ["bench"]
+deadline_ms = 120000
+
+[[teams]]
+name = "bench"
+
+[[gateway_keys]]
+team = "bench"
+name = "bench"
+sha256 = "{}"
+"#,
+            sha256_hex(KEY)?
+        ),
+    )?;
+    Ok(config)
 }
 
 fn sha256_hex(input: &str) -> anyhow::Result<String> {
@@ -163,15 +252,16 @@ fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
     Ok(kb * 1024)
 }
 
-struct Load<'a> {
-    sim: &'a Path,
-    url: String,
-    model: &'a str,
-    key: Option<&'a str>,
+/// A run of `crossbar-sim load` (closed loop) against `url`.
+pub(crate) struct Load<'a> {
+    pub(crate) sim: &'a Path,
+    pub(crate) url: String,
+    pub(crate) model: &'a str,
+    pub(crate) key: Option<&'a str>,
 }
 
 impl Load<'_> {
-    fn run(
+    pub(crate) fn run(
         &self,
         concurrency: usize,
         requests: Option<u64>,
@@ -239,34 +329,15 @@ pub fn bench(ws: &Workspace) -> anyhow::Result<()> {
         run(&mut ws.cargo(["build", "--release", "-p", "server", "-p", "sim", "--bins"]))
     })?;
     let release = ws.target_dir.join("release");
-    let crossbar = release.join("crossbar");
+    // What is measured is the binary to ship, the profile-guided one; the plain
+    // release build runs beside it at c=1 and c=32 and in the instruction count.
+    let plain = release.join("crossbar");
     let sim_bin = release.join("crossbar-sim");
+    let crossbar = crate::pgo::build(ws, &sim_bin)?;
     let work = ws.target_dir.join("bench");
     std::fs::create_dir_all(&work)?;
 
-    // The upstream: one simulated OpenAI endpoint, no faults, no auth.
-    let sim_config = work.join("sim.toml");
-    std::fs::write(
-        &sim_config,
-        "seed = 1\n[[endpoint]]\nname = \"bench\"\nkind = \"openai\"\nlisten = \"127.0.0.1:0\"\nauth = \"none\"\n",
-    )?;
-    let (sim, line) = start(
-        "crossbar-sim",
-        {
-            let mut c = Command::new(&sim_bin);
-            c.args(["serve", "--config"])
-                .arg(&sim_config)
-                .env("RUST_LOG", "warn");
-            c
-        },
-        |l| l.contains("endpoint bench"),
-    )?;
-    let upstream = line
-        .rsplit(" at ")
-        .next()
-        .context("sim address")?
-        .trim()
-        .to_owned();
+    let (sim, upstream) = start_sim(&sim_bin, &work)?;
 
     let (relay, line) = start(
         "crossbar-sim relay",
@@ -284,38 +355,7 @@ pub fn bench(ws: &Workspace) -> anyhow::Result<()> {
         .trim()
         .to_owned();
 
-    let config = work.join("crossbar.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"[[endpoints]]
-name = "bench"
-provider = "openai"
-model = "gpt-4o-mini"
-region = "eastus"
-geography = "us"
-base_url = "{upstream}"
-auth = {{ method = "none" }}
-http2_prior_knowledge = true
-timeouts = {{ request_ms = 120000, stream_idle_ms = 120000 }}
-pricing = {{ input_per_million = "0.15", output_per_million = "0.60" }}
-
-[[features]]
-name = "bench"
-binding = ["bench"]
-deadline_ms = 120000
-
-[[teams]]
-name = "bench"
-
-[[gateway_keys]]
-team = "bench"
-name = "bench"
-sha256 = "{}"
-"#,
-            sha256_hex(KEY)?
-        ),
-    )?;
+    let config = write_gateway_config(&work, &upstream)?;
     let (gateway, base) = start_gateway(
         "crossbar",
         Command::new(&crossbar),
@@ -323,6 +363,13 @@ sha256 = "{}"
         &work.join("bench.db"),
     )?;
     let gw_pid = gateway.child.id();
+    let (plain_gateway, plain_base) = start_gateway(
+        "crossbar (without pgo)",
+        Command::new(&plain),
+        &config,
+        &work.join("bench-plain.db"),
+    )?;
+    let plain_pid = plain_gateway.child.id();
 
     let direct = Load {
         sim: &sim_bin,
@@ -342,10 +389,15 @@ sha256 = "{}"
         model: "bench",
         key: Some(KEY),
     };
+    let through_plain = Load {
+        url: format!("{plain_base}/v1/chat/completions"),
+        ..through
+    };
 
     // Warm-up: connections, caches, the SQLite file.
     direct.run(4, Some(500), "30s", false, 16)?;
     through.run(4, Some(500), "30s", false, 16)?;
+    through_plain.run(4, Some(500), "30s", false, 16)?;
 
     let mut results = serde_json::Map::new();
     step(
@@ -354,11 +406,12 @@ sha256 = "{}"
             // Interleaved rounds, each figure the median of its runs: the machine's speed
             // drifts by more than the differences measured here (one run of rounds gave
             // +0.074 and +0.159 ms for the same binary), so five rounds, not three.
-            let mut runs: [Vec<f64>; 8] = Default::default();
+            let mut runs: [Vec<f64>; 10] = Default::default();
             for _ in 0..5 {
                 let d = direct.run(1, Some(3000), "60s", false, 16)?;
                 let r = relay_load.run(1, Some(3000), "60s", false, 16)?;
                 let g = through.run(1, Some(3000), "60s", false, 16)?;
+                let n = through_plain.run(1, Some(3000), "60s", false, 16)?;
                 let p = |v: &Value, q: &str| ms(&v["latency"][q]);
                 let round = [
                     p(&d, "p50_ms"),
@@ -369,12 +422,25 @@ sha256 = "{}"
                     p(&g, "p99_ms"),
                     p(&r, "p50_ms") - p(&d, "p50_ms"),
                     p(&g, "p50_ms") - p(&d, "p50_ms"),
+                    p(&n, "p50_ms"),
+                    p(&n, "p50_ms") - p(&d, "p50_ms"),
                 ];
                 for (run, value) in runs.iter_mut().zip(round) {
                     run.push(value);
                 }
             }
-            let [d50, d99, r50, r99, g50, g99, relay_added, added] = runs;
+            let [
+                d50,
+                d99,
+                r50,
+                r99,
+                g50,
+                g99,
+                relay_added,
+                added,
+                plain50,
+                plain_added,
+            ] = runs;
             results.insert(
                 "c1".into(),
                 json!({
@@ -385,6 +451,9 @@ sha256 = "{}"
                     "added_p50_ms": median(&added),
                     "added_p50_ms_runs": added,
                     "added_p99_ms": median(&g99) - median(&d99),
+                    "without_pgo_p50_ms": median(&plain50),
+                    "without_pgo_added_p50_ms": median(&plain_added),
+                    "without_pgo_added_p50_ms_runs": plain_added,
                 }),
             );
             Ok(())
@@ -394,19 +463,28 @@ sha256 = "{}"
     step("bench: throughput at concurrency 32 (3 runs)", || {
         let (mut direct_rps, mut gateway_rps, mut cpu_us, mut p50, mut p99) =
             (vec![], vec![], vec![], vec![], vec![]);
+        let (mut plain_rps, mut plain_cpu_us) = (vec![], vec![]);
         let mut requests = 0;
+        // The load on a gateway, and its CPU time per request over the run.
+        let measure = |load: &Load, pid: u32| -> anyhow::Result<(Value, f64)> {
+            let cpu_before = cpu_time(pid)?;
+            let report = load.run(32, None, "10s", false, 16)?;
+            let cpu = cpu_time(pid)? - cpu_before;
+            let n = report["requests"].as_u64().unwrap_or(1).max(1);
+            Ok((report, cpu.as_secs_f64() * 1e6 / n as f64))
+        };
         for _ in 0..3 {
             let d = direct.run(32, None, "10s", false, 16)?;
-            let cpu_before = cpu_time(gw_pid)?;
-            let g = through.run(32, None, "10s", false, 16)?;
-            let cpu = cpu_time(gw_pid)? - cpu_before;
-            let n = g["requests"].as_u64().unwrap_or(1).max(1);
-            requests += n;
+            let (g, cpu) = measure(&through, gw_pid)?;
+            requests += g["requests"].as_u64().unwrap_or(0);
             direct_rps.push(ms(&d["achieved_rps"]));
             gateway_rps.push(ms(&g["achieved_rps"]));
-            cpu_us.push(cpu.as_secs_f64() * 1e6 / n as f64);
+            cpu_us.push(cpu);
             p50.push(ms(&g["latency"]["p50_ms"]));
             p99.push(ms(&g["latency"]["p99_ms"]));
+            let (n, cpu) = measure(&through_plain, plain_pid)?;
+            plain_rps.push(ms(&n["achieved_rps"]));
+            plain_cpu_us.push(cpu);
         }
         results.insert(
             "c32".into(),
@@ -417,18 +495,30 @@ sha256 = "{}"
                 "gateway_cpu_us_per_request": median(&cpu_us),
                 "gateway_cpu_us_per_request_runs": cpu_us,
                 "gateway_requests": requests,
+                "without_pgo_rps": median(&plain_rps),
+                "without_pgo_cpu_us_per_request": median(&plain_cpu_us),
+                "without_pgo_cpu_us_per_request_runs": plain_cpu_us,
             }),
         );
         Ok(())
     })?;
+    drop(plain_gateway);
     step("bench: instructions per request (callgrind)", || {
-        match instructions(&crossbar, &config, &work, &sim_bin)? {
-            Some(counts) => {
-                results.insert("instructions".into(), counts);
+        for (key, binary) in [
+            ("instructions", &crossbar),
+            ("instructions_without_pgo", &plain),
+        ] {
+            match instructions(binary, &config, &work, &sim_bin)? {
+                Some(counts) => {
+                    results.insert(key.into(), counts);
+                }
+                None => {
+                    eprintln!(
+                        "valgrind is not installed: no instruction counts (apt-get install valgrind)"
+                    );
+                    break;
+                }
             }
-            None => eprintln!(
-                "valgrind is not installed: no instruction counts (apt-get install valgrind)"
-            ),
         }
         Ok(())
     })?;
@@ -625,4 +715,35 @@ fn ledger_stats(base: &str) -> anyhow::Result<Value> {
         .output()?;
     let ready: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     Ok(ready["ledger"].clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_reading_returns_the_lines_up_to_the_wanted_one() {
+        let mut command = Command::new("sh");
+        command.args([
+            "-c",
+            "echo 'crossbar demo: key docs k1'; echo other; echo 'crossbar demo: ready'; echo after",
+        ]);
+        let (_proc, lines) = start_reading("sh", command, |l| l == "crossbar demo: ready").unwrap();
+        assert_eq!(
+            lines,
+            [
+                "crossbar demo: key docs k1",
+                "other",
+                "crossbar demo: ready"
+            ]
+        );
+
+        let mut command = Command::new("sh");
+        command.args(["-c", "echo never; exit 3"]);
+        let err = start("sh", command, |l| l == "ready").err().unwrap();
+        assert!(
+            err.to_string().contains("exited before it was ready"),
+            "{err}"
+        );
+    }
 }

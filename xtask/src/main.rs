@@ -10,7 +10,9 @@
 //!   that drive the console in Chromium and in the desktop window.
 //! - `demo`: setup, build, then `crossbar demo` (simulated clouds, router, console,
 //!   live traffic with scripted incidents) until Ctrl-C.
-//! - `bench`: release builds, then the gateway against direct-to-simulator (latency,
+//! - `pgo`: the profile-guided release build of `crossbar` (instrumented build,
+//!   training on the simulators, optimised build): the binary to ship.
+//! - `bench`: release builds (plain and profile-guided), then the gateway against direct-to-simulator (latency,
 //!   throughput, CPU per request, stream TTFT, memory with 10,000 open streams) and
 //!   the router-core micro-benchmarks.
 //!
@@ -19,6 +21,7 @@
 mod bench;
 mod build;
 mod demo;
+mod pgo;
 mod setup;
 mod testing;
 mod workspace;
@@ -35,7 +38,8 @@ commands:
   build   build the console (ui/dist), crossbar, crossbar-sim and crossbar-desktop
   test    setup + build, then all tests, including the browser and desktop end-to-end tests
   demo    setup + build, then `crossbar demo`: simulated clouds, router, console, live traffic
-  bench   release build, then gateway vs. direct benchmarks and router-core micro-benchmarks
+  pgo     the profile-guided release build of crossbar (the binary to ship); prints its path
+  bench   release builds (plain and pgo), then gateway vs. direct benchmarks and micro-benchmarks
 
 The target directory is cargo's (CARGO_TARGET_DIR is respected).";
 
@@ -64,6 +68,7 @@ fn main() -> ExitCode {
         "build" => Workspace::locate().and_then(|ws| build::build(&ws).map(drop)),
         "test" => Workspace::locate().and_then(|ws| testing::test(&ws)),
         "demo" => Workspace::locate().and_then(|ws| demo::demo(&ws, rest)),
+        "pgo" => Workspace::locate().and_then(|ws| pgo::pgo(&ws)),
         "bench" => Workspace::locate().and_then(|ws| bench::bench(&ws)),
         other => {
             eprintln!("error: unknown command `{other}`\n\n{USAGE}");

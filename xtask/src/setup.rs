@@ -119,6 +119,36 @@ fn wasm_target() -> anyhow::Result<()> {
         .context("cannot add the wasm32 target: is the toolchain managed by rustup?")
 }
 
+/// `llvm-profdata` from rustup's `llvm-tools` component, added if missing: what
+/// `xtask pgo` merges its training profiles with. It must be the toolchain's own
+/// LLVM, whose profile format rustc reads. Only `xtask pgo` and `xtask bench` need
+/// it, so `setup` (and with it CI) does not fetch it.
+pub fn llvm_profdata() -> anyhow::Result<PathBuf> {
+    let sysroot = output(Command::new("rustc").args(["--print", "sysroot"]))
+        .context("cannot run `rustc --print sysroot`")?;
+    let path = Path::new(sysroot.trim())
+        .join("lib/rustlib")
+        .join(host_triple()?)
+        .join("bin/llvm-profdata");
+    if !path.is_file() {
+        run(Command::new("rustup").args(["component", "add", "llvm-tools"])).context(
+            "cannot add llvm-tools (llvm-profdata): is the toolchain managed by rustup?",
+        )?;
+    }
+    anyhow::ensure!(path.is_file(), "no llvm-profdata at {}", path.display());
+    Ok(path)
+}
+
+/// The target triple rustc builds for by default (`host:` of `rustc -vV`).
+pub fn host_triple() -> anyhow::Result<String> {
+    let version = output(Command::new("rustc").arg("-vV")).context("cannot run `rustc -vV`")?;
+    version
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .map(str::to_owned)
+        .context("`rustc -vV` names no host")
+}
+
 /// `cargo fmt`, which `xtask test` runs as a check (not in rustup's minimal profile).
 fn rustfmt() -> anyhow::Result<()> {
     if output(Command::new("cargo").args(["fmt", "--version"])).is_some() {

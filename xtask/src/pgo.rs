@@ -1,0 +1,234 @@
+//! `cargo xtask pgo`: a profile-guided build of `crossbar`, the binary to ship and
+//! the one `cargo xtask bench` measures.
+//!
+//! At one request at a time the gateway's code runs cold: between requests the
+//! simulator and the load generator have had the cores, and its ~90k instructions a
+//! request ran at well under one per cycle. Laying the hot paths out together and
+//! the cold ones aside, as a profile says, is what helps code like that; on this
+//! machine it took the serving thread from 90.1k to 73.5k instructions a request
+//! (BENCHMARKS.md).
+//!
+//! 1. An instrumented build (`-Cprofile-generate`) in `<target>/pgo/generate`.
+//! 2. Training, on the simulators, so that no customer's path is left cold:
+//!    - `crossbar demo` under load on every one of its features: Bedrock through the
+//!      AWS SDK (provisioned with on-demand spillover), Vertex Gemini and Claude on
+//!      Vertex with workload identity federation, Azure OpenAI with a key, an A/B
+//!      experiment, an EU-bound feature; streamed and whole answers;
+//!    - `crossbar serve` on one OpenAI-compatible endpoint over h2c, the benchmark's
+//!      path: whole answers at concurrency 1 and 32, streams at 1 and 16.
+//!
+//!    Each process is stopped with SIGTERM and writes its profile as it exits.
+//! 3. The profiles merged by `llvm-profdata` (rustup's `llvm-tools`, added if
+//!    missing).
+//! 4. The optimised build (`-Cprofile-use`) in `<target>/pgo/use`.
+//!
+//! Both builds pass `--target <host>`, so the flags reach the program's crates but
+//! not build scripts and proc macros. Cargo does not look into the profile: after a
+//! new training only crates whose source changed are rebuilt with it, and the
+//! dependencies keep the profile they were first built with (remove
+//! `<target>/pgo/use` to rebuild everything).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+use crate::bench::{KEY, Load, start_gateway, start_reading, start_sim, write_gateway_config};
+use crate::setup::{host_triple, llvm_profdata};
+use crate::workspace::{Workspace, run, step};
+
+/// The demo's features and the team each belongs to (server/src/demo.rs).
+const DEMO_FEATURES: [(&str, &str); 4] = [
+    ("summarize", "docs"),
+    ("recap", "meetings"),
+    ("search-answer", "search"),
+    ("extract", "compliance"),
+];
+
+/// `cargo xtask pgo`: the release simulator (the training's upstream and load
+/// generator), then [`build`]; prints where the binary is.
+pub fn pgo(ws: &Workspace) -> anyhow::Result<()> {
+    step("pgo: release build of crossbar-sim", || {
+        run(&mut ws.cargo(["build", "--release", "-p", "sim", "--bin", "crossbar-sim"]))
+    })?;
+    let crossbar = build(ws, &ws.target_dir.join("release/crossbar-sim"))?;
+    println!("{}", crossbar.display());
+    Ok(())
+}
+
+/// Builds, trains and rebuilds `crossbar`; returns the optimised binary.
+pub fn build(ws: &Workspace, sim_bin: &Path) -> anyhow::Result<PathBuf> {
+    let host = host_triple()?;
+    let root = ws.target_dir.join("pgo");
+    let profiles = root.join("profiles");
+    let instrumented = step("pgo: instrumented build of crossbar", || {
+        cargo_build(
+            ws,
+            &root.join("generate"),
+            "-Cprofile-generate",
+            &profiles,
+            &host,
+        )
+    })?;
+    let profdata = step("pgo: llvm-profdata", llvm_profdata)?;
+    step(
+        "pgo: training (crossbar demo, then the benchmark's workload)",
+        || {
+            if profiles.exists() {
+                std::fs::remove_dir_all(&profiles)
+                    .with_context(|| format!("cannot clear {}", profiles.display()))?;
+            }
+            std::fs::create_dir_all(&profiles)?;
+            train(&instrumented, sim_bin, &root.join("train"), &profiles)
+        },
+    )?;
+    let merged = root.join("crossbar.profdata");
+    step("pgo: merge the profiles", || {
+        let raw: Vec<PathBuf> = std::fs::read_dir(&profiles)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()?;
+        // One per trained process: a process that did not exit cleanly wrote none.
+        if raw.len() < 2 {
+            bail!(
+                "expected a profile from each of the 2 trained processes in {}, found {}",
+                profiles.display(),
+                raw.len()
+            );
+        }
+        run(Command::new(&profdata)
+            .args(["merge", "-o"])
+            .arg(&merged)
+            .args(&raw))
+    })?;
+    step("pgo: optimised build of crossbar", || {
+        cargo_build(ws, &root.join("use"), "-Cprofile-use", &merged, &host)
+    })
+}
+
+/// `cargo build --release` of `crossbar` into `target_dir` with `flag=path`; returns
+/// the binary.
+fn cargo_build(
+    ws: &Workspace,
+    target_dir: &Path,
+    flag: &str,
+    path: &Path,
+    host: &str,
+) -> anyhow::Result<PathBuf> {
+    let mut cargo = ws.cargo([
+        "build",
+        "--release",
+        "-p",
+        "server",
+        "--bin",
+        "crossbar",
+        "--target",
+        host,
+    ]);
+    // The encoded form keeps a path with spaces in one argument, and wins over any
+    // RUSTFLAGS of the caller's.
+    cargo.env("CARGO_TARGET_DIR", target_dir).env(
+        "CARGO_ENCODED_RUSTFLAGS",
+        format!("{flag}={}", path.display()),
+    );
+    run(&mut cargo)?;
+    Ok(target_dir.join(host).join("release/crossbar"))
+}
+
+/// Runs the instrumented `crossbar` through the training workloads, writing its
+/// profiles to `profiles`.
+fn train(crossbar: &Path, sim_bin: &Path, work: &Path, profiles: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(work)?;
+    let profile_file = profiles.join("crossbar-%p-%m.profraw");
+
+    // Every provider adapter, through the demo's simulated clouds.
+    {
+        let mut demo = Command::new(crossbar);
+        demo.args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-console",
+            "--history-days",
+            "0",
+            "--no-incidents",
+            "--rps",
+            "20",
+        ])
+        .env("CROSSBAR_LOG", "warn")
+        .env("LLVM_PROFILE_FILE", &profile_file);
+        let (demo, lines) = start_reading("crossbar demo (instrumented)", demo, |l| {
+            l == "crossbar demo: ready"
+        })?;
+        let base = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("crossbar demo: listening on "))
+            .context("the demo printed no address")?
+            .trim_end_matches('/')
+            .to_owned();
+        let key = |team: &str| {
+            lines
+                .iter()
+                .find_map(|l| l.strip_prefix(&format!("crossbar demo: key {team} ")))
+                .map(str::to_owned)
+                .with_context(|| format!("the demo printed no key for team {team}"))
+        };
+        let runs: Vec<(&str, String, bool)> = DEMO_FEATURES
+            .iter()
+            .map(|(feature, team)| {
+                Ok([(*feature, key(team)?, false), (*feature, key(team)?, true)])
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?
+            .into_iter()
+            .flatten()
+            .collect();
+        // All features at once: the simulated clouds answer in about half a second.
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = runs
+                .iter()
+                .map(|(feature, key, stream)| {
+                    let url = format!("{base}/v1/chat/completions");
+                    scope.spawn(move || {
+                        Load {
+                            sim: sim_bin,
+                            url,
+                            model: feature,
+                            key: Some(key),
+                        }
+                        .run(8, None, "8s", *stream, 16)
+                    })
+                })
+                .collect();
+            handles.into_iter().try_for_each(|h| {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("a load thread panicked"))?
+                    .map(drop)
+            })
+        })?;
+        drop(demo);
+    }
+
+    // The benchmark's path: one OpenAI-compatible endpoint over h2c.
+    let (sim, upstream) = start_sim(sim_bin, work)?;
+    let config = write_gateway_config(work, &upstream)?;
+    let mut serve = Command::new(crossbar);
+    serve.env("LLVM_PROFILE_FILE", &profile_file);
+    let (gateway, base) = start_gateway(
+        "crossbar serve (instrumented)",
+        serve,
+        &config,
+        &work.join("train.db"),
+    )?;
+    let load = Load {
+        sim: sim_bin,
+        url: format!("{base}/v1/chat/completions"),
+        model: "bench",
+        key: Some(KEY),
+    };
+    load.run(1, Some(2_000), "60s", false, 16)?;
+    load.run(32, None, "5s", false, 16)?;
+    load.run(1, Some(300), "60s", true, 16)?;
+    load.run(16, Some(2_000), "60s", true, 16)?;
+    drop(gateway);
+    drop(sim);
+    Ok(())
+}
