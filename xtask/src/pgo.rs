@@ -5,7 +5,7 @@
 //! simulator and the load generator have had the cores, and its ~90k instructions a
 //! request ran at well under one per cycle. Laying the hot paths out together and
 //! the cold ones aside, as a profile says, is what helps code like that; on this
-//! machine it took the serving thread from 90.1k to 73.5k instructions a request
+//! machine it took the serving thread from 90.0k to 70.9k instructions a request
 //! (BENCHMARKS.md).
 //!
 //! 1. An instrumented build (`-Cprofile-generate`) in `<target>/pgo/generate`.
