@@ -215,6 +215,7 @@ fn train(crossbar: &Path, sim_bin: &Path, work: &Path, profiles: &Path) -> anyho
                             url,
                             model: feature,
                             key: Some(key),
+                            h2c: false,
                         }
                         .run(8, None, "8s", *stream, 16)
                     })
@@ -245,6 +246,7 @@ fn train(crossbar: &Path, sim_bin: &Path, work: &Path, profiles: &Path) -> anyho
         url: format!("{base}/v1/chat/completions"),
         model: "bench",
         key: Some(KEY),
+        h2c: false,
     };
     load.run(1, Some(2_000), "60s", false, 16)?;
     load.run(32, None, "5s", false, 16)?;
