@@ -12,8 +12,8 @@
 //!    through `crossbar serve` — the difference is what the gateway adds — and vs.
 //!    through `crossbar-sim relay`, a byte-for-byte TCP relay: what any proxy hop
 //!    costs on this machine, the floor under the gateway's figure; and vs. direct
-//!    over h2c, the protocol the gateway speaks upstream, which the simulator
-//!    answers more slowly than HTTP/1.1 (the target is against HTTP/1.1 direct);
+//!    over h2c, the protocol the gateway speaks upstream, slower than HTTP/1.1
+//!    here (the target is against HTTP/1.1 direct);
 //! 2. throughput at concurrency 32, direct and through the gateway, and the gateway's
 //!    CPU time per request (user + system, from /proc, over each run): three runs of
 //!    10 s, reported as the median with the range (on this 2-core VM the same binary
@@ -386,9 +386,9 @@ pub fn bench(ws: &Workspace) -> anyhow::Result<()> {
         key: None,
         h2c: false,
     };
-    // The same endpoint over h2c, as the gateway reaches it: the simulator answers
-    // slower over h2c than over HTTP/1.1, and that part of the gateway's figure is
-    // the upstream protocol's, not the gateway's.
+    // The same endpoint over h2c, as the gateway reaches it. Over h2c the simulator
+    // and the load generator's h2 client answer more slowly than over HTTP/1.1, so
+    // the gateway's figure against this baseline is a lower bound of its own share.
     let direct_h2c = Load {
         url: direct.url.clone(),
         h2c: true,
