@@ -43,11 +43,11 @@ use serde_json::{Value, json};
 
 use crate::workspace::{Workspace, run, step};
 
-pub(crate) const KEY: &str = "cb-bench-key-not-secret";
+const KEY: &str = "cb-bench-key-not-secret";
 
 /// A child process, stopped (SIGTERM, then SIGKILL after 10 s) when dropped.
 pub(crate) struct Proc {
-    pub(crate) child: Child,
+    child: Child,
     name: &'static str,
 }
 
@@ -265,7 +265,29 @@ pub(crate) struct Load<'a> {
     pub(crate) h2c: bool,
 }
 
-impl Load<'_> {
+impl<'a> Load<'a> {
+    /// Straight to the simulated endpoint at `base`, over HTTP/1.1.
+    pub(crate) fn direct(sim: &'a Path, base: &str) -> Self {
+        Load {
+            sim,
+            url: format!("{base}/v1/chat/completions"),
+            model: "gpt-4o-mini",
+            key: None,
+            h2c: false,
+        }
+    }
+
+    /// Through a gateway at `base` running [`write_gateway_config`]'s config.
+    pub(crate) fn gateway(sim: &'a Path, base: &str) -> Self {
+        Load {
+            sim,
+            url: format!("{base}/v1/chat/completions"),
+            model: "bench",
+            key: Some(KEY),
+            h2c: false,
+        }
+    }
+
     pub(crate) fn run(
         &self,
         concurrency: usize,
@@ -379,39 +401,17 @@ pub fn bench(ws: &Workspace) -> anyhow::Result<()> {
     )?;
     let plain_pid = plain_gateway.child.id();
 
-    let direct = Load {
-        sim: &sim_bin,
-        url: format!("{upstream}/v1/chat/completions"),
-        model: "gpt-4o-mini",
-        key: None,
-        h2c: false,
-    };
+    let direct = Load::direct(&sim_bin, &upstream);
     // The same endpoint over h2c, as the gateway reaches it. Over h2c the simulator
     // and the load generator's h2 client answer more slowly than over HTTP/1.1, so
     // the gateway's figure against this baseline is a lower bound of its own share.
     let direct_h2c = Load {
-        url: direct.url.clone(),
         h2c: true,
-        ..direct
+        ..Load::direct(&sim_bin, &upstream)
     };
-    let relay_load = Load {
-        sim: &sim_bin,
-        url: format!("{relayed}/v1/chat/completions"),
-        model: "gpt-4o-mini",
-        key: None,
-        h2c: false,
-    };
-    let through = Load {
-        sim: &sim_bin,
-        url: format!("{base}/v1/chat/completions"),
-        model: "bench",
-        key: Some(KEY),
-        h2c: false,
-    };
-    let through_plain = Load {
-        url: format!("{plain_base}/v1/chat/completions"),
-        ..through
-    };
+    let relay_load = Load::direct(&sim_bin, &relayed);
+    let through = Load::gateway(&sim_bin, &base);
+    let through_plain = Load::gateway(&sim_bin, &plain_base);
 
     // Warm-up: connections, caches, the SQLite file.
     direct.run(4, Some(500), "30s", false, 16)?;
@@ -578,17 +578,9 @@ pub fn bench(ws: &Workspace) -> anyhow::Result<()> {
             bail!("cannot slow the simulator down");
         }
         let idle_rss = rss_bytes(gw_pid)?;
-        let sim_path = sim_bin.clone();
-        let url = through.url.clone();
+        let (sim_path, gateway_base) = (sim_bin.clone(), base.clone());
         let load = std::thread::spawn(move || {
-            Load {
-                sim: &sim_path,
-                url,
-                model: "bench",
-                key: Some(KEY),
-                h2c: false,
-            }
-            .run(10_000, Some(10_000), "60s", true, 40)
+            Load::gateway(&sim_path, &gateway_base).run(10_000, Some(10_000), "60s", true, 40)
         });
         let (mut peak, mut open_peak) = (0u64, 0u64);
         let started = Instant::now();
@@ -683,13 +675,7 @@ fn instructions(
         &work.join("callgrind.db"),
     )?;
     let pid = gateway.child.id().to_string();
-    let load = Load {
-        sim: sim_bin,
-        url: format!("{base}/v1/chat/completions"),
-        model: "bench",
-        key: Some(KEY),
-        h2c: false,
-    };
+    let load = Load::gateway(sim_bin, &base);
     const COUNTED: u64 = 1000;
     load.run(1, Some(300), "120s", false, 16)?;
     run(Command::new("callgrind_control").args(["-z", &pid]))?;

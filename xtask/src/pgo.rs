@@ -33,7 +33,7 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
-use crate::bench::{KEY, Load, start_gateway, start_reading, start_sim, write_gateway_config};
+use crate::bench::{Load, start_gateway, start_reading, start_sim, write_gateway_config};
 use crate::setup::{host_triple, llvm_profdata};
 use crate::workspace::{Workspace, run, step};
 
@@ -194,31 +194,23 @@ fn train(crossbar: &Path, sim_bin: &Path, work: &Path, profiles: &Path) -> anyho
                 .map(str::to_owned)
                 .with_context(|| format!("the demo printed no key for team {team}"))
         };
-        let runs: Vec<(&str, String, bool)> = DEMO_FEATURES
-            .iter()
-            .map(|(feature, team)| {
-                Ok([(*feature, key(team)?, false), (*feature, key(team)?, true)])
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?
-            .into_iter()
-            .flatten()
-            .collect();
+        let mut runs = Vec::new();
+        for (feature, team) in DEMO_FEATURES {
+            let key = key(team)?;
+            runs.push((feature, key.clone(), false));
+            runs.push((feature, key, true));
+        }
         // All features at once: the simulated clouds answer in about half a second.
         std::thread::scope(|scope| {
             let handles: Vec<_> = runs
                 .iter()
                 .map(|(feature, key, stream)| {
-                    let url = format!("{base}/v1/chat/completions");
-                    scope.spawn(move || {
-                        Load {
-                            sim: sim_bin,
-                            url,
-                            model: feature,
-                            key: Some(key),
-                            h2c: false,
-                        }
-                        .run(8, None, "8s", *stream, 16)
-                    })
+                    let load = Load {
+                        model: feature,
+                        key: Some(key),
+                        ..Load::gateway(sim_bin, &base)
+                    };
+                    scope.spawn(move || load.run(8, None, "8s", *stream, 16))
                 })
                 .collect();
             handles.into_iter().try_for_each(|h| {
@@ -241,13 +233,7 @@ fn train(crossbar: &Path, sim_bin: &Path, work: &Path, profiles: &Path) -> anyho
         &config,
         &work.join("train.db"),
     )?;
-    let load = Load {
-        sim: sim_bin,
-        url: format!("{base}/v1/chat/completions"),
-        model: "bench",
-        key: Some(KEY),
-        h2c: false,
-    };
+    let load = Load::gateway(sim_bin, &base);
     load.run(1, Some(2_000), "60s", false, 16)?;
     load.run(32, None, "5s", false, 16)?;
     load.run(1, Some(300), "60s", true, 16)?;
@@ -255,4 +241,34 @@ fn train(crossbar: &Path, sim_bin: &Path, work: &Path, profiles: &Path) -> anyho
     drop(gateway);
     drop(sim);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn a_profile_is_reused_only_while_it_is_newer_than_the_instrumented_build() {
+        let dir = std::env::temp_dir().join(format!("xtask-pgo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (profile, binary) = (dir.join("crossbar.profdata"), dir.join("crossbar"));
+        let touch = |path: &Path, at: SystemTime| {
+            std::fs::File::create(path)
+                .unwrap()
+                .set_modified(at)
+                .unwrap();
+        };
+        let now = SystemTime::now();
+        touch(&binary, now);
+        assert!(!is_newer(&profile, &binary), "no profile yet: train");
+        touch(&profile, now + Duration::from_secs(60));
+        assert!(
+            is_newer(&profile, &binary),
+            "trained after the build: reuse"
+        );
+        touch(&binary, now + Duration::from_secs(120));
+        assert!(!is_newer(&profile, &binary), "rebuilt since: train again");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
