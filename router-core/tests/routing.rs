@@ -15,6 +15,7 @@ use router_core::config::{
 use router_core::routing::breaker::{Override, StateName};
 use router_core::routing::engine::{RequestContext, Router};
 use router_core::telemetry::record::MemorySink;
+use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use sim::{AuthMode, EndpointSpec, Kind, Sim, SimConfig};
 
@@ -132,6 +133,54 @@ async fn fails_over_to_the_backup_when_the_primary_is_down() {
         ("ok", Some("backup"))
     );
     assert_eq!(record.attempts[0].outcome, "unavailable");
+}
+
+#[tokio::test]
+async fn a_whole_answer_is_accounted_once_when_its_settlement_is_settled_or_dropped() {
+    let rig = rig(&["primary"], |c| {
+        c.endpoints[0].pricing.input_per_million = Decimal::from(3);
+        c.endpoints[0].pricing.output_per_million = Decimal::from(15);
+    })
+    .await;
+    let successes = |rig: &Rig| rig.router.health()[0].stats.successes;
+    let (served, settlement) = rig
+        .router
+        .chat_then_settle(&ctx("u1"), &request("Summarise the meeting"))
+        .await
+        .unwrap();
+    assert_eq!(served.route.attempts, 1);
+    // What routes the next request is settled already; the accounting waits.
+    assert_eq!(rig.router.health()[0].in_flight, 0);
+    assert_eq!(successes(&rig), 0, "the breaker saw nothing yet");
+    assert!(rig.sink.requests.lock().unwrap().is_empty());
+
+    settlement.settle();
+    assert_eq!(successes(&rig), 1);
+    {
+        let records = rig.sink.requests.lock().unwrap();
+        let [record] = &records[..] else {
+            panic!("one record, got {}", records.len())
+        };
+        let usage = served.value.usage.unwrap();
+        assert_eq!(record.outcome, "ok");
+        assert_eq!(record.request_id, "req-u1");
+        assert_eq!(record.completion_tokens, u64::from(usage.completion_tokens));
+        let cost = (Decimal::from(usage.prompt_tokens) * Decimal::from(3)
+            + Decimal::from(usage.completion_tokens) * Decimal::from(15))
+            / Decimal::from(1_000_000);
+        assert_eq!(record.cost, cost);
+        assert_eq!(record.attempts.len(), 1);
+    }
+
+    // A settlement dropped unsettled (its task cancelled at shutdown) still counts.
+    let (_, settlement) = rig
+        .router
+        .chat_then_settle(&ctx("u2"), &request("Summarise the meeting"))
+        .await
+        .unwrap();
+    drop(settlement);
+    assert_eq!(successes(&rig), 2);
+    assert_eq!(rig.sink.requests.lock().unwrap().len(), 2);
 }
 
 #[tokio::test]

@@ -379,12 +379,27 @@ impl Router {
         state.apply(&*self.sink, |b| b.record(now, &sample));
     }
 
-    /// A whole (non-streaming) completion.
+    /// A whole (non-streaming) completion, accounted before it is returned.
     pub async fn chat(
         &self,
         ctx: &RequestContext,
         request: &ChatRequest,
     ) -> Result<Served<ChatResponse>, Failure> {
+        let (served, settlement) = self.chat_then_settle(ctx, request).await?;
+        settlement.settle();
+        Ok(served)
+    }
+
+    /// A whole completion whose accounting (the endpoint's breaker and live windows,
+    /// the ledger's record) is left to the caller's [`Settlement`], to run once the
+    /// answer is on its way to the client: the gateway's hot path. Everything that
+    /// routes the next request (the attempt's reservation, the in-flight count) is
+    /// settled before this returns.
+    pub async fn chat_then_settle(
+        &self,
+        ctx: &RequestContext,
+        request: &ChatRequest,
+    ) -> Result<(Served<ChatResponse>, Settlement), Failure> {
         let mut run = self.begin(ctx, request, false)?;
         while let Some(attempt) = self.next_attempt(&mut run, false) {
             let timeout = attempt.timeout;
@@ -395,35 +410,43 @@ impl Router {
                     format!("no answer within {} ms", timeout.as_millis()),
                 )),
             };
-            let latency = self.clock.now() - attempt.started;
+            let now = self.clock.now();
+            let latency = now - attempt.started;
             match result {
                 Ok(response) => {
                     let Attempt {
                         candidate,
                         retry,
                         state,
-                        guard,
+                        mut guard,
                         ..
                     } = attempt;
                     let usage = response.usage.unwrap_or_default();
-                    guard.finish(self, u64::from(usage.total_tokens));
-                    self.observe(
-                        &state,
-                        Sample {
+                    guard.settle(now, u64::from(usage.total_tokens));
+                    run.record_attempt(candidate, retry, latency, None, None);
+                    let route = run.route_info(Some(candidate));
+                    let completion = run.store_text.then(|| response.text().to_owned());
+                    let settlement = Settlement(Some(Unsettled {
+                        sink: self.sink.clone(),
+                        state,
+                        sample: Sample {
                             outcome: Outcome::Success,
                             latency,
                             ttft: None,
                             tokens: u64::from(usage.total_tokens),
                             spilled: candidate.spilled_from.is_some(),
                         },
-                    );
-                    run.record_attempt(candidate, retry, latency, None, None);
-                    let completion = run.store_text.then(|| response.text().to_owned());
-                    let route = run.finish_ok(self, candidate, usage, None, completion);
-                    return Ok(Served {
+                        run,
+                        candidate,
+                        usage,
+                        completion,
+                        now,
+                    }));
+                    let served = Served {
                         value: response,
                         route,
-                    });
+                    };
+                    return Ok((served, settlement));
                 }
                 Err(error) => {
                     if let Some(final_error) =
@@ -1183,28 +1206,23 @@ impl Run {
         }
     }
 
-    fn finish_ok(
+    /// The record of a request served by `candidate`, with its tokens and their cost.
+    fn served_record(
         &mut self,
-        router: &Router,
         candidate: Candidate,
-        usage: Usage,
-        ttft: Option<Duration>,
-        completion: Option<String>,
-    ) -> RouteInfo {
-        let now = router.clock.now();
-        let route = self.route_info(Some(candidate));
-        let mut record = self.base_record(Some(candidate), 200, "ok".into(), now);
-        let config = self.snapshot.config.clone();
+        outcome: String,
+        now: Duration,
+        usage: &Usage,
+    ) -> RequestRecord {
+        let mut record = self.base_record(Some(candidate), 200, outcome, now);
+        let config = &self.snapshot.config;
         let endpoint = &config.endpoint(candidate.endpoint).config;
-        record.ttft_ms = ttft.map(ms);
         record.prompt_tokens = u64::from(usage.prompt_tokens);
         record.completion_tokens = u64::from(usage.completion_tokens);
         record.cached_tokens =
             u64::from(usage.prompt_tokens_details.map_or(0, |d| d.cached_tokens));
-        record.cost = token_cost(&endpoint.pricing, &usage, endpoint.is_provisioned());
-        record.completion_text = completion;
-        router.sink.request(record);
-        route
+        record.cost = token_cost(&endpoint.pricing, usage, endpoint.is_provisioned());
+        record
     }
 
     fn finish_err(&mut self, router: &Router, error: Error) -> Failure {
@@ -1218,6 +1236,52 @@ impl Run {
         );
         router.sink.request(record);
         Failure { route, error }
+    }
+}
+
+/// What is left of a served whole completion once its answer is ready: the sample
+/// its endpoint's breaker and live windows must see, and the request's ledger
+/// record. [`Router::chat_then_settle`] leaves it to the caller, so that none of it
+/// delays the answer. Settled once: by [`Settlement::settle`], or when dropped, so
+/// that no request goes unaccounted.
+#[must_use = "a settlement accounts the request: settle it once the answer is sent"]
+pub struct Settlement(Option<Unsettled>);
+
+struct Unsettled {
+    sink: Arc<dyn TelemetrySink>,
+    state: Arc<EndpointState>,
+    sample: Sample,
+    run: Run,
+    candidate: Candidate,
+    usage: Usage,
+    completion: Option<String>,
+    /// When the answer came: the breaker's time and the ledger's latency.
+    now: Duration,
+}
+
+impl Settlement {
+    /// Accounts the request now.
+    pub fn settle(mut self) {
+        self.settle_once();
+    }
+
+    fn settle_once(&mut self) {
+        let Some(mut u) = self.0.take() else {
+            return;
+        };
+        let (now, sample) = (u.now, u.sample);
+        u.state.apply(&*u.sink, |b| b.record(now, &sample));
+        let mut record = u
+            .run
+            .served_record(u.candidate, "ok".to_owned(), now, &u.usage);
+        record.completion_text = u.completion;
+        u.sink.request(record);
+    }
+}
+
+impl Drop for Settlement {
+    fn drop(&mut self) {
+        self.settle_once();
     }
 }
 
@@ -1301,13 +1365,8 @@ impl Committed {
             a.outcome = e.kind.as_str().to_owned();
             a.message = Some(e.message.clone());
         }
-        let mut record = run.base_record(Some(self.candidate), 200, outcome, now);
+        let mut record = run.served_record(self.candidate, outcome, now, &usage);
         record.ttft_ms = Some(ms(self.ttft + self.started.saturating_sub(run.received)));
-        record.prompt_tokens = u64::from(usage.prompt_tokens);
-        record.completion_tokens = u64::from(usage.completion_tokens);
-        record.cached_tokens =
-            u64::from(usage.prompt_tokens_details.map_or(0, |d| d.cached_tokens));
-        record.cost = token_cost(&endpoint.pricing, &usage, endpoint.is_provisioned());
         record.completion_text = run.store_text.then(|| std::mem::take(&mut self.text));
         self.router_sink.request(record);
     }
