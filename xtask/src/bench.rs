@@ -2,13 +2,15 @@
 //! one run, with release builds. Prints a table and writes it to
 //! `artifacts/bench.json` and the figures section of BENCHMARKS.md is built from it.
 //!
-//! The gateway measured is the binary to ship: the profile-guided build of `xtask
-//! pgo`. The plain release build runs beside it at concurrency 1 and 32 and in the
-//! instruction count (the `without_pgo` figures), so what the profile buys is
-//! measured in the same run.
+//! The gateway measured is the binary to ship: the profile-guided, BOLT-laid-out
+//! build of `xtask pgo`. The plain release build runs beside it at concurrency 1
+//! and 32 and in the instruction count (the `without_pgo` figures), so what the
+//! profiles buy is measured in the same run.
 //!
 //! What it measures (all through the real binaries over loopback HTTP):
-//! 1. latency at concurrency 1: p50 / p99 direct to the simulated OpenAI endpoint vs.
+//! 1. latency at concurrency 1 (15 rounds of 1,000 requests a target, the order
+//!    rotated from round to round; each figure the median of its rounds): p50 / p99
+//!    direct to the simulated OpenAI endpoint vs.
 //!    through `crossbar serve` — the difference is what the gateway adds — and vs.
 //!    through `crossbar-sim relay`, a byte-for-byte TCP relay: what any proxy hop
 //!    costs on this machine, the floor under the gateway's figure; and vs. direct
@@ -420,18 +422,24 @@ pub fn bench(ws: &Workspace) -> anyhow::Result<()> {
 
     let mut results = serde_json::Map::new();
     step(
-        "bench: latency at concurrency 1 (5 interleaved rounds)",
+        "bench: latency at concurrency 1 (15 interleaved rounds)",
         || {
-            // Interleaved rounds, each figure the median of its runs: the machine's speed
-            // drifts by more than the differences measured here (one run of rounds gave
-            // +0.074 and +0.159 ms for the same binary), so five rounds, not three.
+            // Interleaved rounds, each figure the median of its rounds: the machine's
+            // speed drifts within seconds by more than the differences measured here
+            // (direct alone went from 0.105 to 0.146 ms between two rounds). So many
+            // short rounds, each taking its five runs in a rotated order, so that no
+            // target always follows another and each difference pairs runs taken
+            // seconds apart.
+            const ROUNDS: usize = 15;
+            let loads = [&direct, &direct_h2c, &relay_load, &through, &through_plain];
             let mut runs: [Vec<f64>; 12] = Default::default();
-            for _ in 0..5 {
-                let d = direct.run(1, Some(3000), "60s", false, 16)?;
-                let d2 = direct_h2c.run(1, Some(3000), "60s", false, 16)?;
-                let r = relay_load.run(1, Some(3000), "60s", false, 16)?;
-                let g = through.run(1, Some(3000), "60s", false, 16)?;
-                let n = through_plain.run(1, Some(3000), "60s", false, 16)?;
+            for round in 0..ROUNDS {
+                let mut reports: [Value; 5] = Default::default();
+                for k in 0..loads.len() {
+                    let i = (round + k) % loads.len();
+                    reports[i] = loads[i].run(1, Some(1000), "60s", false, 16)?;
+                }
+                let [d, d2, r, g, n] = reports;
                 let p = |v: &Value, q: &str| ms(&v["latency"][q]);
                 let round = [
                     p(&d, "p50_ms"),

@@ -50,9 +50,14 @@ fn apt_packages() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let missing = missing_packages();
+    apt_install(APT_PACKAGES)
+}
+
+/// Installs those of `packages` that dpkg does not report as installed.
+fn apt_install(packages: &[&'static str]) -> anyhow::Result<()> {
+    let missing = missing_packages(packages);
     if missing.is_empty() {
-        eprintln!("all {} packages are installed", APT_PACKAGES.len());
+        eprintln!("all {} packages are installed", packages.len());
         return Ok(());
     }
     let list = missing.join(" ");
@@ -71,7 +76,7 @@ fn apt_packages() -> anyhow::Result<()> {
         .args(["install", "-y", "--no-install-recommends"])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))?;
-    let still_missing = missing_packages();
+    let still_missing = missing_packages(packages);
     if !still_missing.is_empty() {
         bail!(
             "apt-get finished but these are still not installed: {}",
@@ -81,12 +86,12 @@ fn apt_packages() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The packages of [`APT_PACKAGES`] that dpkg does not report as installed.
-fn missing_packages() -> Vec<&'static str> {
+/// The packages of `packages` that dpkg does not report as installed.
+fn missing_packages(packages: &[&'static str]) -> Vec<&'static str> {
     // One dpkg-query for all; unknown packages go to stderr and are simply not listed.
     let listed = Command::new("dpkg-query")
         .args(["-W", "-f", "${Package}\t${Status}\n"])
-        .args(APT_PACKAGES)
+        .args(packages)
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
@@ -96,7 +101,7 @@ fn missing_packages() -> Vec<&'static str> {
         .filter(|(_, status)| *status == "install ok installed")
         .map(|(package, _)| package.split(':').next().unwrap_or(package))
         .collect();
-    APT_PACKAGES
+    packages
         .iter()
         .copied()
         .filter(|p| !installed.contains(p))
@@ -137,6 +142,55 @@ pub fn llvm_profdata() -> anyhow::Result<PathBuf> {
     }
     anyhow::ensure!(path.is_file(), "no llvm-profdata at {}", path.display());
     Ok(path)
+}
+
+/// The Debian package with BOLT's `llvm-bolt` and `merge-fdata`: the newest LLVM
+/// Debian 12 carries. BOLT rewrites a linked binary, so its LLVM need not be rustc's.
+const BOLT_PACKAGE: &str = "bolt-19";
+
+/// The directory with `llvm-bolt` and `merge-fdata`, which `xtask pgo` lays the
+/// profile-guided binary out with: on `PATH`, or the newest `/usr/lib/llvm-*/bin`;
+/// otherwise [`BOLT_PACKAGE`] is installed (as root, on Debian). Like
+/// [`llvm_profdata`], only `xtask pgo` and `xtask bench` need it.
+pub fn llvm_bolt() -> anyhow::Result<PathBuf> {
+    let has_both =
+        |dir: &Path| dir.join("llvm-bolt").is_file() && dir.join("merge-fdata").is_file();
+    let find = || {
+        let on_path = std::env::var_os("PATH")
+            .map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+            .unwrap_or_default();
+        let mut versioned: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib")
+            .into_iter()
+            .flatten()
+            .filter_map(|e| {
+                let e = e.ok()?;
+                let version = e
+                    .file_name()
+                    .to_str()?
+                    .strip_prefix("llvm-")?
+                    .parse()
+                    .ok()?;
+                Some((version, e.path().join("bin")))
+            })
+            .collect();
+        versioned.sort_by_key(|(version, _)| std::cmp::Reverse(*version));
+        on_path
+            .into_iter()
+            .chain(versioned.into_iter().map(|(_, dir)| dir))
+            .find(|dir| has_both(dir))
+    };
+    if let Some(dir) = find() {
+        return Ok(dir);
+    }
+    if !Path::new("/usr/bin/dpkg-query").exists() {
+        bail!(
+            "no llvm-bolt and merge-fdata found (on PATH or in /usr/lib/llvm-*/bin): install LLVM's BOLT"
+        );
+    }
+    apt_install(&[BOLT_PACKAGE])?;
+    find().with_context(|| {
+        format!("{BOLT_PACKAGE} is installed but has no llvm-bolt and merge-fdata")
+    })
 }
 
 /// The target triple rustc builds for by default (`host:` of `rustc -vV`).
