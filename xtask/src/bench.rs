@@ -15,7 +15,8 @@
 //!    through `crossbar-sim relay`, a byte-for-byte TCP relay: what any proxy hop
 //!    costs on this machine, the floor under the gateway's figure; and vs. direct
 //!    over h2c, the protocol the gateway speaks upstream, slower than HTTP/1.1
-//!    here (the target is against HTTP/1.1 direct);
+//!    here (the target is against HTTP/1.1 direct); and the same gateway binary
+//!    with an HTTP/1.1 upstream, the direct client's protocol on both legs;
 //! 2. throughput at concurrency 32, direct and through the gateway, and the gateway's
 //!    CPU time per request (user + system, from /proc, over each run): three runs of
 //!    10 s, reported as the median with the range (on this 2-core VM the same binary
@@ -175,9 +176,18 @@ pub(crate) fn start_sim(sim_bin: &Path, work: &Path) -> anyhow::Result<(Proc, St
 }
 
 /// The gateway's config for the benchmarks: feature `bench` on the simulated OpenAI
-/// endpoint at `upstream` over h2c, team `bench` with the key [`KEY`].
-pub(crate) fn write_gateway_config(work: &Path, upstream: &str) -> anyhow::Result<PathBuf> {
-    let config = work.join("crossbar.toml");
+/// endpoint at `upstream`, over h2c when `h2c` (the benchmark's gateway) or
+/// HTTP/1.1, team `bench` with the key [`KEY`].
+pub(crate) fn write_gateway_config(
+    work: &Path,
+    upstream: &str,
+    h2c: bool,
+) -> anyhow::Result<PathBuf> {
+    let config = work.join(if h2c {
+        "crossbar.toml"
+    } else {
+        "crossbar-http1.toml"
+    });
     std::fs::write(
         &config,
         format!(
@@ -189,7 +199,7 @@ region = "eastus"
 geography = "us"
 base_url = "{upstream}"
 auth = {{ method = "none" }}
-http2_prior_knowledge = true
+http2_prior_knowledge = {h2c}
 timeouts = {{ request_ms = 120000, stream_idle_ms = 120000 }}
 pricing = {{ input_per_million = "0.15", output_per_million = "0.60" }}
 
@@ -387,7 +397,7 @@ pub fn bench(ws: &Workspace) -> anyhow::Result<()> {
         .trim()
         .to_owned();
 
-    let config = write_gateway_config(&work, &upstream)?;
+    let config = write_gateway_config(&work, &upstream, true)?;
     let (gateway, base) = start_gateway(
         "crossbar",
         Command::new(&crossbar),
@@ -395,6 +405,14 @@ pub fn bench(ws: &Workspace) -> anyhow::Result<()> {
         &work.join("bench.db"),
     )?;
     let gw_pid = gateway.child.id();
+    // The same binary with an HTTP/1.1 upstream, at c=1 only: the direct client's
+    // protocol on both legs, so that the simulator's slower h2c server is left out.
+    let (http1_gateway, http1_base) = start_gateway(
+        "crossbar (HTTP/1.1 upstream)",
+        Command::new(&crossbar),
+        &write_gateway_config(&work, &upstream, false)?,
+        &work.join("bench-http1.db"),
+    )?;
     let (plain_gateway, plain_base) = start_gateway(
         "crossbar (without pgo)",
         Command::new(&plain),
@@ -414,11 +432,13 @@ pub fn bench(ws: &Workspace) -> anyhow::Result<()> {
     let relay_load = Load::direct(&sim_bin, &relayed);
     let through = Load::gateway(&sim_bin, &base);
     let through_plain = Load::gateway(&sim_bin, &plain_base);
+    let through_http1 = Load::gateway(&sim_bin, &http1_base);
 
     // Warm-up: connections, caches, the SQLite file.
     direct.run(4, Some(500), "30s", false, 16)?;
     through.run(4, Some(500), "30s", false, 16)?;
     through_plain.run(4, Some(500), "30s", false, 16)?;
+    through_http1.run(4, Some(500), "30s", false, 16)?;
 
     let mut results = serde_json::Map::new();
     step(
@@ -427,19 +447,26 @@ pub fn bench(ws: &Workspace) -> anyhow::Result<()> {
             // Interleaved rounds, each figure the median of its rounds: the machine's
             // speed drifts within seconds by more than the differences measured here
             // (direct alone went from 0.105 to 0.146 ms between two rounds). So many
-            // short rounds, each taking its five runs in a rotated order, so that no
-            // target always follows another and each difference pairs runs taken
-            // seconds apart.
+            // short rounds, each taking its runs in a rotated order, so that no target
+            // always follows another and each difference pairs runs taken seconds
+            // apart.
             const ROUNDS: usize = 15;
-            let loads = [&direct, &direct_h2c, &relay_load, &through, &through_plain];
-            let mut runs: [Vec<f64>; 12] = Default::default();
+            let loads = [
+                &direct,
+                &direct_h2c,
+                &relay_load,
+                &through,
+                &through_plain,
+                &through_http1,
+            ];
+            let mut runs: [Vec<f64>; 14] = Default::default();
             for round in 0..ROUNDS {
-                let mut reports: [Value; 5] = Default::default();
+                let mut reports: [Value; 6] = Default::default();
                 for k in 0..loads.len() {
                     let i = (round + k) % loads.len();
                     reports[i] = loads[i].run(1, Some(1000), "60s", false, 16)?;
                 }
-                let [d, d2, r, g, n] = reports;
+                let [d, d2, r, g, n, h] = reports;
                 let p = |v: &Value, q: &str| ms(&v["latency"][q]);
                 let round = [
                     p(&d, "p50_ms"),
@@ -454,6 +481,8 @@ pub fn bench(ws: &Workspace) -> anyhow::Result<()> {
                     p(&n, "p50_ms") - p(&d, "p50_ms"),
                     p(&d2, "p50_ms"),
                     p(&g, "p50_ms") - p(&d2, "p50_ms"),
+                    p(&h, "p50_ms"),
+                    p(&h, "p50_ms") - p(&d, "p50_ms"),
                 ];
                 for (run, value) in runs.iter_mut().zip(round) {
                     run.push(value);
@@ -472,6 +501,8 @@ pub fn bench(ws: &Workspace) -> anyhow::Result<()> {
                 plain_added,
                 h2c50,
                 added_over_h2c,
+                http1_50,
+                http1_added,
             ] = runs;
             results.insert(
                 "c1".into(),
@@ -489,12 +520,16 @@ pub fn bench(ws: &Workspace) -> anyhow::Result<()> {
                     "direct_h2c_p50_ms": median(&h2c50),
                     "added_over_direct_h2c_p50_ms": median(&added_over_h2c),
                     "added_over_direct_h2c_p50_ms_runs": added_over_h2c,
+                    "http1_upstream_p50_ms": median(&http1_50),
+                    "http1_upstream_added_p50_ms": median(&http1_added),
+                    "http1_upstream_added_p50_ms_runs": http1_added,
                 }),
             );
             Ok(())
         },
     )?;
     drop(relay);
+    drop(http1_gateway);
     step("bench: throughput at concurrency 32 (3 runs)", || {
         let (mut direct_rps, mut gateway_rps, mut cpu_us, mut p50, mut p99) =
             (vec![], vec![], vec![], vec![], vec![]);

@@ -324,7 +324,7 @@ fn train(
 
     // The benchmark's path: one OpenAI-compatible endpoint over h2c.
     let (sim, upstream) = start_sim(sim_bin, work)?;
-    let config = write_gateway_config(work, &upstream)?;
+    let config = write_gateway_config(work, &upstream, true)?;
     let mut serve = Command::new(crossbar);
     instrumented(&mut serve);
     let (gateway, base) = start_gateway(
