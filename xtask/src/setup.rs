@@ -144,8 +144,9 @@ pub fn llvm_profdata() -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// The Debian package with BOLT's `llvm-bolt` and `merge-fdata`: the newest LLVM
-/// Debian 12 carries. BOLT rewrites a linked binary, so its LLVM need not be rustc's.
+/// The Debian package with BOLT's `llvm-bolt` and `merge-fdata`: LLVM 19, from Debian
+/// 12's main archive (what `xtask pgo` was measured with). BOLT rewrites a linked
+/// binary, so its LLVM need not be rustc's.
 const BOLT_PACKAGE: &str = "bolt-19";
 
 /// The directory with `llvm-bolt` and `merge-fdata`, which `xtask pgo` lays the
