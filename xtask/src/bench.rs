@@ -166,13 +166,12 @@ pub(crate) fn start_sim(sim_bin: &Path, work: &Path) -> anyhow::Result<(Proc, St
         },
         |l| l.contains("endpoint bench"),
     )?;
-    let upstream = line
-        .rsplit(" at ")
-        .next()
-        .context("sim address")?
-        .trim()
-        .to_owned();
-    Ok((sim, upstream))
+    Ok((sim, address_after_at(&line)))
+}
+
+/// The address a `crossbar-sim` line ends with (`… at http://127.0.0.1:PORT`).
+fn address_after_at(line: &str) -> String {
+    line.rsplit(" at ").next().unwrap_or(line).trim().to_owned()
 }
 
 /// The gateway's config for the benchmarks: feature `bench` on the simulated OpenAI
@@ -390,35 +389,24 @@ pub fn bench(ws: &Workspace) -> anyhow::Result<()> {
         },
         |l| l.contains("relay at"),
     )?;
-    let relayed = line
-        .rsplit(" at ")
-        .next()
-        .context("relay address")?
-        .trim()
-        .to_owned();
+    let relayed = address_after_at(&line);
 
     let config = write_gateway_config(&work, &upstream, true)?;
-    let (gateway, base) = start_gateway(
-        "crossbar",
-        Command::new(&crossbar),
-        &config,
-        &work.join("bench.db"),
-    )?;
+    let gateway_on = |name, binary: &Path, config: &Path, db: &str| {
+        start_gateway(name, Command::new(binary), config, &work.join(db))
+    };
+    let (gateway, base) = gateway_on("crossbar", &crossbar, &config, "bench.db")?;
     let gw_pid = gateway.child.id();
     // The same binary with an HTTP/1.1 upstream, at c=1 only: the direct client's
     // protocol on both legs, so that the simulator's slower h2c server is left out.
-    let (http1_gateway, http1_base) = start_gateway(
+    let (http1_gateway, http1_base) = gateway_on(
         "crossbar (HTTP/1.1 upstream)",
-        Command::new(&crossbar),
+        &crossbar,
         &write_gateway_config(&work, &upstream, false)?,
-        &work.join("bench-http1.db"),
+        "bench-http1.db",
     )?;
-    let (plain_gateway, plain_base) = start_gateway(
-        "crossbar (without pgo)",
-        Command::new(&plain),
-        &config,
-        &work.join("bench-plain.db"),
-    )?;
+    let (plain_gateway, plain_base) =
+        gateway_on("crossbar (without pgo)", &plain, &config, "bench-plain.db")?;
     let plain_pid = plain_gateway.child.id();
 
     let direct = Load::direct(&sim_bin, &upstream);
@@ -451,6 +439,13 @@ pub fn bench(ws: &Workspace) -> anyhow::Result<()> {
             // always follows another and each difference pairs runs taken seconds
             // apart.
             const ROUNDS: usize = 15;
+            // The targets, in the order of `loads`.
+            const DIRECT: usize = 0;
+            const DIRECT_H2C: usize = 1;
+            const RELAY: usize = 2;
+            const GATEWAY: usize = 3;
+            const PLAIN: usize = 4;
+            const HTTP1: usize = 5;
             let loads = [
                 &direct,
                 &direct_h2c,
@@ -459,70 +454,43 @@ pub fn bench(ws: &Workspace) -> anyhow::Result<()> {
                 &through_plain,
                 &through_http1,
             ];
-            let mut runs: [Vec<f64>; 14] = Default::default();
+            // Each round's (p50, p99) per target.
+            let mut rounds: Vec<[(f64, f64); 6]> = Vec::with_capacity(ROUNDS);
             for round in 0..ROUNDS {
-                let mut reports: [Value; 6] = Default::default();
+                let mut latency = [(0.0, 0.0); 6];
                 for k in 0..loads.len() {
                     let i = (round + k) % loads.len();
-                    reports[i] = loads[i].run(1, Some(1000), "60s", false, 16)?;
+                    let report = loads[i].run(1, Some(1000), "60s", false, 16)?;
+                    let q = |name: &str| ms(&report["latency"][name]);
+                    latency[i] = (q("p50_ms"), q("p99_ms"));
                 }
-                let [d, d2, r, g, n, h] = reports;
-                let p = |v: &Value, q: &str| ms(&v["latency"][q]);
-                let round = [
-                    p(&d, "p50_ms"),
-                    p(&d, "p99_ms"),
-                    p(&r, "p50_ms"),
-                    p(&r, "p99_ms"),
-                    p(&g, "p50_ms"),
-                    p(&g, "p99_ms"),
-                    p(&r, "p50_ms") - p(&d, "p50_ms"),
-                    p(&g, "p50_ms") - p(&d, "p50_ms"),
-                    p(&n, "p50_ms"),
-                    p(&n, "p50_ms") - p(&d, "p50_ms"),
-                    p(&d2, "p50_ms"),
-                    p(&g, "p50_ms") - p(&d2, "p50_ms"),
-                    p(&h, "p50_ms"),
-                    p(&h, "p50_ms") - p(&d, "p50_ms"),
-                ];
-                for (run, value) in runs.iter_mut().zip(round) {
-                    run.push(value);
-                }
+                rounds.push(latency);
             }
-            let [
-                d50,
-                d99,
-                r50,
-                r99,
-                g50,
-                g99,
-                relay_added,
-                added,
-                plain50,
-                plain_added,
-                h2c50,
-                added_over_h2c,
-                http1_50,
-                http1_added,
-            ] = runs;
+            let p50 = |t: usize| median(&rounds.iter().map(|r| r[t].0).collect::<Vec<_>>());
+            let p99 = |t: usize| median(&rounds.iter().map(|r| r[t].1).collect::<Vec<_>>());
+            // What `t` adds to `base`'s p50, round by round.
+            let added = |t: usize, base: usize| -> Vec<f64> {
+                rounds.iter().map(|r| r[t].0 - r[base].0).collect()
+            };
             results.insert(
                 "c1".into(),
                 json!({
-                    "direct_p50_ms": median(&d50), "direct_p99_ms": median(&d99),
-                    "relay_p50_ms": median(&r50), "relay_p99_ms": median(&r99),
-                    "gateway_p50_ms": median(&g50), "gateway_p99_ms": median(&g99),
-                    "relay_added_p50_ms": median(&relay_added),
-                    "added_p50_ms": median(&added),
-                    "added_p50_ms_runs": added,
-                    "added_p99_ms": median(&g99) - median(&d99),
-                    "without_pgo_p50_ms": median(&plain50),
-                    "without_pgo_added_p50_ms": median(&plain_added),
-                    "without_pgo_added_p50_ms_runs": plain_added,
-                    "direct_h2c_p50_ms": median(&h2c50),
-                    "added_over_direct_h2c_p50_ms": median(&added_over_h2c),
-                    "added_over_direct_h2c_p50_ms_runs": added_over_h2c,
-                    "http1_upstream_p50_ms": median(&http1_50),
-                    "http1_upstream_added_p50_ms": median(&http1_added),
-                    "http1_upstream_added_p50_ms_runs": http1_added,
+                    "direct_p50_ms": p50(DIRECT), "direct_p99_ms": p99(DIRECT),
+                    "relay_p50_ms": p50(RELAY), "relay_p99_ms": p99(RELAY),
+                    "gateway_p50_ms": p50(GATEWAY), "gateway_p99_ms": p99(GATEWAY),
+                    "relay_added_p50_ms": median(&added(RELAY, DIRECT)),
+                    "added_p50_ms": median(&added(GATEWAY, DIRECT)),
+                    "added_p50_ms_runs": added(GATEWAY, DIRECT),
+                    "added_p99_ms": p99(GATEWAY) - p99(DIRECT),
+                    "without_pgo_p50_ms": p50(PLAIN),
+                    "without_pgo_added_p50_ms": median(&added(PLAIN, DIRECT)),
+                    "without_pgo_added_p50_ms_runs": added(PLAIN, DIRECT),
+                    "direct_h2c_p50_ms": p50(DIRECT_H2C),
+                    "added_over_direct_h2c_p50_ms": median(&added(GATEWAY, DIRECT_H2C)),
+                    "added_over_direct_h2c_p50_ms_runs": added(GATEWAY, DIRECT_H2C),
+                    "http1_upstream_p50_ms": p50(HTTP1),
+                    "http1_upstream_added_p50_ms": median(&added(HTTP1, DIRECT)),
+                    "http1_upstream_added_p50_ms_runs": added(HTTP1, DIRECT),
                 }),
             );
             Ok(())

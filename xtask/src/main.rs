@@ -11,10 +11,11 @@
 //! - `demo`: setup, build, then `crossbar demo` (simulated clouds, router, console,
 //!   live traffic with scripted incidents) until Ctrl-C.
 //! - `pgo`: the profile-guided release build of `crossbar` (instrumented build,
-//!   training on the simulators, optimised build): the binary to ship.
-//! - `bench`: release builds (plain and profile-guided), then the gateway against direct-to-simulator (latency,
-//!   throughput, CPU per request, stream TTFT, memory with 10,000 open streams) and
-//!   the router-core micro-benchmarks.
+//!   training on the simulators, optimised build, then laid out by BOLT): the binary
+//!   to ship.
+//! - `bench`: release builds (plain and profile-guided), then the gateway against
+//!   direct-to-simulator (latency, throughput, CPU per request, stream TTFT, memory
+//!   with 10,000 open streams) and the router-core micro-benchmarks.
 //!
 //! Each step prints its name and how long it took.
 
@@ -38,7 +39,7 @@ commands:
   build   build the console (ui/dist), crossbar, crossbar-sim and crossbar-desktop
   test    setup + build, then all tests, including the browser and desktop end-to-end tests
   demo    setup + build, then `crossbar demo`: simulated clouds, router, console, live traffic
-  pgo     the profile-guided release build of crossbar (the binary to ship); prints its path
+  pgo     the profile-guided, BOLT-laid-out release build of crossbar (the binary to ship); prints its path
   bench   release builds (plain and pgo), then gateway vs. direct benchmarks and micro-benchmarks
 
 The target directory is cargo's (CARGO_TARGET_DIR is respected).";

@@ -80,12 +80,7 @@ pub fn build(ws: &Workspace, sim_bin: &Path) -> anyhow::Result<PathBuf> {
         )
     })?;
     let merged = root.join("crossbar.profdata");
-    if is_newer(&merged, &instrumented) {
-        eprintln!(
-            "pgo: {} is newer than the instrumented build: no training",
-            merged.display()
-        );
-    } else {
+    if !trained_on(&merged, &instrumented) {
         let profdata = step("pgo: llvm-profdata", llvm_profdata)?;
         step(
             "pgo: training (crossbar demo, then the benchmark's workload)",
@@ -138,12 +133,7 @@ fn bolt(optimised: &Path, sim_bin: &Path, root: &Path) -> anyhow::Result<PathBuf
     let dir = root.join("bolt");
     let profiles = dir.join("profiles");
     let fdata = dir.join("crossbar.fdata");
-    if is_newer(&fdata, optimised) {
-        eprintln!(
-            "pgo: {} is newer than the optimised build: no training for BOLT",
-            fdata.display()
-        );
-    } else {
+    if !trained_on(&fdata, optimised) {
         let instrumented = dir.join("crossbar-instrumented");
         step("pgo: BOLT's instrumented copy", || {
             clear(&profiles)?;
@@ -171,7 +161,7 @@ fn bolt(optimised: &Path, sim_bin: &Path, root: &Path) -> anyhow::Result<PathBuf
         return Ok(shipped);
     }
     step("pgo: BOLT's layout of crossbar", || {
-        let partial = shipped.with_extension("partial");
+        let partial = partial(&shipped);
         run(Command::new(tools.join("llvm-bolt"))
             .arg(optimised)
             .arg("-o")
@@ -190,6 +180,26 @@ fn clear(dir: &Path) -> anyhow::Result<()> {
         std::fs::remove_dir_all(dir).with_context(|| format!("cannot clear {}", dir.display()))?;
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
+}
+
+/// Whether `profile` was trained on `binary` as it is now (it is newer), and so is
+/// reused; says so when it is.
+fn trained_on(profile: &Path, binary: &Path) -> bool {
+    let fresh = is_newer(profile, binary);
+    if fresh {
+        eprintln!(
+            "pgo: {} is newer than {}: no training",
+            profile.display(),
+            binary.display()
+        );
+    }
+    fresh
+}
+
+/// Where `path` is written before it is renamed into place: an interrupted step
+/// never leaves a file that looks newer than what it was made from.
+fn partial(path: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.partial", path.display()))
 }
 
 /// Whether `a` exists and was modified after `b`.
@@ -212,9 +222,7 @@ fn merge(mut tool: Command, profiles: &Path, merged: &Path) -> anyhow::Result<()
             raw.len()
         );
     }
-    // Written beside the profile and renamed over it: an interrupted merge never
-    // leaves a profile that looks newer than the build it was not trained on.
-    let partial = PathBuf::from(format!("{}.partial", merged.display()));
+    let partial = partial(merged);
     run(tool.arg("-o").arg(&partial).args(&raw))?;
     std::fs::rename(&partial, merged).with_context(|| format!("cannot write {}", merged.display()))
 }
