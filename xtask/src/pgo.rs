@@ -43,7 +43,7 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
-use crate::bench::{Load, start_gateway, start_reading, start_sim, write_gateway_config};
+use crate::bench::{Load, Upstream, start_gateway, start_reading, start_sim, write_gateway_config};
 use crate::setup::{host_triple, llvm_bolt, llvm_profdata};
 use crate::workspace::{Workspace, run, step};
 
@@ -330,9 +330,10 @@ fn train(
         drop(demo);
     }
 
-    // The benchmark's path: one OpenAI-compatible endpoint over h2c.
+    // The benchmark's path: one OpenAI-compatible endpoint over h2c, and HTTP/1.1
+    // for a request alone on its thread (`http1_when_idle`).
     let (sim, upstream) = start_sim(sim_bin, work)?;
-    let config = write_gateway_config(work, &upstream, true)?;
+    let config = write_gateway_config(work, &upstream, Upstream::Shipped)?;
     let mut serve = Command::new(crossbar);
     instrumented(&mut serve);
     let (gateway, base) = start_gateway(

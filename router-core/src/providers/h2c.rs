@@ -25,9 +25,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response, Uri};
 use http_body::Frame;
-use http_body_util::BodyExt;
 
-use super::transport::{Body, BodyError};
+use super::transport::BodyError;
 use crate::api::{Error, ErrorKind};
 
 /// Flow-control windows: what hyper's client uses, so that thousands of streams on
@@ -58,7 +57,10 @@ impl H2c {
     }
 
     /// Sends `request` and waits for the response head.
-    pub(crate) async fn send(&self, request: Request<Bytes>) -> Result<Response<Body>, Error> {
+    pub(crate) async fn send(
+        &self,
+        request: Request<Bytes>,
+    ) -> Result<Response<ReceiveBody>, Error> {
         let (head, body) = request.into_parts();
         let mut retried = false;
         loop {
@@ -169,7 +171,7 @@ async fn exchange(
     send: h2::client::SendRequest<Bytes>,
     request: Request<()>,
     body: Bytes,
-) -> Result<Response<Body>, Failure> {
+) -> Result<Response<ReceiveBody>, Failure> {
     let mut send = send.ready().await.map_err(Failure::NotProcessed)?;
     let (response, mut stream) = send
         .send_request(request, body.is_empty())
@@ -185,7 +187,7 @@ async fn exchange(
             Failure::Other(e)
         }
     })?;
-    Ok(response.map(|body| ReceiveBody(body).boxed()))
+    Ok(response.map(ReceiveBody))
 }
 
 /// Whether the upstream says it did not process a stream it ended (RFC 9113 §8.7):
@@ -203,7 +205,7 @@ fn not_processed(e: &h2::Error) -> bool {
 
 /// A response body read from its h2 stream, handing flow-control capacity back as it
 /// is read.
-struct ReceiveBody(h2::RecvStream);
+pub(crate) struct ReceiveBody(h2::RecvStream);
 
 impl http_body::Body for ReceiveBody {
     type Data = Bytes;
@@ -238,6 +240,7 @@ impl http_body::Body for ReceiveBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::BodyExt;
     use std::sync::atomic::AtomicUsize;
 
     /// How a test upstream treats the requests of each connection it accepts.

@@ -3,7 +3,10 @@
 //! Three clients behind one interface, chosen by the endpoint's URL scheme:
 //! - `http://` (vLLM and other in-cluster endpoints, the simulators): hyper's pooled
 //!   client with a plain TCP connector and HTTP/1.1 keep-alive, or, for h2c (prior
-//!   knowledge), one multiplexed connection on `h2` directly ([`super::h2c`]).
+//!   knowledge), one multiplexed connection on `h2` directly ([`super::h2c`]); with
+//!   `http1_when_idle`, an h2c endpoint's request that finds nothing else in flight
+//!   from its thread takes hyper's HTTP/1.1 client instead (`EndpointConfig` says
+//!   why).
 //!   These are the endpoints where the gateway's own overhead shows, and reqwest's
 //!   layers (request builder, redirect and retry policies, proxy matching, URL
 //!   conversions) were 9 % of the gateway's CPU per request. They are reached
@@ -25,6 +28,7 @@
 //! debug build here), which a serving thread must not spend on a request.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -47,9 +51,20 @@ pub(crate) type BodyError = Box<dyn std::error::Error + Send + Sync>;
 /// One endpoint's HTTP client (pooled connections). Cheap to clone.
 #[derive(Clone)]
 pub(crate) enum HttpClient {
-    Plain(Arc<PerThread<Client<HttpConnector, Full<Bytes>>>>),
-    H2c(Arc<PerThread<H2c>>),
+    Plain(Arc<PerThread<Hyper>>),
+    H2c(Arc<PerThread<H2cLane>>),
     Tls(reqwest::Client),
+}
+
+/// hyper's pooled HTTP/1.1 client over plain TCP.
+type Hyper = Client<HttpConnector, Full<Bytes>>;
+
+/// One thread's way to an h2c endpoint: the multiplexed connection and, with
+/// `http1_when_idle`, the HTTP/1.1 client that a request finding nothing else in
+/// flight from this thread goes through.
+pub(crate) struct H2cLane {
+    h2: H2c,
+    when_idle: Option<(Hyper, Arc<AtomicUsize>)>,
 }
 
 impl HttpClient {
@@ -57,29 +72,20 @@ impl HttpClient {
     /// client): keep-alive, no Nagle delay, no redirects, h2c when the endpoint says
     /// so (HTTP/2 is negotiated by ALPN over TLS).
     pub(crate) fn new(endpoint: &EndpointConfig, url: &str) -> Result<Self, Error> {
+        let connect = Duration::from_millis(endpoint.timeouts.connect_ms);
         if url.starts_with("http://") && endpoint.http2_prior_knowledge {
-            let connect = Duration::from_millis(endpoint.timeouts.connect_ms);
-            Ok(Self::H2c(Arc::new(PerThread::new(move || {
-                H2c::new(connect)
+            let when_idle = endpoint.http1_when_idle;
+            Ok(Self::H2c(Arc::new(PerThread::new(move || H2cLane {
+                h2: H2c::new(connect),
+                when_idle: when_idle.then(|| (http1_client(connect), Arc::default())),
             }))))
         } else if url.starts_with("http://") {
-            Ok(Self::plain(endpoint))
+            Ok(Self::Plain(Arc::new(PerThread::new(move || {
+                http1_client(connect)
+            }))))
         } else {
             Self::tls(endpoint)
         }
-    }
-
-    /// hyper's client over plain TCP, HTTP/1.1.
-    fn plain(endpoint: &EndpointConfig) -> Self {
-        let connect = Duration::from_millis(endpoint.timeouts.connect_ms);
-        Self::Plain(Arc::new(PerThread::new(move || {
-            let mut connector = HttpConnector::new();
-            connector.set_nodelay(true);
-            connector.set_connect_timeout(Some(connect));
-            Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(POOL_IDLE)
-                .build(connector)
-        })))
     }
 
     /// reqwest with TLS. Built once here, so that a setup error shows when the
@@ -130,16 +136,32 @@ impl HttpClient {
         };
         match self {
             Self::Plain(clients) => {
-                let client = clients.get();
-                match tokio::time::timeout(timeout, client.request(request.map(Full::new))).await {
-                    Ok(Ok(response)) => Ok(response.map(|b| b.map_err(BodyError::from).boxed())),
-                    Ok(Err(e)) => Err(hyper_error(&e)),
+                match tokio::time::timeout(timeout, send_http1(clients.get(), request)).await {
+                    Ok(result) => result.map(|r| r.map(BodyExt::boxed)),
                     Err(_) => Err(timed_out()),
                 }
             }
-            Self::H2c(connections) => {
-                let connection = connections.get();
-                match tokio::time::timeout(timeout, connection.send(request)).await {
+            Self::H2c(lanes) => {
+                let lane = lanes.get();
+                let Some((http1, in_flight)) = &lane.when_idle else {
+                    return match tokio::time::timeout(timeout, lane.h2.send(request)).await {
+                        Ok(result) => result.map(|r| r.map(BodyExt::boxed)),
+                        Err(_) => Err(timed_out()),
+                    };
+                };
+                // Counted until the response body is dropped (a stream's, at its end),
+                // or the request fails.
+                let (held, alone) = InFlight::enter(in_flight);
+                let answer = async {
+                    Ok(if alone {
+                        let response = send_http1(http1, request).await?;
+                        response.map(|body| Counted { body, _held: held }.boxed())
+                    } else {
+                        let response = lane.h2.send(request).await?;
+                        response.map(|body| Counted { body, _held: held }.boxed())
+                    })
+                };
+                match tokio::time::timeout(timeout, answer).await {
                     Ok(result) => result,
                     Err(_) => Err(timed_out()),
                 }
@@ -161,6 +183,73 @@ impl HttpClient {
 
 /// How long an idle pooled connection is kept.
 const POOL_IDLE: Duration = Duration::from_secs(90);
+
+/// hyper's client over plain TCP, HTTP/1.1.
+fn http1_client(connect: Duration) -> Hyper {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(connect));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(POOL_IDLE)
+        .build(connector)
+}
+
+/// One request over HTTP/1.1, up to its response head.
+async fn send_http1(
+    client: &Hyper,
+    request: Request<Bytes>,
+) -> Result<
+    Response<impl http_body::Body<Data = Bytes, Error = BodyError> + Unpin + Send + Sync + 'static>,
+    Error,
+> {
+    match client.request(request.map(Full::new)).await {
+        Ok(response) => Ok(response.map(|b| b.map_err(BodyError::from))),
+        Err(e) => Err(hyper_error(&e)),
+    }
+}
+
+/// One request in flight from a thread to an h2c endpoint with `http1_when_idle`.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    /// Counts a request in; whether it is the only one.
+    fn enter(count: &Arc<AtomicUsize>) -> (Self, bool) {
+        let before = count.fetch_add(1, Ordering::Relaxed);
+        (InFlight(count.clone()), before == 0)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body that holds its request's [`InFlight`] until it is dropped.
+struct Counted<B> {
+    body: B,
+    _held: InFlight,
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Counted<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
 
 /// A value per thread, built on a thread's first use.
 pub(crate) struct PerThread<C: Send> {
@@ -265,12 +354,9 @@ mod tests {
     use futures_util::StreamExt;
     use sim::{AuthMode, EndpointSpec, Kind, Sim, SimConfig};
 
-    /// The three clients, hyper's (chosen for `http://`), h2c's (for `http://` with
-    /// prior knowledge) and reqwest (for `https://`; the simulators speak plain HTTP,
-    /// so it is built directly here), behave the same: a JSON POST answered whole and
-    /// as server-sent events, and a refused connection reported as `unavailable`.
-    #[tokio::test]
-    async fn every_client_posts_json_and_reads_answers_whole_and_as_events() {
+    /// A simulated OpenAI-compatible endpoint (HTTP/1.1 and h2c on one port), its
+    /// configuration, and its chat URL.
+    async fn upstream() -> (Sim, EndpointConfig, String) {
         let sim = Sim::start(SimConfig {
             seed: 1,
             control: None,
@@ -285,33 +371,51 @@ mod tests {
         let mut endpoint = EndpointConfig::new("up", Provider::Openai, "gpt-4o-mini", "eastus");
         endpoint.timeouts.request_ms = 5_000;
         let url = format!("{}/v1/chat/completions", sim.url("up"));
+        (sim, endpoint, url)
+    }
+
+    fn chat(stream: bool) -> serde_json::Value {
+        serde_json::json!({
+            "model": "gpt-4o-mini", "max_tokens": 8, "stream": stream,
+            "messages": [{"role": "user", "content": "hello"}]
+        })
+    }
+
+    /// The clients, hyper's (chosen for `http://`), h2c's (for `http://` with prior
+    /// knowledge, alone or with HTTP/1.1 when idle) and reqwest (for `https://`; the
+    /// simulators speak plain HTTP, so it is built directly here), behave the same: a
+    /// JSON POST answered whole and as server-sent events, and a refused connection
+    /// reported as `unavailable`.
+    #[tokio::test]
+    async fn every_client_posts_json_and_reads_answers_whole_and_as_events() {
+        let (_sim, endpoint, url) = upstream().await;
         let plain = HttpClient::new(&endpoint, &url).unwrap();
         assert!(matches!(plain, HttpClient::Plain(_)));
-        let h2c = HttpClient::new(
-            &EndpointConfig {
-                http2_prior_knowledge: true,
-                ..endpoint.clone()
-            },
-            &url,
-        )
-        .unwrap();
+        let h2c = EndpointConfig {
+            http2_prior_knowledge: true,
+            ..endpoint.clone()
+        };
+        let idle_http1 = EndpointConfig {
+            http1_when_idle: true,
+            ..h2c.clone()
+        };
+        let (idle_http1, h2c) = (
+            HttpClient::new(&idle_http1, &url).unwrap(),
+            HttpClient::new(&h2c, &url).unwrap(),
+        );
         assert!(matches!(h2c, HttpClient::H2c(_)));
         let tls = HttpClient::tls(&endpoint).unwrap();
-        let body = |stream: bool| {
-            serde_json::json!({
-                "model": "gpt-4o-mini", "max_tokens": 8, "stream": stream,
-                "messages": [{"role": "user", "content": "hello"}]
-            })
-        };
         let versions = [
             (plain, http::Version::HTTP_11),
             (h2c, http::Version::HTTP_2),
+            // One request at a time: each is alone.
+            (idle_http1, http::Version::HTTP_11),
             (tls, http::Version::HTTP_11),
         ];
         for (client, version) in versions {
             let uri = uri(&endpoint, &url).unwrap();
             let response = client
-                .post_json(&endpoint, uri.clone(), HeaderMap::new(), &body(false))
+                .post_json(&endpoint, uri.clone(), HeaderMap::new(), &chat(false))
                 .await
                 .unwrap();
             assert_eq!(response.status(), 200);
@@ -321,7 +425,7 @@ mod tests {
             assert_eq!(whole["object"], "chat.completion", "{whole}");
 
             let response = client
-                .post_json(&endpoint, uri, HeaderMap::new(), &body(true))
+                .post_json(&endpoint, uri, HeaderMap::new(), &chat(true))
                 .await
                 .unwrap();
             assert_eq!(response.version(), version);
@@ -336,11 +440,79 @@ mod tests {
 
             let closed = refused_uri();
             let e = client
-                .post_json(&endpoint, closed, HeaderMap::new(), &body(false))
+                .post_json(&endpoint, closed, HeaderMap::new(), &chat(false))
                 .await
                 .unwrap_err();
             assert_eq!(e.kind, ErrorKind::Unavailable, "{e:?}");
         }
+    }
+
+    /// With `http1_when_idle`, a request that finds nothing else in flight from its
+    /// thread goes over HTTP/1.1, one that finds a request (or a stream) still open
+    /// goes over h2c, and a request is counted until its body is dropped or it fails.
+    #[tokio::test]
+    async fn with_http1_when_idle_only_a_request_alone_goes_over_http1() {
+        let (_sim, endpoint, url) = upstream().await;
+        let endpoint = EndpointConfig {
+            http2_prior_knowledge: true,
+            http1_when_idle: true,
+            ..endpoint
+        };
+        let client = HttpClient::new(&endpoint, &url).unwrap();
+        let in_flight = || match &client {
+            HttpClient::H2c(lanes) => lanes
+                .get()
+                .when_idle
+                .as_ref()
+                .unwrap()
+                .1
+                .load(Ordering::Relaxed),
+            _ => unreachable!("an h2c endpoint gets the h2c client"),
+        };
+        let bodies = [chat(false), chat(true)];
+        let post = |stream: bool, uri: Uri| {
+            client.post_json(
+                &endpoint,
+                uri,
+                HeaderMap::new(),
+                &bodies[usize::from(stream)],
+            )
+        };
+        let here = uri(&endpoint, &url).unwrap();
+
+        let alone = post(false, here.clone()).await.unwrap();
+        assert_eq!(alone.version(), http::Version::HTTP_11);
+        read_body(&endpoint, alone).await.unwrap();
+        assert_eq!(in_flight(), 0);
+
+        let open = post(true, here.clone()).await.unwrap();
+        assert_eq!(
+            open.version(),
+            http::Version::HTTP_11,
+            "alone when it began"
+        );
+        assert_eq!(in_flight(), 1, "counted while its body is held");
+        for _ in 0..2 {
+            let beside = post(false, here.clone()).await.unwrap();
+            assert_eq!(beside.version(), http::Version::HTTP_2);
+            let whole: serde_json::Value =
+                serde_json::from_slice(&read_body(&endpoint, beside).await.unwrap()).unwrap();
+            assert_eq!(whole["object"], "chat.completion", "{whole}");
+        }
+        let events: Vec<_> = super::super::sse::events(open, Duration::from_secs(5))
+            .collect()
+            .await;
+        assert_eq!(
+            events.last().unwrap().as_ref().unwrap().data.trim(),
+            "[DONE]"
+        );
+        assert_eq!(in_flight(), 0, "the stream read to its end and dropped");
+
+        let e = post(false, refused_uri()).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Unavailable, "{e:?}");
+        assert_eq!(in_flight(), 0, "a failed request is not left counted");
+        let again = post(false, here).await.unwrap();
+        assert_eq!(again.version(), http::Version::HTTP_11);
     }
 
     /// Each thread gets its own client, built once: a connection is driven on the
