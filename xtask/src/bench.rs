@@ -367,6 +367,58 @@ impl<'a> Load<'a> {
 }
 
 /// The median of a few figures.
+/// Interleaved rounds of closed-loop runs at concurrency 1: each round runs every
+/// target once, in an order rotated from round to round, so that no target always
+/// follows another and each difference pairs runs taken seconds apart (the
+/// machine's speed drifts within seconds by more than the differences measured).
+/// Each round keeps every target's (p50, p99) in milliseconds.
+struct Rounds<const N: usize>(Vec<[(f64, f64); N]>);
+
+impl<const N: usize> Rounds<N> {
+    /// `rounds` rounds of `requests` requests a target, streamed or not; the
+    /// percentiles of the report's `figure` (`"latency"` or `"ttft"`).
+    fn run(
+        loads: [&Load; N],
+        rounds: usize,
+        requests: u64,
+        stream: bool,
+        figure: &str,
+    ) -> anyhow::Result<Self> {
+        let mut all = Vec::with_capacity(rounds);
+        for round in 0..rounds {
+            let mut figures = [(0.0, 0.0); N];
+            for k in 0..N {
+                let t = (round + k) % N;
+                let report = loads[t].run(1, Some(requests), "60s", stream, 16)?;
+                let q = |name: &str| ms(&report[figure][name]);
+                figures[t] = (q("p50_ms"), q("p99_ms"));
+            }
+            all.push(figures);
+        }
+        Ok(Rounds(all))
+    }
+
+    /// Target `t`'s p50, the median over the rounds.
+    fn p50(&self, t: usize) -> f64 {
+        median(&self.0.iter().map(|r| r[t].0).collect::<Vec<_>>())
+    }
+
+    /// Target `t`'s p99, the median over the rounds.
+    fn p99(&self, t: usize) -> f64 {
+        median(&self.0.iter().map(|r| r[t].1).collect::<Vec<_>>())
+    }
+
+    /// What `t` adds to `base`'s p50, round by round.
+    fn added(&self, t: usize, base: usize) -> Vec<f64> {
+        self.0.iter().map(|r| r[t].0 - r[base].0).collect()
+    }
+
+    /// What `t` adds to `base`'s p99, round by round.
+    fn added_p99(&self, t: usize, base: usize) -> Vec<f64> {
+        self.0.iter().map(|r| r[t].1 - r[base].1).collect()
+    }
+}
+
 fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
@@ -444,13 +496,8 @@ pub fn bench(ws: &Workspace) -> anyhow::Result<()> {
     step(
         "bench: latency at concurrency 1 (15 interleaved rounds)",
         || {
-            // Interleaved rounds, each figure the median of its rounds: the machine's
-            // speed drifts within seconds by more than the differences measured here
-            // (direct alone went from 0.105 to 0.146 ms between two rounds). So many
-            // short rounds, each taking its runs in a rotated order, so that no target
-            // always follows another and each difference pairs runs taken seconds
-            // apart.
-            const ROUNDS: usize = 15;
+            // Many short rounds ([`Rounds`]), each figure the median of its rounds:
+            // direct alone went from 0.105 to 0.146 ms between two rounds.
             // The targets, in the order of `loads`.
             const DIRECT: usize = 0;
             const DIRECT_H2C: usize = 1;
@@ -466,24 +513,9 @@ pub fn bench(ws: &Workspace) -> anyhow::Result<()> {
                 &through_plain,
                 &through_h2c_only,
             ];
-            // Each round's (p50, p99) per target.
-            let mut rounds: Vec<[(f64, f64); 6]> = Vec::with_capacity(ROUNDS);
-            for round in 0..ROUNDS {
-                let mut latency = [(0.0, 0.0); 6];
-                for k in 0..loads.len() {
-                    let i = (round + k) % loads.len();
-                    let report = loads[i].run(1, Some(1000), "60s", false, 16)?;
-                    let q = |name: &str| ms(&report["latency"][name]);
-                    latency[i] = (q("p50_ms"), q("p99_ms"));
-                }
-                rounds.push(latency);
-            }
-            let p50 = |t: usize| median(&rounds.iter().map(|r| r[t].0).collect::<Vec<_>>());
-            let p99 = |t: usize| median(&rounds.iter().map(|r| r[t].1).collect::<Vec<_>>());
-            // What `t` adds to `base`'s p50, round by round.
-            let added = |t: usize, base: usize| -> Vec<f64> {
-                rounds.iter().map(|r| r[t].0 - r[base].0).collect()
-            };
+            let rounds = Rounds::run(loads, 15, 1000, false, "latency")?;
+            let (p50, p99) = (|t| rounds.p50(t), |t| rounds.p99(t));
+            let added = |t, base| rounds.added(t, base);
             results.insert(
                 "c1".into(),
                 json!({
@@ -577,28 +609,14 @@ pub fn bench(ws: &Workspace) -> anyhow::Result<()> {
         || {
             // Rounds, as at c=1: one run a side let a slow moment of either move the
             // figure by a millisecond.
-            let (mut direct50, mut gateway50, mut added50, mut added99) =
-                (vec![], vec![], vec![], vec![]);
-            for round in 0..7 {
-                let mut ttft = [(0.0, 0.0); 2];
-                for k in 0..2 {
-                    let i = (round + k) % 2;
-                    let report = [&direct, &through][i].run(1, Some(200), "60s", true, 16)?;
-                    ttft[i] = (ms(&report["ttft"]["p50_ms"]), ms(&report["ttft"]["p99_ms"]));
-                }
-                let [d, g] = ttft;
-                direct50.push(d.0);
-                gateway50.push(g.0);
-                added50.push(g.0 - d.0);
-                added99.push(g.1 - d.1);
-            }
+            let rounds = Rounds::run([&direct, &through], 7, 200, true, "ttft")?;
             results.insert(
                 "stream_c1".into(),
                 json!({
-                    "direct_ttft_p50_ms": median(&direct50),
-                    "gateway_ttft_p50_ms": median(&gateway50),
-                    "added_ttft_p50_ms": median(&added50),
-                    "added_ttft_p99_ms": median(&added99),
+                    "direct_ttft_p50_ms": rounds.p50(0),
+                    "gateway_ttft_p50_ms": rounds.p50(1),
+                    "added_ttft_p50_ms": median(&rounds.added(1, 0)),
+                    "added_ttft_p99_ms": median(&rounds.added_p99(1, 0)),
                 }),
             );
             Ok(())

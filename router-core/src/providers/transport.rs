@@ -127,57 +127,51 @@ impl HttpClient {
         request
             .headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        let timeout = Duration::from_millis(endpoint.timeouts.request_ms);
-        let timed_out = || {
-            Error::new(
-                ErrorKind::Timeout,
-                format!("no response within {} ms", endpoint.timeouts.request_ms),
-            )
+        let answer = async {
+            match self {
+                Self::Plain(clients) => Ok(send_http1(clients.get(), request)
+                    .await?
+                    .map(BodyExt::boxed)),
+                Self::H2c(lanes) => lanes.get().send(request).await,
+                Self::Tls(client) => {
+                    let request = reqwest::Request::try_from(request).map_err(|e| {
+                        Error::new(ErrorKind::Internal, format!("building the request: {e}"))
+                    })?;
+                    match client.execute(request).await {
+                        Ok(response) => Ok(http::Response::<reqwest::Body>::from(response)
+                            .map(|b| b.map_err(BodyError::from).boxed())),
+                        Err(e) => Err(reqwest_error(&e)),
+                    }
+                }
+            }
         };
-        match self {
-            Self::Plain(clients) => {
-                match tokio::time::timeout(timeout, send_http1(clients.get(), request)).await {
-                    Ok(result) => result.map(|r| r.map(BodyExt::boxed)),
-                    Err(_) => Err(timed_out()),
-                }
-            }
-            Self::H2c(lanes) => {
-                let lane = lanes.get();
-                let Some((http1, in_flight)) = &lane.when_idle else {
-                    return match tokio::time::timeout(timeout, lane.h2.send(request)).await {
-                        Ok(result) => result.map(|r| r.map(BodyExt::boxed)),
-                        Err(_) => Err(timed_out()),
-                    };
-                };
-                // Counted until the response body is dropped (a stream's, at its end),
-                // or the request fails.
-                let (held, alone) = InFlight::enter(in_flight);
-                let answer = async {
-                    Ok(if alone {
-                        let response = send_http1(http1, request).await?;
-                        response.map(|body| Counted { body, _held: held }.boxed())
-                    } else {
-                        let response = lane.h2.send(request).await?;
-                        response.map(|body| Counted { body, _held: held }.boxed())
-                    })
-                };
-                match tokio::time::timeout(timeout, answer).await {
-                    Ok(result) => result,
-                    Err(_) => Err(timed_out()),
-                }
-            }
-            Self::Tls(client) => {
-                let request = reqwest::Request::try_from(request).map_err(|e| {
-                    Error::new(ErrorKind::Internal, format!("building the request: {e}"))
-                })?;
-                match tokio::time::timeout(timeout, client.execute(request)).await {
-                    Ok(Ok(response)) => Ok(http::Response::<reqwest::Body>::from(response)
-                        .map(|b| b.map_err(BodyError::from).boxed())),
-                    Ok(Err(e)) => Err(reqwest_error(&e)),
-                    Err(_) => Err(timed_out()),
-                }
-            }
-        }
+        let timeout = Duration::from_millis(endpoint.timeouts.request_ms);
+        tokio::time::timeout(timeout, answer)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!("no response within {} ms", endpoint.timeouts.request_ms),
+                ))
+            })
+    }
+}
+
+impl H2cLane {
+    /// Sends `request` over h2c, or, with `http1_when_idle` and nothing else in
+    /// flight from this thread, over HTTP/1.1; waits for the response head.
+    async fn send(&self, request: Request<Bytes>) -> Result<Response<Body>, Error> {
+        let Some((http1, in_flight)) = &self.when_idle else {
+            return Ok(self.h2.send(request).await?.map(BodyExt::boxed));
+        };
+        // Counted until the response body is dropped (a stream's, at its end), or the
+        // request fails.
+        let (held, alone) = InFlight::enter(in_flight);
+        Ok(if alone {
+            Counted::hold(send_http1(http1, request).await?, held)
+        } else {
+            Counted::hold(self.h2.send(request).await?, held)
+        })
     }
 }
 
@@ -229,6 +223,16 @@ impl Drop for InFlight {
 struct Counted<B> {
     body: B,
     _held: InFlight,
+}
+
+impl<B> Counted<B>
+where
+    B: http_body::Body<Data = Bytes, Error = BodyError> + Unpin + Send + Sync + 'static,
+{
+    /// `response` with its body holding `held`.
+    fn hold(response: Response<B>, held: InFlight) -> Response<Body> {
+        response.map(|body| Counted { body, _held: held }.boxed())
+    }
 }
 
 impl<B: http_body::Body + Unpin> http_body::Body for Counted<B> {
