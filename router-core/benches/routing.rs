@@ -20,7 +20,7 @@ use router_core::config::{
 };
 use router_core::providers;
 use router_core::routing::breaker::{Breaker, BreakerSettings};
-use router_core::routing::engine::Router;
+use router_core::routing::engine::{Engine, EngineParts};
 use router_core::routing::select::select_variant;
 use router_core::telemetry::histogram::LatencyHistogram;
 use router_core::telemetry::record::NullSink;
@@ -85,7 +85,13 @@ fn benches(c: &mut Criterion) {
         for e in config.endpoints() {
             adapters.push(providers::connect(&e.config).await.unwrap());
         }
-        Router::with_providers(config.clone(), 1, adapters, Arc::new(NullSink))
+        Engine::with_providers(
+            config.clone(),
+            1,
+            adapters,
+            Arc::new(NullSink),
+            EngineParts::default(),
+        )
     });
     let _guard = rt.enter();
     let users: Vec<String> = (0..1024).map(|i| format!("user-{i}")).collect();

@@ -72,6 +72,21 @@ pub struct ChatRequest {
 }
 
 impl ChatRequest {
+    /// Characters of text in the prompt (every message): the basis of token estimates.
+    pub fn prompt_chars(&self) -> usize {
+        self.messages.iter().map(Message::text_len).sum()
+    }
+
+    /// The prompt's text, one message per line (stored only when an operator turns
+    /// `privacy.store_text` on).
+    pub fn prompt_text(&self) -> String {
+        self.messages
+            .iter()
+            .filter_map(Message::text)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// The output limit, whichever of the two OpenAI spellings was used.
     pub fn output_limit(&self) -> Option<u32> {
         self.max_completion_tokens.or(self.max_tokens)
@@ -183,6 +198,27 @@ impl Message {
             name: None,
             refusal: None,
         }
+    }
+
+    /// The message's text content, if it has any.
+    pub fn content(&self) -> Option<&Content> {
+        match self {
+            Self::System { content, .. }
+            | Self::Developer { content, .. }
+            | Self::User { content, .. }
+            | Self::Tool { content, .. } => Some(content),
+            Self::Assistant { content, .. } => content.as_ref(),
+        }
+    }
+
+    /// Characters of text in the message.
+    pub fn text_len(&self) -> usize {
+        self.content().map_or(0, Content::text_len)
+    }
+
+    /// The message's text.
+    pub fn text(&self) -> Option<String> {
+        self.content().map(Content::text)
     }
 }
 

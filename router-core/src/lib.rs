@@ -9,10 +9,13 @@
 //! - [`providers`]: one adapter per cloud API family (feature `providers`);
 //! - [`auth`]: secretless cloud credentials (feature `providers`);
 //! - [`routing`]: variant selection, candidate planning, breakers, retry budget,
-//!   capacity, and (feature `providers`) the engine that runs a request;
-//! - [`telemetry`]: histograms, sliding windows, per-request records;
+//!   capacity, the decision after a failed attempt, and the engine that runs a
+//!   request (feature `providers`);
+//! - [`telemetry`]: histograms, sliding windows, per-request records (feature
+//!   `providers`);
 //! - [`cost`]: what a request costs, in decimals;
-//! - [`admin`]: the admin API's JSON shapes, shared with the console.
+//! - [`admin`]: the admin API's JSON shapes and the live-health views, shared with
+//!   the console (which compiles `api`, `config`, `cost` and `admin` only).
 
 // `api::Error` is a flat struct of ~150 bytes: it lives on the failure path only, and a
 // plain value is simpler to build, match and serialise than a boxed one.
@@ -27,7 +30,9 @@ pub mod cost;
 pub mod logging;
 #[cfg(feature = "providers")]
 pub mod providers;
+#[cfg(feature = "providers")]
 pub mod routing;
+#[cfg(feature = "providers")]
 pub mod telemetry;
 
 /// The crate version, shown by the console and the server.

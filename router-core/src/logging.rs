@@ -56,9 +56,44 @@ pub fn directives(requested: &str) -> String {
     out.join(",")
 }
 
+/// User-supplied text (an override's reason, a token's name) as it may go into a log
+/// line: control characters, newlines included, are escaped (`\n`, `\u{1b}`), so a
+/// reason cannot forge a second log line or move the terminal's cursor.
+pub fn escaped(text: &str) -> Escaped<'_> {
+    Escaped(text)
+}
+
+/// See [`escaped`].
+pub struct Escaped<'a>(&'a str);
+
+impl std::fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write;
+        for c in self.0.chars() {
+            if c.is_control() {
+                for e in c.escape_default() {
+                    f.write_char(e)?;
+                }
+            } else {
+                f.write_char(c)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_text_in_logs_cannot_start_a_new_line() {
+        assert_eq!(
+            escaped("incident 42\nERROR forged line\r\u{1b}[2J").to_string(),
+            "incident 42\\nERROR forged line\\r\\u{1b}[2J"
+        );
+        assert_eq!(escaped("plain – text").to_string(), "plain – text");
+    }
 
     #[test]
     fn sensitive_targets_are_capped_even_when_asked_for() {

@@ -176,12 +176,20 @@ async fn collect(
     f: &Fixture,
     request: &ChatRequest,
 ) -> (Vec<ChatChunk>, Option<Error>, Option<Duration>) {
+    // The adapter is timed from outside, as the engine times it.
+    let started = tokio::time::Instant::now();
     let mut stream = f.provider.chat_stream(request).await.unwrap();
     let mut chunks = Vec::new();
     let mut error = None;
+    let mut ttft = None;
     while let Some(item) = stream.next().await {
         match item {
-            Ok(c) => chunks.push(c),
+            Ok(c) => {
+                if ttft.is_none() && c.has_output() {
+                    ttft = Some(started.elapsed());
+                }
+                chunks.push(c);
+            }
             Err(e) => {
                 error = Some(e);
                 break;
@@ -193,7 +201,7 @@ async fn collect(
         "{:?}: items after the end",
         f.target
     );
-    (chunks, error, stream.ttft())
+    (chunks, error, ttft)
 }
 
 fn streamed_text(chunks: &[ChatChunk]) -> String {

@@ -4,16 +4,16 @@
 //! the provider is incidental, so the simplest one is used.)
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::StreamExt;
+use router_core::admin::RouteInfo;
+use router_core::admin::{Override, StateName};
+use router_core::api::ChatResponse;
 use router_core::api::{ChatRequest, ErrorKind, Message, StreamOptions};
 use router_core::config::{
-    AuthConfig, BreakerParams, Capacity, Config, EndpointConfig, FeatureConfig, Provider,
-    RouterConfig,
+    AuthConfig, Capacity, Config, EndpointConfig, FeatureConfig, Provider, RouterConfig,
 };
-use router_core::routing::breaker::{Override, StateName};
-use router_core::routing::engine::{RequestContext, Router};
+use router_core::routing::engine::{Answer, Engine, RequestContext, RoutedStream, Unserved};
 use router_core::telemetry::record::MemorySink;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
@@ -21,8 +21,48 @@ use sim::{AuthMode, EndpointSpec, Kind, Sim, SimConfig};
 
 struct Rig {
     sim: Sim,
-    router: Router,
+    engine: Engine,
     sink: Arc<MemorySink>,
+}
+
+/// A served request's route and its answer.
+struct Answered<T> {
+    route: RouteInfo,
+    value: T,
+}
+
+/// A whole completion, accounted (its completion dropped) before it is returned.
+async fn chat(
+    engine: &Engine,
+    ctx: &RequestContext,
+    request: &ChatRequest,
+) -> Result<Answered<ChatResponse>, Unserved> {
+    let mut request = request.clone();
+    request.stream = None;
+    let served = engine.run(ctx, &request).await?;
+    let Answer::Whole(completion) = served.answer else {
+        panic!("a whole answer was asked for");
+    };
+    Ok(Answered {
+        route: served.route,
+        value: completion.response().clone(),
+    })
+}
+
+/// A streamed completion, committed to one endpoint.
+async fn chat_stream(
+    engine: &Engine,
+    ctx: &RequestContext,
+    request: &ChatRequest,
+) -> Result<Answered<RoutedStream>, Unserved> {
+    let served = engine.run(ctx, request).await?;
+    let Answer::Stream(stream) = served.answer else {
+        panic!("a stream was asked for");
+    };
+    Ok(Answered {
+        route: served.route,
+        value: stream,
+    })
 }
 
 /// Simulated OpenAI endpoints named `names` (regions from the name: `eu-*` is in
@@ -69,8 +109,8 @@ async fn rig(names: &[&str], edit: impl FnOnce(&mut RouterConfig)) -> Rig {
     edit(&mut raw);
     let config = Config::validate(raw).unwrap();
     let sink = Arc::new(MemorySink::default());
-    let router = Router::new(config, 1, sink.clone()).await.unwrap();
-    Rig { sim, router, sink }
+    let engine = Engine::new(config, 1, sink.clone()).await.unwrap();
+    Rig { sim, engine, sink }
 }
 
 impl Rig {
@@ -117,9 +157,7 @@ fn ctx(user: &str) -> RequestContext {
 async fn fails_over_to_the_backup_when_the_primary_is_down() {
     let rig = rig(&["primary", "backup"], |_| {}).await;
     rig.faults("primary", json!({"outage": "refuse"}));
-    let served = rig
-        .router
-        .chat(&ctx("u1"), &request("Summarise the meeting"))
+    let served = chat(&rig.engine, &ctx("u1"), &request("Summarise the meeting"))
         .await
         .unwrap();
     assert_eq!(served.route.endpoint.as_deref(), Some("backup"));
@@ -136,60 +174,38 @@ async fn fails_over_to_the_backup_when_the_primary_is_down() {
 }
 
 #[tokio::test]
-async fn a_whole_answer_is_accounted_once_when_its_settlement_is_settled_or_dropped() {
+async fn a_whole_answer_is_accounted_once_with_its_tokens_and_cost() {
     let rig = rig(&["primary"], |c| {
         c.endpoints[0].pricing.input_per_million = Decimal::from(3);
         c.endpoints[0].pricing.output_per_million = Decimal::from(15);
     })
     .await;
-    let successes = |rig: &Rig| rig.router.health()[0].stats.successes;
-    let (served, settlement) = rig
-        .router
-        .chat_then_settle(&ctx("u1"), &request("Summarise the meeting"))
+    let served = chat(&rig.engine, &ctx("u1"), &request("Summarise the meeting"))
         .await
         .unwrap();
     assert_eq!(served.route.attempts, 1);
-    // What routes the next request is settled already; the accounting waits.
-    assert_eq!(rig.router.health()[0].in_flight, 0);
-    assert_eq!(successes(&rig), 0, "the breaker saw nothing yet");
-    assert!(rig.sink.requests.lock().unwrap().is_empty());
-
-    settlement.settle();
-    assert_eq!(successes(&rig), 1);
-    {
-        let records = rig.sink.requests.lock().unwrap();
-        let [record] = &records[..] else {
-            panic!("one record, got {}", records.len())
-        };
-        let usage = served.value.usage.unwrap();
-        assert_eq!(record.outcome, "ok");
-        assert_eq!(record.request_id, "req-u1");
-        assert_eq!(record.completion_tokens, u64::from(usage.completion_tokens));
-        let cost = (Decimal::from(usage.prompt_tokens) * Decimal::from(3)
-            + Decimal::from(usage.completion_tokens) * Decimal::from(15))
-            / Decimal::from(1_000_000);
-        assert_eq!(record.cost, cost);
-        assert_eq!(record.attempts.len(), 1);
-    }
-
-    // A settlement dropped unsettled (its task cancelled at shutdown) still counts.
-    let (_, settlement) = rig
-        .router
-        .chat_then_settle(&ctx("u2"), &request("Summarise the meeting"))
-        .await
-        .unwrap();
-    drop(settlement);
-    assert_eq!(successes(&rig), 2);
-    assert_eq!(rig.sink.requests.lock().unwrap().len(), 2);
+    assert_eq!(rig.engine.health()[0].in_flight, 0);
+    assert_eq!(rig.engine.health()[0].stats.successes, 1);
+    let records = rig.sink.requests.lock().unwrap();
+    let [record] = &records[..] else {
+        panic!("one record, got {}", records.len())
+    };
+    let usage = served.value.usage.unwrap();
+    assert_eq!(record.outcome, "ok");
+    assert_eq!(record.request_id, "req-u1");
+    assert_eq!(record.completion_tokens, u64::from(usage.completion_tokens));
+    let cost = (Decimal::from(usage.prompt_tokens) * Decimal::from(3)
+        + Decimal::from(usage.completion_tokens) * Decimal::from(15))
+        / Decimal::from(1_000_000);
+    assert_eq!(record.cost, cost);
+    assert_eq!(record.attempts.len(), 1);
 }
 
 #[tokio::test]
 async fn a_stream_never_fails_over_after_its_first_token() {
     let rig = rig(&["primary", "backup"], |_| {}).await;
     rig.faults("primary", json!({"cut_after_tokens": 3}));
-    let served = rig
-        .router
-        .chat_stream(&ctx("u1"), &streaming("Tell me a long story"))
+    let served = chat_stream(&rig.engine, &ctx("u1"), &streaming("Tell me a long story"))
         .await
         .unwrap();
     assert_eq!(served.route.endpoint.as_deref(), Some("primary"));
@@ -230,9 +246,7 @@ async fn a_slow_first_token_fails_over_before_anything_is_sent() {
     })
     .await;
     rig.faults("primary", json!({"ttft_ms": 3000}));
-    let served = rig
-        .router
-        .chat_stream(&ctx("u1"), &streaming("hello"))
+    let served = chat_stream(&rig.engine, &ctx("u1"), &streaming("hello"))
         .await
         .unwrap();
     assert_eq!(served.route.endpoint.as_deref(), Some("backup"));
@@ -248,9 +262,7 @@ async fn a_slow_first_token_fails_over_before_anything_is_sent() {
 async fn client_errors_are_neither_retried_nor_failed_over() {
     let rig = rig(&["primary", "backup"], |_| {}).await;
     // Over the simulator's 1,000-token context window: the upstream's 400.
-    let failure = rig
-        .router
-        .chat(&ctx("u1"), &request(&"word ".repeat(1_500)))
+    let failure = chat(&rig.engine, &ctx("u1"), &request(&"word ".repeat(1_500)))
         .await
         .err()
         .unwrap();
@@ -270,7 +282,9 @@ async fn retries_back_off_and_stop_when_the_budget_is_exhausted() {
     })
     .await;
     rig_ok.faults("primary", json!({"errors": {"server_error": 1.0}}));
-    let served = rig_ok.router.chat(&ctx("u1"), &request("x")).await.unwrap();
+    let served = chat(&rig_ok.engine, &ctx("u1"), &request("x"))
+        .await
+        .unwrap();
     assert_eq!(served.route.endpoint.as_deref(), Some("backup"));
     assert_eq!(rig_ok.requests_to("primary"), 3, "one try and two retries");
 
@@ -284,9 +298,7 @@ async fn retries_back_off_and_stop_when_the_budget_is_exhausted() {
     .await;
     rig_dry.faults("primary", json!({"errors": {"server_error": 1.0}}));
     for i in 0..5 {
-        rig_dry
-            .router
-            .chat(&ctx(&format!("u{i}")), &request("x"))
+        chat(&rig_dry.engine, &ctx(&format!("u{i}")), &request("x"))
             .await
             .unwrap();
     }
@@ -302,9 +314,7 @@ async fn when_every_endpoint_fails_the_error_names_each_attempt() {
     let rig = rig(&["primary", "backup"], |raw| raw.retry.max_retries = 0).await;
     rig.faults("primary", json!({"outage": "unavailable"}));
     rig.faults("backup", json!({"errors": {"server_error": 1.0}}));
-    let failure = rig
-        .router
-        .chat(&ctx("u1"), &request("x"))
+    let failure = chat(&rig.engine, &ctx("u1"), &request("x"))
         .await
         .err()
         .unwrap();
@@ -327,9 +337,7 @@ async fn the_data_boundary_holds_even_with_every_eu_endpoint_down() {
     rig.faults("eu-a", json!({"outage": "refuse"}));
     rig.faults("eu-b", json!({"outage": "unavailable"}));
     for i in 0..10 {
-        let failure = rig
-            .router
-            .chat(&ctx(&format!("u{i}")), &request("x"))
+        let failure = chat(&rig.engine, &ctx(&format!("u{i}")), &request("x"))
             .await
             .err()
             .unwrap();
@@ -357,16 +365,15 @@ async fn a_full_provisioned_endpoint_spills_to_on_demand_without_dropping_a_requ
     // are exercised.
     rig.faults("prov", json!({"capacity_tpm": 1_000}));
     let mut tasks = Vec::new();
-    let router = Arc::new(rig.router);
     for i in 0..60 {
-        let router = router.clone();
+        let engine = rig.engine.clone();
         tasks.push(tokio::spawn(async move {
-            router
-                .chat(
-                    &ctx(&format!("u{i}")),
-                    &request("Summarise this quarterly report in detail"),
-                )
-                .await
+            chat(
+                &engine,
+                &ctx(&format!("u{i}")),
+                &request("Summarise this quarterly report in detail"),
+            )
+            .await
         }));
     }
     let mut spilled = 0;
@@ -389,122 +396,27 @@ async fn a_full_provisioned_endpoint_spills_to_on_demand_without_dropping_a_requ
 }
 
 #[tokio::test]
-async fn a_ttft_spike_trips_the_breaker_and_it_recovers_through_the_ramp() {
-    let rig = rig(&["primary", "backup"], |raw| {
-        raw.features[0].thresholds.ttft_p90_ms = Some(150);
-        raw.features[0].ttft_timeout_ms = Some(2_000);
-        raw.breaker.defaults = BreakerParams {
-            min_requests: Some(5),
-            window_s: Some(5),
-            open_ms: Some(400),
-            stage_ms: Some(150),
-            stage_min_requests: Some(2),
-            ramp_percent: Some(vec![50.0, 100.0]),
-            ..BreakerParams::default()
-        };
-    })
-    .await;
-    rig.faults("primary", json!({"ttft_ms": 400}));
-    let state = |rig: &Rig| {
-        rig.router
-            .health()
-            .into_iter()
-            .find(|h| h.name == "primary")
-            .unwrap()
-            .breaker
-            .state
-    };
-    for i in 0..8 {
-        let s = rig
-            .router
-            .chat_stream(&ctx(&format!("u{i}")), &streaming("x"))
-            .await
-            .unwrap();
-        let _: Vec<_> = s.value.collect().await;
-        if state(&rig) == StateName::Open {
-            break;
-        }
-    }
-    assert_eq!(
-        state(&rig),
-        StateName::Open,
-        "slow first tokens open the breaker"
-    );
-    let served = rig
-        .router
-        .chat_stream(&ctx("after"), &streaming("x"))
-        .await
-        .unwrap();
-    assert_eq!(
-        served.route.endpoint.as_deref(),
-        Some("backup"),
-        "open: traffic leaves"
-    );
-    drop(served);
-
-    // The spike ends; after the open period the ramp admits traffic again, stage by
-    // stage, and closes.
-    rig.faults("primary", json!({"ttft_ms": 0}));
-    tokio::time::sleep(Duration::from_millis(450)).await;
-    rig.router.tick();
-    assert_eq!(state(&rig), StateName::Ramp);
-    for i in 0..200 {
-        let s = rig
-            .router
-            .chat_stream(&ctx(&format!("r{i}")), &streaming("x"))
-            .await
-            .unwrap();
-        let _: Vec<_> = s.value.collect().await;
-        rig.router.tick();
-        if state(&rig) == StateName::Closed {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(
-        state(&rig),
-        StateName::Closed,
-        "a healthy ramp closes the breaker"
-    );
-    let events = rig.sink.breakers.lock().unwrap();
-    let path: Vec<(StateName, StateName)> = events
-        .iter()
-        .filter(|e| e.endpoint == "primary")
-        .map(|e| (e.transition.from, e.transition.to))
-        .collect();
-    assert_eq!(path.first(), Some(&(StateName::Closed, StateName::Open)));
-    assert_eq!(path.last().map(|p| p.1), Some(StateName::Closed));
-    let trip = &events[0].transition.reason;
-    assert!(
-        trip.value > trip.threshold && trip.threshold == 150.0,
-        "{trip:?}"
-    );
-}
-
-#[tokio::test]
 async fn a_forced_open_breaker_sends_traffic_away_and_ramps_back_when_released() {
     let rig = rig(&["primary", "backup"], |raw| {
         raw.breaker.defaults.ramp_percent = Some(vec![25.0, 100.0]);
     })
     .await;
-    rig.router
+    rig.engine
         .set_override("primary", Override::ForceOpen, "incident 42".into())
         .unwrap();
     for i in 0..10 {
-        let served = rig
-            .router
-            .chat(&ctx(&format!("u{i}")), &request("x"))
+        let served = chat(&rig.engine, &ctx(&format!("u{i}")), &request("x"))
             .await
             .unwrap();
         assert_eq!(served.route.endpoint.as_deref(), Some("backup"));
     }
     assert_eq!(rig.requests_to("primary"), 0);
     // Released: not all at once, through the ramp's first stage (25 %).
-    rig.router
+    rig.engine
         .set_override("primary", Override::Auto, "resolved".into())
         .unwrap();
     let primary = rig
-        .router
+        .engine
         .health()
         .into_iter()
         .find(|h| h.name == "primary")
@@ -512,9 +424,7 @@ async fn a_forced_open_breaker_sends_traffic_away_and_ramps_back_when_released()
     assert_eq!(primary.breaker.state, StateName::Ramp);
     let mut to_primary = 0;
     for i in 0..80 {
-        let served = rig
-            .router
-            .chat(&ctx(&format!("r{i}")), &request("x"))
+        let served = chat(&rig.engine, &ctx(&format!("r{i}")), &request("x"))
             .await
             .unwrap();
         to_primary += usize::from(served.route.endpoint.as_deref() == Some("primary"));
@@ -528,16 +438,16 @@ async fn a_forced_open_breaker_sends_traffic_away_and_ramps_back_when_released()
 #[tokio::test]
 async fn a_publish_takes_effect_for_the_next_request_and_keeps_breaker_state() {
     let rig = rig(&["primary", "backup"], |_| {}).await;
-    rig.router
+    rig.engine
         .set_override("backup", Override::ForceOpen, "drill".into())
         .unwrap();
-    let mut raw = rig.router.snapshot().config.raw().clone();
+    let mut raw = rig.engine.snapshot().config.raw().clone();
     raw.features[0].binding = vec!["backup".into(), "primary".into()];
-    rig.router
+    rig.engine
         .publish(Config::validate(raw).unwrap(), 2)
         .await
         .unwrap();
-    let served = rig.router.chat(&ctx("u1"), &request("x")).await.unwrap();
+    let served = chat(&rig.engine, &ctx("u1"), &request("x")).await.unwrap();
     assert_eq!(served.route.config_version, 2);
     assert_eq!(
         served.route.endpoint.as_deref(),
@@ -551,7 +461,7 @@ async fn an_unknown_feature_is_a_clear_not_found() {
     let rig = rig(&["primary"], |_| {}).await;
     let mut r = request("x");
     r.model = "nope".into();
-    let failure = rig.router.chat(&ctx("u1"), &r).await.err().unwrap();
+    let failure = chat(&rig.engine, &ctx("u1"), &r).await.err().unwrap();
     assert_eq!(
         (failure.error.kind, failure.error.param.as_deref()),
         (ErrorKind::NotFound, Some("model"))
@@ -568,7 +478,10 @@ async fn a_context_overflow_falls_back_to_a_larger_window_only_when_enabled() {
     let long = request(&"word ".repeat(1_500));
 
     let rig_off = rig(&["small", "big"], small_window).await;
-    let failure = rig_off.router.chat(&ctx("u1"), &long).await.err().unwrap();
+    let failure = chat(&rig_off.engine, &ctx("u1"), &long)
+        .await
+        .err()
+        .unwrap();
     assert_eq!(failure.error.kind, ErrorKind::ContextLengthExceeded);
     assert_eq!(
         rig_off.requests_to("big"),
@@ -581,7 +494,7 @@ async fn a_context_overflow_falls_back_to_a_larger_window_only_when_enabled() {
         raw.features[0].context_fallback = true;
     })
     .await;
-    let served = rig_on.router.chat(&ctx("u1"), &long).await.unwrap();
+    let served = chat(&rig_on.engine, &ctx("u1"), &long).await.unwrap();
     assert_eq!(served.route.endpoint.as_deref(), Some("big"));
     assert_eq!(served.route.attempts, 2);
 }

@@ -18,6 +18,8 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, post, put};
 use futures_util::Stream;
+use router_core::admin::BreakerEvent;
+use router_core::admin::Override;
 use router_core::admin::{
     Action, AuditEntry, ConfigVersion, ConfigVersionSummary, CreateKeyRequest, CreatedKey,
     EndpointHealth, FeatureEdit, FeatureLive, FeedbackRequest, GatewayKeyInfo, LiveSnapshot,
@@ -25,8 +27,6 @@ use router_core::admin::{
     ValidationResult, WhoAmI,
 };
 use router_core::config::{Config, Problem, RouterConfig};
-use router_core::routing::breaker::Override;
-use router_core::telemetry::record::BreakerEvent;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -675,7 +675,7 @@ pub async fn publish(
         e.problems = problems.0;
         e
     })?;
-    let prepared = state.router.prepare(validated).await.map_err(|e| {
+    let prepared = state.engine.prepare(validated).await.map_err(|e| {
         AdminError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_config",
@@ -710,7 +710,7 @@ pub async fn publish(
             }
             PublishError::Db(err) => AdminError::internal(format!("{err:#}")),
         })?;
-    state.router.activate(prepared, version.version);
+    state.engine.activate(prepared, version.version);
     let _ = state.config_events.send(version.version);
     tracing::info!(version = version.version, author = %caller.name, action = p.action, "configuration published");
     Ok(PublishResult {
@@ -819,7 +819,7 @@ async fn features_live(
     Json(
         state
             .live
-            .features(&state.router.snapshot().config, unix_ms()),
+            .features(&state.engine.snapshot().config, unix_ms()),
     )
 }
 
@@ -827,7 +827,7 @@ async fn endpoints(
     State(state): State<Arc<AppState>>,
     _caller: Caller,
 ) -> Json<Vec<EndpointHealth>> {
-    Json(state.router.health())
+    Json(state.engine.health())
 }
 
 async fn set_breaker(
@@ -844,7 +844,7 @@ async fn set_breaker(
         e.param = Some("reason".into());
         return Err(e);
     }
-    state.router.set_override(
+    state.engine.set_override(
         &name,
         req.mode,
         format!("{}: {}", caller.0.name, req.reason),
@@ -866,7 +866,7 @@ async fn set_breaker(
         })
         .await?;
     state
-        .router
+        .engine
         .health()
         .into_iter()
         .find(|h| h.name == name)
@@ -895,12 +895,12 @@ async fn breaker_events(
 
 /// The live state the console's overview shows, as of now.
 pub fn live_snapshot(state: &AppState) -> LiveSnapshot {
-    let snapshot = state.router.snapshot();
+    let snapshot = state.engine.snapshot();
     let now = unix_ms();
     LiveSnapshot {
         at_ms: now,
         config_version: snapshot.version,
-        endpoints: state.router.health(),
+        endpoints: state.engine.health(),
         features: state.live.features(&snapshot.config, now),
         ledger: state.ledger.stats(),
     }
@@ -975,7 +975,7 @@ async fn spend_report(state: &AppState, q: &SpendQuery) -> Result<SpendReport, A
             e.param = Some("group_by".into());
             e
         })?;
-    let snapshot = state.router.snapshot();
+    let snapshot = state.engine.snapshot();
     let hourly: Vec<(String, rust_decimal::Decimal)> = snapshot
         .config
         .endpoints()
@@ -1073,7 +1073,7 @@ async fn feedback(
         .ok_or_else(|| {
             AdminError::not_found(format!("no served request has id `{}`", req.request_id))
         })?;
-    state.router.feedback(&endpoint, req.positive)?;
+    state.engine.feedback(&endpoint, req.positive)?;
     state
         .store
         .record_feedback(&req.request_id, req.positive, unix_ms())
@@ -1095,7 +1095,7 @@ async fn create_key(
     Body(req): Body<CreateKeyRequest>,
 ) -> AdminResult<CreatedKey> {
     caller.require(Action::ManageKeys)?;
-    if state.router.snapshot().config.team(&req.team).is_none() {
+    if state.engine.snapshot().config.team(&req.team).is_none() {
         let mut e = AdminError::bad_request(format!(
             "no team is named `{}`: add it to the configuration first",
             req.team

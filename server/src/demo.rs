@@ -465,7 +465,7 @@ async fn backfill(state: &crate::AppState, days: u32) -> u64 {
     use router_core::telemetry::record::{AttemptRecord, RequestRecord};
 
     const DAY_MS: i64 = 86_400_000;
-    let snapshot = state.router.snapshot();
+    let snapshot = state.engine.snapshot();
     let config = snapshot.config.clone();
     let now = crate::unix_ms();
     let start = now - i64::from(days) * DAY_MS;

@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 use router_core::admin::RouteInfo;
 use router_core::api::{ChatRequest, Error, ErrorKind};
 use router_core::routing::capacity::estimate_tokens;
-use router_core::routing::engine::RequestContext;
+use router_core::routing::engine::{Answer, RequestContext, RoutedStream};
 use serde_json::json;
 
 use crate::AppState;
@@ -53,8 +53,8 @@ impl From<Error> for ApiError {
 }
 
 /// A request routing could not serve: its error, and the route headers so far.
-impl From<router_core::routing::engine::Failure> for ApiError {
-    fn from(f: router_core::routing::engine::Failure) -> Self {
+impl From<router_core::routing::engine::Unserved> for ApiError {
+    fn from(f: router_core::routing::engine::Unserved) -> Self {
         Self {
             error: f.error,
             route: Some(f.route),
@@ -254,7 +254,7 @@ async fn handle_chat(
     if request.messages.is_empty() {
         return Err(Error::invalid("messages", "messages must not be empty").into());
     }
-    let snapshot = state.router.snapshot();
+    let snapshot = state.engine.snapshot();
     let team = snapshot.config.team(&key.team);
     let estimate = estimate_tokens(
         body.len(), // a cheap upper bound of the prompt's characters
@@ -279,52 +279,60 @@ async fn handle_chat(
         sticky_key: sticky,
     };
 
-    if request.is_stream() {
-        let include_usage = request.include_usage();
-        let served = state.router.chat_stream(&ctx, &request).await?;
-        // Chunks as SSE events; `[DONE]` only after a clean end, and an error event
-        // (after the first token nothing can fail over) is the stream's last word.
-        let events = futures_util::stream::unfold(Some(served.value), move |stream| async move {
-            let mut stream = stream?;
-            loop {
-                return match stream.next().await {
-                    Some(Ok(chunk)) => {
-                        // Usage comes as a last chunk without choices: only when asked.
-                        if chunk.choices.is_empty() && chunk.usage.is_some() && !include_usage {
-                            continue;
-                        }
-                        Some((Ok::<_, Infallible>(sse_data(&chunk)), Some(stream)))
-                    }
-                    Some(Err(e)) => Some((Ok(sse_data(&e.to_openai_json())), None)),
-                    None => Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), None)),
-                };
-            }
-        });
-        let mut response = Response::new(Body::from_stream(events));
-        let h = response.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/event-stream"),
-        );
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        set(h, X_REQUEST_ID, id);
-        route_headers(h, &served.route);
-        return Ok(response);
-    }
-
-    let (served, settlement) = state.router.chat_then_settle(&ctx, &request).await?;
-    let mut response = json_response(&served.value);
+    let include_usage = request.include_usage();
+    let served = state.engine.run(&ctx, &request).await?;
+    let completion = match served.answer {
+        Answer::Stream(stream) => {
+            let mut response = sse_response(stream, include_usage);
+            let h = response.headers_mut();
+            set(h, X_REQUEST_ID, id);
+            route_headers(h, &served.route);
+            return Ok(response);
+        }
+        Answer::Whole(completion) => completion,
+    };
+    let mut response = json_response(completion.response());
     set(response.headers_mut(), X_REQUEST_ID, id);
     route_headers(response.headers_mut(), &served.route);
-    // The accounting, and freeing the request, wait until the answer is written: a
-    // task spawned on this serving thread's runtime runs when the connection's task
-    // next yields, which is after hyper has written the response. At one request at
-    // a time that takes them off the client's wait (BENCHMARKS.md).
+    // The accounting (done when the completion is dropped), and freeing the request,
+    // wait until the answer is written: a task spawned on this serving thread's
+    // runtime runs when the connection's task next yields, which is after hyper has
+    // written the response. At one request at a time that takes them off the
+    // client's wait (BENCHMARKS.md).
     tokio::spawn(async move {
-        settlement.settle();
-        drop((served.value, request, ctx, raw));
+        drop((completion, request, ctx, raw));
     });
     Ok(response)
+}
+
+/// A committed stream as server-sent events: its chunks, `[DONE]` only after a clean
+/// end, and an error event (after the first token nothing can fail over) as the
+/// stream's last word.
+fn sse_response(stream: RoutedStream, include_usage: bool) -> Response {
+    let events = futures_util::stream::unfold(Some(stream), move |stream| async move {
+        let mut stream = stream?;
+        loop {
+            return match stream.next().await {
+                Some(Ok(chunk)) => {
+                    // Usage comes as a last chunk without choices: only when asked.
+                    if chunk.choices.is_empty() && chunk.usage.is_some() && !include_usage {
+                        continue;
+                    }
+                    Some((Ok::<_, Infallible>(sse_data(&chunk)), Some(stream)))
+                }
+                Some(Err(e)) => Some((Ok(sse_data(&e.to_openai_json())), None)),
+                None => Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), None)),
+            };
+        }
+    });
+    let mut response = Response::new(Body::from_stream(events));
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
 }
 
 /// A JSON response, serialised into one buffer sized for a usual completion. axum's
@@ -387,7 +395,7 @@ pub async fn models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> R
         ))
         .into_response();
     }
-    let snapshot = state.router.snapshot();
+    let snapshot = state.engine.snapshot();
     let data: Vec<_> = snapshot
         .config
         .raw()

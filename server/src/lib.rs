@@ -45,10 +45,11 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use router_core::admin::BreakerEvent;
 use router_core::api::Health;
 use router_core::config::Config;
-use router_core::routing::engine::Router as Engine;
-use router_core::telemetry::record::BreakerEvent;
+use router_core::routing::engine::Engine;
+
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tower_http::cors::CorsLayer;
@@ -65,7 +66,7 @@ const INDEX_HTML: &str = "index.html";
 
 /// Everything a request handler can reach.
 pub struct AppState {
-    pub router: Engine,
+    pub engine: Engine,
     pub store: Store,
     pub keys: Arc<Keys>,
     pub live: Arc<Live>,
@@ -121,7 +122,7 @@ async fn healthz() -> Json<Health> {
 
 /// Ready when a configuration is serving and the ledger writer keeps up.
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    let version = state.router.snapshot().version;
+    let version = state.engine.snapshot().version;
     let ledger = state.ledger.stats();
     let ready = version > 0;
     let body = serde_json::json!({
@@ -215,12 +216,12 @@ impl Server {
             live: live.clone(),
             events: sink_events.clone(),
         });
-        let router = Engine::new(config, version, sink)
+        let engine = Engine::new(config, version, sink)
             .await
             .map_err(|e| anyhow::anyhow!("cannot connect the configured endpoints: {e}"))?;
         let keys = Keys::load(store.clone()).await?;
         let state = Arc::new(AppState {
-            router,
+            engine,
             store,
             keys: keys.clone(),
             live,
@@ -545,7 +546,7 @@ fn spawn_breaker_ticker(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
             tick.tick().await;
-            state.router.tick();
+            state.engine.tick();
         }
     })
 }
@@ -560,21 +561,21 @@ fn spawn_config_follower(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
             let Ok(Some(active)) = state.store.active_config().await else {
                 continue;
             };
-            if active.version <= state.router.snapshot().version {
+            if active.version <= state.engine.snapshot().version {
                 continue;
             }
             let _guard = state.publishing.lock().await;
-            if active.version <= state.router.snapshot().version {
+            if active.version <= state.engine.snapshot().version {
                 continue;
             }
             let result = async {
                 let config = Config::validate(active.config).map_err(|p| p.to_string())?;
                 let prepared = state
-                    .router
+                    .engine
                     .prepare(config)
                     .await
                     .map_err(|e| e.to_string())?;
-                state.router.activate(prepared, active.version);
+                state.engine.activate(prepared, active.version);
                 Ok::<_, String>(())
             }
             .await;

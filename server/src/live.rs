@@ -9,10 +9,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use router_core::admin::BreakerEvent;
 use router_core::admin::{FeatureLive, VariantLive};
 use router_core::config::Config;
 use router_core::telemetry::histogram::LatencyHistogram;
-use router_core::telemetry::record::{BreakerEvent, RequestRecord, TelemetrySink};
+use router_core::telemetry::record::{RequestRecord, TelemetrySink};
 use rust_decimal::Decimal;
 use tokio::sync::broadcast;
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use router_core::routing::breaker::StateName;
+use router_core::admin::StateName;
 
 use crate::AppState;
 
@@ -37,7 +37,7 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 
 pub fn render_text(state: &AppState) -> String {
     let mut out = String::with_capacity(16 * 1024);
-    let snapshot = state.router.snapshot();
+    let snapshot = state.engine.snapshot();
     family(
         &mut out,
         "crossbar_config_version",
@@ -83,7 +83,7 @@ pub fn render_text(state: &AppState) -> String {
         }
     });
 
-    let health = state.router.health();
+    let health = state.engine.health();
     family(
         &mut out,
         "crossbar_breaker_state",

@@ -7,13 +7,13 @@
 
 use std::fmt;
 
+use router_core::admin::BreakerEvent;
 use router_core::admin::{
     AuditEntry, ConfigVersion, ConfigVersionSummary, EndpointHealth, FeatureEdit, FeatureLive,
     OverrideRequest, PublishRequest, PublishResult, RollbackRequest, SpendGroup, SpendReport,
     ValidationResult, WhoAmI,
 };
 use router_core::config::{Problem, RouterConfig};
-use router_core::telemetry::record::BreakerEvent;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;

@@ -101,8 +101,8 @@ pub struct RetryPolicy {
     /// Extra tries of one endpoint after a retryable error, before failing over.
     #[serde(default = "RetryPolicy::default_max_retries")]
     pub max_retries: u32,
-    /// Exponential backoff with full jitter: a random wait in
-    /// `[0, min(max, base × 2^retry)]`, or the upstream's `retry-after` when longer.
+    /// Exponential backoff with equal jitter: a wait in `[d/2, d]` with
+    /// `d = min(max, base × 2^retry)`, or the upstream's `retry-after` when longer.
     #[serde(default = "RetryPolicy::default_backoff_base_ms")]
     pub backoff_base_ms: u64,
     #[serde(default = "RetryPolicy::default_backoff_max_ms")]
@@ -119,17 +119,23 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
+    // Two retries of one endpoint with a backoff of 200 ms, then 400 ms (each half
+    // fixed, half jittered): a blip (one 500, one 429) is absorbed where it
+    // happened, and a persistent failure reaches the backup within about half a
+    // second, not after a storm of instant retries.
     fn default_max_retries() -> u32 {
-        1
+        2
     }
     fn default_backoff_base_ms() -> u64 {
-        50
+        200
     }
     fn default_backoff_max_ms() -> u64 {
-        1_000
-    }
-    fn default_max_retry_after_ms() -> u64 {
         2_000
+    }
+    // Providers ask for a few seconds (Bedrock and Azure commonly 1–2 s): honoured
+    // when it fits the deadline, otherwise the next endpoint is tried at once.
+    fn default_max_retry_after_ms() -> u64 {
+        5_000
     }
     fn default_budget_ratio() -> f64 {
         0.2

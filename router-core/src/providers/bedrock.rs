@@ -20,9 +20,8 @@ use aws_smithy_types::{Blob, Document, Number};
 use base64::Engine;
 use futures_util::future::BoxFuture;
 use serde_json::Value;
-use tokio::time::Instant;
 
-use super::{ChatProvider, Decoder, TimedStream, check_capabilities, drive, unix_now};
+use super::{ChatProvider, ChatStream, Decoder, check_capabilities, drive, unix_now};
 use crate::api::{
     AssistantMessage, ChatChunk, ChatRequest, ChatResponse, Choice, ContentPart, Delta, Error,
     ErrorKind, FinishReason, FunctionCall, FunctionCallDelta, Message, Role, ToolCall,
@@ -143,11 +142,10 @@ impl ChatProvider for Bedrock {
     fn chat_stream<'a>(
         &'a self,
         request: &'a ChatRequest,
-    ) -> BoxFuture<'a, Result<TimedStream, Error>> {
+    ) -> BoxFuture<'a, Result<ChatStream, Error>> {
         Box::pin(async move {
             check_capabilities(&self.endpoint, request)?;
             let parts = to_converse(request)?;
-            let started = Instant::now();
             let call = self
                 .client
                 .converse_stream()
@@ -191,10 +189,7 @@ impl ChatProvider for Bedrock {
                 tool_block: None,
                 stopped: false,
             };
-            Ok(TimedStream::new(
-                drive(events, decoder, &self.endpoint),
-                started,
-            ))
+            Ok(drive(events, decoder, &self.endpoint))
         })
     }
 }

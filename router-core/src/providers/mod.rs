@@ -18,12 +18,10 @@ pub mod vertex_gemini;
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use futures_util::{Stream, StreamExt};
-use tokio::time::Instant;
 
 use crate::api::{
     ChatChunk, ChatRequest, ChatResponse, Content, ContentPart, Error, ErrorKind, Message,
@@ -41,11 +39,12 @@ pub trait ChatProvider: Send + Sync {
     fn chat<'a>(&'a self, request: &'a ChatRequest) -> BoxFuture<'a, Result<ChatResponse, Error>>;
 
     /// A streamed completion. Errors before the stream starts are returned here;
-    /// errors after it started arrive in the stream as `stream_interrupted`.
+    /// errors after it started arrive in the stream as `stream_interrupted`. (The
+    /// engine times the first token: it owns the clock.)
     fn chat_stream<'a>(
         &'a self,
         request: &'a ChatRequest,
-    ) -> BoxFuture<'a, Result<TimedStream, Error>>;
+    ) -> BoxFuture<'a, Result<ChatStream, Error>>;
 }
 
 /// Builds the adapter for `endpoint`: one HTTP client / SDK client per endpoint, with
@@ -147,44 +146,6 @@ pub fn check_capabilities(endpoint: &EndpointConfig, request: &ChatRequest) -> R
         }
     }
     Ok(())
-}
-
-/// A stream that records when its first output (text or tool call) arrived.
-pub struct TimedStream {
-    inner: ChatStream,
-    started: Instant,
-    first_output: Option<Duration>,
-}
-
-impl TimedStream {
-    /// `started` is when the request was sent.
-    pub fn new(inner: ChatStream, started: Instant) -> Self {
-        Self {
-            inner,
-            started,
-            first_output: None,
-        }
-    }
-
-    /// Time to first token, once it has arrived.
-    pub fn ttft(&self) -> Option<Duration> {
-        self.first_output
-    }
-}
-
-impl Stream for TimedStream {
-    type Item = Result<ChatChunk, Error>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let polled = self.inner.as_mut().poll_next(cx);
-        if self.first_output.is_none()
-            && let Poll::Ready(Some(Ok(chunk))) = &polled
-            && chunk.has_output()
-        {
-            self.first_output = Some(self.started.elapsed());
-        }
-        polled
-    }
 }
 
 /// Turns one provider event into unified chunks, and knows whether the provider's

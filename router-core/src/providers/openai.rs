@@ -7,12 +7,11 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 use serde_json::Value;
-use tokio::time::Instant;
 
 use super::sse::{self, SseEvent};
 use super::transport::{self, Body, HttpClient, read_body};
 use super::{
-    ChatProvider, Decoder, TimedStream, check_capabilities, drive, parse_json, retry_after,
+    ChatProvider, ChatStream, Decoder, check_capabilities, drive, parse_json, retry_after,
 };
 use crate::api::{
     ChatChunk, ChatRequest, ChatResponse, Error, ErrorKind, Message, ResponseFormat, Stop,
@@ -235,10 +234,9 @@ impl ChatProvider for OpenAi {
     fn chat_stream<'a>(
         &'a self,
         request: &'a ChatRequest,
-    ) -> BoxFuture<'a, Result<TimedStream, Error>> {
+    ) -> BoxFuture<'a, Result<ChatStream, Error>> {
         Box::pin(async move {
             check_capabilities(&self.endpoint, request)?;
-            let started = Instant::now();
             let response = self
                 .send(&self.upstream_request(request, true))
                 .await
@@ -260,10 +258,7 @@ impl ChatProvider for OpenAi {
                 response,
                 Duration::from_millis(self.endpoint.timeouts.stream_idle_ms),
             );
-            Ok(TimedStream::new(
-                drive(events, OpenAiDecoder { done: false }, &self.endpoint),
-                started,
-            ))
+            Ok(drive(events, OpenAiDecoder { done: false }, &self.endpoint))
         })
     }
 }

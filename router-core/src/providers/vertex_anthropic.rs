@@ -8,14 +8,12 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
-use tokio::time::Instant;
 
 use super::sse::{self, SseEvent};
 use super::transport::{self, Body, HttpClient, read_body};
 use super::vertex_gemini::{google_error, vertex_url};
 use super::{
-    ChatProvider, Decoder, TimedStream, check_capabilities, drive, parse_json, retry_after,
-    unix_now,
+    ChatProvider, ChatStream, Decoder, check_capabilities, drive, parse_json, retry_after, unix_now,
 };
 use crate::api::{
     AssistantMessage, ChatChunk, ChatRequest, ChatResponse, Choice, ContentPart, Delta, Error,
@@ -104,7 +102,7 @@ impl ChatProvider for Anthropic {
     fn chat_stream<'a>(
         &'a self,
         request: &'a ChatRequest,
-    ) -> BoxFuture<'a, Result<TimedStream, Error>> {
+    ) -> BoxFuture<'a, Result<ChatStream, Error>> {
         Box::pin(async move {
             check_capabilities(&self.endpoint, request)?;
             let body = to_anthropic(
@@ -112,7 +110,6 @@ impl ChatProvider for Anthropic {
                 self.endpoint.capabilities().max_output_tokens,
                 true,
             )?;
-            let started = Instant::now();
             let response = self
                 .post("streamRawPredict", &body)
                 .await
@@ -134,10 +131,7 @@ impl ChatProvider for Anthropic {
                 finish: None,
                 done: false,
             };
-            Ok(TimedStream::new(
-                drive(events, decoder, &self.endpoint),
-                started,
-            ))
+            Ok(drive(events, decoder, &self.endpoint))
         })
     }
 }

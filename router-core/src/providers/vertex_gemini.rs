@@ -13,13 +13,11 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
-use tokio::time::Instant;
 
 use super::sse::{self, SseEvent};
 use super::transport::{self, Body, HttpClient, read_body};
 use super::{
-    ChatProvider, Decoder, TimedStream, check_capabilities, drive, parse_json, retry_after,
-    unix_now,
+    ChatProvider, ChatStream, Decoder, check_capabilities, drive, parse_json, retry_after, unix_now,
 };
 use crate::api::{
     AssistantMessage, ChatChunk, ChatRequest, ChatResponse, Choice, ContentPart, Delta, Error,
@@ -113,11 +111,10 @@ impl ChatProvider for Gemini {
     fn chat_stream<'a>(
         &'a self,
         request: &'a ChatRequest,
-    ) -> BoxFuture<'a, Result<TimedStream, Error>> {
+    ) -> BoxFuture<'a, Result<ChatStream, Error>> {
         Box::pin(async move {
             check_capabilities(&self.endpoint, request)?;
             let body = to_gemini(request)?;
-            let started = Instant::now();
             let response = self
                 .post("streamGenerateContent?alt=sse", &body)
                 .await
@@ -140,10 +137,7 @@ impl ChatProvider for Gemini {
                 Duration::from_millis(self.endpoint.timeouts.stream_idle_ms),
             );
             let decoder = GeminiDecoder::new(&self.endpoint.model);
-            Ok(TimedStream::new(
-                drive(events, decoder, &self.endpoint),
-                started,
-            ))
+            Ok(drive(events, decoder, &self.endpoint))
         })
     }
 }

@@ -71,10 +71,9 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
+use crate::admin::{BreakerView, Override, Reason, Signal, StateName, Transition, WindowStats};
 use crate::api::ErrorKind;
-use crate::telemetry::window::{Outcome, Sample, SlidingWindow, Tally, WindowStats};
+use crate::telemetry::window::{Outcome, Sample, SlidingWindow, Tally};
 
 /// Weight of each new vote in the long-run feedback baseline (memory ≈ 50 votes).
 pub const FEEDBACK_BASELINE_ALPHA: f64 = 0.02;
@@ -184,132 +183,6 @@ impl State {
             Self::Open { .. } => StateName::Open,
             Self::Ramp { .. } => StateName::Ramp,
         }
-    }
-}
-
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StateName {
-    Closed,
-    Open,
-    /// Half-open: the graduated ramp back to full traffic.
-    Ramp,
-}
-
-impl StateName {
-    /// The serde name: `closed`, `open`, `ramp`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Closed => "closed",
-            Self::Open => "open",
-            Self::Ramp => "ramp",
-        }
-    }
-}
-
-impl fmt::Display for StateName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// An operator's override of the automatic state.
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Override {
-    #[default]
-    Auto,
-    ForceOpen,
-    ForceClosed,
-}
-
-/// What caused a transition.
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Signal {
-    /// The breaker was created (the reason of its first state).
-    Initial,
-    ConsecutiveFailures,
-    ErrorRate,
-    ThrottleRate,
-    TtftP90,
-    LatencyP90,
-    Feedback,
-    OpenElapsed,
-    StageHealthy,
-    Override,
-}
-
-/// Why the breaker is in its state: the signal, its measured value and the threshold
-/// it crossed (rates as fractions, durations in ms, counts as counts; 0 for signals
-/// without a value), and a sentence for people.
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Reason {
-    pub signal: Signal,
-    pub value: f64,
-    pub threshold: f64,
-    pub message: String,
-}
-
-impl Reason {
-    fn new(signal: Signal, value: f64, threshold: f64, message: String) -> Self {
-        Self {
-            signal,
-            value,
-            threshold,
-            message,
-        }
-    }
-}
-
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Transition {
-    pub from: StateName,
-    pub to: StateName,
-    /// Router clock time of the transition, in ms.
-    pub at_ms: u64,
-    /// The ramp stage entered (0-based), when `to` is `ramp`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stage: Option<usize>,
-    pub reason: Reason,
-}
-
-/// The breaker as the console shows it (JSON).
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BreakerView {
-    /// The effective state (a forced state included).
-    pub state: StateName,
-    /// Router clock time the state began, in ms.
-    pub since_ms: u64,
-    /// How long the state has lasted, in ms.
-    pub elapsed_ms: u64,
-    pub reason: Reason,
-    /// Share of requests admitted now.
-    pub admission: f64,
-    /// Current ramp stage (0-based), in `ramp`.
-    pub stage: Option<usize>,
-    /// Number of ramp stages.
-    pub stages: usize,
-    /// Judged samples seen in the current ramp stage.
-    pub stage_requests: Option<u64>,
-    /// Consecutive trips (drives the open time).
-    pub trips: u32,
-    #[serde(rename = "override")]
-    pub override_mode: Override,
-    /// When an automatic open ends, in router clock ms.
-    pub open_until_ms: Option<u64>,
-}
-
-impl BreakerView {
-    /// The sentence explaining the current state.
-    pub fn reason_message(&self) -> &str {
-        &self.reason.message
     }
 }
 

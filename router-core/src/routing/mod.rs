@@ -5,16 +5,20 @@
 //! - [`plan`]: candidate order under the data boundary, capacity and breakers;
 //! - [`breaker`]: per-endpoint health state machine with a partial-open ramp;
 //! - [`budget`]: the retry budget;
-//! - [`capacity`]: provisioned tokens-per-minute accounting for spillover.
+//! - [`capacity`]: provisioned tokens-per-minute accounting for spillover;
+//! - [`decision`]: what follows a failed attempt (retry, move on, spill, give up);
+//! - [`rolls`]: the seeded dice of all of the above.
 //!
-//! [`engine`] (feature `providers`) runs them against the adapters.
+//! [`clock`] is the one seam through which routing reads time and waits for it, and
+//! [`engine`] runs the decisions against the adapters.
 
 pub mod breaker;
 pub mod budget;
 pub mod capacity;
 pub mod clock;
-#[cfg(feature = "providers")]
+pub mod decision;
 pub mod engine;
 pub mod plan;
+pub mod rolls;
 pub mod select;
 mod settings;

@@ -8,7 +8,7 @@
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::routing::breaker::Transition;
+use crate::admin::BreakerEvent;
 
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,23 +71,7 @@ pub struct AttemptRecord {
     pub message: Option<String>,
 }
 
-/// A breaker changed state.
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BreakerEvent {
-    pub endpoint: String,
-    /// Wall-clock time, ms since the Unix epoch.
-    pub at_ms: i64,
-    pub transition: Transition,
-}
-
-/// Wall-clock time now, in ms since the Unix epoch: the `at_ms` of records and
-/// events. (Routing decisions never read it; they run on the injected clock.)
-pub fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+pub use crate::routing::clock::unix_ms;
 
 /// Where the router sends what it observed. Implementations must return quickly.
 pub trait TelemetrySink: Send + Sync + 'static {

@@ -36,11 +36,11 @@
 //! error must not make a broken endpoint look fast, and a slow failure (a timeout) is
 //! already counted as a failure.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::admin::WindowStats;
 use crate::api::{ErrorKind, Fault};
 use crate::telemetry::histogram::LatencyHistogram;
 
@@ -332,71 +332,6 @@ fn ratio(part: u64, whole: u64) -> f64 {
         0.0
     } else {
         part as f64 / whole as f64
-    }
-}
-
-/// One endpoint's recent health, as the console shows it (JSON).
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct WindowStats {
-    /// Length of the window, in seconds.
-    pub window_s: f64,
-    /// Requests the endpoint answered or failed (spilled-away ones excluded).
-    pub requests: u64,
-    pub successes: u64,
-    /// Upstream failures (5xx, unavailable, timeout, interrupted stream, auth).
-    pub failures: u64,
-    /// Rate limited or overloaded.
-    pub throttles: u64,
-    /// The endpoint correctly refused a bad request.
-    pub client_errors: u64,
-    /// Outcomes that say nothing about the endpoint (Crossbar's own bugs, cancelled
-    /// requests).
-    pub neutral: u64,
-    /// Requests this provisioned endpoint turned away at its capacity ceiling, which
-    /// then spilled to on-demand (not counted in `requests`).
-    pub spilled_away: u64,
-    /// Requests this endpoint served as the on-demand stand-in for a full
-    /// provisioned sibling.
-    pub spilled: u64,
-    /// Every error class the endpoint answered with, whatever it counts as for
-    /// health (`ErrorKind::as_str` keys; neutral outcomes have none).
-    pub errors_by_kind: BTreeMap<String, u64>,
-    pub ttft_p50_ms: Option<f64>,
-    pub ttft_p90_ms: Option<f64>,
-    pub ttft_p99_ms: Option<f64>,
-    pub latency_p50_ms: Option<f64>,
-    pub latency_p90_ms: Option<f64>,
-    pub latency_p99_ms: Option<f64>,
-    pub latency_mean_ms: Option<f64>,
-    pub tokens: u64,
-    pub feedback_up: u64,
-    pub feedback_down: u64,
-}
-
-impl WindowStats {
-    /// Requests that say something about the endpoint's health.
-    pub fn judged(&self) -> u64 {
-        self.requests
-            .saturating_sub(self.client_errors)
-            .saturating_sub(self.neutral)
-    }
-
-    /// failures / (requests − client errors − neutral); 0 when nothing was judged.
-    pub fn error_rate(&self) -> f64 {
-        ratio(self.failures, self.judged())
-    }
-
-    /// throttles / (requests − client errors − neutral); 0 when nothing was judged.
-    pub fn throttle_rate(&self) -> f64 {
-        ratio(self.throttles, self.judged())
-    }
-
-    /// Share of positive feedback votes; `None` without votes.
-    pub fn feedback_score(&self) -> Option<f64> {
-        let votes = self.feedback_up + self.feedback_down;
-        (votes > 0).then(|| self.feedback_up as f64 / votes as f64)
     }
 }
 

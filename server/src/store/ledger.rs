@@ -22,9 +22,10 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use foldhash::{HashMap, HashSet};
+use router_core::admin::BreakerEvent;
 use router_core::admin::LedgerStats;
-use router_core::routing::breaker::Transition;
-use router_core::telemetry::record::{BreakerEvent, RequestRecord};
+use router_core::admin::Transition;
+use router_core::telemetry::record::RequestRecord;
 use sqlx::{Sqlite, Transaction};
 use tokio::sync::{mpsc, watch};
 

@@ -1,6 +1,6 @@
 use leptos::prelude::*;
 use router_core::admin::EndpointHealth;
-use router_core::routing::breaker::{Override, StateName};
+use router_core::admin::{Override, StateName};
 
 /// The breaker state and override of an endpoint's live health, for a
 /// [`StateBadge`]: closed and automatic while the endpoint is unknown.

@@ -16,9 +16,9 @@ use std::cell::RefCell;
 use std::time::Duration;
 
 use leptos::prelude::*;
+use router_core::admin::BreakerEvent;
+use router_core::admin::StateName;
 use router_core::admin::{EndpointHealth, FeatureLive, LedgerStats, LiveSnapshot};
-use router_core::routing::breaker::StateName;
-use router_core::telemetry::record::BreakerEvent;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::closure::Closure;
 

@@ -3,7 +3,7 @@
 //! Missing values read as an em dash, never as 0: "no samples yet" and "zero" are
 //! different facts during an incident.
 
-use router_core::routing::breaker::Signal;
+use router_core::admin::Signal;
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 

@@ -5,7 +5,7 @@
 //! layout changes only when endpoints appear, disappear or move.
 
 use router_core::admin::EndpointHealth;
-use router_core::routing::breaker::StateName;
+use router_core::admin::StateName;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CloudGroup {
@@ -101,8 +101,8 @@ impl StateCounts {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use router_core::routing::breaker::{BreakerView, Override, Reason, Signal};
-    use router_core::telemetry::window::WindowStats;
+    use router_core::admin::WindowStats;
+    use router_core::admin::{BreakerView, Override, Reason, Signal};
 
     pub(crate) fn endpoint(
         name: &str,

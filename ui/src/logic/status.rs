@@ -2,7 +2,7 @@
 //! `ok` when every breaker is closed, `degraded` when any ramps or is open, `down`
 //! when the console has lost its connection to the router.
 
-use router_core::routing::breaker::StateName;
+use router_core::admin::StateName;
 
 use super::group::StateCounts;
 

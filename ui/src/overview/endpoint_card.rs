@@ -1,6 +1,6 @@
 use leptos::prelude::*;
 use router_core::admin::{Action, EndpointHealth};
-use router_core::routing::breaker::{Override, StateName};
+use router_core::admin::{Override, StateName};
 
 use super::override_control::OverrideControl;
 use crate::components::{StateBadge, breaker_signals};

@@ -1,6 +1,6 @@
 use leptos::prelude::*;
+use router_core::admin::Override;
 use router_core::admin::OverrideRequest;
-use router_core::routing::breaker::Override;
 
 use crate::api::ApiError;
 use crate::context::live::use_live;

@@ -1,5 +1,5 @@
 use leptos::prelude::*;
-use router_core::telemetry::record::BreakerEvent;
+use router_core::admin::BreakerEvent;
 
 use crate::context::live::use_live;
 use crate::logic::format;

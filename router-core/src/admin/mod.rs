@@ -1,9 +1,15 @@
 //! The admin API's JSON shapes, shared by the server and the console (wasm).
+//!
+//! The console compiles this module (with `api` and `config`) and nothing of the
+//! routing machinery: the live-health views it shows are in [`health`].
 
 use serde::{Deserialize, Serialize};
 
-use crate::routing::breaker::BreakerView;
-use crate::telemetry::window::WindowStats;
+mod health;
+
+pub use health::{
+    BreakerEvent, BreakerView, Override, Reason, Signal, StateName, Transition, WindowStats,
+};
 
 /// How a request was routed: the gateway's `x-crossbar-*` headers.
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -211,7 +217,7 @@ pub struct Change {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OverrideRequest {
-    pub mode: crate::routing::breaker::Override,
+    pub mode: Override,
     pub reason: String,
 }
 

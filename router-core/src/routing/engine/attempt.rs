@@ -1,0 +1,650 @@
+//! The attempt loop of one request: plan the candidates, try them one attempt at a
+//! time within the deadline, and carry out what [`after_failure`] decides after
+//! each failure.
+//!
+//! Everything an attempt reserves (its place in the endpoint's in-flight count, its
+//! estimated tokens on a provisioned endpoint) is held by an [`AttemptGuard`] and
+//! given back however the attempt ends: answered, failed, timed out or dropped with
+//! a departing client.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+
+use super::Shared;
+use super::snapshot::{EndpointState, Snapshot};
+use super::stream::{Committed, RoutedStream};
+use crate::admin::RouteInfo;
+use crate::api::{ChatChunk, ChatRequest, ChatResponse, Error, ErrorKind, Usage};
+use crate::config::Feature;
+use crate::providers::{ChatProvider, ChatStream};
+use crate::routing::capacity::estimate_tokens;
+use crate::routing::clock::{unix_ms, within};
+use crate::routing::decision::{Failed, Limits, Step, after_failure};
+use crate::routing::plan::Candidate;
+use crate::routing::rolls::Rolls;
+use crate::telemetry::record::AttemptRecord;
+use crate::telemetry::window::{Outcome, Sample, classify};
+
+/// Who is asking: filled in by the gateway from the request and its key.
+#[derive(Debug, Clone, Default)]
+pub struct RequestContext {
+    pub request_id: String,
+    pub team: String,
+    pub key_id: String,
+    /// The experiment's sticky key: the request's `user`, or `x-crossbar-user`.
+    pub sticky_key: Option<String>,
+}
+
+/// A served request: how it was routed, and the answer.
+pub struct Served {
+    pub route: RouteInfo,
+    pub answer: Answer,
+}
+
+/// A whole completion, or a stream committed to one endpoint.
+pub enum Answer {
+    Whole(Completion),
+    Stream(RoutedStream),
+}
+
+/// A request that could not be served, with what routing got as far as. It has
+/// been recorded.
+#[derive(Debug)]
+pub struct Unserved {
+    pub error: Error,
+    pub route: RouteInfo,
+}
+
+/// A whole completion. Its accounting (the endpoint's breaker sample and live
+/// windows, the request's ledger record) happens when it is dropped, so a caller
+/// can answer first and account after; what routes the next request (the attempt's
+/// capacity reservation, the in-flight count) was settled before it was returned.
+pub struct Completion {
+    response: ChatResponse,
+    accounting: Option<Accounting>,
+}
+
+struct Accounting {
+    shared: Arc<Shared>,
+    state: Arc<EndpointState>,
+    sample: Sample,
+    run: Run,
+    candidate: Candidate,
+    usage: Usage,
+    /// When the answer came: the breaker's time and the ledger's latency.
+    now: Duration,
+}
+
+impl Completion {
+    pub fn response(&self) -> &ChatResponse {
+        &self.response
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        let Some(mut a) = self.accounting.take() else {
+            return;
+        };
+        a.state.observe(&*a.shared.sink, a.now, &a.sample);
+        let mut record = a.run.served_record(a.candidate, "ok", a.now, &a.usage);
+        if a.run.store_text {
+            record.completion_text = Some(self.response.text().to_owned());
+        }
+        a.shared.sink.request(record);
+    }
+}
+
+/// One request's progress through its candidates.
+pub(super) struct Run {
+    pub ctx: RequestContext,
+    pub snapshot: Arc<Snapshot>,
+    pub feature: usize,
+    pub variant: String,
+    /// Clock time the request arrived.
+    pub received: Duration,
+    pub at_ms: i64,
+    pub stream: bool,
+    /// The request's tokens, estimated once: capacity checks and reservations.
+    pub estimate: u64,
+    pub candidates: Vec<Candidate>,
+    /// Index of the candidate being tried.
+    pub next: usize,
+    pub retries_here: u32,
+    /// `(endpoint, error)` of every failed attempt.
+    pub errors: Vec<(String, Error)>,
+    pub attempts: Vec<AttemptRecord>,
+    /// The last failure asked for a retry of the same candidate.
+    pub pending_retry: bool,
+    pub store_text: bool,
+    pub prompt_text: Option<String>,
+    pub deadline_hit: bool,
+    pub rolls: Rolls,
+}
+
+/// One attempt about to be made.
+struct Attempt {
+    candidate: Candidate,
+    retry: bool,
+    provider: Arc<dyn ChatProvider>,
+    state: Arc<EndpointState>,
+    /// Clock time by which it must answer (whole) or show its first token (stream).
+    due: Duration,
+    guard: AttemptGuard,
+    started: Duration,
+}
+
+pub(super) async fn run(
+    shared: &Arc<Shared>,
+    ctx: &RequestContext,
+    request: &ChatRequest,
+) -> Result<Served, Unserved> {
+    let mut run = Run::begin(shared, ctx, request)?;
+    while let Some(attempt) = run.next_attempt(shared) {
+        let tried = if run.stream {
+            open_stream(shared, &attempt, request).await
+        } else {
+            whole(shared, &attempt, request).await
+        };
+        match tried {
+            Ok(reply) => return Ok(run.commit(shared, attempt, reply)),
+            Err(failure) => {
+                if let Some(error) = run.failed(shared, attempt, failure).await {
+                    return Err(run.unserved(shared, error));
+                }
+            }
+        }
+    }
+    let error = run.exhausted();
+    Err(run.unserved(shared, error))
+}
+
+/// What a successful attempt brought back.
+enum Reply {
+    Whole {
+        response: ChatResponse,
+        latency: Duration,
+        now: Duration,
+    },
+    Stream {
+        /// The chunks read up to the first output.
+        buffered: Vec<ChatChunk>,
+        rest: ChatStream,
+        ttft: Duration,
+    },
+}
+
+/// A failed attempt: the error, after how long, and the time to first token when
+/// that is what timed out.
+struct AttemptFailure {
+    error: Error,
+    latency: Duration,
+    ttft: Option<Duration>,
+}
+
+/// One whole-completion attempt, answered within its time.
+async fn whole(
+    shared: &Shared,
+    attempt: &Attempt,
+    request: &ChatRequest,
+) -> Result<Reply, AttemptFailure> {
+    let clock = &*shared.clock;
+    let result = within(clock, attempt.due, attempt.provider.chat(request))
+        .await
+        .unwrap_or_else(|| {
+            Err(timeout_error(format!(
+                "no answer within {} ms",
+                (attempt.due - attempt.started).as_millis()
+            )))
+        });
+    let now = clock.now();
+    let latency = now.saturating_sub(attempt.started);
+    match result {
+        Ok(response) => Ok(Reply::Whole {
+            response,
+            latency,
+            now,
+        }),
+        Err(error) => Err(AttemptFailure {
+            error,
+            latency,
+            ttft: None,
+        }),
+    }
+}
+
+/// One stream attempt: open the stream and read up to its first output chunk, all
+/// within the TTFT timeout. Nothing has reached the client yet: failover is still
+/// free.
+async fn open_stream(
+    shared: &Shared,
+    attempt: &Attempt,
+    request: &ChatRequest,
+) -> Result<Reply, AttemptFailure> {
+    let clock = &*shared.clock;
+    let opened = async {
+        let mut stream: ChatStream = Box::pin(attempt.provider.chat_stream(request).await?);
+        let mut buffered: Vec<ChatChunk> = Vec::new();
+        loop {
+            match stream.next().await {
+                Some(Ok(chunk)) => {
+                    let output = chunk.has_output();
+                    buffered.push(chunk);
+                    if output {
+                        return Ok((buffered, stream));
+                    }
+                }
+                Some(Err(e)) => return Err(e),
+                // Ended cleanly before any output (an empty answer): committed.
+                None => {
+                    return Ok((
+                        buffered,
+                        Box::pin(futures_util::stream::empty()) as ChatStream,
+                    ));
+                }
+            }
+        }
+    };
+    let result = within(clock, attempt.due, opened).await.unwrap_or_else(|| {
+        Err(timeout_error(format!(
+            "no first token within {} ms",
+            (attempt.due - attempt.started).as_millis()
+        )))
+    });
+    let ttft = clock.now().saturating_sub(attempt.started);
+    match result {
+        Ok((buffered, rest)) => Ok(Reply::Stream {
+            buffered,
+            rest,
+            ttft,
+        }),
+        Err(error) => {
+            // A TTFT timeout is itself a first-token sample: the slowness the
+            // breaker's TTFT p90 must see.
+            let timed_out = error.kind == ErrorKind::Timeout;
+            Err(AttemptFailure {
+                error,
+                latency: ttft,
+                ttft: timed_out.then_some(ttft),
+            })
+        }
+    }
+}
+
+fn timeout_error(message: String) -> Error {
+    Error::new(ErrorKind::Timeout, message)
+}
+
+impl Run {
+    /// Resolves the feature, picks the variant and plans the candidates.
+    fn begin(
+        shared: &Arc<Shared>,
+        ctx: &RequestContext,
+        request: &ChatRequest,
+    ) -> Result<Run, Unserved> {
+        let snapshot = shared.current.load_full();
+        let received = shared.clock.now();
+        let store_text = snapshot.config.raw().privacy.store_text;
+        let mut run = Run {
+            ctx: ctx.clone(),
+            snapshot: snapshot.clone(),
+            feature: usize::MAX,
+            variant: String::new(),
+            received,
+            at_ms: unix_ms(),
+            stream: request.is_stream(),
+            estimate: estimate_tokens(request.prompt_chars(), request.output_limit()),
+            candidates: Vec::new(),
+            next: 0,
+            retries_here: 0,
+            errors: Vec::new(),
+            attempts: Vec::new(),
+            pending_retry: false,
+            store_text,
+            prompt_text: store_text.then(|| request.prompt_text()),
+            deadline_hit: false,
+            rolls: shared.dice.next_request(),
+        };
+        let Some(feature_id) = snapshot.config.feature_index(&request.model) else {
+            let error = Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "unknown feature `{}`: `model` names a Crossbar feature (GET /v1/models lists them)",
+                    request.model
+                ),
+            )
+            .with_param("model");
+            return Err(run.unserved(shared, error));
+        };
+        run.feature = feature_id;
+        shared.budget.lock().deposit(received);
+        let (variant, planned) = shared.decide_in(
+            &snapshot,
+            feature_id,
+            ctx.sticky_key.as_deref(),
+            run.estimate,
+            &mut run.rolls,
+        );
+        run.variant = snapshot.config.features()[feature_id].variants[variant]
+            .name
+            .clone();
+        match planned {
+            Ok(candidates) => {
+                // A full provisioned endpoint that was spilled away from: counted in
+                // its window as spill, never against its health.
+                for c in &candidates {
+                    if let Some(from) = c.spilled_from {
+                        snapshot.state(from).observe(
+                            &*shared.sink,
+                            received,
+                            &Sample::new(Outcome::SpilledAway, Duration::ZERO).with_spilled(true),
+                        );
+                    }
+                }
+                run.candidates = candidates;
+                Ok(run)
+            }
+            Err(error) => Err(run.unserved(shared, error)),
+        }
+    }
+
+    /// The request is served by `attempt`'s `reply`: the run becomes the answer's
+    /// accounting, done when the completion is dropped or the stream ends.
+    fn commit(mut self, shared: &Arc<Shared>, attempt: Attempt, reply: Reply) -> Served {
+        let Attempt {
+            candidate,
+            retry,
+            state,
+            mut guard,
+            started,
+            ..
+        } = attempt;
+        match reply {
+            Reply::Whole {
+                response,
+                latency,
+                now,
+            } => {
+                let usage = response.usage.unwrap_or_default();
+                guard.settle(now, u64::from(usage.total_tokens));
+                self.record_attempt(candidate, retry, latency, None, None);
+                let route = self.route_info(Some(candidate));
+                let sample = Sample {
+                    outcome: Outcome::Success,
+                    latency,
+                    ttft: None,
+                    tokens: u64::from(usage.total_tokens),
+                    spilled: candidate.spilled_from.is_some(),
+                };
+                let accounting = Accounting {
+                    shared: shared.clone(),
+                    state,
+                    sample,
+                    run: self,
+                    candidate,
+                    usage,
+                    now,
+                };
+                Served {
+                    route,
+                    answer: Answer::Whole(Completion {
+                        response,
+                        accounting: Some(accounting),
+                    }),
+                }
+            }
+            Reply::Stream {
+                buffered,
+                rest,
+                ttft,
+            } => {
+                self.record_attempt(candidate, retry, ttft, Some(ttft), None);
+                let route = self.route_info(Some(candidate));
+                let committed = Committed {
+                    shared: shared.clone(),
+                    state,
+                    guard: Some(guard),
+                    run: Some(self),
+                    candidate,
+                    started,
+                    ttft,
+                    usage: None,
+                    text: String::new(),
+                };
+                Served {
+                    route,
+                    answer: Answer::Stream(RoutedStream::new(buffered, rest, committed)),
+                }
+            }
+        }
+    }
+
+    pub(super) fn feature(&self) -> &Feature {
+        &self.snapshot.config.features()[self.feature]
+    }
+
+    /// Time left until the deadline; `None` once it has passed.
+    fn remaining(&self, now: Duration) -> Option<Duration> {
+        let deadline = self.received + Duration::from_millis(self.feature().deadline_ms);
+        deadline.checked_sub(now).filter(|d| !d.is_zero())
+    }
+
+    /// The next attempt — a retry of the same candidate or the next one — with the
+    /// time by which it must answer (show its first token, for a stream), or `None`
+    /// when the candidates or the deadline are exhausted.
+    fn next_attempt(&mut self, shared: &Shared) -> Option<Attempt> {
+        let (candidate, retry) = self.next_candidate()?;
+        let now = shared.clock.now();
+        let Some(remaining) = self.remaining(now) else {
+            self.deadline_hit = true;
+            return None;
+        };
+        let feature = self.feature();
+        let limit = if self.stream {
+            feature.ttft_timeout_ms
+        } else {
+            feature.attempt_timeout_ms
+        };
+        let timeout = remaining.min(Duration::from_millis(limit));
+        let provider = self.snapshot.provider(candidate.endpoint).clone();
+        let state = self.snapshot.state(candidate.endpoint).clone();
+        let guard = AttemptGuard::start(&state, self.estimate);
+        Some(Attempt {
+            candidate,
+            retry,
+            provider,
+            state,
+            due: now + timeout,
+            guard,
+            started: now,
+        })
+    }
+
+    /// The candidate to try next, and whether it is a retry of the previous one.
+    fn next_candidate(&mut self) -> Option<(Candidate, bool)> {
+        if self.deadline_hit {
+            return None;
+        }
+        if self.pending_retry {
+            self.pending_retry = false;
+            return self.candidates.get(self.next).map(|c| (*c, true));
+        }
+        if !self.attempts.is_empty() {
+            self.next += 1;
+            self.retries_here = 0;
+        }
+        self.candidates.get(self.next).map(|c| (*c, false))
+    }
+
+    /// A failed attempt: its reservation released, the error tagged with the
+    /// endpoint, the endpoint's breaker told, then the decision carried out.
+    /// `Some(error)` ends the request with that error.
+    async fn failed(
+        &mut self,
+        shared: &Shared,
+        attempt: Attempt,
+        failure: AttemptFailure,
+    ) -> Option<Error> {
+        let AttemptFailure {
+            error,
+            latency,
+            ttft,
+        } = failure;
+        let Attempt {
+            candidate,
+            retry,
+            state,
+            mut guard,
+            ..
+        } = attempt;
+        let now = shared.clock.now();
+        guard.settle(now, 0);
+        let config = self.snapshot.config.clone();
+        let endpoint = config.endpoint(candidate.endpoint);
+        let error = error.at(endpoint.config.provider.as_str(), &endpoint.config.name);
+        let provisioned = endpoint.config.is_provisioned();
+        state.observe(
+            &*shared.sink,
+            now,
+            &Sample {
+                outcome: classify(error.kind, provisioned),
+                latency,
+                ttft,
+                tokens: 0,
+                spilled: candidate.spilled_from.is_some(),
+            },
+        );
+        self.record_attempt(candidate, retry, latency, ttft, Some(&error));
+        self.errors
+            .push((endpoint.config.name.clone(), error.clone()));
+
+        let window = endpoint.config.capabilities().context_window;
+        let feature = self.feature();
+        let spill_to = endpoint.spill_to.filter(|&sibling| {
+            feature.allows(&config.endpoint(sibling).config.geography)
+                && !self.candidates.iter().any(|c| c.endpoint == sibling)
+        });
+        let failed = Failed {
+            kind: error.kind,
+            retry_after: error.retry_after,
+            retries_here: self.retries_here,
+            provisioned,
+            spill_to,
+            larger_window_ahead: self.larger_windows_ahead(window).next().is_some(),
+        };
+        let limits = Limits {
+            policy: config.retry(),
+            context_fallback: feature.context_fallback,
+            remaining: self.remaining(now).unwrap_or_default(),
+        };
+        let roll = self.rolls.roll();
+        let step = {
+            let mut budget = shared.budget.lock();
+            after_failure(&failed, limits, &mut budget, now, roll)
+        };
+        match step {
+            Step::Retry { wait } => {
+                shared.clock.sleep_until(now + wait).await;
+                self.retries_here += 1;
+                self.pending_retry = true;
+            }
+            Step::MoveOn(why) => {
+                tracing::debug!(endpoint = %endpoint.config.name, why = why.as_str(), "moving on to the next candidate");
+            }
+            Step::Spill { to } => {
+                state.capacity(|c| c.mark_full(now, error.retry_after));
+                if let Some(sibling) = to {
+                    self.candidates.insert(
+                        self.next + 1,
+                        Candidate {
+                            endpoint: sibling,
+                            spilled_from: Some(candidate.endpoint),
+                            position: candidate.position,
+                        },
+                    );
+                }
+            }
+            Step::ContextFallback => {
+                let rest: Vec<Candidate> = self.larger_windows_ahead(window).collect();
+                self.candidates.truncate(self.next + 1);
+                self.candidates.extend(rest);
+            }
+            Step::GiveUp => return Some(error),
+        }
+        None
+    }
+
+    /// The candidates after the current one whose context window is larger than
+    /// `window`.
+    fn larger_windows_ahead(&self, window: u32) -> impl Iterator<Item = Candidate> + '_ {
+        let config = &self.snapshot.config;
+        self.candidates[self.next + 1..]
+            .iter()
+            .copied()
+            .filter(move |c| {
+                config
+                    .endpoint(c.endpoint)
+                    .config
+                    .capabilities()
+                    .context_window
+                    > window
+            })
+    }
+
+    /// Ends the request with `error`: records it, and says how far routing got.
+    pub(super) fn unserved(&mut self, shared: &Shared, error: Error) -> Unserved {
+        let now = shared.clock.now();
+        let route = self.route_info(None);
+        let record = self.base_record(None, error.kind.http_status(), error.kind.as_str(), now);
+        shared.sink.request(record);
+        Unserved { error, route }
+    }
+}
+
+/// Counts an attempt in flight and reserves its estimated tokens on a provisioned
+/// endpoint, until it is settled (or dropped).
+pub(super) struct AttemptGuard {
+    state: Arc<EndpointState>,
+    estimate: u64,
+    done: bool,
+}
+
+impl AttemptGuard {
+    /// `estimate`: the request's tokens, reserved on a provisioned endpoint.
+    fn start(state: &Arc<EndpointState>, estimate: u64) -> Self {
+        state.in_flight().fetch_add(1, Ordering::Relaxed);
+        let estimate = state
+            .capacity(|c| {
+                c.reserve(estimate);
+                estimate
+            })
+            .unwrap_or(0);
+        Self {
+            state: state.clone(),
+            estimate,
+            done: false,
+        }
+    }
+
+    /// Gives the reservation back, counting `tokens` as used at `now`. Once.
+    pub(super) fn settle(&mut self, now: Duration, tokens: u64) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        self.state.in_flight().fetch_sub(1, Ordering::Relaxed);
+        let estimate = self.estimate;
+        self.state.capacity(|c| c.settle(now, estimate, tokens));
+    }
+}
+
+impl Drop for AttemptGuard {
+    fn drop(&mut self) {
+        // A cancelled attempt (client gone) still gives back its reservation; the
+        // tokens it used are unknown, so none are counted.
+        self.settle(Duration::ZERO, 0);
+    }
+}

@@ -1,0 +1,617 @@
+//! The engine on a paused clock, against scripted adapters: every wait is a timer,
+//! so a 30-second outage or a 10-second TTFT timeout takes no real time and always
+//! goes the same way. (`router-core/tests/routing.rs` runs the engine over real
+//! HTTP against the simulators; here the adapters are in memory.)
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use parking_lot::Mutex;
+
+use super::{Answer, Engine, EngineParts, RequestContext, Served, Unserved};
+use crate::admin::{Override, StateName};
+use crate::api::{
+    AssistantMessage, ChatChunk, ChatRequest, ChatResponse, Choice, Delta, Error, ErrorKind,
+    FinishReason, Message, Role, Usage,
+};
+use crate::config::{
+    AuthConfig, BreakerParams, Config, EndpointConfig, FeatureConfig, Provider, RouterConfig,
+};
+use crate::providers::{ChatProvider, ChatStream};
+use crate::routing::clock::{Clock, TokioClock};
+use crate::telemetry::record::MemorySink;
+
+const MS: Duration = Duration::from_millis(1);
+const S: Duration = Duration::from_secs(1);
+
+/// What a scripted endpoint does with one request.
+#[derive(Clone, Debug)]
+enum Act {
+    /// Answers after a delay (whole: the response; stream: the first chunk, then
+    /// the rest at once).
+    Answer(Duration),
+    /// Fails with this error after a delay.
+    Fail(Duration, Error),
+    /// Says nothing, ever.
+    Hang,
+    /// Streams: the first token, then fails with this error.
+    CutAfterFirst(Error),
+}
+
+/// An in-memory adapter that plays its script, one act per request (the last act
+/// repeats), and remembers when each request came.
+struct Scripted {
+    config: EndpointConfig,
+    script: Mutex<VecDeque<Act>>,
+    calls: Mutex<Vec<Duration>>,
+    clock: TokioClock,
+}
+
+impl Scripted {
+    fn next_act(&self) -> Act {
+        self.calls.lock().push(self.clock.now());
+        let mut script = self.script.lock();
+        if script.len() > 1 {
+            script.pop_front().expect("a script")
+        } else {
+            script
+                .front()
+                .cloned()
+                .unwrap_or(Act::Answer(Duration::ZERO))
+        }
+    }
+
+    fn response(&self) -> ChatResponse {
+        ChatResponse {
+            id: "r".into(),
+            object: "chat.completion".into(),
+            created: 0,
+            model: self.config.model.clone(),
+            choices: vec![Choice {
+                index: 0,
+                message: AssistantMessage {
+                    role: Role::Assistant,
+                    content: Some(format!("answer from {}", self.config.name)),
+                    tool_calls: None,
+                    refusal: None,
+                },
+                finish_reason: Some(FinishReason::Stop),
+                logprobs: None,
+            }],
+            usage: Some(Usage::new(10, 5, None)),
+            system_fingerprint: None,
+        }
+    }
+
+    fn chunk(&self, text: &str) -> ChatChunk {
+        ChatChunk::new("c", &self.config.model, 0).with_delta(
+            Delta {
+                content: Some(text.into()),
+                ..Delta::default()
+            },
+            None,
+        )
+    }
+}
+
+impl ChatProvider for Scripted {
+    fn endpoint(&self) -> &EndpointConfig {
+        &self.config
+    }
+
+    fn chat<'a>(&'a self, _: &'a ChatRequest) -> BoxFuture<'a, Result<ChatResponse, Error>> {
+        let act = self.next_act();
+        Box::pin(async move {
+            match act {
+                Act::Answer(after) => {
+                    tokio::time::sleep(after).await;
+                    Ok(self.response())
+                }
+                Act::Fail(after, e) => {
+                    tokio::time::sleep(after).await;
+                    Err(e)
+                }
+                Act::CutAfterFirst(e) => Err(e),
+                Act::Hang => std::future::pending().await,
+            }
+        })
+    }
+
+    fn chat_stream<'a>(&'a self, _: &'a ChatRequest) -> BoxFuture<'a, Result<ChatStream, Error>> {
+        let act = self.next_act();
+        Box::pin(async move {
+            let first = self.chunk("Hello");
+            let rest: Vec<Result<ChatChunk, Error>> = match act {
+                Act::Answer(after) => {
+                    tokio::time::sleep(after).await;
+                    let mut last = self.chunk(" world");
+                    last.choices[0].finish_reason = Some(FinishReason::Stop);
+                    let mut usage = ChatChunk::new("c", &self.config.model, 0);
+                    usage.usage = Some(Usage::new(10, 2, None));
+                    vec![Ok(first), Ok(last), Ok(usage)]
+                }
+                Act::CutAfterFirst(e) => vec![Ok(first), Err(e)],
+                Act::Fail(after, e) => {
+                    tokio::time::sleep(after).await;
+                    return Err(e);
+                }
+                Act::Hang => std::future::pending().await,
+            };
+            Ok(Box::pin(futures_util::stream::iter(rest)) as ChatStream)
+        })
+    }
+}
+
+struct Rig {
+    engine: Engine,
+    sink: Arc<MemorySink>,
+    endpoints: Vec<Arc<Scripted>>,
+}
+
+impl Rig {
+    /// Endpoints `names`, bound in that order to the feature `f`, each with its
+    /// script; `edit` shapes the configuration.
+    fn new(scripts: &[(&str, Vec<Act>)], edit: impl FnOnce(&mut RouterConfig)) -> Rig {
+        let names: Vec<&str> = scripts.iter().map(|(n, _)| *n).collect();
+        let mut raw = RouterConfig {
+            endpoints: names
+                .iter()
+                .map(|n| {
+                    let mut e = EndpointConfig::new(n, Provider::Openai, "m", "eastus");
+                    e.base_url = Some("http://127.0.0.1:9".into());
+                    e.auth = AuthConfig::None;
+                    e
+                })
+                .collect(),
+            features: vec![FeatureConfig::new("f", &names)],
+            ..RouterConfig::default()
+        };
+        edit(&mut raw);
+        let config = Config::validate(raw).expect("a valid configuration");
+        let clock = TokioClock::new();
+        let endpoints: Vec<Arc<Scripted>> = config
+            .endpoints()
+            .iter()
+            .map(|e| {
+                let script = scripts
+                    .iter()
+                    .find(|(n, _)| *n == e.config.name)
+                    .map(|(_, s)| s.clone())
+                    .unwrap_or_default();
+                Arc::new(Scripted {
+                    config: e.config.clone(),
+                    script: Mutex::new(script.into()),
+                    calls: Mutex::default(),
+                    clock,
+                })
+            })
+            .collect();
+        let sink = Arc::new(MemorySink::default());
+        let providers = endpoints
+            .iter()
+            .map(|e| e.clone() as Arc<dyn ChatProvider>)
+            .collect();
+        let parts = EngineParts {
+            clock: Arc::new(clock),
+            seed: 42,
+        };
+        let engine = Engine::with_providers(config, 1, providers, sink.clone(), parts);
+        Rig {
+            engine,
+            sink,
+            endpoints,
+        }
+    }
+
+    fn calls(&self, name: &str) -> Vec<Duration> {
+        self.endpoints
+            .iter()
+            .find(|e| e.config.name == name)
+            .map(|e| e.calls.lock().clone())
+            .unwrap_or_default()
+    }
+
+    async fn whole(&self, user: &str) -> Result<Served, Unserved> {
+        self.engine.run(&ctx(user), &request(false)).await
+    }
+
+    async fn stream(&self, user: &str) -> Result<Served, Unserved> {
+        self.engine.run(&ctx(user), &request(true)).await
+    }
+
+    fn state(&self, name: &str) -> StateName {
+        self.engine
+            .health()
+            .into_iter()
+            .find(|h| h.name == name)
+            .map(|h| h.breaker.state)
+            .expect("an endpoint")
+    }
+
+    fn outcomes(&self) -> Vec<String> {
+        self.sink
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.outcome.clone())
+            .collect()
+    }
+}
+
+fn request(stream: bool) -> ChatRequest {
+    ChatRequest {
+        model: "f".into(),
+        messages: vec![Message::user("Summarise the meeting")],
+        max_tokens: Some(40),
+        stream: stream.then_some(true),
+        ..ChatRequest::default()
+    }
+}
+
+fn ctx(user: &str) -> RequestContext {
+    RequestContext {
+        request_id: format!("req-{user}"),
+        team: "t".into(),
+        key_id: "k".into(),
+        sticky_key: Some(user.into()),
+    }
+}
+
+fn err(kind: ErrorKind) -> Error {
+    Error::new(kind, format!("scripted {kind}"))
+}
+
+fn throttled(after: Duration) -> Error {
+    err(ErrorKind::RateLimited).with_retry_after(Some(after))
+}
+
+fn served_by(served: &Served) -> &str {
+    served.route.endpoint.as_deref().unwrap_or_default()
+}
+
+async fn drain(served: Served) -> (Vec<ChatChunk>, Option<Error>) {
+    let Answer::Stream(mut stream) = served.answer else {
+        panic!("a stream was asked for");
+    };
+    let mut chunks = Vec::new();
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(c) => chunks.push(c),
+            Err(e) => return (chunks, Some(e)),
+        }
+    }
+    (chunks, None)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_whole_answer_is_recorded_once_when_its_completion_is_dropped() {
+    let rig = Rig::new(&[("primary", vec![Act::Answer(20 * MS)])], |_| {});
+    let served = rig.whole("u").await.unwrap();
+    let Answer::Whole(completion) = served.answer else {
+        panic!("a whole answer");
+    };
+    assert_eq!(completion.response().text(), "answer from primary");
+    assert!(rig.outcomes().is_empty(), "not accounted while held");
+    drop(completion);
+    assert_eq!(rig.outcomes(), ["ok"]);
+    let records = rig.sink.requests.lock().unwrap();
+    assert_eq!(records[0].latency_ms, 20.0, "clock time, exactly");
+    assert_eq!(records[0].completion_tokens, 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_primary_fails_over_to_the_backup() {
+    let rig = Rig::new(
+        &[
+            (
+                "primary",
+                vec![Act::Fail(Duration::ZERO, err(ErrorKind::UpstreamAuth))],
+            ),
+            ("backup", vec![Act::Answer(MS)]),
+        ],
+        |_| {},
+    );
+    let served = rig.whole("u").await.unwrap();
+    assert_eq!(served_by(&served), "backup");
+    assert_eq!((served.route.attempts, served.route.fallback_depth), (2, 1));
+    drop(served);
+    let records = rig.sink.requests.lock().unwrap();
+    assert_eq!(records[0].attempts[0].outcome, "upstream_auth");
+    assert_eq!(
+        records[0].attempts[0].message.as_deref(),
+        Some("scripted upstream_auth")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_waits_for_the_upstream_s_retry_after() {
+    let rig = Rig::new(
+        &[
+            (
+                "primary",
+                vec![Act::Fail(Duration::ZERO, throttled(2 * S)), Act::Answer(MS)],
+            ),
+            ("backup", vec![Act::Answer(MS)]),
+        ],
+        |_| {},
+    );
+    let served = rig.whole("u").await.unwrap();
+    assert_eq!(served_by(&served), "primary", "the retry succeeded");
+    let calls = rig.calls("primary");
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[1] - calls[0], 2 * S, "not sooner than asked");
+    assert!(rig.calls("backup").is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn persistent_throttling_backs_off_then_moves_to_the_backup() {
+    let rig = Rig::new(
+        &[
+            (
+                "primary",
+                vec![Act::Fail(Duration::ZERO, err(ErrorKind::RateLimited))],
+            ),
+            ("backup", vec![Act::Answer(MS)]),
+        ],
+        |_| {},
+    );
+    let served = rig.whole("u").await.unwrap();
+    assert_eq!(served_by(&served), "backup");
+    let calls = rig.calls("primary");
+    let max_retries = RouterConfig::default().retry.max_retries as usize;
+    assert_eq!(calls.len(), 1 + max_retries, "bounded");
+    let base = Duration::from_millis(RouterConfig::default().retry.backoff_base_ms);
+    for (n, gap) in calls.windows(2).map(|w| w[1] - w[0]).enumerate() {
+        let exp = base * (1 << n);
+        assert!(
+            gap >= exp / 2 && gap <= exp,
+            "retry {n} waited {gap:?}, expected within [{:?}, {exp:?}]",
+            exp / 2
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_endpoint_is_timed_out_and_not_asked_again() {
+    let rig = Rig::new(
+        &[
+            ("primary", vec![Act::Hang]),
+            ("backup", vec![Act::Answer(MS)]),
+        ],
+        |raw| raw.features[0].attempt_timeout_ms = Some(8_000),
+    );
+    let clock = rig.engine.clock();
+    let before = clock.now();
+    let served = rig.whole("u").await.unwrap();
+    assert_eq!(served_by(&served), "backup");
+    assert_eq!(
+        rig.calls("primary").len(),
+        1,
+        "no retry of a silent endpoint"
+    );
+    assert_eq!(clock.now() - before, 8 * S + MS);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_first_token_fails_over_before_anything_is_sent() {
+    let rig = Rig::new(
+        &[
+            ("primary", vec![Act::Answer(20 * S)]),
+            ("backup", vec![Act::Answer(100 * MS)]),
+        ],
+        |raw| raw.features[0].ttft_timeout_ms = Some(5_000),
+    );
+    let served = rig.stream("u").await.unwrap();
+    assert_eq!(served_by(&served), "backup");
+    let (chunks, error) = drain(served).await;
+    assert!(error.is_none());
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c.choices.first()?.delta.content.clone())
+        .collect();
+    assert_eq!(text, "Hello world");
+    let records = rig.sink.requests.lock().unwrap();
+    assert_eq!(records[0].attempts[0].outcome, "timeout");
+    assert_eq!(records[0].attempts[0].ttft_ms, Some(5_000.0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_error_after_the_first_token_ends_the_stream_and_is_recorded() {
+    let rig = Rig::new(
+        &[
+            (
+                "primary",
+                vec![Act::CutAfterFirst(err(ErrorKind::StreamInterrupted))],
+            ),
+            ("backup", vec![Act::Answer(MS)]),
+        ],
+        |_| {},
+    );
+    let served = rig.stream("u").await.unwrap();
+    assert_eq!(served_by(&served), "primary");
+    let (chunks, error) = drain(served).await;
+    assert_eq!(chunks.len(), 1);
+    assert_eq!(error.unwrap().kind, ErrorKind::StreamInterrupted);
+    assert_eq!(rig.outcomes(), ["stream_interrupted"]);
+    assert!(
+        rig.calls("backup").is_empty(),
+        "no failover after the first token"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_the_client_leaves_is_recorded_as_cancelled() {
+    let rig = Rig::new(&[("primary", vec![Act::Answer(MS)])], |_| {});
+    let served = rig.stream("u").await.unwrap();
+    drop(served);
+    assert_eq!(rig.outcomes(), ["cancelled"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_error_is_final() {
+    let rig = Rig::new(
+        &[
+            (
+                "primary",
+                vec![Act::Fail(Duration::ZERO, err(ErrorKind::ContentFiltered))],
+            ),
+            ("backup", vec![Act::Answer(MS)]),
+        ],
+        |_| {},
+    );
+    let unserved = rig.whole("u").await.err().unwrap();
+    assert_eq!(unserved.error.kind, ErrorKind::ContentFiltered);
+    assert_eq!(unserved.error.endpoint.as_deref(), Some("primary"));
+    assert_eq!(rig.calls("primary").len(), 1);
+    assert!(rig.calls("backup").is_empty());
+    assert_eq!(rig.outcomes(), ["content_filtered"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_deadline_ends_the_request_with_every_attempt_listed() {
+    let rig = Rig::new(
+        &[
+            (
+                "primary",
+                vec![Act::Fail(2 * S, err(ErrorKind::UpstreamError))],
+            ),
+            ("backup", vec![Act::Hang]),
+        ],
+        |raw| raw.features[0].deadline_ms = 5_000,
+    );
+    let unserved = rig.whole("u").await.err().unwrap();
+    assert_eq!(unserved.error.kind, ErrorKind::Timeout);
+    assert!(
+        unserved.error.message.contains("primary: upstream_error"),
+        "{}",
+        unserved.error.message
+    );
+    assert_eq!(rig.engine.clock().now(), 5 * S);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_ttft_spike_trips_the_breaker_and_it_recovers_through_the_ramp() {
+    let rig = Rig::new(
+        &[
+            ("primary", vec![Act::Answer(400 * MS)]),
+            ("backup", vec![Act::Answer(10 * MS)]),
+        ],
+        |raw| {
+            raw.features[0].thresholds.ttft_p90_ms = Some(150);
+            raw.features[0].ttft_timeout_ms = Some(2_000);
+            raw.breaker.defaults = BreakerParams {
+                min_requests: Some(5),
+                window_s: Some(5),
+                open_ms: Some(400),
+                stage_ms: Some(150),
+                stage_min_requests: Some(2),
+                ramp_percent: Some(vec![50.0, 100.0]),
+                ..BreakerParams::default()
+            };
+        },
+    );
+    for i in 0..8 {
+        let (_, error) = drain(rig.stream(&format!("u{i}")).await.unwrap()).await;
+        assert!(error.is_none());
+        if rig.state("primary") == StateName::Open {
+            break;
+        }
+    }
+    assert_eq!(
+        rig.state("primary"),
+        StateName::Open,
+        "slow first tokens open it"
+    );
+    let served = rig.stream("after").await.unwrap();
+    assert_eq!(served_by(&served), "backup", "open: traffic leaves");
+    drop(served);
+
+    // The spike ends; after the open period the ramp admits traffic again, stage by
+    // stage, and closes.
+    *rig.endpoints[0].script.lock() = vec![Act::Answer(10 * MS)].into();
+    tokio::time::sleep(450 * MS).await;
+    rig.engine.tick();
+    assert_eq!(rig.state("primary"), StateName::Ramp);
+    for i in 0..200 {
+        drain(rig.stream(&format!("r{i}")).await.unwrap()).await;
+        rig.engine.tick();
+        if rig.state("primary") == StateName::Closed {
+            break;
+        }
+        tokio::time::sleep(10 * MS).await;
+    }
+    assert_eq!(
+        rig.state("primary"),
+        StateName::Closed,
+        "a healthy ramp closes it"
+    );
+    let events = rig.sink.breakers.lock().unwrap();
+    let path: Vec<(StateName, StateName)> = events
+        .iter()
+        .filter(|e| e.endpoint == "primary")
+        .map(|e| (e.transition.from, e.transition.to))
+        .collect();
+    assert_eq!(path.first(), Some(&(StateName::Closed, StateName::Open)));
+    assert_eq!(path.last().map(|p| p.1), Some(StateName::Closed));
+    let trip = &events[0].transition.reason;
+    assert!(
+        trip.value > trip.threshold && trip.threshold == 150.0,
+        "{trip:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_forced_open_breaker_sends_every_request_to_the_backup() {
+    let rig = Rig::new(
+        &[
+            ("primary", vec![Act::Answer(MS)]),
+            ("backup", vec![Act::Answer(MS)]),
+        ],
+        |_| {},
+    );
+    rig.engine
+        .set_override("primary", Override::ForceOpen, "incident 42".into())
+        .unwrap();
+    for i in 0..10 {
+        assert_eq!(
+            served_by(&rig.whole(&format!("u{i}")).await.unwrap()),
+            "backup"
+        );
+    }
+    assert!(rig.calls("primary").is_empty());
+}
+
+/// Two engines with the same seed, given the same requests, make the same choices:
+/// randomness is injected like time.
+#[tokio::test(start_paused = true)]
+async fn engines_with_the_same_seed_make_the_same_choices() {
+    let choices = || async {
+        let rig = Rig::new(
+            &[("a", vec![Act::Answer(MS)]), ("b", vec![Act::Answer(MS)])],
+            |raw| raw.breaker.defaults.ramp_percent = Some(vec![50.0, 100.0]),
+        );
+        rig.engine
+            .set_override("a", Override::ForceOpen, "drain".into())
+            .unwrap();
+        rig.engine
+            .set_override("a", Override::Auto, "back".into())
+            .unwrap();
+        let mut served = Vec::new();
+        for _ in 0..40 {
+            // No sticky key: the dice decide the ramp's admission.
+            let mut c = ctx("");
+            c.sticky_key = None;
+            let s = rig.engine.run(&c, &request(false)).await.unwrap();
+            served.push(served_by(&s).to_owned());
+        }
+        served
+    };
+    let first = choices().await;
+    assert_eq!(first, choices().await);
+    let to_a = first.iter().filter(|s| *s == "a").count();
+    assert!((8..=32).contains(&to_a), "about half: {to_a} of 40");
+}
