@@ -2,6 +2,12 @@
 //! simulator (real HTTP, the real AWS SDK, real google-cloud-auth token flows): the
 //! same assertions for Bedrock, Gemini on Vertex, Claude on Vertex and OpenAI.
 
+#![allow(
+    clippy::disallowed_methods,
+    clippy::disallowed_types,
+    reason = "the adapters are timed from outside, against real simulators over real sockets"
+)]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;

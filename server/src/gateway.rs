@@ -27,7 +27,6 @@ pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 // Header names built at compile time: `HeaderName::from_static` called at run time
 // validates the name and compares it with every standard header, per request.
 const RETRY_AFTER_MS: HeaderName = HeaderName::from_static("retry-after-ms");
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_ENDPOINT: HeaderName = HeaderName::from_static("x-crossbar-endpoint");
 const X_PROVIDER: HeaderName = HeaderName::from_static("x-crossbar-provider");
 const X_VARIANT: HeaderName = HeaderName::from_static("x-crossbar-variant");
@@ -35,35 +34,30 @@ const X_ATTEMPTS: HeaderName = HeaderName::from_static("x-crossbar-attempts");
 const X_CONFIG_VERSION: HeaderName = HeaderName::from_static("x-crossbar-config-version");
 const X_SPILLED: HeaderName = HeaderName::from_static("x-crossbar-spilled");
 
-/// An error in the OpenAI shape, with the routing headers known so far.
-pub struct ApiError {
+/// An error in the OpenAI shape, with the routing headers known so far. (The
+/// `x-request-id` header comes from the stack, on every response.)
+pub struct GatewayError {
     pub error: Error,
     pub route: Option<RouteInfo>,
-    pub request_id: Option<String>,
 }
 
-impl From<Error> for ApiError {
+impl From<Error> for GatewayError {
     fn from(error: Error) -> Self {
-        Self {
-            error,
-            route: None,
-            request_id: None,
-        }
+        Self { error, route: None }
     }
 }
 
 /// A request routing could not serve: its error, and the route headers so far.
-impl From<router_core::routing::engine::Unserved> for ApiError {
+impl From<router_core::routing::engine::Unserved> for GatewayError {
     fn from(f: router_core::routing::engine::Unserved) -> Self {
         Self {
             error: f.error,
             route: Some(f.route),
-            request_id: None,
         }
     }
 }
 
-impl IntoResponse for ApiError {
+impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         let status =
             StatusCode::from_u16(self.error.kind.http_status()).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -73,9 +67,6 @@ impl IntoResponse for ApiError {
             let secs = after.as_secs_f64().ceil().max(1.0) as u64;
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
             headers.insert(RETRY_AFTER_MS, HeaderValue::from(after.as_millis() as u64));
-        }
-        if let Some(id) = &self.request_id {
-            set(headers, X_REQUEST_ID, id);
         }
         if let Some(route) = &self.route {
             route_headers(headers, route);
@@ -105,28 +96,6 @@ fn route_headers(headers: &mut HeaderMap, route: &RouteInfo) {
     if route.spilled {
         headers.insert(X_SPILLED, HeaderValue::from_static("true"));
     }
-}
-
-/// A request id: 128 bits in hex, the first 48 the time in milliseconds and the
-/// other 80 random (the layout of a UUIDv7 or a ULID). Ids that grow with time keep
-/// the ledger's primary-key index append-only: random ones cost a B-tree rebalance
-/// in a random page for every row.
-pub fn request_id() -> String {
-    let ms = crate::store::unix_ms() as u64 & 0xffff_ffff_ffff;
-    let mut id = String::with_capacity(4 + 32);
-    id.push_str("req_");
-    for (value, digits) in [
-        (ms, 12),
-        (u64::from(fastrand::u16(..)), 4),
-        (fastrand::u64(..), 16),
-    ] {
-        for i in (0..digits).rev() {
-            id.push(char::from(
-                b"0123456789abcdef"[(value >> (4 * i) & 0xf) as usize],
-            ));
-        }
-    }
-    id
 }
 
 /// The bearer token of a request, if any.
@@ -181,13 +150,10 @@ pub async fn chat_completions(
 ) -> Response {
     // The whole request, not the `HeaderMap` extractor, which copies the headers.
     let (parts, body) = request.into_parts();
-    let id = request_id();
+    let id = crate::stack::request_id_of(&parts.headers);
     match handle_chat(&state, &parts.headers, body, &id).await {
         Ok(response) => response,
-        Err(mut e) => {
-            e.request_id = Some(id);
-            e.into_response()
-        }
+        Err(e) => e.into_response(),
     }
 }
 
@@ -196,7 +162,7 @@ async fn handle_chat(
     headers: &HeaderMap,
     body: Body,
     id: &str,
-) -> Result<Response, ApiError> {
+) -> Result<Response, GatewayError> {
     let Some(secret) = bearer(headers) else {
         return Err(Error::new(
             ErrorKind::Unauthorized,
@@ -210,7 +176,7 @@ async fn handle_chat(
     // Read at most the limit (whatever Content-Length claims), after the key check so
     // an unauthenticated client cannot make us buffer anything.
     let too_large = || {
-        ApiError::from(Error::new(
+        GatewayError::from(Error::new(
             ErrorKind::PayloadTooLarge,
             format!("the request body is larger than the limit of {MAX_BODY_BYTES} bytes"),
         ))
@@ -284,15 +250,12 @@ async fn handle_chat(
     let completion = match served.answer {
         Answer::Stream(stream) => {
             let mut response = sse_response(stream, include_usage);
-            let h = response.headers_mut();
-            set(h, X_REQUEST_ID, id);
-            route_headers(h, &served.route);
+            route_headers(response.headers_mut(), &served.route);
             return Ok(response);
         }
         Answer::Whole(completion) => completion,
     };
     let mut response = json_response(completion.response());
-    set(response.headers_mut(), X_REQUEST_ID, id);
     route_headers(response.headers_mut(), &served.route);
     // The accounting (done when the completion is dropped), and freeing the request,
     // wait until the answer is written: a task spawned on this serving thread's
@@ -351,7 +314,7 @@ fn json_response(value: &impl serde::Serialize) -> Response {
             );
             response
         }
-        Err(e) => ApiError::from(Error::new(
+        Err(e) => GatewayError::from(Error::new(
             ErrorKind::Internal,
             format!("encoding the response: {e}"),
         ))
@@ -389,7 +352,7 @@ async fn drain(body: Body) {
 pub async fn models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let authorised = bearer(&headers).is_some_and(|k| state.keys.gateway_key(k).is_some());
     if !authorised {
-        return ApiError::from(Error::new(
+        return GatewayError::from(Error::new(
             ErrorKind::Unauthorized,
             "missing or unknown gateway key: send `Authorization: Bearer <key>`",
         ))
@@ -417,7 +380,7 @@ pub async fn models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> R
 /// A gateway route called with a method it does not take: an OpenAI-shaped 405 (the
 /// router adds the `Allow` header).
 pub async fn method_not_allowed(method: axum::http::Method) -> Response {
-    let mut response = ApiError::from(Error::new(
+    let mut response = GatewayError::from(Error::new(
         ErrorKind::InvalidRequest,
         format!("{method} is not allowed on this route"),
     ))
@@ -428,7 +391,7 @@ pub async fn method_not_allowed(method: axum::http::Method) -> Response {
 
 /// Unknown `/v1/...` paths: an OpenAI-shaped 404, not the console's index page.
 pub async fn not_found() -> Response {
-    ApiError::from(Error::new(ErrorKind::NotFound, "no such route")).into_response()
+    GatewayError::from(Error::new(ErrorKind::NotFound, "no such route")).into_response()
 }
 
 #[cfg(test)]
@@ -467,20 +430,5 @@ mod tests {
         assert_eq!(bearer(&h), Some("abc"));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
         assert_eq!(bearer(&h), None);
-    }
-
-    #[test]
-    fn request_ids_are_unique_and_sort_by_time() {
-        let first = request_id();
-        std::thread::sleep(std::time::Duration::from_millis(2));
-        let ids: Vec<String> = (0..1000).map(|_| request_id()).collect();
-        assert!(
-            ids.iter().all(|id| id.len() == 4 + 32 && id > &first),
-            "{first} {ids:?}"
-        );
-        let distinct: std::collections::HashSet<&String> = ids.iter().collect();
-        assert_eq!(distinct.len(), ids.len());
-        let ms = u64::from_str_radix(&first[4..16], 16).unwrap();
-        assert!(ms.abs_diff(crate::unix_ms() as u64) < 60_000, "{first}");
     }
 }

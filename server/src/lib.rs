@@ -31,6 +31,7 @@ pub mod gateway;
 pub mod keys;
 pub mod live;
 pub mod metrics;
+pub mod stack;
 pub mod store;
 
 use std::future::Future;
@@ -59,6 +60,7 @@ pub use router_core::telemetry::record::unix_ms;
 
 use crate::keys::Keys;
 use crate::live::{Live, ServerSink};
+use crate::stack::StackSettings;
 use crate::store::{LedgerHandle, Store};
 
 /// The console's entry page; also the answer to any path the console routes itself.
@@ -258,10 +260,7 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let service = Service {
-            state: self.state.clone(),
-            router: self.router,
-        };
+        let service = stack::service(self.state.clone(), self.router, StackSettings::default());
         serve(self.listener, service, self.workers, shutdown).await?;
         for task in self.background {
             task.abort();
@@ -293,12 +292,15 @@ impl Server {
 ///
 /// The accept loop runs on the caller's runtime and hands each connection to the
 /// thread with the fewest open connections, so long-lived streams spread evenly.
-async fn serve(
+async fn serve<S>(
     listener: TcpListener,
-    service: Service,
+    service: S,
     workers: usize,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<()>
+where
+    S: Stack,
+{
     let threads = if workers == 0 {
         std::thread::available_parallelism().map_or(1, usize::from)
     } else {
@@ -326,6 +328,7 @@ async fn serve(
             Err(err) => {
                 // Out of file descriptors and the like: back off instead of spinning.
                 tracing::warn!(%err, "accept failed");
+                #[allow(clippy::disallowed_methods, reason = "the accept loop is an I/O edge")]
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -353,48 +356,33 @@ async fn serve(
     Ok(())
 }
 
-/// What every connection serves: chat completions straight to their handler, the
-/// rest through the [`app`] router.
-///
-/// Chat completions are the gateway's hot path, and one exact route. Skipping the
-/// router's matching, its per-request extensions and the trace layer's bookkeeping
-/// took the share of the profile spent in axum and the handler from 15.6 % to 13 %
-/// at c=32. Any other method or path on `/v1/chat/completions` (and everything
-/// else) goes through the router, so errors such as 405 are unchanged; the debug
-/// span is the trace layer's.
-#[derive(Clone)]
-struct Service {
-    state: Arc<AppState>,
-    router: Router,
+/// The service every connection serves: [`stack::service`].
+trait Stack:
+    tower::Service<
+        axum::http::Request<hyper::body::Incoming>,
+        Response = axum::http::Response<stack::StackBody>,
+        Error = std::convert::Infallible,
+        Future: Send,
+    > + Clone
+    + Send
+    + 'static
+{
 }
 
-impl hyper::service::Service<axum::http::Request<hyper::body::Incoming>> for Service {
-    type Response = axum::response::Response;
-    type Error = std::convert::Infallible;
-    type Future = std::pin::Pin<
-        Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>,
-    >;
-
-    fn call(&self, request: axum::http::Request<hyper::body::Incoming>) -> Self::Future {
-        use tower::ServiceExt;
-        use tracing::Instrument;
-
-        let request = request.map(axum::body::Body::new);
-        if request.method() == axum::http::Method::POST
-            && request.uri().path() == gateway::CHAT_COMPLETIONS
-        {
-            let span =
-                tracing::debug_span!("http", method = "POST", path = gateway::CHAT_COMPLETIONS);
-            let state = self.state.clone();
-            Box::pin(
-                async move { Ok(gateway::chat_completions(State(state), request).await) }
-                    .instrument(span),
-            )
-        } else {
-            Box::pin(self.router.clone().oneshot(request))
-        }
-    }
+impl<S> Stack for S where
+    S: tower::Service<
+            axum::http::Request<hyper::body::Incoming>,
+            Response = axum::http::Response<stack::StackBody>,
+            Error = std::convert::Infallible,
+            Future: Send,
+        > + Clone
+        + Send
+        + 'static
+{
 }
+
+/// What every connection serves: the [`stack`] over the dispatch, as hyper wants it.
+type ConnectionService<S> = hyper_util::service::TowerToHyperService<S>;
 
 /// One serving thread: a single-threaded runtime that serves the connections it is
 /// handed.
@@ -407,9 +395,9 @@ struct ServingThread {
 }
 
 impl ServingThread {
-    fn start(
+    fn start<S: Stack>(
         index: usize,
-        service: Service,
+        service: S,
         drained: Arc<tokio::sync::Barrier>,
     ) -> anyhow::Result<ServingThread> {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -483,9 +471,9 @@ impl ServingThread {
 /// whose state costs ~40 KB of memory even when idle, ~15× what this loop's costs
 /// (measured with 5,000 idle connections); at 10,000 open streams that is the
 /// difference between fitting in 300 MB or not.
-async fn serve_connections(
+async fn serve_connections<S: Stack>(
     mut incoming: tokio::sync::mpsc::UnboundedReceiver<std::net::TcpStream>,
-    service: Service,
+    service: S,
     open: Arc<std::sync::atomic::AtomicUsize>,
 ) {
     use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -507,7 +495,10 @@ async fn serve_connections(
             tracing::warn!(%err, "cannot set TCP_NODELAY on an accepted socket");
         }
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service.clone())
+            .serve_connection_with_upgrades(
+                TokioIo::new(stream),
+                ConnectionService::new(service.clone()),
+            )
             .into_owned();
         let connection = graceful.watch(connection);
         let open = open.clone();

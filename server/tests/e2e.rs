@@ -2,6 +2,12 @@
 //! endpoints, driven from outside: an independent OpenAI client (`async-openai`) and
 //! raw HTTP. Each test starts its own simulators and server (own database file).
 
+#![allow(
+    clippy::disallowed_methods,
+    clippy::disallowed_types,
+    reason = "the real binary is driven over real sockets in real time"
+)]
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

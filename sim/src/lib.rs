@@ -12,6 +12,12 @@
 //! This crate must not depend on `router-core`: it is written from the providers'
 //! documentation, so that an adapter's misunderstanding shows up as a failing test.
 
+#![allow(
+    clippy::disallowed_methods,
+    clippy::disallowed_types,
+    reason = "the simulators and the load generator spend and measure real time: that is their job"
+)]
+
 pub mod anthropic;
 pub mod auth;
 pub mod bedrock;

@@ -1,5 +1,11 @@
 //! The `crossbar-sim` command: serve simulated endpoints, check a config, or generate load.
 
+#![allow(
+    clippy::disallowed_methods,
+    clippy::disallowed_types,
+    reason = "the simulators and the load generator spend and measure real time: that is their job"
+)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;

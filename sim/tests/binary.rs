@@ -1,6 +1,12 @@
 //! The `crossbar-sim` binary itself: it prints where each endpoint listens, serves
 //! them, validates configs with clear errors, and stops on SIGTERM.
 
+#![allow(
+    clippy::disallowed_methods,
+    clippy::disallowed_types,
+    reason = "these tests measure a simulator's real latency and pacing"
+)]
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -3,6 +3,12 @@
 //! simulator did. Driven with plain reqwest against the OpenAI surface (the simplest
 //! wire), plus the process-wide control API.
 
+#![allow(
+    clippy::disallowed_methods,
+    clippy::disallowed_types,
+    reason = "these tests measure a simulator's real latency and pacing"
+)]
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -33,6 +33,12 @@
 //!   tests of one binary one at a time, so what one test publishes or breaks cannot
 //!   reach another.
 
+#![allow(
+    clippy::disallowed_methods,
+    clippy::disallowed_types,
+    reason = "end-to-end tests wait for real processes, browsers and windows"
+)]
+
 pub mod chromium;
 pub mod console;
 pub mod demo;

@@ -7,6 +7,12 @@
 //! (`browser-overview.png`, `browser-editor.png`, `browser-spend.png`), every process's
 //! output to `artifacts/logs/`.
 
+#![allow(
+    clippy::disallowed_methods,
+    clippy::disallowed_types,
+    reason = "end-to-end tests wait for real processes, browsers and windows"
+)]
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;

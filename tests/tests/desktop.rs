@@ -8,6 +8,12 @@
 //! (WebDriver, the page), `desktop-screen.png` (the whole X display) and
 //! `desktop-window.png` (the native window found by its title "Crossbar").
 
+#![allow(
+    clippy::disallowed_methods,
+    clippy::disallowed_types,
+    reason = "end-to-end tests wait for real processes, browsers and windows"
+)]
+
 use std::process::Command;
 use std::time::Duration;
 

@@ -19,6 +19,12 @@
 //!
 //! Each step prints its name and how long it took.
 
+#![allow(
+    clippy::disallowed_methods,
+    clippy::disallowed_types,
+    reason = "xtask builds, runs and measures real processes in real time"
+)]
+
 mod bench;
 mod build;
 mod demo;

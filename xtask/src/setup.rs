@@ -37,7 +37,7 @@ const WASM_TARGET: &str = "wasm32-unknown-unknown";
 pub fn setup(ws: &Workspace) -> anyhow::Result<()> {
     step("setup: system packages", apt_packages)?;
     step("setup: rust target wasm32-unknown-unknown", wasm_target)?;
-    step("setup: rustfmt", rustfmt)?;
+    step("setup: rustfmt and clippy", rustfmt_and_clippy)?;
     step("setup: wasm-bindgen CLI", || wasm_bindgen_cli(ws).map(drop))?;
     Ok(())
 }
@@ -204,14 +204,19 @@ pub fn host_triple() -> anyhow::Result<String> {
         .context("`rustc -vV` names no host")
 }
 
-/// `cargo fmt`, which `xtask test` runs as a check (not in rustup's minimal profile).
-fn rustfmt() -> anyhow::Result<()> {
-    if output(Command::new("cargo").args(["fmt", "--version"])).is_some() {
-        eprintln!("rustfmt is installed");
-        return Ok(());
+/// `cargo fmt` and `cargo clippy`, which `xtask test` runs as checks (neither is in
+/// rustup's minimal profile).
+fn rustfmt_and_clippy() -> anyhow::Result<()> {
+    for (command, component) in [("fmt", "rustfmt"), ("clippy", "clippy")] {
+        if output(Command::new("cargo").args([command, "--version"])).is_some() {
+            eprintln!("{component} is installed");
+            continue;
+        }
+        run(Command::new("rustup").args(["component", "add", component])).with_context(|| {
+            format!("cannot add {component}: is the toolchain managed by rustup?")
+        })?;
     }
-    run(Command::new("rustup").args(["component", "add", "rustfmt"]))
-        .context("cannot add rustfmt: is the toolchain managed by rustup?")
+    Ok(())
 }
 
 /// The `wasm-bindgen` version in Cargo.lock: the CLI must match it exactly.

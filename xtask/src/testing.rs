@@ -1,6 +1,6 @@
 //! `cargo xtask test`: the whole suite, as CI runs it.
 //!
-//! First the formatting check, then every crate's unit and integration tests (the desktop shell has none; the
+//! First the formatting check and the lints (clippy, warnings denied), then every crate's unit and integration tests (the desktop shell has none; the
 //! console's pure logic runs natively on its own), then the end-to-end tests, which are
 //! `#[ignore]`d in a plain `cargo test` because they need the built binaries, a browser
 //! and an X server. Both suites run even if the first fails, so one run reports
@@ -21,6 +21,25 @@ pub fn test(ws: &Workspace) -> anyhow::Result<()> {
     if let Err(err) = format {
         eprintln!("{err:#}");
         failed.push("formatting");
+    }
+    // The workspace's lints (Cargo.toml's [workspace.lints], clippy.toml's clock
+    // bans), every crate and target, warnings as errors.
+    let lints = step(
+        "test: lints (cargo clippy --workspace --all-targets)",
+        || {
+            run(&mut ws.cargo([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]))
+        },
+    );
+    if let Err(err) = lints {
+        eprintln!("{err:#}");
+        failed.push("lints");
     }
     let unit = step("test: unit and integration tests", || {
         run(&mut ws.cargo([

@@ -219,9 +219,7 @@ where
 
 /// Seconds since the Unix epoch.
 pub(crate) fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    u64::try_from(crate::routing::clock::unix_ms() / 1000).unwrap_or(0)
 }
 
 /// `retry-after-ms`, else `retry-after` in seconds.

@@ -618,7 +618,7 @@ impl Writer {
                         closing = true;
                         rx.close();
                     }
-                    () = tokio::time::sleep(GATHER) => {}
+                    () = gather() => {}
                 }
                 while batch.len() < MAX_BATCH {
                     match rx.try_recv() {
@@ -648,7 +648,7 @@ impl Writer {
                 }
                 Err(err) if tries < RETRY_BACKOFF.len() => {
                     tracing::warn!(error = %format!("{err:#}"), records = batch.len(), "ledger batch failed; retrying");
-                    tokio::time::sleep(RETRY_BACKOFF[tries]).await;
+                    back_off(RETRY_BACKOFF[tries]).await;
                     tries += 1;
                 }
                 Err(err) => {
@@ -785,6 +785,24 @@ impl Writer {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// The writer's pause to let a batch gather: an I/O edge, in real time.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the ledger writer batches in real time"
+)]
+async fn gather() {
+    tokio::time::sleep(GATHER).await;
+}
+
+/// The writer's wait before retrying a failed batch: an I/O edge, in real time.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the ledger writer backs off in real time"
+)]
+async fn back_off(wait: Duration) {
+    tokio::time::sleep(wait).await;
 }
 
 #[cfg(test)]

@@ -1,14 +1,20 @@
 //! The store against real SQLite: in memory, and in temporary files.
 
+#![allow(
+    clippy::disallowed_methods,
+    clippy::disallowed_types,
+    reason = "store tests measure real write rates and wait for the real writer"
+)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+use router_core::admin::BreakerEvent;
 use router_core::admin::{Reason, Signal, StateName, Transition};
 use router_core::admin::{Role, SpendGroup};
 use router_core::config::RouterConfig;
-use router_core::admin::BreakerEvent;
 use router_core::telemetry::record::{AttemptRecord, RequestRecord};
 use rust_decimal::Decimal;
 use serde_json::json;

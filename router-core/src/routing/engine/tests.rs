@@ -51,6 +51,10 @@ struct Scripted {
 }
 
 impl Scripted {
+    async fn wait(&self, d: Duration) {
+        self.clock.sleep_until(self.clock.now() + d).await;
+    }
+
     fn next_act(&self) -> Act {
         self.calls.lock().push(self.clock.now());
         let mut script = self.script.lock();
@@ -107,11 +111,11 @@ impl ChatProvider for Scripted {
         Box::pin(async move {
             match act {
                 Act::Answer(after) => {
-                    tokio::time::sleep(after).await;
+                    self.wait(after).await;
                     Ok(self.response())
                 }
                 Act::Fail(after, e) => {
-                    tokio::time::sleep(after).await;
+                    self.wait(after).await;
                     Err(e)
                 }
                 Act::CutAfterFirst(e) => Err(e),
@@ -126,7 +130,7 @@ impl ChatProvider for Scripted {
             let first = self.chunk("Hello");
             let rest: Vec<Result<ChatChunk, Error>> = match act {
                 Act::Answer(after) => {
-                    tokio::time::sleep(after).await;
+                    self.wait(after).await;
                     let mut last = self.chunk(" world");
                     last.choices[0].finish_reason = Some(FinishReason::Stop);
                     let mut usage = ChatChunk::new("c", &self.config.model, 0);
@@ -135,7 +139,7 @@ impl ChatProvider for Scripted {
                 }
                 Act::CutAfterFirst(e) => vec![Ok(first), Err(e)],
                 Act::Fail(after, e) => {
-                    tokio::time::sleep(after).await;
+                    self.wait(after).await;
                     return Err(e);
                 }
                 Act::Hang => std::future::pending().await,
@@ -204,6 +208,11 @@ impl Rig {
             sink,
             endpoints,
         }
+    }
+
+    async fn wait(&self, d: Duration) {
+        let clock = self.engine.clock();
+        clock.sleep_until(clock.now() + d).await;
     }
 
     fn calls(&self, name: &str) -> Vec<Duration> {
@@ -533,7 +542,7 @@ async fn a_ttft_spike_trips_the_breaker_and_it_recovers_through_the_ramp() {
     // The spike ends; after the open period the ramp admits traffic again, stage by
     // stage, and closes.
     *rig.endpoints[0].script.lock() = vec![Act::Answer(10 * MS)].into();
-    tokio::time::sleep(450 * MS).await;
+    rig.wait(450 * MS).await;
     rig.engine.tick();
     assert_eq!(rig.state("primary"), StateName::Ramp);
     for i in 0..200 {
@@ -542,7 +551,7 @@ async fn a_ttft_spike_trips_the_breaker_and_it_recovers_through_the_ramp() {
         if rig.state("primary") == StateName::Closed {
             break;
         }
-        tokio::time::sleep(10 * MS).await;
+        rig.wait(10 * MS).await;
     }
     assert_eq!(
         rig.state("primary"),
