@@ -4,7 +4,6 @@
 //! listening (and `crossbar: console at http://ADDR/` when it serves the console), so
 //! scripts and tests can start it on port 0 and read the address back.
 
-use std::ffi::{CStr, c_int, c_long};
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,56 +15,6 @@ use server::file::ConfigFile;
 use server::store::Store;
 use server::{Options, Server, shutdown_signal};
 use tracing_subscriber::EnvFilter;
-
-/// mimalloc: about 15 % less CPU per request than glibc's malloc (BENCHMARKS.md),
-/// tuned by [`tune_allocator`] so that it does not cost memory either.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// The mimalloc whose header the option positions below were read from
-/// (`MI_MALLOC_VERSION / 100`); a test fails when another one is linked.
-#[cfg(test)]
-const MIMALLOC_VERSION: c_int = 303;
-
-/// mimalloc options set before it first allocates: position in mimalloc v3's
-/// `mi_option_e` (include/mimalloc.h, which keeps retired options as placeholders so
-/// that positions stay stable), the variable that overrides it, and our value.
-const ALLOCATOR_OPTIONS: [(c_int, &CStr, c_long); 3] = [
-    (4, c"MIMALLOC_ARENA_EAGER_COMMIT", 0),
-    (15, c"MIMALLOC_PURGE_DELAY", 0),
-    (40, c"MIMALLOC_PAGE_COMMIT_ON_DEMAND", 1),
-];
-
-/// Commits memory as it is used and returns freed pages at once. mimalloc's defaults
-/// (arenas committed up front, purging delayed) held 400 MB at 10,000 open streams
-/// where glibc held 300 MB; with these, 260 MB. An operator's `MIMALLOC_*` variables
-/// still win.
-///
-/// mimalloc reserves its first arena when it first allocates, with the options of
-/// that moment, so this runs as an ELF constructor, before Rust's runtime allocates
-/// anything (and it must not allocate itself).
-extern "C" fn tune_allocator() {
-    use std::ffi::c_char;
-    unsafe extern "C" {
-        fn mi_option_set(option: c_int, value: c_long);
-        fn getenv(name: *const c_char) -> *const c_char;
-    }
-    for (option, env, value) in ALLOCATOR_OPTIONS {
-        // SAFETY: getenv reads the environment without allocating; mi_option_set only
-        // stores the value, and every index above exists in the linked mimalloc
-        // (libmimalloc-sys builds v3 unless asked for v2).
-        unsafe {
-            if getenv(env.as_ptr()).is_null() {
-                mi_option_set(option, value);
-            }
-        }
-    }
-}
-
-#[cfg(target_os = "linux")]
-#[used]
-#[unsafe(link_section = ".init_array")]
-static TUNE_ALLOCATOR: extern "C" fn() = tune_allocator;
 
 #[derive(Parser)]
 #[command(name = "crossbar", version = router_core::VERSION, about = "Crossbar: multi-cloud LLM routing layer")]
@@ -135,9 +84,14 @@ enum ConfigCommand {
     },
 }
 
+mod allocator;
+
 fn main() -> ExitCode {
-    #[cfg(not(target_os = "linux"))]
-    tune_allocator();
+    let cli = Cli::parse();
+    if matches!(cli.command, Command::Serve { .. } | Command::Demo(_)) {
+        // Long-running: restarts with the allocator's settings unless they are set.
+        allocator::ensure_tuned();
+    }
     // Logs go to stderr; stdout carries only the lines scripts read.
     tracing_subscriber::fmt()
         // Whatever level CROSSBAR_LOG asks for, targets that print credentials stay capped.
@@ -148,7 +102,6 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
 
-    let cli = Cli::parse();
     if let Command::Demo(args) = &cli.command {
         // The demo's simulated identity services stand in for the cloud's: point the
         // SDKs at them before any thread exists (the environment is process-wide).
@@ -247,32 +200,5 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo(args) => server::demo::run(args).await,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    unsafe extern "C" {
-        fn mi_version() -> c_int;
-        fn mi_option_get(option: c_int) -> c_long;
-    }
-
-    #[test]
-    fn the_allocator_options_are_set_before_main_in_the_mimalloc_they_were_read_from() {
-        // SAFETY: both only read mimalloc's state.
-        let version = unsafe { mi_version() };
-        assert_eq!(
-            version / 100,
-            MIMALLOC_VERSION,
-            "mimalloc {version} is linked: check ALLOCATOR_OPTIONS against its mimalloc.h"
-        );
-        for (option, env, value) in ALLOCATOR_OPTIONS {
-            let name = env.to_str().unwrap();
-            if std::env::var_os(name).is_none() {
-                assert_eq!(unsafe { mi_option_get(option) }, value, "{name}");
-            }
-        }
     }
 }

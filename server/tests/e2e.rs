@@ -933,3 +933,38 @@ async fn shutdown_drains_open_streams_and_flushes_the_ledger() {
         "the stream's record was flushed"
     );
 }
+
+/// The allocator's tuning reaches mimalloc by its own variable names: a server
+/// started without them restarts itself with them (mimalloc prints its options when
+/// `MIMALLOC_VERBOSE` is set), and an operator's own value wins.
+#[test]
+fn the_server_runs_with_the_allocator_tuned_and_an_operators_setting_kept() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_crossbar"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--no-console"])
+        .env("MIMALLOC_VERBOSE", "1")
+        .env("MIMALLOC_PURGE_DELAY", "7")
+        .env_remove("MIMALLOC_ARENA_EAGER_COMMIT")
+        .env_remove("MIMALLOC_PAGE_COMMIT_ON_DEMAND")
+        .env_remove("CROSSBAR_CONFIG")
+        .env_remove("CROSSBAR_DB")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // The last value mimalloc printed for an option is the one it runs with.
+    let option = |name: &str| {
+        stderr
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix(&format!("option '{name}': ")))
+            .last()
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("mimalloc printed no `{name}`:\n{stderr}"))
+            .to_owned()
+    };
+    assert_eq!(option("arena_eager_commit"), "0");
+    assert_eq!(option("page_commit_on_demand"), "1");
+    assert_eq!(option("purge_delay"), "7", "the operator's value");
+    assert!(
+        stderr.contains("the store has no configuration yet"),
+        "then it went on as usual: {stderr}"
+    );
+}
