@@ -954,8 +954,8 @@ fn the_server_runs_with_the_allocator_tuned_and_an_operators_setting_kept() {
     let option = |name: &str| {
         stderr
             .lines()
-            .filter_map(|l| l.trim().strip_prefix(&format!("option '{name}': ")))
-            .last()
+            .rev()
+            .find_map(|l| l.trim().strip_prefix(&format!("option '{name}': ")))
             .map(str::trim)
             .unwrap_or_else(|| panic!("mimalloc printed no `{name}`:\n{stderr}"))
             .to_owned()
