@@ -103,7 +103,7 @@ struct Tally {
     skipped: u64,
 }
 
-struct Outcome {
+struct Reply {
     latency: Duration,
     ttft: Option<Duration>,
     completion_tokens: u64,
@@ -200,7 +200,7 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<LoadReport> {
     })
 }
 
-async fn record(tally: &Mutex<Tally>, outcome: Outcome) {
+async fn record(tally: &Mutex<Tally>, outcome: Reply) {
     let mut t = tally.lock().await;
     t.requests += 1;
     match outcome.error {
@@ -230,13 +230,13 @@ fn request_body(spec: &LoadSpec, n: u64) -> Value {
     body
 }
 
-async fn one_request(client: &reqwest::Client, spec: &LoadSpec, n: u64) -> Outcome {
+async fn one_request(client: &reqwest::Client, spec: &LoadSpec, n: u64) -> Reply {
     let started = Instant::now();
     let mut request = client.post(&spec.url).json(&request_body(spec, n));
     if let Some(key) = &spec.api_key {
         request = request.bearer_auth(key);
     }
-    let fail = |class: String| Outcome {
+    let fail = |class: String| Reply {
         latency: started.elapsed(),
         ttft: None,
         completion_tokens: 0,
@@ -261,7 +261,7 @@ async fn one_request(client: &reqwest::Client, spec: &LoadSpec, n: u64) -> Outco
     }
     if !spec.stream {
         return match response.json::<Value>().await {
-            Ok(body) => Outcome {
+            Ok(body) => Reply {
                 latency: started.elapsed(),
                 ttft: None,
                 completion_tokens: body
@@ -325,7 +325,7 @@ async fn one_request(client: &reqwest::Client, spec: &LoadSpec, n: u64) -> Outco
     if !done {
         return fail("stream_incomplete".into());
     }
-    Outcome {
+    Reply {
         latency: started.elapsed(),
         ttft,
         completion_tokens: tokens,

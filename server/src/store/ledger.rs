@@ -58,7 +58,7 @@ enum Msg {
 }
 
 #[derive(Debug, Default)]
-struct Counters {
+struct WriterCounters {
     received: AtomicU64,
     written: AtomicU64,
     dropped: AtomicU64,
@@ -69,7 +69,7 @@ struct Counters {
 
 #[derive(Debug)]
 struct Shared {
-    counters: Counters,
+    counters: WriterCounters,
     close: watch::Sender<bool>,
     done: watch::Receiver<bool>,
 }
@@ -179,7 +179,7 @@ impl Store {
         let (close_tx, close_rx) = watch::channel(false);
         let (done_tx, done_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
-            counters: Counters::default(),
+            counters: WriterCounters::default(),
             close: close_tx,
             done: done_rx,
         });
