@@ -69,6 +69,11 @@ pub struct ChatRequest {
     pub logit_bias: Option<serde_json::Map<String, Value>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<serde_json::Map<String, Value>>,
+    /// Set by the engine, never by a client: the last message is an assistant
+    /// prefill the model must continue (a stream continued on a backup). Adapters
+    /// whose API needs to be told (vLLM's `continue_final_message`) say so.
+    #[serde(skip)]
+    pub continue_final_message: bool,
 }
 
 impl ChatRequest {

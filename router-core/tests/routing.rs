@@ -39,7 +39,7 @@ async fn chat(
 ) -> Result<Answered<ChatResponse>, Unserved> {
     let mut request = request.clone();
     request.stream = None;
-    let served = engine.run(ctx, &request).await?;
+    let served = engine.run(ctx, Arc::new(request)).await?;
     let Answer::Whole(completion) = served.answer else {
         panic!("a whole answer was asked for");
     };
@@ -55,7 +55,7 @@ async fn chat_stream(
     ctx: &RequestContext,
     request: &ChatRequest,
 ) -> Result<Answered<RoutedStream>, Unserved> {
-    let served = engine.run(ctx, request).await?;
+    let served = engine.run(ctx, Arc::new(request.clone())).await?;
     let Answer::Stream(stream) = served.answer else {
         panic!("a stream was asked for");
     };

@@ -558,9 +558,11 @@ async fn backfill(state: &crate::AppState, days: u32) -> u64 {
                     retry: false,
                     spilled,
                     message: None,
+                    ..AttemptRecord::default()
                 }],
                 prompt_text: None,
                 completion_text: None,
+                ..RequestRecord::default()
             });
             written += 1;
             // Keep well inside the ledger queue: live traffic shares it.

@@ -17,6 +17,7 @@ use futures_util::StreamExt;
 use router_core::admin::RouteInfo;
 use router_core::api::{ChatRequest, Error, ErrorKind};
 use router_core::routing::capacity::estimate_tokens;
+use router_core::routing::engine::stream::StreamReport;
 use router_core::routing::engine::{Answer, RequestContext, RoutedStream};
 use serde_json::json;
 
@@ -246,7 +247,8 @@ async fn handle_chat(
     };
 
     let include_usage = request.include_usage();
-    let served = state.engine.run(&ctx, &request).await?;
+    let request = Arc::new(request);
+    let served = state.engine.run(&ctx, request.clone()).await?;
     let completion = match served.answer {
         Answer::Stream(stream) => {
             let mut response = sse_response(stream, include_usage);
@@ -284,7 +286,7 @@ fn sse_response(stream: RoutedStream, include_usage: bool) -> Response {
                     Some((Ok::<_, Infallible>(sse_data(&chunk)), Some(stream)))
                 }
                 Some(Err(e)) => Some((Ok(sse_data(&e.to_openai_json())), None)),
-                None => Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), None)),
+                None => Some((Ok(stream_end(&stream.report())), None)),
             };
         }
     });
@@ -296,6 +298,27 @@ fn sse_response(stream: RoutedStream, include_usage: bool) -> Response {
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
+}
+
+/// The end of a clean stream: `[DONE]`, after an SSE comment per continuation
+/// (`: x-crossbar-continued from=A to=B method=prefill after_tokens=40`), which
+/// every SSE client skips and a person or a log can read.
+fn stream_end(report: &StreamReport) -> Bytes {
+    if report.continuations.is_empty() {
+        return Bytes::from_static(b"data: [DONE]\n\n");
+    }
+    let mut end = String::new();
+    for c in &report.continuations {
+        end.push_str(&format!(
+            ": x-crossbar-continued from={} to={} method={} after_tokens={}\n",
+            c.from,
+            c.to,
+            c.method.as_str(),
+            c.after_tokens
+        ));
+    }
+    end.push_str("\ndata: [DONE]\n\n");
+    Bytes::from(end)
 }
 
 /// A JSON response, serialised into one buffer sized for a usual completion. axum's

@@ -838,8 +838,58 @@ async fn the_ledgers_spend_for_a_feature_equals_the_sum_of_its_requests_token_co
 }
 
 #[tokio::test]
-async fn a_failure_after_the_first_token_ends_the_stream_with_an_error_event() {
-    let h = start("midstream", &["primary", "backup"], |_| {}).await;
+async fn a_stream_cut_after_its_first_tokens_is_continued_on_the_backup() {
+    let h = start("continued", &["primary", "backup"], |_| {}).await;
+    h.faults("primary", json!({"cut_after_tokens": 3}));
+    let r = h
+        .chat(json!({"model": "summarize", "stream": true,
+            "stream_options": {"include_usage": true},
+            "messages": [{"role": "user", "content": "Tell me a long story"}], "max_tokens": 50}))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        header(&r, "x-crossbar-endpoint"),
+        "primary",
+        "committed there"
+    );
+    let text = r.text().await.unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"), "one clean end: {text}");
+    assert!(!text.contains("\"error\""), "{text}");
+    assert!(
+        text.contains(": x-crossbar-continued from=primary to=backup method=instruction"),
+        "{text}"
+    );
+    let chunks: Vec<Value> = text
+        .split("\n\n")
+        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let ids: std::collections::HashSet<&str> =
+        chunks.iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 1, "one stream for the client: {ids:?}");
+    let roles = chunks
+        .iter()
+        .filter(|c| c["choices"][0]["delta"]["role"].is_string())
+        .count();
+    assert_eq!(roles, 1, "one assistant turn");
+    let finishes = chunks
+        .iter()
+        .filter(|c| c["choices"][0]["finish_reason"].is_string())
+        .count();
+    assert_eq!(finishes, 1);
+    let usage = &chunks.last().unwrap()["usage"];
+    assert!(usage["completion_tokens"].as_u64().unwrap() > 3, "{usage}");
+    assert_eq!(h.answered("backup"), 1);
+}
+
+#[tokio::test]
+async fn a_failure_after_the_first_token_ends_the_stream_with_an_error_event_when_continuation_is_off()
+ {
+    let h = start("midstream", &["primary", "backup"], |c| {
+        c.features[0].continue_streams = false;
+    })
+    .await;
     h.faults("primary", json!({"cut_after_tokens": 3}));
     let r = h
         .chat(json!({"model": "summarize", "stream": true,

@@ -42,6 +42,8 @@ impl Provider {
                 json_mode: false,
                 context_window: 200_000,
                 max_output_tokens: 8_192,
+                // Refined by model in `EndpointConfig::capabilities`.
+                continuation: Continuation::Instruction,
             },
             Self::VertexGemini => Capabilities {
                 tools: true,
@@ -49,6 +51,8 @@ impl Provider {
                 json_mode: true,
                 context_window: 1_000_000,
                 max_output_tokens: 8_192,
+                // Gemini's API has no assistant prefill.
+                continuation: Continuation::Instruction,
             },
             Self::VertexAnthropic => Capabilities {
                 tools: true,
@@ -56,6 +60,7 @@ impl Provider {
                 json_mode: false,
                 context_window: 200_000,
                 max_output_tokens: 8_192,
+                continuation: Continuation::Prefill,
             },
             Self::Openai => Capabilities {
                 tools: true,
@@ -63,6 +68,9 @@ impl Provider {
                 json_mode: true,
                 context_window: 128_000,
                 max_output_tokens: 16_384,
+                // OpenAI's own API answers a trailing assistant message with a new
+                // turn; servers that continue it (vLLM) say `prefill`.
+                continuation: Continuation::Instruction,
             },
         }
     }
@@ -195,6 +203,35 @@ pub enum AuthConfig {
     None,
 }
 
+/// How a stream cut after its first token is continued on this endpoint (when it is
+/// the backup): the text the client has already seen is sent along, and the
+/// endpoint's answer is spliced after it.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Continuation {
+    /// Assistant prefill: the seen text as a trailing assistant message, which the
+    /// model continues (Anthropic models on Bedrock and Vertex; OpenAI-compatible
+    /// servers that continue a final assistant message, such as vLLM).
+    Prefill,
+    /// The seen text as an assistant message and a user message asking to continue
+    /// exactly where it stopped (any chat model; the splice is less exact).
+    Instruction,
+    /// This endpoint never continues another's stream: a cut stream ends with an
+    /// error if it is the only backup left.
+    None,
+}
+
+impl Continuation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Prefill => "prefill",
+            Self::Instruction => "instruction",
+            Self::None => "none",
+        }
+    }
+}
+
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capabilities {
@@ -205,6 +242,8 @@ pub struct Capabilities {
     pub context_window: u32,
     /// Largest output per request, in tokens.
     pub max_output_tokens: u32,
+    /// How it continues a stream another endpoint started.
+    pub continuation: Continuation,
 }
 
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -221,6 +260,10 @@ pub struct CapabilityOverrides {
     pub context_window: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_output_tokens: Option<u32>,
+    /// Default: `prefill` for Anthropic models (Vertex, and Bedrock model ids that
+    /// name Anthropic or Claude), `instruction` for the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continuation: Option<Continuation>,
 }
 
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -288,6 +331,19 @@ impl EndpointConfig {
         matches!(self.capacity, Capacity::Provisioned { .. })
     }
 
+    /// The provider's continuation method, refined by model: Anthropic models on
+    /// Bedrock take a prefill.
+    fn default_continuation(&self, provider: Capabilities) -> Continuation {
+        let model = self.model.to_ascii_lowercase();
+        if self.provider == Provider::Bedrock
+            && (model.contains("anthropic") || model.contains("claude"))
+        {
+            Continuation::Prefill
+        } else {
+            provider.continuation
+        }
+    }
+
     /// The provider's capabilities with this endpoint's overrides applied.
     pub fn capabilities(&self) -> Capabilities {
         let d = self.provider.default_capabilities();
@@ -298,6 +354,9 @@ impl EndpointConfig {
             json_mode: o.json_mode.unwrap_or(d.json_mode),
             context_window: o.context_window.unwrap_or(d.context_window),
             max_output_tokens: o.max_output_tokens.unwrap_or(d.max_output_tokens),
+            continuation: o
+                .continuation
+                .unwrap_or_else(|| self.default_continuation(d)),
         }
     }
 
@@ -433,6 +492,12 @@ impl EndpointConfig {
             _ => {}
         }
         let caps = self.capabilities();
+        if self.provider == Provider::VertexGemini && caps.continuation == Continuation::Prefill {
+            bad(
+                "capabilities.continuation",
+                "Gemini's API has no assistant prefill: use `instruction` (or `none`)".into(),
+            );
+        }
         if caps.max_output_tokens == 0 || caps.context_window == 0 {
             bad(
                 "capabilities",

@@ -31,12 +31,28 @@ pub struct FeatureConfig {
     /// The whole request, every attempt and backoff included.
     #[serde(default = "FeatureConfig::default_deadline_ms")]
     pub deadline_ms: u64,
-    /// One attempt (non-streaming), or a stream's wait for its first token; defaults
-    /// to the deadline, and for streams to the TTFT threshold × 2 when that is set.
+    /// One whole (non-streaming) attempt, to its full answer. Default: 10 s plus
+    /// 20 ms per requested output token (`max_tokens`, 256 when unset): a healthy
+    /// model writes at least 50 tokens a second, and a silent endpoint is left
+    /// after about 15 s, not after the 60 s deadline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt_timeout_ms: Option<u64>,
+    /// A stream's wait for its first token. Default: twice the feature's TTFT
+    /// threshold when it has one, else 10 s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttft_timeout_ms: Option<u64>,
+    /// Longest silence between two chunks of a stream once it has started; a stall
+    /// is a failure like a cut (and is continued on a backup). Default 5 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_idle_timeout_ms: Option<u64>,
+    /// Continue a text stream that breaks after its first token on a backup, so the
+    /// client gets one uninterrupted answer (default). Off: such a stream ends with
+    /// an error event. Tool calls and JSON output are never continued.
+    #[serde(
+        default = "FeatureConfig::default_continue_streams",
+        skip_serializing_if = "FeatureConfig::is_default_continue_streams"
+    )]
+    pub continue_streams: bool,
     /// When a prompt exceeds an endpoint's context window, try the binding's next
     /// endpoint with a larger window instead of failing (the one client error that
     /// may fail over).
@@ -47,6 +63,14 @@ pub struct FeatureConfig {
 impl FeatureConfig {
     fn default_deadline_ms() -> u64 {
         60_000
+    }
+
+    fn default_continue_streams() -> bool {
+        true
+    }
+
+    fn is_default_continue_streams(value: &bool) -> bool {
+        *value
     }
 
     /// A feature with a binding and defaults, as tests and the demo build them.
@@ -62,6 +86,8 @@ impl FeatureConfig {
             deadline_ms: Self::default_deadline_ms(),
             attempt_timeout_ms: None,
             ttft_timeout_ms: None,
+            stream_idle_timeout_ms: None,
+            continue_streams: true,
             context_fallback: false,
         }
     }

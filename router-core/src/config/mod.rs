@@ -19,8 +19,8 @@ mod policy;
 mod validate;
 
 pub use endpoint::{
-    AuthConfig, AzureDeployment, Capabilities, CapabilityOverrides, Capacity, EndpointConfig,
-    Pricing, Provider, Timeouts, geography_of,
+    AuthConfig, AzureDeployment, Capabilities, CapabilityOverrides, Capacity, Continuation,
+    EndpointConfig, Pricing, Provider, Timeouts, geography_of,
 };
 pub use feature::{ExperimentConfig, FeatureConfig, TeamConfig, Thresholds, VariantConfig};
 pub use policy::{BreakerParams, BreakerPolicy, RetryPolicy};

@@ -10,6 +10,20 @@ use super::{
 /// An endpoint's index in [`Config::endpoints`].
 pub type EndpointId = usize;
 
+/// A stream's wait for its first token when the feature sets neither a TTFT timeout
+/// nor a TTFT threshold: long enough for a slow model's first token, short enough
+/// that a silent endpoint is left well before a client gives up.
+pub const DEFAULT_TTFT_TIMEOUT_MS: u64 = 10_000;
+/// Longest silence inside a started stream: models pause for milliseconds between
+/// tokens, a stall for good.
+pub const DEFAULT_STREAM_IDLE_TIMEOUT_MS: u64 = 5_000;
+/// A whole answer's base allowance and its allowance per requested output token
+/// (50 tokens a second: slower than any healthy model writes).
+pub const WHOLE_ATTEMPT_BASE_MS: u64 = 10_000;
+pub const WHOLE_ATTEMPT_PER_TOKEN_MS: u64 = 20;
+/// The output limit assumed when a request sets none (for timeouts and estimates).
+pub const DEFAULT_OUTPUT_TOKENS: u32 = 256;
+
 /// A validated configuration: what the engine runs on. Immutable; a publish builds a
 /// new one and swaps it in.
 #[derive(Debug, Clone)]
@@ -44,8 +58,11 @@ pub struct Feature {
     /// The data boundary; `None` is unrestricted.
     pub geographies: Option<BTreeSet<String>>,
     pub deadline_ms: u64,
-    pub attempt_timeout_ms: u64,
+    /// `None`: by the request's output limit (see [`Feature::attempt_timeout`]).
+    pub attempt_timeout_ms: Option<u64>,
     pub ttft_timeout_ms: u64,
+    pub stream_idle_timeout_ms: u64,
+    pub continue_streams: bool,
     pub context_fallback: bool,
 }
 
@@ -59,6 +76,16 @@ pub struct Variant {
 }
 
 impl Feature {
+    /// The time one whole (non-streaming) attempt gets, for a request with this
+    /// output limit: the feature's setting, or 10 s + 20 ms per output token.
+    pub fn attempt_timeout(&self, output_limit: Option<u32>) -> std::time::Duration {
+        let ms = self.attempt_timeout_ms.unwrap_or_else(|| {
+            let tokens = u64::from(output_limit.unwrap_or(DEFAULT_OUTPUT_TOKENS));
+            WHOLE_ATTEMPT_BASE_MS.saturating_add(tokens.saturating_mul(WHOLE_ATTEMPT_PER_TOKEN_MS))
+        });
+        std::time::Duration::from_millis(ms.min(self.deadline_ms))
+    }
+
     /// Does the data boundary allow `geography`?
     pub fn allows(&self, geography: &str) -> bool {
         self.geographies
@@ -201,6 +228,7 @@ impl Config {
             for (field, value) in [
                 ("attempt_timeout_ms", f.attempt_timeout_ms),
                 ("ttft_timeout_ms", f.ttft_timeout_ms),
+                ("stream_idle_timeout_ms", f.stream_idle_timeout_ms),
             ] {
                 if value == Some(0) {
                     bad(format!("{path}.{field}"), "must be positive".into());
@@ -305,11 +333,11 @@ impl Config {
                 }
             }
             let deadline = f.deadline_ms.max(1);
-            let attempt = f.attempt_timeout_ms.unwrap_or(deadline).min(deadline);
+            let attempt = f.attempt_timeout_ms.map(|ms| ms.min(deadline));
             let ttft = f
                 .ttft_timeout_ms
                 .or(t.ttft_p90_ms.map(|ms| ms.saturating_mul(2)))
-                .unwrap_or(attempt)
+                .unwrap_or(DEFAULT_TTFT_TIMEOUT_MS)
                 .min(deadline);
             features.push(Feature {
                 name: f.name.clone(),
@@ -319,6 +347,10 @@ impl Config {
                 deadline_ms: deadline,
                 attempt_timeout_ms: attempt,
                 ttft_timeout_ms: ttft,
+                stream_idle_timeout_ms: f
+                    .stream_idle_timeout_ms
+                    .unwrap_or(DEFAULT_STREAM_IDLE_TIMEOUT_MS),
+                continue_streams: f.continue_streams,
                 context_fallback: f.context_fallback,
             });
         }

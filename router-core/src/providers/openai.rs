@@ -142,6 +142,13 @@ struct UpstreamRequest<'a> {
     logit_bias: Option<&'a serde_json::Map<String, Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     metadata: Option<&'a serde_json::Map<String, Value>>,
+    /// vLLM's way to continue a trailing assistant message instead of answering it
+    /// with a new turn (a stream continued here): `continue_final_message: true`
+    /// with `add_generation_prompt: false`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    continue_final_message: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    add_generation_prompt: Option<bool>,
 }
 
 impl<'a> UpstreamRequest<'a> {
@@ -171,6 +178,7 @@ impl<'a> UpstreamRequest<'a> {
             top_logprobs,
             logit_bias,
             metadata,
+            continue_final_message,
         } = request;
         Self {
             model,
@@ -197,6 +205,8 @@ impl<'a> UpstreamRequest<'a> {
             top_logprobs: *top_logprobs,
             logit_bias: logit_bias.as_ref(),
             metadata: metadata.as_ref(),
+            continue_final_message: continue_final_message.then_some(true),
+            add_generation_prompt: continue_final_message.then_some(false),
         }
     }
 }

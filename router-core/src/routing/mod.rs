@@ -7,6 +7,8 @@
 //! - [`budget`]: the retry budget;
 //! - [`capacity`]: provisioned tokens-per-minute accounting for spillover;
 //! - [`decision`]: what follows a failed attempt (retry, move on, spill, give up);
+//! - [`continuation`]: the request that continues a broken stream on a backup, and
+//!   the splice that joins the two;
 //! - [`rolls`]: the seeded dice of all of the above.
 //!
 //! [`clock`] is the one seam through which routing reads time and waits for it, and
@@ -16,6 +18,7 @@ pub mod breaker;
 pub mod budget;
 pub mod capacity;
 pub mod clock;
+pub mod continuation;
 pub mod decision;
 pub mod engine;
 pub mod plan;

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::admin::BreakerEvent;
 
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RequestRecord {
     pub request_id: String,
     /// Wall-clock time the request arrived, ms since the Unix epoch.
@@ -46,6 +46,16 @@ pub struct RequestRecord {
     pub cached_tokens: u64,
     /// Marginal token cost (zero on provisioned capacity).
     pub cost: Decimal,
+    /// Some tokens are Crossbar's estimate: a stream ended (cut, cancelled) before
+    /// the provider said its usage.
+    #[serde(default)]
+    pub usage_estimated: bool,
+    /// Times the stream was continued on another endpoint after breaking.
+    #[serde(default)]
+    pub continuations: u32,
+    /// Malformed upstream chunks skipped (never sent to the client).
+    #[serde(default)]
+    pub skipped_chunks: u32,
     pub attempts: Vec<AttemptRecord>,
     /// Only when the operator enabled `privacy.store_text`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -55,9 +65,15 @@ pub struct RequestRecord {
 }
 
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AttemptRecord {
     pub endpoint: String,
+    /// The endpoint's provider, and whether it runs on provisioned capacity (where
+    /// its billed tokens are rolled up).
+    #[serde(default)]
+    pub provider: String,
+    #[serde(default)]
+    pub provisioned: bool,
     /// `ok`, or the error class.
     pub outcome: String,
     pub latency_ms: f64,
@@ -69,6 +85,28 @@ pub struct AttemptRecord {
     /// The error message, for diagnosis (never a credential).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Tokens this attempt consumed at its endpoint, and their cost: billed to that
+    /// endpoint. Only attempts that produced output have any (a stream's broken
+    /// first part and its continuation each bill their own share).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub prompt_tokens: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub completion_tokens: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cached_tokens: u64,
+    #[serde(default, skip_serializing_if = "Decimal::is_zero")]
+    pub cost: Decimal,
+    /// The tokens are Crossbar's estimate (the stream broke before its usage).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub usage_estimated: bool,
+    /// This attempt continued a broken stream, by this method (`prefill`,
+    /// `instruction`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continuation: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 pub use crate::routing::clock::unix_ms;

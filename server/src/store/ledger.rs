@@ -282,7 +282,8 @@ impl Store {
             "SELECT request_id, at_ms, team, key_id, feature, variant, config_version, stream, \
              endpoint, provider, region, geography, provisioned, spilled, fallback_depth, outcome, \
              status, latency_ms, ttft_ms, prompt_tokens, completion_tokens, cached_tokens, \
-             cost_nanos, attempts_json, prompt_text, completion_text \
+             cost_nanos, attempts_json, prompt_text, completion_text, usage_estimated, \
+             continuations, skipped_chunks \
              FROM usage_ledger WHERE request_id = $1",
         )
         .bind(request_id)
@@ -320,6 +321,9 @@ struct LedgerRow {
     attempts_json: String,
     prompt_text: Option<String>,
     completion_text: Option<String>,
+    usage_estimated: i64,
+    continuations: i64,
+    skipped_chunks: i64,
 }
 
 impl LedgerRow {
@@ -351,6 +355,9 @@ impl LedgerRow {
             attempts: serde_json::from_str(&self.attempts_json)?,
             prompt_text: self.prompt_text,
             completion_text: self.completion_text,
+            usage_estimated: self.usage_estimated != 0,
+            continuations: u32::try_from(self.continuations).unwrap_or(0),
+            skipped_chunks: u32::try_from(self.skipped_chunks).unwrap_or(0),
         })
     }
 }
@@ -376,7 +383,7 @@ async fn insert_breaker_event(
     Ok(())
 }
 
-const LEDGER_COLUMNS: [&str; 27] = [
+const LEDGER_COLUMNS: [&str; 30] = [
     "request_id",
     "at_ms",
     "team",
@@ -404,6 +411,9 @@ const LEDGER_COLUMNS: [&str; 27] = [
     "attempts_json",
     "prompt_text",
     "completion_text",
+    "usage_estimated",
+    "continuations",
+    "skipped_chunks",
 ];
 
 /// The rollups' key after the time column.
@@ -513,7 +523,7 @@ fn int(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-#[derive(Hash, PartialEq, Eq)]
+#[derive(Clone, Copy, Hash, PartialEq, Eq)]
 struct RollupKey<'a> {
     /// Start of the period (minute or hour), ms since the epoch.
     at_ms: i64,
@@ -545,11 +555,17 @@ pub fn is_error(outcome: &str) -> bool {
 }
 
 /// The rollup rows of `records` for periods of `period_ms`.
+///
+/// A request counts (requests, errors, latency) for the endpoint that served it
+/// last. Its tokens and cost go to the endpoints that produced them: all to that
+/// one, except when another attempt billed some (a stream broken at one endpoint
+/// and continued at another), then each attempt's to its own endpoint.
 fn rollup<'a>(records: &[&'a RequestRecord], period_ms: i64) -> HashMap<RollupKey<'a>, RollupSums> {
     let mut sums: HashMap<RollupKey<'a>, RollupSums> = HashMap::default();
     for r in records {
+        let at_ms = r.at_ms.div_euclid(period_ms) * period_ms;
         let key = RollupKey {
-            at_ms: r.at_ms.div_euclid(period_ms) * period_ms,
+            at_ms,
             feature: &r.feature,
             team: &r.team,
             endpoint: r.endpoint.as_deref().unwrap_or(""),
@@ -557,14 +573,36 @@ fn rollup<'a>(records: &[&'a RequestRecord], period_ms: i64) -> HashMap<RollupKe
             variant: &r.variant,
             provisioned: r.provisioned,
         };
+        let split = r.attempts.iter().any(|a| {
+            Some(a.endpoint.as_str()) != r.endpoint.as_deref()
+                && (a.prompt_tokens + a.completion_tokens > 0 || !a.cost.is_zero())
+        });
+        if split {
+            for a in &r.attempts {
+                let s = sums
+                    .entry(RollupKey {
+                        endpoint: &a.endpoint,
+                        provider: &a.provider,
+                        provisioned: a.provisioned,
+                        ..key
+                    })
+                    .or_default();
+                s.prompt_tokens += int(a.prompt_tokens);
+                s.completion_tokens += int(a.completion_tokens);
+                s.cached_tokens += int(a.cached_tokens);
+                s.cost_nanos += to_nanos(a.cost);
+            }
+        }
         let s = sums.entry(key).or_default();
         s.requests += 1;
         s.errors += i64::from(is_error(&r.outcome));
         s.spilled += i64::from(r.spilled);
-        s.prompt_tokens += int(r.prompt_tokens);
-        s.completion_tokens += int(r.completion_tokens);
-        s.cached_tokens += int(r.cached_tokens);
-        s.cost_nanos += to_nanos(r.cost);
+        if !split {
+            s.prompt_tokens += int(r.prompt_tokens);
+            s.completion_tokens += int(r.completion_tokens);
+            s.cached_tokens += int(r.cached_tokens);
+            s.cost_nanos += to_nanos(r.cost);
+        }
         s.latency_ms_sum += r.latency_ms;
         if let Some(t) = r.ttft_ms {
             s.ttft_ms_sum += t;
@@ -698,7 +736,10 @@ impl Writer {
                 .bind(i64::try_from(r.attempts.len()).unwrap_or(i64::MAX))
                 .bind(attempts.as_str())
                 .bind(r.prompt_text.as_deref())
-                .bind(r.completion_text.as_deref());
+                .bind(r.completion_text.as_deref())
+                .bind(i64::from(r.usage_estimated))
+                .bind(i64::from(r.continuations))
+                .bind(i64::from(r.skipped_chunks));
         }
         Ok(q.execute(&mut **tx).await?.rows_affected())
     }

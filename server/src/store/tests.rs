@@ -452,9 +452,11 @@ fn record(i: usize, at_ms: i64) -> RequestRecord {
             retry: false,
             spilled: false,
             message: None,
+            ..AttemptRecord::default()
         }],
         prompt_text: None,
         completion_text: None,
+        ..RequestRecord::default()
     }
 }
 

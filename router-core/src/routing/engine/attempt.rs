@@ -15,10 +15,10 @@ use futures_util::StreamExt;
 
 use super::Shared;
 use super::snapshot::{EndpointState, Snapshot};
-use super::stream::{Committed, RoutedStream};
+use super::stream::{RoutedStream, Segment};
 use crate::admin::RouteInfo;
 use crate::api::{ChatChunk, ChatRequest, ChatResponse, Error, ErrorKind, Usage};
-use crate::config::Feature;
+use crate::config::{EndpointConfig, Feature};
 use crate::providers::{ChatProvider, ChatStream};
 use crate::routing::capacity::estimate_tokens;
 use crate::routing::clock::{unix_ms, within};
@@ -45,6 +45,10 @@ pub struct Served {
 }
 
 /// A whole completion, or a stream committed to one endpoint.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "moved once or twice per request; boxing the whole answer would cost an allocation on the hot path"
+)]
 pub enum Answer {
     Whole(Completion),
     Stream(RoutedStream),
@@ -90,7 +94,9 @@ impl Drop for Completion {
             return;
         };
         a.state.observe(&*a.shared.sink, a.now, &a.sample);
-        let mut record = a.run.served_record(a.candidate, "ok", a.now, &a.usage);
+        let last = a.run.attempts.len().saturating_sub(1);
+        a.run.bill(last, a.candidate, &a.usage, false);
+        let mut record = a.run.served_record(a.candidate, "ok", a.now);
         if a.run.store_text {
             record.completion_text = Some(self.response.text().to_owned());
         }
@@ -110,6 +116,8 @@ pub(super) struct Run {
     pub stream: bool,
     /// The request's tokens, estimated once: capacity checks and reservations.
     pub estimate: u64,
+    /// The request's output limit, if it set one.
+    pub output_limit: Option<u32>,
     pub candidates: Vec<Candidate>,
     /// Index of the candidate being tried.
     pub next: usize,
@@ -126,31 +134,31 @@ pub(super) struct Run {
 }
 
 /// One attempt about to be made.
-struct Attempt {
-    candidate: Candidate,
-    retry: bool,
-    provider: Arc<dyn ChatProvider>,
-    state: Arc<EndpointState>,
+pub(super) struct Attempt {
+    pub candidate: Candidate,
+    pub retry: bool,
+    pub provider: Arc<dyn ChatProvider>,
+    pub state: Arc<EndpointState>,
     /// Clock time by which it must answer (whole) or show its first token (stream).
-    due: Duration,
-    guard: AttemptGuard,
-    started: Duration,
+    pub due: Duration,
+    pub guard: AttemptGuard,
+    pub started: Duration,
 }
 
 pub(super) async fn run(
     shared: &Arc<Shared>,
     ctx: &RequestContext,
-    request: &ChatRequest,
+    request: Arc<ChatRequest>,
 ) -> Result<Served, Unserved> {
-    let mut run = Run::begin(shared, ctx, request)?;
+    let mut run = Run::begin(shared, ctx, &request)?;
     while let Some(attempt) = run.next_attempt(shared) {
         let tried = if run.stream {
-            open_stream(shared, &attempt, request).await
+            open_stream(shared, &attempt, &request).await
         } else {
-            whole(shared, &attempt, request).await
+            whole(shared, &attempt, &request).await
         };
         match tried {
-            Ok(reply) => return Ok(run.commit(shared, attempt, reply)),
+            Ok(reply) => return Ok(run.commit(shared, attempt, reply, request)),
             Err(failure) => {
                 if let Some(error) = run.failed(shared, attempt, failure).await {
                     return Err(run.unserved(shared, error));
@@ -163,7 +171,7 @@ pub(super) async fn run(
 }
 
 /// What a successful attempt brought back.
-enum Reply {
+pub(super) enum Reply {
     Whole {
         response: ChatResponse,
         latency: Duration,
@@ -179,10 +187,10 @@ enum Reply {
 
 /// A failed attempt: the error, after how long, and the time to first token when
 /// that is what timed out.
-struct AttemptFailure {
-    error: Error,
-    latency: Duration,
-    ttft: Option<Duration>,
+pub(super) struct AttemptFailure {
+    pub error: Error,
+    pub latency: Duration,
+    pub ttft: Option<Duration>,
 }
 
 /// One whole-completion attempt, answered within its time.
@@ -219,7 +227,7 @@ async fn whole(
 /// One stream attempt: open the stream and read up to its first output chunk, all
 /// within the TTFT timeout. Nothing has reached the client yet: failover is still
 /// free.
-async fn open_stream(
+pub(super) async fn open_stream(
     shared: &Shared,
     attempt: &Attempt,
     request: &ChatRequest,
@@ -274,6 +282,13 @@ async fn open_stream(
     }
 }
 
+/// `error` as failed at `endpoint`: where it came from, for the client's message and
+/// the record. Adapters do not tag; the engine, which knows which endpoint it asked,
+/// tags every attempt's error here.
+pub(super) fn tag(error: Error, endpoint: &EndpointConfig) -> Error {
+    error.at(endpoint.provider.as_str(), &endpoint.name)
+}
+
 fn timeout_error(message: String) -> Error {
     Error::new(ErrorKind::Timeout, message)
 }
@@ -297,6 +312,7 @@ impl Run {
             at_ms: unix_ms(),
             stream: request.is_stream(),
             estimate: estimate_tokens(request.prompt_chars(), request.output_limit()),
+            output_limit: request.output_limit(),
             candidates: Vec::new(),
             next: 0,
             retries_here: 0,
@@ -353,7 +369,13 @@ impl Run {
 
     /// The request is served by `attempt`'s `reply`: the run becomes the answer's
     /// accounting, done when the completion is dropped or the stream ends.
-    fn commit(mut self, shared: &Arc<Shared>, attempt: Attempt, reply: Reply) -> Served {
+    fn commit(
+        mut self,
+        shared: &Arc<Shared>,
+        attempt: Attempt,
+        reply: Reply,
+        request: Arc<ChatRequest>,
+    ) -> Served {
         let Attempt {
             candidate,
             retry,
@@ -403,20 +425,19 @@ impl Run {
             } => {
                 self.record_attempt(candidate, retry, ttft, Some(ttft), None);
                 let route = self.route_info(Some(candidate));
-                let committed = Committed {
-                    shared: shared.clone(),
-                    state,
-                    guard: Some(guard),
-                    run: Some(self),
+                let segment = Segment {
                     candidate,
+                    state,
+                    guard,
                     started,
                     ttft,
-                    usage: None,
-                    text: String::new(),
+                    record: self.attempts.len() - 1,
+                    rest,
                 };
+                let stream = RoutedStream::commit(shared.clone(), self, request, segment, buffered);
                 Served {
                     route,
-                    answer: Answer::Stream(RoutedStream::new(buffered, rest, committed)),
+                    answer: Answer::Stream(stream),
                 }
             }
         }
@@ -437,6 +458,17 @@ impl Run {
     /// when the candidates or the deadline are exhausted.
     fn next_attempt(&mut self, shared: &Shared) -> Option<Attempt> {
         let (candidate, retry) = self.next_candidate()?;
+        self.attempt_on(shared, candidate, retry)
+    }
+
+    /// An attempt on `candidate` starting now, with its time limit (the TTFT
+    /// timeout for a stream), or `None` once the deadline has passed.
+    pub(super) fn attempt_on(
+        &mut self,
+        shared: &Shared,
+        candidate: Candidate,
+        retry: bool,
+    ) -> Option<Attempt> {
         let now = shared.clock.now();
         let Some(remaining) = self.remaining(now) else {
             self.deadline_hit = true;
@@ -444,11 +476,11 @@ impl Run {
         };
         let feature = self.feature();
         let limit = if self.stream {
-            feature.ttft_timeout_ms
+            Duration::from_millis(feature.ttft_timeout_ms)
         } else {
-            feature.attempt_timeout_ms
+            feature.attempt_timeout(self.output_limit)
         };
-        let timeout = remaining.min(Duration::from_millis(limit));
+        let timeout = remaining.min(limit);
         let provider = self.snapshot.provider(candidate.endpoint).clone();
         let state = self.snapshot.state(candidate.endpoint).clone();
         let guard = AttemptGuard::start(&state, self.estimate);
@@ -488,38 +520,12 @@ impl Run {
         attempt: Attempt,
         failure: AttemptFailure,
     ) -> Option<Error> {
-        let AttemptFailure {
-            error,
-            latency,
-            ttft,
-        } = failure;
-        let Attempt {
-            candidate,
-            retry,
-            state,
-            mut guard,
-            ..
-        } = attempt;
+        let (candidate, state) = (attempt.candidate, attempt.state.clone());
+        let error = self.record_failure(shared, attempt, failure);
         let now = shared.clock.now();
-        guard.settle(now, 0);
         let config = self.snapshot.config.clone();
         let endpoint = config.endpoint(candidate.endpoint);
-        let error = error.at(endpoint.config.provider.as_str(), &endpoint.config.name);
         let provisioned = endpoint.config.is_provisioned();
-        state.observe(
-            &*shared.sink,
-            now,
-            &Sample {
-                outcome: classify(error.kind, provisioned),
-                latency,
-                ttft,
-                tokens: 0,
-                spilled: candidate.spilled_from.is_some(),
-            },
-        );
-        self.record_attempt(candidate, retry, latency, ttft, Some(&error));
-        self.errors
-            .push((endpoint.config.name.clone(), error.clone()));
 
         let window = endpoint.config.capabilities().context_window;
         let feature = self.feature();
@@ -575,6 +581,49 @@ impl Run {
             Step::GiveUp => return Some(error),
         }
         None
+    }
+
+    /// Accounts a failed attempt: its reservation released, its error tagged with
+    /// the endpoint (the one place attempt errors are tagged), the endpoint's
+    /// breaker told, the attempt and its error kept for the record. Returns the
+    /// tagged error.
+    pub(super) fn record_failure(
+        &mut self,
+        shared: &Shared,
+        attempt: Attempt,
+        failure: AttemptFailure,
+    ) -> Error {
+        let AttemptFailure {
+            error,
+            latency,
+            ttft,
+        } = failure;
+        let Attempt {
+            candidate,
+            retry,
+            state,
+            mut guard,
+            ..
+        } = attempt;
+        let now = shared.clock.now();
+        guard.settle(now, 0);
+        let endpoint = &self.snapshot.config.endpoint(candidate.endpoint).config;
+        let error = tag(error, endpoint);
+        state.observe(
+            &*shared.sink,
+            now,
+            &Sample {
+                outcome: classify(error.kind, endpoint.is_provisioned()),
+                latency,
+                ttft,
+                tokens: 0,
+                spilled: candidate.spilled_from.is_some(),
+            },
+        );
+        let name = endpoint.name.clone();
+        self.record_attempt(candidate, retry, latency, ttft, Some(&error));
+        self.errors.push((name, error.clone()));
+        error
     }
 
     /// The candidates after the current one whose context window is larger than

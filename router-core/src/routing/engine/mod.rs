@@ -168,13 +168,14 @@ impl Engine {
     }
 
     /// Routes and serves one request: a whole completion, or a stream committed at
-    /// its first token (by `request.stream`). Every request is recorded once: a
+    /// its first token (by `request.stream`; a stream keeps the request, to continue
+    /// on a backup should it break). Every request is recorded once: a
     /// failure at once, a whole answer when its [`Completion`] is dropped, a stream
     /// at its end.
     pub async fn run(
         &self,
         ctx: &RequestContext,
-        request: &ChatRequest,
+        request: Arc<ChatRequest>,
     ) -> Result<Served, Unserved> {
         attempt::run(&self.shared, ctx, request).await
     }

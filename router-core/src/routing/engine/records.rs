@@ -32,15 +32,16 @@ impl Run {
                 Some(e.message.clone()),
             ),
         };
-        let endpoint = self
-            .snapshot
-            .config
-            .endpoint(candidate.endpoint)
-            .config
-            .name
-            .clone();
+        let endpoint = &self.snapshot.config.endpoint(candidate.endpoint).config;
+        let (name, provider, provisioned) = (
+            endpoint.name.clone(),
+            endpoint.provider.as_str().to_owned(),
+            endpoint.is_provisioned(),
+        );
         self.attempts.push(AttemptRecord {
-            endpoint,
+            endpoint: name,
+            provider,
+            provisioned,
             outcome,
             latency_ms: ms(latency),
             ttft_ms: ttft.map(ms),
@@ -48,6 +49,7 @@ impl Run {
             retry,
             spilled: candidate.spilled_from.is_some(),
             message,
+            ..AttemptRecord::default()
         });
     }
 
@@ -157,25 +159,47 @@ impl Run {
             attempts: std::mem::take(&mut self.attempts),
             prompt_text: self.prompt_text.take(),
             completion_text: None,
+            ..RequestRecord::default()
         }
     }
 
-    /// The record of a request served by `candidate`, with its tokens and their cost.
+    /// Bills attempt `index` (made on `candidate`) for `usage`: its tokens and their
+    /// cost at that endpoint's prices. `estimated`: Crossbar counted them, the
+    /// provider did not say.
+    pub(super) fn bill(
+        &mut self,
+        index: usize,
+        candidate: Candidate,
+        usage: &Usage,
+        estimated: bool,
+    ) {
+        let endpoint = &self.snapshot.config.endpoint(candidate.endpoint).config;
+        let cost = token_cost(&endpoint.pricing, usage, endpoint.is_provisioned());
+        if let Some(a) = self.attempts.get_mut(index) {
+            a.prompt_tokens = u64::from(usage.prompt_tokens);
+            a.completion_tokens = u64::from(usage.completion_tokens);
+            a.cached_tokens = u64::from(usage.prompt_tokens_details.map_or(0, |d| d.cached_tokens));
+            a.cost = cost;
+            a.usage_estimated = estimated;
+        }
+    }
+
+    /// The record of a request served by `candidate` (its last attempt); its
+    /// tokens and cost are the sum of what its attempts were billed.
     pub(super) fn served_record(
         &mut self,
         candidate: Candidate,
         outcome: &str,
         now: Duration,
-        usage: &Usage,
     ) -> RequestRecord {
         let mut record = self.base_record(Some(candidate), 200, outcome, now);
-        let config = &self.snapshot.config;
-        let endpoint = &config.endpoint(candidate.endpoint).config;
-        record.prompt_tokens = u64::from(usage.prompt_tokens);
-        record.completion_tokens = u64::from(usage.completion_tokens);
-        record.cached_tokens =
-            u64::from(usage.prompt_tokens_details.map_or(0, |d| d.cached_tokens));
-        record.cost = token_cost(&endpoint.pricing, usage, endpoint.is_provisioned());
+        for a in &record.attempts {
+            record.prompt_tokens += a.prompt_tokens;
+            record.completion_tokens += a.completion_tokens;
+            record.cached_tokens += a.cached_tokens;
+            record.cost += a.cost;
+            record.usage_estimated |= a.usage_estimated;
+        }
         record
     }
 }

@@ -1,6 +1,23 @@
-//! A stream committed to one endpoint: the chunks read while waiting for the first
-//! token, then the rest. Its end — clean, failed, or dropped by a departing client —
-//! is observed by the endpoint's breaker and recorded once.
+//! A committed stream: the chunks read while waiting for the first token, then the
+//! rest — and, when it breaks after that, its continuation on a backup.
+//!
+//! The first token is the commit point: from then on the client holds a prefix of
+//! the answer, and nothing it has seen is ever retracted or sent twice. When the
+//! upstream stream breaks (cut, an error event, or a stall longer than the
+//! feature's idle timeout), a text answer is **continued**: the original request
+//! plus the prefix goes to the next endpoint that can take it (by its
+//! [`Continuation`] method, its breaker, the data boundary the binding already
+//! respects, the retry budget and the deadline), and that endpoint's answer is
+//! spliced after the prefix ([`Splice`]). The client sees one stream, one id, one
+//! `finish_reason`, then `[DONE]`; its usage chunk states what it was served (its
+//! prompt once, the whole answer). Tool calls and JSON output are never continued:
+//! half an argument cannot be spliced; such a stream ends with the error event.
+//!
+//! Every part is accounted: each segment's attempt record bills the tokens its
+//! endpoint produced (counted by Crossbar where the stream broke before the
+//! provider said, and marked estimated), the breaker of each segment's endpoint sees
+//! how it went, and the request is recorded once — at the end, when the stream
+//! fails for good, or when the client leaves.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -8,88 +25,362 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::Stream;
+use futures_util::future::{Either, select};
+use futures_util::{Stream, StreamExt};
+use parking_lot::Mutex;
 
 use super::Shared;
-use super::attempt::{AttemptGuard, Run};
+use super::attempt::{AttemptFailure, AttemptGuard, Reply, Run, open_stream, tag};
 use super::records::ms;
-use super::snapshot::EndpointState;
-use crate::api::{ChatChunk, Error, Usage};
+use super::snapshot::{EndpointState, LiveGate};
+use crate::api::{ChatChunk, ChatRequest, Error, ErrorKind, Fault, Usage};
+use crate::config::{Continuation, EndpointId};
 use crate::providers::ChatStream;
-use crate::routing::plan::Candidate;
+use crate::routing::clock::Sleep;
+use crate::routing::continuation::{Splice, continuation_request};
+use crate::routing::plan::{Admission, Candidate, Gate};
 use crate::telemetry::window::{Outcome, Sample, classify};
 
-/// A committed stream of chunks. After the first token nothing fails over: an error
-/// ends the stream (adapters report any failure after a stream started as
-/// `stream_interrupted`, and the conformance suite holds every provider to it).
+/// At most this many continuations of one stream.
+const MAX_CONTINUATIONS: usize = 3;
+
+/// A committed stream of chunks.
 pub struct RoutedStream {
-    buffered: VecDeque<ChatChunk>,
-    rest: ChatStream,
-    committed: Committed,
+    inner: Pin<Box<dyn Stream<Item = Result<ChatChunk, Error>> + Send>>,
+    ttft: Duration,
+    report: Arc<Mutex<StreamReport>>,
 }
 
-/// What a committed stream must account for at its end.
-pub(super) struct Committed {
-    pub shared: Arc<Shared>,
-    pub state: Arc<EndpointState>,
-    pub guard: Option<AttemptGuard>,
-    /// Taken when the end is recorded.
-    pub run: Option<Run>,
+/// What a stream did besides passing chunks on, for the caller to tell the client
+/// (the gateway writes it as a final SSE comment).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StreamReport {
+    pub continuations: Vec<Continued>,
+}
+
+/// One continuation: the answer broke at `from` after about `after_tokens` tokens
+/// and went on at `to`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Continued {
+    pub from: String,
+    pub to: String,
+    pub method: Continuation,
+    pub after_tokens: u64,
+}
+
+/// The upstream stream one attempt is serving.
+pub(super) struct Segment {
     pub candidate: Candidate,
-    /// Clock time the committed attempt was sent.
+    pub state: Arc<EndpointState>,
+    pub guard: AttemptGuard,
+    /// Clock time the attempt was sent.
     pub started: Duration,
     pub ttft: Duration,
-    pub usage: Option<Usage>,
-    pub text: String,
+    /// Its attempt record's index in the run.
+    pub record: usize,
+    pub rest: ChatStream,
 }
 
 impl RoutedStream {
-    pub(super) fn new(buffered: Vec<ChatChunk>, rest: ChatStream, committed: Committed) -> Self {
+    /// The stream of a request committed to `segment`, which brought `buffered`.
+    pub(super) fn commit(
+        shared: Arc<Shared>,
+        run: Run,
+        request: Arc<ChatRequest>,
+        segment: Segment,
+        buffered: Vec<ChatChunk>,
+    ) -> Self {
+        let ttft = segment.ttft;
+        let report = Arc::new(Mutex::new(StreamReport::default()));
+        let live = Live::new(shared, run, request, segment, buffered, report.clone());
+        let inner = futures_util::stream::unfold(live, |mut live| async move {
+            let item = live.next().await?;
+            Some((item, live))
+        });
         Self {
-            buffered: buffered.into(),
-            rest,
-            committed,
+            inner: Box::pin(inner),
+            ttft,
+            report,
         }
     }
 
     /// Time to the first token, from when the committed attempt was sent.
     pub fn ttft(&self) -> Duration {
-        self.committed.ttft
+        self.ttft
+    }
+
+    /// What the stream did besides passing chunks on (complete once it has ended).
+    pub fn report(&self) -> StreamReport {
+        self.report.lock().clone()
     }
 }
 
-impl Committed {
-    fn observe_chunk(&mut self, chunk: &ChatChunk) {
-        if let Some(usage) = chunk.usage {
-            self.usage = Some(usage);
+impl Stream for RoutedStream {
+    type Item = Result<ChatChunk, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}
+
+/// A read from the current segment.
+enum Read {
+    Chunk(ChatChunk),
+    End,
+    Failed(Error),
+}
+
+/// The state of a committed stream.
+struct Live {
+    shared: Arc<Shared>,
+    run: Run,
+    request: Arc<ChatRequest>,
+    seg: Segment,
+    /// The usage the current segment's provider reported.
+    seg_usage: Option<Usage>,
+    /// Characters of output the current segment passed on.
+    seg_chars: usize,
+    /// The current segment continues another: its text is spliced.
+    splice: Option<Splice>,
+    /// Characters the current segment's prompt has beyond the original (the prefix
+    /// and an instruction).
+    seg_added_chars: usize,
+    /// Upstream chunks read but not yet looked at.
+    buffered: VecDeque<ChatChunk>,
+    /// Chunks ready for the client.
+    out: VecDeque<ChatChunk>,
+    done: bool,
+    idle: Duration,
+    idle_timer: Sleep,
+    last_chunk: Duration,
+    /// What the client has seen of the answer (kept when it may be continued, or
+    /// stored).
+    text: String,
+    keep_text: bool,
+    continuable: bool,
+    tool_call_seen: bool,
+    /// Output tokens billed by earlier, broken segments: the prefix.
+    prefix_tokens: u64,
+    /// Endpoints whose stream broke in this request.
+    broken: Vec<EndpointId>,
+    first_id: String,
+    first_created: u64,
+    prompt_chars: usize,
+    /// The request's TTFT as the ledger records it (from arrival).
+    ttft_ms: f64,
+    report: Arc<Mutex<StreamReport>>,
+}
+
+impl Live {
+    fn new(
+        shared: Arc<Shared>,
+        run: Run,
+        request: Arc<ChatRequest>,
+        seg: Segment,
+        buffered: Vec<ChatChunk>,
+        report: Arc<Mutex<StreamReport>>,
+    ) -> Self {
+        let feature = run.feature();
+        let idle = Duration::from_millis(feature.stream_idle_timeout_ms);
+        let continuable = feature.continue_streams && !request.wants_json();
+        let now = shared.clock.now();
+        let idle_timer = shared.clock.sleep_until(now + idle);
+        let (first_id, first_created) = buffered
+            .first()
+            .map(|c| (c.id.clone(), c.created))
+            .unwrap_or_default();
+        let ttft_ms = ms(seg.ttft + seg.started.saturating_sub(run.received));
+        Self {
+            keep_text: continuable || run.store_text,
+            prompt_chars: request.prompt_chars(),
+            shared,
+            run,
+            request,
+            seg,
+            seg_usage: None,
+            seg_chars: 0,
+            splice: None,
+            seg_added_chars: 0,
+            buffered: buffered.into(),
+            out: VecDeque::new(),
+            done: false,
+            idle,
+            idle_timer,
+            last_chunk: now,
+            text: String::new(),
+            continuable,
+            tool_call_seen: false,
+            prefix_tokens: 0,
+            broken: Vec::new(),
+            first_id,
+            first_created,
+            ttft_ms,
+            report,
         }
-        if self.run.as_ref().is_some_and(|r| r.store_text) {
-            for c in &chunk.choices {
-                if let Some(t) = &c.delta.content {
-                    self.text.push_str(t);
+    }
+
+    /// The next item for the client.
+    async fn next(&mut self) -> Option<Result<ChatChunk, Error>> {
+        loop {
+            if let Some(chunk) = self.out.pop_front() {
+                return Some(Ok(chunk));
+            }
+            if self.done {
+                return None;
+            }
+            if let Some(chunk) = self.buffered.pop_front() {
+                self.pass(chunk);
+                continue;
+            }
+            match self.read().await {
+                Read::Chunk(chunk) => self.pass(chunk),
+                Read::End => {
+                    if let Some(text) = self.splice.as_mut().map(Splice::finish)
+                        && !text.is_empty()
+                    {
+                        let chunk = self.text_chunk(text);
+                        self.out.push_back(chunk);
+                    }
+                    self.finish(None);
+                }
+                Read::Failed(error) => {
+                    if self.continue_after(&error).await {
+                        continue;
+                    }
+                    self.finish(Some(&error));
+                    return Some(Err(error));
                 }
             }
         }
     }
 
-    /// Whether the stream's end has been recorded.
-    fn finished(&self) -> bool {
-        self.run.is_none()
+    /// Reads the current segment's next chunk, or its end, or its failure — a
+    /// silence longer than the idle timeout is one.
+    async fn read(&mut self) -> Read {
+        loop {
+            let next = self.seg.rest.next();
+            match select(next, &mut self.idle_timer).await {
+                Either::Left((item, _)) => {
+                    self.last_chunk = self.shared.clock.now();
+                    return match item {
+                        Some(Ok(chunk)) => Read::Chunk(chunk),
+                        Some(Err(e)) => Read::Failed(e),
+                        None => Read::End,
+                    };
+                }
+                Either::Right(((), _)) => {
+                    let due = self.last_chunk + self.idle;
+                    if self.shared.clock.now() >= due {
+                        return Read::Failed(Error::new(
+                            ErrorKind::Timeout,
+                            format!(
+                                "the stream stalled: nothing for {} ms",
+                                self.idle.as_millis()
+                            ),
+                        ));
+                    }
+                    self.idle_timer = self.shared.clock.sleep_until(due);
+                }
+            }
+        }
     }
 
-    /// Records the stream's end, once: `error` is `None` for a clean end.
-    fn finish(&mut self, error: Option<&Error>, cancelled: bool) {
-        let Some(mut run) = self.run.take() else {
-            return;
-        };
-        let shared = &self.shared;
-        let now = shared.clock.now();
-        let usage = self.usage.unwrap_or_default();
-        if let Some(mut guard) = self.guard.take() {
-            guard.settle(now, u64::from(usage.total_tokens));
+    /// Looks at one upstream chunk and queues what the client gets of it.
+    fn pass(&mut self, mut chunk: ChatChunk) {
+        if let Some(usage) = chunk.usage {
+            self.seg_usage = Some(usage);
         }
-        let config = run.snapshot.config.clone();
-        let endpoint = &config.endpoint(self.candidate.endpoint).config;
+        if chunk.choices.iter().any(|c| c.delta.tool_calls.is_some()) {
+            self.tool_call_seen = true;
+        }
+        if let Some(splice) = self.splice.as_mut() {
+            // A continuation: one stream for the client, the first's id; no second
+            // role; the text spliced; the usage what the client was served.
+            chunk.id.clone_from(&self.first_id);
+            chunk.created = self.first_created;
+            for choice in &mut chunk.choices {
+                choice.delta.role = None;
+                let mut text = match choice.delta.content.take() {
+                    Some(t) => splice.feed(&t),
+                    None => String::new(),
+                };
+                if choice.finish_reason.is_some() {
+                    let mut held = splice.finish();
+                    held.push_str(&text);
+                    text = held;
+                }
+                choice.delta.content = (!text.is_empty()).then_some(text);
+            }
+            if let Some(usage) = chunk.usage.as_mut() {
+                let added = tokens_of(self.seg_added_chars);
+                let prompt = u64::from(usage.prompt_tokens).saturating_sub(added).max(1);
+                let completion = self.prefix_tokens + u64::from(usage.completion_tokens);
+                *usage = Usage::new(clamp(prompt), clamp(completion), None);
+            }
+            let empty = chunk.usage.is_none()
+                && chunk.choices.iter().all(|c| {
+                    c.delta.content.is_none()
+                        && c.delta.tool_calls.is_none()
+                        && c.finish_reason.is_none()
+                });
+            if empty {
+                return;
+            }
+        }
+        for choice in &chunk.choices {
+            if let Some(t) = &choice.delta.content {
+                self.seg_chars += t.len();
+                if self.keep_text {
+                    self.text.push_str(t);
+                }
+            }
+        }
+        self.out.push_back(chunk);
+    }
+
+    /// A chunk carrying `text`, in the stream's id.
+    fn text_chunk(&self, text: String) -> ChatChunk {
+        let model = self
+            .run
+            .snapshot
+            .config
+            .endpoint(self.seg.candidate.endpoint)
+            .config
+            .model
+            .clone();
+        ChatChunk::new(&self.first_id, &model, self.first_created).with_delta(
+            crate::api::Delta {
+                content: Some(text),
+                ..crate::api::Delta::default()
+            },
+            None,
+        )
+    }
+
+    /// The current segment's usage: the provider's, or Crossbar's count.
+    fn seg_usage(&self) -> (Usage, bool) {
+        match self.seg_usage {
+            Some(u) => (u, false),
+            None => {
+                let prompt = tokens_of(self.prompt_chars + self.seg_added_chars);
+                let completion = tokens_of(self.seg_chars);
+                (Usage::new(clamp(prompt), clamp(completion), None), true)
+            }
+        }
+    }
+
+    /// Closes the current segment: its reservation settled, its endpoint's breaker
+    /// told `outcome`, its attempt billed and (on failure) marked.
+    fn close_segment(&mut self, error: Option<&Error>, cancelled: bool) -> Usage {
+        let now = self.shared.clock.now();
+        let (usage, estimated) = self.seg_usage();
+        self.seg.guard.settle(now, u64::from(usage.total_tokens));
+        let endpoint = &self
+            .run
+            .snapshot
+            .config
+            .endpoint(self.seg.candidate.endpoint)
+            .config;
         let outcome = match (error, cancelled) {
             (Some(e), _) => classify(e.kind, endpoint.is_provisioned()),
             // The client went away: says nothing about the endpoint.
@@ -98,63 +389,257 @@ impl Committed {
         };
         let sample = Sample {
             outcome,
-            latency: now.saturating_sub(self.started),
-            ttft: Some(self.ttft),
+            latency: now.saturating_sub(self.seg.started),
+            ttft: Some(self.seg.ttft),
             tokens: u64::from(usage.total_tokens),
-            spilled: self.candidate.spilled_from.is_some(),
+            spilled: self.seg.candidate.spilled_from.is_some(),
         };
-        self.state.observe(&*shared.sink, now, &sample);
-        // The client got a 200 when the stream was committed, whatever its end.
-        let outcome = match (error, cancelled) {
-            (Some(e), _) => e.kind.as_str(),
-            (None, true) => "cancelled",
-            (None, false) => "ok",
-        };
+        self.seg.state.observe(&*self.shared.sink, now, &sample);
+        let index = self.seg.record;
         if let Some(e) = error
-            && let Some(a) = run.attempts.last_mut()
+            && let Some(a) = self.run.attempts.get_mut(index)
         {
             a.outcome = e.kind.as_str().to_owned();
             a.message = Some(e.message.clone());
+            a.latency_ms = ms(now.saturating_sub(self.seg.started));
         }
-        let mut record = run.served_record(self.candidate, outcome, now, &usage);
-        record.ttft_ms = Some(ms(self.ttft + self.started.saturating_sub(run.received)));
-        record.completion_text = run.store_text.then(|| std::mem::take(&mut self.text));
-        shared.sink.request(record);
+        self.run.bill(index, self.seg.candidate, &usage, estimated);
+        usage
+    }
+
+    /// Records the request's end, once: `error` is `None` for a clean end.
+    fn finish(&mut self, error: Option<&Error>) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        self.close_segment(error, false);
+        let outcome = error.map_or("ok", |e| e.kind.as_str());
+        self.record(outcome);
+    }
+
+    fn record(&mut self, outcome: &str) {
+        let now = self.shared.clock.now();
+        let mut record = self.run.served_record(self.seg.candidate, outcome, now);
+        record.ttft_ms = Some(self.ttft_ms);
+        record.continuations =
+            u32::try_from(self.report.lock().continuations.len()).unwrap_or(u32::MAX);
+        if self.run.store_text {
+            record.completion_text = Some(std::mem::take(&mut self.text));
+        }
+        self.shared.sink.request(record);
+    }
+
+    /// Whether `error` can be rescued by a continuation, and if so, the current
+    /// segment closed and the next one opened: `true` when the stream goes on.
+    async fn continue_after(&mut self, error: &Error) -> bool {
+        let may = self.continuable
+            && !self.tool_call_seen
+            && !self.text.is_empty()
+            && error.fault() != Fault::Client
+            && self.report.lock().continuations.len() < MAX_CONTINUATIONS;
+        if !may {
+            return false;
+        }
+        let from = self.seg.candidate;
+        let endpoint = &self.run.snapshot.config.endpoint(from.endpoint).config;
+        let error = tag(error.clone(), endpoint);
+        let from_name = endpoint.name.clone();
+        let usage = self.close_segment(Some(&error), false);
+        self.prefix_tokens += u64::from(usage.completion_tokens);
+        self.run.errors.push((from_name.clone(), error.clone()));
+        self.broken.push(from.endpoint);
+        let stalled = error.kind == ErrorKind::Timeout;
+        for (candidate, method) in self.continuation_candidates(from, stalled) {
+            if self.try_continuation(candidate, method, &from_name).await {
+                return true;
+            }
+            if self.run.deadline_hit {
+                break;
+            }
+        }
+        // Nothing took it over: the stream ends with its own error, already
+        // accounted for its first part.
+        self.done = true;
+        self.record(error.kind.as_str());
+        false
+    }
+
+    /// Where the answer may go on, in order: the binding's endpoints the breaker
+    /// admits now (a ramping one after the admitted), then the broken endpoint
+    /// itself unless it stalled; never one that cannot continue, nor one that
+    /// broke already.
+    fn continuation_candidates(
+        &mut self,
+        broken: Candidate,
+        stalled: bool,
+    ) -> Vec<(Candidate, Continuation)> {
+        let snapshot = self.run.snapshot.clone();
+        let now = self.shared.clock.now();
+        let mut gate = LiveGate {
+            snapshot: &snapshot,
+            sink: &*self.shared.sink,
+            now,
+        };
+        let mut ordered: Vec<Candidate> = self.run.candidates[self.run.next + 1..].to_vec();
+        ordered.extend(self.run.candidates[..self.run.next].iter().copied());
+        if !stalled {
+            ordered.push(broken);
+        }
+        let (mut admitted, mut deferred) = (Vec::new(), Vec::new());
+        for c in ordered {
+            let method = snapshot
+                .config
+                .endpoint(c.endpoint)
+                .config
+                .capabilities()
+                .continuation;
+            if method == Continuation::None
+                || (self.broken.contains(&c.endpoint) && c.endpoint != broken.endpoint)
+                || admitted
+                    .iter()
+                    .chain(&deferred)
+                    .any(|(d, _): &(Candidate, _)| d.endpoint == c.endpoint)
+            {
+                continue;
+            }
+            match gate.admit(c.endpoint, self.run.rolls.roll()) {
+                Admission::Admitted => admitted.push((c, method)),
+                Admission::Deferred => deferred.push((c, method)),
+                Admission::Rejected { .. } => {}
+            }
+        }
+        admitted.extend(deferred);
+        admitted
+    }
+
+    /// Opens a continuation at `candidate` by `method` (a prefill the endpoint
+    /// refuses is tried once more as an instruction): `true` when it streams.
+    async fn try_continuation(
+        &mut self,
+        candidate: Candidate,
+        mut method: Continuation,
+        from: &str,
+    ) -> bool {
+        loop {
+            let now = self.shared.clock.now();
+            if !self.shared.budget.lock().try_withdraw(now) {
+                tracing::debug!("retry budget exhausted: the stream is not continued");
+                return false;
+            }
+            let Some(attempt) = self.run.attempt_on(&self.shared, candidate, false) else {
+                return false;
+            };
+            let request = continuation_request(
+                &self.request,
+                &self.text,
+                method,
+                u32::try_from(self.prefix_tokens).unwrap_or(u32::MAX),
+            );
+            match open_stream(&self.shared, &attempt, &request).await {
+                Ok(Reply::Stream {
+                    buffered,
+                    rest,
+                    ttft,
+                }) => {
+                    self.run
+                        .record_attempt(candidate, false, ttft, Some(ttft), None);
+                    let record = self.run.attempts.len() - 1;
+                    self.run.attempts[record].continuation = Some(method.as_str().to_owned());
+                    self.run.next = self
+                        .run
+                        .candidates
+                        .iter()
+                        .position(|c| c.endpoint == candidate.endpoint)
+                        .unwrap_or(self.run.next);
+                    let to = self
+                        .run
+                        .snapshot
+                        .config
+                        .endpoint(candidate.endpoint)
+                        .config
+                        .name
+                        .clone();
+                    tracing::info!(from, to = %to, method = method.as_str(), after_tokens = self.prefix_tokens, "stream continued on another endpoint");
+                    self.report.lock().continuations.push(Continued {
+                        from: from.to_owned(),
+                        to,
+                        method,
+                        after_tokens: self.prefix_tokens,
+                    });
+                    self.seg = Segment {
+                        candidate,
+                        state: attempt.state.clone(),
+                        guard: attempt.guard,
+                        started: attempt.started,
+                        ttft,
+                        record,
+                        rest,
+                    };
+                    self.seg_usage = None;
+                    self.seg_chars = 0;
+                    self.seg_added_chars = added_chars(&request, self.request.messages.len());
+                    self.splice = Some(Splice::new(&self.text, method));
+                    self.buffered = buffered.into();
+                    self.last_chunk = self.shared.clock.now();
+                    return true;
+                }
+                Ok(Reply::Whole { .. }) => return false,
+                Err(failure) => {
+                    let refused = failure.error.fault() == Fault::Client;
+                    let error = self.run.record_failure(
+                        &self.shared,
+                        attempt,
+                        AttemptFailure {
+                            error: failure.error,
+                            latency: failure.latency,
+                            ttft: failure.ttft,
+                        },
+                    );
+                    if let Some(a) = self.run.attempts.last_mut() {
+                        a.continuation = Some(method.as_str().to_owned());
+                    }
+                    if refused && method == Continuation::Prefill {
+                        // The endpoint does not take a prefill after all: ask it the
+                        // other way rather than surface its refusal.
+                        tracing::debug!(%error, "prefill refused: continuing by instruction");
+                        method = Continuation::Instruction;
+                        continue;
+                    }
+                    return false;
+                }
+            }
+        }
     }
 }
 
-impl Drop for RoutedStream {
+impl Drop for Live {
+    /// A stream dropped before its end: the client left. What was streamed is
+    /// billed (counted, where the provider had not said yet).
     fn drop(&mut self) {
-        self.committed.finish(None, true);
+        if self.done {
+            return;
+        }
+        self.done = true;
+        self.close_segment(None, true);
+        self.record("cancelled");
     }
 }
 
-impl Stream for RoutedStream {
-    type Item = Result<ChatChunk, Error>;
+/// Characters of the messages `request` has beyond the original's first
+/// `original` messages.
+fn added_chars(request: &ChatRequest, original: usize) -> usize {
+    request.messages[original.min(request.messages.len())..]
+        .iter()
+        .map(crate::api::Message::text_len)
+        .sum()
+}
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        if let Some(chunk) = this.buffered.pop_front() {
-            this.committed.observe_chunk(&chunk);
-            return Poll::Ready(Some(Ok(chunk)));
-        }
-        if this.committed.finished() {
-            return Poll::Ready(None);
-        }
-        match this.rest.as_mut().poll_next(cx) {
-            Poll::Ready(Some(Ok(chunk))) => {
-                this.committed.observe_chunk(&chunk);
-                Poll::Ready(Some(Ok(chunk)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                this.committed.finish(Some(&e), false);
-                Poll::Ready(Some(Err(e)))
-            }
-            Poll::Ready(None) => {
-                this.committed.finish(None, false);
-                Poll::Ready(None)
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
+/// Crossbar's token estimate for text of `chars` characters (about four each).
+fn tokens_of(chars: usize) -> u64 {
+    (chars as u64).div_ceil(4)
+}
+
+fn clamp(n: u64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }

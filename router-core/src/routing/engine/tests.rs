@@ -39,6 +39,13 @@ enum Act {
     Hang,
     /// Streams: the first token, then fails with this error.
     CutAfterFirst(Error),
+    /// Streams: the first token, then nothing, ever.
+    StallAfterFirst,
+    /// Streams: a tool call's first fragment, then fails with this error.
+    ToolCallCut(Error),
+    /// Refuses a prefill (a trailing assistant message to continue) with a 400;
+    /// answers anything else.
+    RefusePrefill,
 }
 
 /// An in-memory adapter that plays its script, one act per request (the last act
@@ -47,6 +54,8 @@ struct Scripted {
     config: EndpointConfig,
     script: Mutex<VecDeque<Act>>,
     calls: Mutex<Vec<Duration>>,
+    /// The streamed requests it got.
+    requests: Mutex<Vec<ChatRequest>>,
     clock: TokioClock,
 }
 
@@ -118,26 +127,58 @@ impl ChatProvider for Scripted {
                     self.wait(after).await;
                     Err(e)
                 }
-                Act::CutAfterFirst(e) => Err(e),
-                Act::Hang => std::future::pending().await,
+                Act::CutAfterFirst(e) | Act::ToolCallCut(e) => Err(e),
+                Act::StallAfterFirst | Act::Hang => std::future::pending().await,
+                Act::RefusePrefill => Ok(self.response()),
             }
         })
     }
 
-    fn chat_stream<'a>(&'a self, _: &'a ChatRequest) -> BoxFuture<'a, Result<ChatStream, Error>> {
+    fn chat_stream<'a>(
+        &'a self,
+        request: &'a ChatRequest,
+    ) -> BoxFuture<'a, Result<ChatStream, Error>> {
         let act = self.next_act();
+        self.requests.lock().push(request.clone());
         Box::pin(async move {
             let first = self.chunk("Hello");
+            let answer = |first: ChatChunk| {
+                let mut last = self.chunk(" world");
+                last.choices[0].finish_reason = Some(FinishReason::Stop);
+                let mut usage = ChatChunk::new("c", &self.config.model, 0);
+                usage.usage = Some(Usage::new(10, 2, None));
+                vec![Ok(first), Ok(last), Ok(usage)]
+            };
             let rest: Vec<Result<ChatChunk, Error>> = match act {
                 Act::Answer(after) => {
                     self.wait(after).await;
-                    let mut last = self.chunk(" world");
-                    last.choices[0].finish_reason = Some(FinishReason::Stop);
-                    let mut usage = ChatChunk::new("c", &self.config.model, 0);
-                    usage.usage = Some(Usage::new(10, 2, None));
-                    vec![Ok(first), Ok(last), Ok(usage)]
+                    answer(first)
                 }
+                Act::RefusePrefill if request.continue_final_message => {
+                    return Err(err(ErrorKind::InvalidRequest));
+                }
+                Act::RefusePrefill => answer(first),
                 Act::CutAfterFirst(e) => vec![Ok(first), Err(e)],
+                Act::ToolCallCut(e) => {
+                    let call = ChatChunk::new("c", &self.config.model, 0).with_delta(
+                        Delta {
+                            tool_calls: Some(vec![crate::api::ToolCallDelta {
+                                index: 0,
+                                id: Some("call_1".into()),
+                                kind: None,
+                                function: crate::api::FunctionCallDelta::default(),
+                            }]),
+                            ..Delta::default()
+                        },
+                        None,
+                    );
+                    vec![Ok(call), Err(e)]
+                }
+                Act::StallAfterFirst => {
+                    let stalled = futures_util::stream::iter([Ok(first)])
+                        .chain(futures_util::stream::pending());
+                    return Ok(Box::pin(stalled) as ChatStream);
+                }
                 Act::Fail(after, e) => {
                     self.wait(after).await;
                     return Err(e);
@@ -189,6 +230,7 @@ impl Rig {
                     config: e.config.clone(),
                     script: Mutex::new(script.into()),
                     calls: Mutex::default(),
+                    requests: Mutex::default(),
                     clock,
                 })
             })
@@ -224,11 +266,11 @@ impl Rig {
     }
 
     async fn whole(&self, user: &str) -> Result<Served, Unserved> {
-        self.engine.run(&ctx(user), &request(false)).await
+        self.engine.run(&ctx(user), Arc::new(request(false))).await
     }
 
     async fn stream(&self, user: &str) -> Result<Served, Unserved> {
-        self.engine.run(&ctx(user), &request(true)).await
+        self.engine.run(&ctx(user), Arc::new(request(true))).await
     }
 
     fn state(&self, name: &str) -> StateName {
@@ -283,17 +325,30 @@ fn served_by(served: &Served) -> &str {
 }
 
 async fn drain(served: Served) -> (Vec<ChatChunk>, Option<Error>) {
+    drain_keep(served, &Arc::new(parking_lot::Mutex::new(None))).await
+}
+
+/// Reads a stream to its end, keeping its report.
+async fn drain_keep(
+    served: Served,
+    report: &Arc<parking_lot::Mutex<Option<super::stream::StreamReport>>>,
+) -> (Vec<ChatChunk>, Option<Error>) {
     let Answer::Stream(mut stream) = served.answer else {
         panic!("a stream was asked for");
     };
     let mut chunks = Vec::new();
+    let mut error = None;
     while let Some(item) = stream.next().await {
         match item {
             Ok(c) => chunks.push(c),
-            Err(e) => return (chunks, Some(e)),
+            Err(e) => {
+                error = Some(e);
+                break;
+            }
         }
     }
-    (chunks, None)
+    *report.lock() = Some(stream.report());
+    (chunks, error)
 }
 
 #[tokio::test(start_paused = true)]
@@ -428,28 +483,231 @@ async fn a_slow_first_token_fails_over_before_anything_is_sent() {
     assert_eq!(records[0].attempts[0].ttft_ms, Some(5_000.0));
 }
 
+fn text_of(chunks: &[ChatChunk]) -> String {
+    chunks
+        .iter()
+        .filter_map(|c| c.choices.first()?.delta.content.clone())
+        .collect()
+}
+
+fn cut() -> Error {
+    err(ErrorKind::StreamInterrupted)
+}
+
 #[tokio::test(start_paused = true)]
-async fn a_stream_error_after_the_first_token_ends_the_stream_and_is_recorded() {
+async fn a_stream_cut_after_its_first_token_is_continued_on_the_backup() {
     let rig = Rig::new(
         &[
-            (
-                "primary",
-                vec![Act::CutAfterFirst(err(ErrorKind::StreamInterrupted))],
-            ),
+            ("primary", vec![Act::CutAfterFirst(cut())]),
             ("backup", vec![Act::Answer(MS)]),
         ],
         |_| {},
     );
     let served = rig.stream("u").await.unwrap();
-    assert_eq!(served_by(&served), "primary");
-    let (chunks, error) = drain(served).await;
+    assert_eq!(served_by(&served), "primary", "committed there");
+    let report = Arc::new(parking_lot::Mutex::new(None));
+    let (chunks, error) = drain_keep(served, &report).await;
+    assert!(error.is_none(), "{error:?}");
+    // The backup's scripted answer restarts ("Hello world"): spliced after a space.
+    assert_eq!(text_of(&chunks), "Hello Hello world");
+    let roles = chunks
+        .iter()
+        .filter(|c| c.choices.first().is_some_and(|ch| ch.delta.role.is_some()))
+        .count();
+    assert_eq!(
+        roles, 0,
+        "the scripted chunks carry no role, and none is added"
+    );
+    assert!(chunks.iter().all(|c| c.id == chunks[0].id), "one stream id");
+    let finish = chunks
+        .iter()
+        .filter(|c| {
+            c.choices
+                .first()
+                .is_some_and(|ch| ch.finish_reason.is_some())
+        })
+        .count();
+    assert_eq!(finish, 1);
+    let usage = chunks.last().unwrap().usage.unwrap();
+    assert_eq!(
+        usage.completion_tokens,
+        2 + 2,
+        "the prefix's tokens and the backup's"
+    );
+    let continued = report.lock().clone().unwrap();
+    assert_eq!(continued.continuations.len(), 1);
+    assert_eq!(continued.continuations[0].from, "primary");
+    assert_eq!(continued.continuations[0].to, "backup");
+
+    // What the backup was asked: the conversation, the prefix, and to go on.
+    let asked = rig.endpoints[1].requests.lock()[0].clone();
+    let last: Vec<String> = asked.messages.iter().filter_map(Message::text).collect();
+    assert_eq!(last[last.len() - 2], "Hello");
+    assert_eq!(
+        last[last.len() - 1],
+        crate::routing::continuation::CONTINUE_INSTRUCTION
+    );
+
+    // One record, both attempts billed to their own endpoints.
+    let records = rig.sink.requests.lock().unwrap();
+    let [record] = &records[..] else {
+        panic!("one record")
+    };
+    assert_eq!((record.outcome.as_str(), record.continuations), ("ok", 1));
+    assert_eq!(record.endpoint.as_deref(), Some("backup"));
+    let a = &record.attempts;
+    assert_eq!(a.len(), 2);
+    assert_eq!(
+        (a[0].endpoint.as_str(), a[0].outcome.as_str()),
+        ("primary", "stream_interrupted")
+    );
+    assert!(
+        a[0].usage_estimated && a[0].completion_tokens == 2,
+        "{:?}",
+        a[0]
+    );
+    assert_eq!(
+        (a[1].endpoint.as_str(), a[1].outcome.as_str()),
+        ("backup", "ok")
+    );
+    assert_eq!(a[1].continuation.as_deref(), Some("instruction"));
+    assert_eq!(a[1].completion_tokens, 2);
+    assert_eq!(record.completion_tokens, 4);
+    assert!(record.usage_estimated);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_stream_is_detected_by_the_idle_timeout_and_continued() {
+    let rig = Rig::new(
+        &[
+            ("primary", vec![Act::StallAfterFirst]),
+            ("backup", vec![Act::Answer(MS)]),
+        ],
+        |raw| raw.features[0].stream_idle_timeout_ms = Some(3_000),
+    );
+    let before = rig.engine.clock().now();
+    let (chunks, error) = drain(rig.stream("u").await.unwrap()).await;
+    assert!(error.is_none(), "{error:?}");
+    assert!(text_of(&chunks).ends_with("world"));
+    assert_eq!(
+        rig.engine.clock().now() - before,
+        3 * S + MS,
+        "3 s of silence, then the backup"
+    );
+    let records = rig.sink.requests.lock().unwrap();
+    assert_eq!(records[0].attempts[0].outcome, "timeout");
+    assert_eq!(
+        records[0].attempts.len(),
+        2,
+        "a stalled endpoint is not asked to continue"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_prefill_is_continued_by_instruction_and_never_shows_the_refusal() {
+    let rig = Rig::new(
+        &[
+            ("primary", vec![Act::CutAfterFirst(cut())]),
+            ("backup", vec![Act::RefusePrefill]),
+        ],
+        |raw| {
+            raw.endpoints[1].capabilities.continuation = Some(crate::config::Continuation::Prefill)
+        },
+    );
+    let (chunks, error) = drain(rig.stream("u").await.unwrap()).await;
+    assert!(error.is_none(), "{error:?}");
+    assert!(text_of(&chunks).ends_with("world"));
+    let asked = rig.endpoints[1].requests.lock().clone();
+    assert_eq!(asked.len(), 2);
+    assert!(asked[0].continue_final_message, "a prefill first");
+    assert!(!asked[1].continue_final_message, "then an instruction");
+    let records = rig.sink.requests.lock().unwrap();
+    let outcomes: Vec<&str> = records[0]
+        .attempts
+        .iter()
+        .map(|a| a.outcome.as_str())
+        .collect();
+    assert_eq!(outcomes, ["stream_interrupted", "invalid_request", "ok"]);
+    assert_eq!(records[0].outcome, "ok");
+}
+
+#[tokio::test(start_paused = true)]
+async fn when_nobody_can_continue_the_stream_ends_with_its_own_error() {
+    let rig = Rig::new(
+        &[
+            ("primary", vec![Act::CutAfterFirst(cut())]),
+            (
+                "backup",
+                vec![Act::Fail(Duration::ZERO, err(ErrorKind::InvalidRequest))],
+            ),
+        ],
+        |_| {},
+    );
+    let (chunks, error) = drain(rig.stream("u").await.unwrap()).await;
+    assert_eq!(text_of(&chunks), "Hello");
+    let error = error.expect("an error event");
+    assert_eq!(
+        error.kind,
+        ErrorKind::StreamInterrupted,
+        "not the backup's refusal"
+    );
+    assert_eq!(rig.outcomes(), ["stream_interrupted"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_feature_that_turns_continuation_off_gets_the_error_event() {
+    let rig = Rig::new(
+        &[
+            ("primary", vec![Act::CutAfterFirst(cut())]),
+            ("backup", vec![Act::Answer(MS)]),
+        ],
+        |raw| raw.features[0].continue_streams = false,
+    );
+    let (chunks, error) = drain(rig.stream("u").await.unwrap()).await;
     assert_eq!(chunks.len(), 1);
     assert_eq!(error.unwrap().kind, ErrorKind::StreamInterrupted);
-    assert_eq!(rig.outcomes(), ["stream_interrupted"]);
     assert!(
         rig.calls("backup").is_empty(),
         "no failover after the first token"
     );
+    assert_eq!(rig.outcomes(), ["stream_interrupted"]);
+    let records = rig.sink.requests.lock().unwrap();
+    assert_eq!(
+        records[0].completion_tokens, 2,
+        "what was streamed is billed"
+    );
+    assert!(records[0].usage_estimated);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_broken_tool_call_is_never_continued() {
+    let rig = Rig::new(
+        &[
+            ("primary", vec![Act::ToolCallCut(cut())]),
+            ("backup", vec![Act::Answer(MS)]),
+        ],
+        |_| {},
+    );
+    let (_, error) = drain(rig.stream("u").await.unwrap()).await;
+    assert_eq!(error.unwrap().kind, ErrorKind::StreamInterrupted);
+    assert!(rig.calls("backup").is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn json_output_is_never_continued() {
+    let rig = Rig::new(
+        &[
+            ("primary", vec![Act::CutAfterFirst(cut())]),
+            ("backup", vec![Act::Answer(MS)]),
+        ],
+        |_| {},
+    );
+    let mut request = request(true);
+    request.response_format = Some(crate::api::ResponseFormat::JsonObject);
+    let served = rig.engine.run(&ctx("u"), Arc::new(request)).await.unwrap();
+    let (_, error) = drain(served).await;
+    assert_eq!(error.unwrap().kind, ErrorKind::StreamInterrupted);
+    assert!(rig.calls("backup").is_empty());
 }
 
 #[tokio::test(start_paused = true)]
@@ -614,7 +872,7 @@ async fn engines_with_the_same_seed_make_the_same_choices() {
             // No sticky key: the dice decide the ramp's admission.
             let mut c = ctx("");
             c.sticky_key = None;
-            let s = rig.engine.run(&c, &request(false)).await.unwrap();
+            let s = rig.engine.run(&c, Arc::new(request(false))).await.unwrap();
             served.push(served_by(&s).to_owned());
         }
         served
