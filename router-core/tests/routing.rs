@@ -202,8 +202,11 @@ async fn a_whole_answer_is_accounted_once_with_its_tokens_and_cost() {
 }
 
 #[tokio::test]
-async fn a_stream_never_fails_over_after_its_first_token() {
-    let rig = rig(&["primary", "backup"], |_| {}).await;
+async fn with_continuation_off_a_stream_never_fails_over_after_its_first_token() {
+    let rig = rig(&["primary", "backup"], |raw| {
+        raw.features[0].continue_streams = false;
+    })
+    .await;
     rig.faults("primary", json!({"cut_after_tokens": 3}));
     let served = chat_stream(&rig.engine, &ctx("u1"), &streaming("Tell me a long story"))
         .await
