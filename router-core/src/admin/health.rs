@@ -62,6 +62,8 @@ pub enum Signal {
     LatencyP90,
     Feedback,
     OpenElapsed,
+    /// A health probe sent while open succeeded.
+    ProbeSucceeded,
     StageHealthy,
     Override,
 }

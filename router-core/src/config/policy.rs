@@ -65,6 +65,14 @@ pub struct BreakerParams {
     /// Requests a stage must see, healthy, before the ramp advances.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage_min_requests: Option<u32>,
+    /// While open, a one-token health probe this often; one that succeeds starts
+    /// the ramp early (default 5000; 0: no probes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_interval_ms: Option<u64>,
+    /// In the ramp, admit a request whatever the stage's share when none was for
+    /// this long, so thin traffic still reaches a recovering endpoint (default 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ramp_min_gap_ms: Option<u64>,
 }
 
 impl BreakerParams {
@@ -89,6 +97,8 @@ impl BreakerParams {
                 .or_else(|| fallback.ramp_percent.clone()),
             stage_ms: self.stage_ms.or(fallback.stage_ms),
             stage_min_requests: self.stage_min_requests.or(fallback.stage_min_requests),
+            probe_interval_ms: self.probe_interval_ms.or(fallback.probe_interval_ms),
+            ramp_min_gap_ms: self.ramp_min_gap_ms.or(fallback.ramp_min_gap_ms),
         }
     }
 }

@@ -30,6 +30,12 @@ impl BreakerSettings {
                 .map_or_else(|| d.ramp.clone(), |r| r.iter().map(|x| x / 100.0).collect()),
             stage_for: p.stage_ms.map_or(d.stage_for, ms),
             stage_min_requests: p.stage_min_requests.unwrap_or(d.stage_min_requests),
+            probe_every: match p.probe_interval_ms {
+                Some(0) => None,
+                Some(ms_) => Some(ms(ms_)),
+                None => d.probe_every,
+            },
+            ramp_min_gap: p.ramp_min_gap_ms.map_or(d.ramp_min_gap, ms),
         }
     }
 }

@@ -236,6 +236,7 @@ pub fn signal_label(signal: Signal) -> &'static str {
         Signal::LatencyP90 => "latency p90",
         Signal::Feedback => "user feedback",
         Signal::OpenElapsed => "open time elapsed",
+        Signal::ProbeSucceeded => "health probe succeeded",
         Signal::StageHealthy => "ramp stage healthy",
         Signal::Override => "operator override",
     }

@@ -120,6 +120,14 @@ pub struct BreakerSettings {
     /// Judged samples a stage needs before it may advance (and before its rates may
     /// reopen the breaker).
     pub stage_min_requests: u32,
+    /// While open, send the endpoint a health probe (a one-token request) this often;
+    /// one that succeeds starts the ramp at once, so traffic comes back soon after
+    /// the endpoint does even when open periods have grown long. `None`: no probes.
+    pub probe_every: Option<Duration>,
+    /// In the ramp, a request is admitted whatever the stage's share when none was
+    /// for this long: at thin traffic a recovering endpoint still gets requests (and
+    /// the samples its stages need) instead of sitting behind its backups.
+    pub ramp_min_gap: Duration,
 }
 
 impl Default for BreakerSettings {
@@ -143,6 +151,8 @@ impl Default for BreakerSettings {
             ramp: vec![0.05, 0.25, 0.5, 1.0],
             stage_for: Duration::from_secs(5),
             stage_min_requests: 5,
+            probe_every: Some(Duration::from_secs(5)),
+            ramp_min_gap: Duration::from_secs(1),
         }
     }
 }
@@ -209,6 +219,10 @@ pub struct Breaker {
     trips: u32,
     baseline: Baseline,
     queued: VecDeque<Transition>,
+    /// When the ramp last admitted a request.
+    last_ramp_admit: Option<Duration>,
+    /// When the last health probe was sent.
+    last_probe: Option<Duration>,
 }
 
 impl Breaker {
@@ -227,6 +241,8 @@ impl Breaker {
             trips: 0,
             baseline: Baseline::default(),
             queued: VecDeque::new(),
+            last_ramp_admit: None,
+            last_probe: None,
         }
     }
 
@@ -265,10 +281,55 @@ impl Breaker {
         match (self.forced, self.state) {
             (Override::ForceOpen, _) | (Override::Auto, State::Open { .. }) => false,
             (Override::ForceClosed, _) | (Override::Auto, State::Closed) => true,
-            (Override::Auto, State::Ramp { stage, .. }) => {
-                roll < self.settings.stage_fraction(stage)
+            (Override::Auto, State::Ramp { stage, since }) => {
+                let last = self.last_ramp_admit.unwrap_or(since);
+                let starved = now.saturating_sub(last) >= self.settings.ramp_min_gap;
+                let admitted = starved || roll < self.settings.stage_fraction(stage);
+                if admitted {
+                    self.last_ramp_admit = Some(now);
+                }
+                admitted
             }
         }
+    }
+
+    /// Whether the endpoint is due a health probe now (open, automatic, and the
+    /// probe interval passed since it opened and since the last probe). A `true`
+    /// counts as the probe being sent.
+    pub fn probe_due(&mut self, now: Duration) -> bool {
+        self.advance(now);
+        let (Override::Auto, State::Open { until }, Some(every)) =
+            (self.forced, self.state, self.settings.probe_every)
+        else {
+            return false;
+        };
+        let since = self.last_probe.unwrap_or(self.entered).max(self.entered);
+        let due = now < until && now.saturating_sub(since) >= every;
+        if due {
+            self.last_probe = Some(now);
+        }
+        due
+    }
+
+    /// A health probe answered: an open endpoint starts its ramp now.
+    pub fn probe_succeeded(&mut self, now: Duration) -> Option<Transition> {
+        self.advance(now);
+        if let (Override::Auto, State::Open { .. }) = (self.forced, self.state) {
+            let open = now.saturating_sub(self.entered);
+            let reason = Reason::new(
+                Signal::ProbeSucceeded,
+                millis_f(open),
+                0.0,
+                format!(
+                    "a health probe succeeded after {} open; probing with {:.0}% of traffic (ramp stage 1 of {})",
+                    human(open),
+                    self.settings.stage_fraction(0) * 100.0,
+                    self.settings.ramp.len()
+                ),
+            );
+            self.enter_stage(now, 0, reason);
+        }
+        self.next_transition()
     }
 
     /// Records one finished attempt and checks the trip conditions.

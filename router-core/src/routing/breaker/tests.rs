@@ -577,3 +577,67 @@ fn every_transition_is_reported_even_when_admit_caused_it() {
         ]
     );
 }
+
+#[test]
+fn an_open_endpoint_is_due_a_probe_every_interval_but_not_right_after_its_trip() {
+    let (mut b, opened) = tripped();
+    assert!(!b.probe_due(opened), "it just failed");
+    assert!(!b.probe_due(opened + 4 * S));
+    assert!(b.probe_due(opened + 5 * S));
+    assert!(!b.probe_due(opened + 6 * S), "one probe per interval");
+    assert!(
+        !b.probe_due(opened + 10 * S - MS),
+        "4.999 s since the last probe"
+    );
+    assert!(
+        !b.probe_due(opened + 10 * S),
+        "the open time is over: the ramp probes"
+    );
+    let mut off = BreakerSettings::default();
+    off.probe_every = None;
+    let mut b = Breaker::new(off, Duration::ZERO);
+    let mut now = Duration::ZERO;
+    feed(&mut b, &mut now, &repeat(fail(), 5)).expect("trips");
+    assert!(!b.probe_due(now + 5 * S), "probes turned off");
+}
+
+#[test]
+fn a_successful_probe_starts_the_ramp_at_once() {
+    let (mut b, opened) = tripped();
+    // A second trip: the open time doubles to 20 s.
+    let mut now = opened + 10 * S;
+    b.tick(now);
+    let t = feed(&mut b, &mut now, &repeat(fail(), 2)).expect("the stage fails");
+    assert_eq!(t.to, StateName::Open);
+    assert!(b.probe_due(now + 5 * S));
+    let t = b.probe_succeeded(now + 5 * S).expect("ramps");
+    assert_eq!(
+        (t.from, t.to, t.stage),
+        (StateName::Open, StateName::Ramp, Some(0))
+    );
+    assert_eq!(t.reason.signal, Signal::ProbeSucceeded);
+    assert!(
+        t.reason.message.contains("health probe succeeded"),
+        "{}",
+        t.reason.message
+    );
+    assert!(
+        b.probe_succeeded(now + 6 * S).is_none(),
+        "only an open breaker ramps"
+    );
+}
+
+#[test]
+fn at_thin_traffic_the_ramp_admits_a_request_after_a_gap_whatever_its_share() {
+    let (mut b, now) = ramping();
+    // Stage 0 admits 5 %: a roll of 0.99 is refused while requests come often...
+    assert!(
+        b.admit(now + 1 * S, 0.99),
+        "a second since the ramp began: admitted"
+    );
+    assert!(!b.admit(now + 1 * S + 100 * MS, 0.99));
+    assert!(!b.admit(now + 1 * S + 900 * MS, 0.99));
+    // ...and admitted once a second has passed with none.
+    assert!(b.admit(now + 2 * S, 0.99));
+    assert!(b.admit(now + 2 * S + MS, 0.01), "the share still applies");
+}

@@ -85,6 +85,9 @@ impl Default for EngineParts {
     }
 }
 
+/// A health probe's time to answer.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What every request and every committed stream of an engine shares.
 pub(crate) struct Shared {
     current: ArcSwap<Snapshot>,
@@ -235,6 +238,51 @@ impl Engine {
         for state in &shared.current.load().states {
             state.apply(&*shared.sink, |b| ((), b.tick(now)));
         }
+    }
+
+    /// Sends a health probe (a one-token request) to every endpoint whose open
+    /// breaker is due one, concurrently, and starts the ramp of each that answers:
+    /// traffic returns soon after an endpoint does, even when little traffic comes
+    /// to try it. An answer of any kind counts, a client error included (the
+    /// endpoint is up); a throttle or a failure changes nothing. The server calls
+    /// this about once a second.
+    pub async fn probe(&self) {
+        let shared = &self.shared;
+        let snapshot = shared.current.load_full();
+        let now = shared.clock.now();
+        let due: Vec<usize> = (0..snapshot.states.len())
+            .filter(|&id| snapshot.states[id].apply(&*shared.sink, |b| (b.probe_due(now), None)))
+            .collect();
+        let probes = due.into_iter().map(|id| {
+            let snapshot = snapshot.clone();
+            async move {
+                let endpoint = &snapshot.config.endpoint(id).config;
+                let request = ChatRequest {
+                    model: endpoint.model.clone(),
+                    messages: vec![crate::api::Message::user("ping")],
+                    max_tokens: Some(1),
+                    ..ChatRequest::default()
+                };
+                let timeout = shared.clock.now() + PROBE_TIMEOUT;
+                let answer = super::clock::within(
+                    &*shared.clock,
+                    timeout,
+                    snapshot.provider(id).chat(&request),
+                )
+                .await;
+                let up = match answer {
+                    Some(Ok(_)) => true,
+                    Some(Err(e)) => e.fault() == crate::api::Fault::Client,
+                    None => false,
+                };
+                tracing::debug!(endpoint = %endpoint.name, up, "health probe");
+                if up {
+                    let now = shared.clock.now();
+                    snapshot.states[id].apply(&*shared.sink, |b| ((), b.probe_succeeded(now)));
+                }
+            }
+        });
+        futures_util::future::join_all(probes).await;
     }
 
     /// Live health of every endpoint of the current configuration.

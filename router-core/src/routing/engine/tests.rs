@@ -46,6 +46,8 @@ enum Act {
     /// Refuses a prefill (a trailing assistant message to continue) with a 400;
     /// answers anything else.
     RefusePrefill,
+    /// Unavailable until this clock time, then answers.
+    DownUntil(Duration),
 }
 
 /// An in-memory adapter that plays its script, one act per request (the last act
@@ -130,6 +132,10 @@ impl ChatProvider for Scripted {
                 Act::CutAfterFirst(e) | Act::ToolCallCut(e) => Err(e),
                 Act::StallAfterFirst | Act::Hang => std::future::pending().await,
                 Act::RefusePrefill => Ok(self.response()),
+                Act::DownUntil(until) if self.clock.now() < until => {
+                    Err(err(ErrorKind::Unavailable))
+                }
+                Act::DownUntil(_) => Ok(self.response()),
             }
         })
     }
@@ -158,6 +164,10 @@ impl ChatProvider for Scripted {
                     return Err(err(ErrorKind::InvalidRequest));
                 }
                 Act::RefusePrefill => answer(first),
+                Act::DownUntil(until) if self.clock.now() < until => {
+                    return Err(err(ErrorKind::Unavailable));
+                }
+                Act::DownUntil(_) => answer(first),
                 Act::CutAfterFirst(e) => vec![Ok(first), Err(e)],
                 Act::ToolCallCut(e) => {
                     let call = ChatChunk::new("c", &self.config.model, 0).with_delta(
@@ -881,4 +891,51 @@ async fn engines_with_the_same_seed_make_the_same_choices() {
     assert_eq!(first, choices().await);
     let to_a = first.iter().filter(|s| *s == "a").count();
     assert!((8..=32).contains(&to_a), "about half: {to_a} of 40");
+}
+
+/// The primary is down for 60 s, then healthy; a request comes every 4 s. Every
+/// one is answered (by the backup while the primary is down), and traffic goes back
+/// to the primary within seconds of its recovery: health probes end the open
+/// period early, and the ramp admits thin traffic instead of starving.
+#[tokio::test(start_paused = true)]
+async fn after_an_outage_thin_traffic_returns_to_the_primary_soon_after_it_recovers() {
+    let rig = Rig::new(
+        &[
+            ("primary", vec![Act::DownUntil(60 * S)]),
+            ("backup", vec![Act::Answer(MS)]),
+        ],
+        |_| {},
+    );
+    // What the server's background tasks do: breaker ticks and health probes.
+    let engine = rig.engine.clone();
+    let background = tokio::spawn(async move {
+        loop {
+            engine.tick();
+            engine.probe().await;
+            let clock = engine.clock();
+            clock.sleep_until(clock.now() + S).await;
+        }
+    });
+    let mut served = Vec::new();
+    for i in 0..20u32 {
+        let at = Duration::from_secs(4 * u64::from(i));
+        let clock = rig.engine.clock();
+        clock.sleep_until(at).await;
+        let s = rig
+            .whole(&format!("u{i}"))
+            .await
+            .expect("every request is answered");
+        served.push((at, served_by(&s).to_owned()));
+    }
+    background.abort();
+    let back: Vec<Duration> = served
+        .iter()
+        .filter(|(at, by)| *at >= 60 * S && by == "primary")
+        .map(|(at, _)| *at)
+        .collect();
+    assert!(
+        back.first().is_some_and(|t| *t <= 68 * S),
+        "back on the primary within 8 s of its recovery: {served:?}"
+    );
+    assert_eq!(back.len(), 4, "and it stays there: {served:?}");
 }
