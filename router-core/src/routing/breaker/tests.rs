@@ -593,8 +593,10 @@ fn an_open_endpoint_is_due_a_probe_every_interval_but_not_right_after_its_trip()
         !b.probe_due(opened + 10 * S),
         "the open time is over: the ramp probes"
     );
-    let mut off = BreakerSettings::default();
-    off.probe_every = None;
+    let off = BreakerSettings {
+        probe_every: None,
+        ..BreakerSettings::default()
+    };
     let mut b = Breaker::new(off, Duration::ZERO);
     let mut now = Duration::ZERO;
     feed(&mut b, &mut now, &repeat(fail(), 5)).expect("trips");
