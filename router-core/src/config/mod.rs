@@ -13,11 +13,13 @@
 //! Everything here compiles to wasm: the console validates an edit with exactly the
 //! rules the server applies on publish.
 
+pub mod diff;
 mod endpoint;
 mod feature;
 mod policy;
 mod validate;
 
+pub use diff::Change;
 pub use endpoint::{
     AuthConfig, AzureDeployment, Capabilities, CapabilityOverrides, Capacity, EndpointConfig,
     Pricing, Provider, Timeouts, geography_of,

@@ -6,9 +6,10 @@ use std::fmt;
 
 use router_core::admin::{Change, ConfigVersion, ConfigVersionSummary};
 use router_core::config::RouterConfig;
+use router_core::config::diff::config_changes;
 
 use super::audit::{self, NewAudit};
-use super::{Store, diff, unix_ms};
+use super::{Store, unix_ms};
 
 /// A configuration to publish, and who publishes it why.
 #[derive(Debug, Clone, Copy)]
@@ -191,12 +192,13 @@ impl Store {
             return Err(PublishError::Conflict { current });
         }
 
-        let old = match &newest {
+        // Both sides parsed, as the console holds them: the diff is of the same
+        // values the console's preview diffs (router-core's `config::diff`).
+        let old: RouterConfig = match &newest {
             Some((_, json)) => serde_json::from_str(json)?,
-            None => serde_json::to_value(RouterConfig::default())?,
+            None => RouterConfig::default(),
         };
-        let new = serde_json::to_value(p.config)?;
-        let changes = diff::changes(&old, &new);
+        let changes = config_changes(&old, p.config)?;
         let version = current + 1;
         let created_at_ms = unix_ms();
         let inserted = sqlx::query(

@@ -18,7 +18,6 @@
 
 mod audit;
 mod config;
-pub mod diff;
 mod keys;
 mod ledger;
 mod spend;
