@@ -32,7 +32,7 @@ use serde_json::json;
 
 use crate::gateway::{bearer, parse_body};
 use crate::keys::AdminIdentity;
-use crate::store::{NewAudit, NewVersion, PublishError};
+use crate::store::NewAudit;
 use crate::{AppState, unix_ms};
 
 /// An admin API failure: `{"error": {...}, "problems": [...], "current_version": n}`.
@@ -654,38 +654,15 @@ pub struct Publish<'a> {
     pub restored_from: Option<i64>,
 }
 
-/// Validate → connect what the new version needs → write it (one transaction, with
-/// its audit entry; refused if `base_version` is stale) → swap it in. Any failure
-/// leaves the live configuration untouched.
 pub async fn publish(
     state: &AppState,
     caller: &AdminIdentity,
     p: Publish<'_>,
 ) -> Result<PublishResult, AdminError> {
-    let _one_at_a_time = state.publishing.lock().await;
-    let validated = Config::validate(p.config.clone()).map_err(|problems| {
-        let mut e = AdminError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_config",
-            format!(
-                "the configuration has {} problem(s): {problems}",
-                problems.0.len()
-            ),
-        );
-        e.problems = problems.0;
-        e
-    })?;
-    let prepared = state.engine.prepare(validated).await.map_err(|e| {
-        AdminError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_config",
-            format!("cannot connect an endpoint of the new configuration: {e}"),
-        )
-    })?;
-    let (version, changes) = state
-        .store
-        .publish_config(NewVersion {
-            config: &p.config,
+    let published = crate::publish::publish(
+        state,
+        crate::publish::Proposal {
+            config: p.config,
             author: &caller.name,
             role: caller.role.as_str(),
             action: p.action,
@@ -693,29 +670,29 @@ pub async fn publish(
             message: p.message,
             base_version: p.base_version,
             restored_from: p.restored_from,
-        })
-        .await
-        .map_err(|e| match e {
-            PublishError::Conflict { current } => {
-                let mut out = AdminError::new(
-                    StatusCode::CONFLICT,
-                    "conflict",
-                    format!(
-                        "version {current} was published since your edit began (from version {}): reload and reapply your change",
-                        p.base_version.unwrap_or_default()
-                    ),
-                );
+        },
+    )
+    .await
+    .map_err(|e| {
+        use crate::publish::PublishError as E;
+        match e {
+            E::Invalid(problems) => {
+                let mut out = AdminError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_config", E::Invalid(problems.clone()).to_string());
+                out.problems = problems.0;
+                out
+            }
+            E::Unrunnable(_) => AdminError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_config", e.to_string()),
+            E::Conflict { current, .. } => {
+                let mut out = AdminError::new(StatusCode::CONFLICT, "conflict", e.to_string());
                 out.current_version = Some(current);
                 out
             }
-            PublishError::Db(err) => AdminError::internal(format!("{err:#}")),
-        })?;
-    state.engine.activate(prepared, version.version);
-    let _ = state.config_events.send(version.version);
-    tracing::info!(version = version.version, author = %caller.name, action = p.action, "configuration published");
+            E::Store(err) => AdminError::internal(format!("{err:#}")),
+        }
+    })?;
     Ok(PublishResult {
-        version: version.version,
-        changes,
+        version: published.version.version,
+        changes: published.changes,
     })
 }
 
