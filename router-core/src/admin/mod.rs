@@ -205,7 +205,6 @@ pub struct PublishResult {
     pub changes: Vec<Change>,
 }
 
-
 /// `PUT /admin/v1/endpoints/{name}/breaker`.
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

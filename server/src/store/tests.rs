@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+use router_core::admin::BreakerEvent;
 use router_core::admin::{Reason, Signal, StateName, Transition};
 use router_core::admin::{Role, SpendGroup};
 use router_core::config::RouterConfig;
-use router_core::admin::BreakerEvent;
 use router_core::telemetry::record::{AttemptRecord, RequestRecord};
 use rust_decimal::Decimal;
 use serde_json::json;
