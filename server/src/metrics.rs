@@ -3,7 +3,7 @@
 //!
 //! The hot path does not feed this module: each request adds to plain sums in
 //! [`crate::live::MetricTotals`] under one short lock. A scrape copies those sums
-//! and the endpoints' health into a [`Scrape`], which `prometheus-client` encodes
+//! and the endpoints' health into a [`ScrapedMetrics`], which `prometheus-client` encodes
 //! as a collector. Building families at scrape time is what lets each family carry
 //! exactly the labels that identify its series, with every series once:
 //!
@@ -66,38 +66,38 @@ pub async fn render(State(state): State<Arc<AppState>>) -> Response {
 /// The exposition text, as of now.
 pub fn render_text(state: &AppState) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(Scrape::take(state)));
+    registry.register_collector(Box::new(ScrapedMetrics::take(state)));
     let mut out = String::with_capacity(16 * 1024);
     encode(&mut out, &registry)?;
     Ok(out)
 }
 
 /// `(feature, variant, endpoint)`.
-type Route = (String, String, String);
+type RouteKey = (String, String, String);
 
 /// What one scrape reports: a copy taken at scrape time, grouped by the labels of
 /// each family (sums over what a family's labels do not tell apart).
 #[derive(Debug, Default)]
-pub struct Scrape {
+pub struct ScrapedMetrics {
     config_version: i64,
     /// `(feature, variant, endpoint, outcome)` → totals.
     requests: BTreeMap<(String, String, String, String), RequestTotals>,
     /// Per route: tokens `[prompt, completion]` (every outcome).
-    tokens: BTreeMap<Route, [u64; 2]>,
+    tokens: BTreeMap<RouteKey, [u64; 2]>,
     /// Per route, served requests only: `(spilled, fallbacks)`.
-    served: BTreeMap<Route, (u64, u64)>,
+    served: BTreeMap<RouteKey, (u64, u64)>,
     transitions: BTreeMap<(String, String), u64>,
     health: Vec<EndpointHealth>,
     ledger: LedgerStats,
 }
 
-impl Scrape {
-    pub fn take(state: &AppState) -> Scrape {
-        let mut scrape = Scrape {
+impl ScrapedMetrics {
+    pub fn take(state: &AppState) -> ScrapedMetrics {
+        let mut scrape = ScrapedMetrics {
             config_version: state.engine.snapshot().version,
             health: state.engine.health(),
             ledger: state.ledger.stats(),
-            ..Scrape::default()
+            ..ScrapedMetrics::default()
         };
         state.live.with_totals(|totals| {
             for ((feature, variant, endpoint, outcome), t) in totals.requests() {
@@ -165,7 +165,7 @@ fn single<M: EncodeMetric>(
     metric.encode(encoder.encode_descriptor(name, help, None, kind)?)
 }
 
-impl Collector for Scrape {
+impl Collector for ScrapedMetrics {
     fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         use MetricType::{Counter, Gauge};
 
@@ -365,7 +365,7 @@ fn by_request((f, v, ep, o): &(String, String, String, String)) -> [(&'static st
 }
 
 /// The labels of a route family's series.
-fn by_route((f, v, ep): &Route) -> [(&'static str, &str); 3] {
+fn by_route((f, v, ep): &RouteKey) -> [(&'static str, &str); 3] {
     [("feature", f), ("variant", v), ("endpoint", ep)]
 }
 
