@@ -20,7 +20,8 @@ use router_core::config::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::store::{NewVersion, Store};
+use crate::publish::{self, Proposal, Published};
+use crate::store::Store;
 
 /// A parsed configuration file.
 #[derive(Debug, Clone, PartialEq)]
@@ -154,7 +155,7 @@ pub async fn load_or_seed(
             bail!("the store has no configuration yet: start with `--config FILE` to seed it")
         }
         (None, Some(file)) => {
-            let (v, _) = publish(
+            let Published { version, .. } = publish_from_file(
                 store,
                 file,
                 "seed",
@@ -162,12 +163,12 @@ pub async fn load_or_seed(
                 None,
             )
             .await?;
-            tracing::info!(version = v.version, file = %file.path.display(), "store seeded from the configuration file");
-            Ok((v.version, v.config))
+            tracing::info!(version = version.version, file = %file.path.display(), "store seeded from the configuration file");
+            Ok((version.version, version.config))
         }
         (Some(active), Some(file)) if active.config != file.router => {
             if publish_file {
-                let (v, changes) = publish(
+                let Published { version, changes } = publish_from_file(
                     store,
                     file,
                     "publish",
@@ -176,11 +177,11 @@ pub async fn load_or_seed(
                 )
                 .await?;
                 tracing::info!(
-                    version = v.version,
+                    version = version.version,
                     changes = changes.len(),
                     "configuration file published"
                 );
-                Ok((v.version, v.config))
+                Ok((version.version, version.config))
             } else {
                 tracing::warn!(
                     active = active.version,
@@ -195,30 +196,32 @@ pub async fn load_or_seed(
     }
 }
 
-/// Publishes the file's routing configuration as a new version, authored by the file.
-async fn publish(
+/// Publishes the file's routing configuration as a new version, authored by the file,
+/// through the one publish path ([`publish::seed`]: validated, stored with its audit
+/// entry; the engine that serves it is built from the version returned).
+async fn publish_from_file(
     store: &Store,
     file: &ConfigFile,
     action: &str,
     message: &str,
     base_version: Option<i64>,
-) -> anyhow::Result<(
-    router_core::admin::ConfigVersion,
-    Vec<router_core::admin::Change>,
-)> {
-    store
-        .publish_config(NewVersion {
-            config: &file.router,
-            author: &format!("file:{}", file.path.display()),
+) -> anyhow::Result<Published> {
+    let author = format!("file:{}", file.path.display());
+    publish::seed(
+        store,
+        Proposal {
+            config: file.router.clone(),
+            author: &author,
             role: "admin",
             action,
             target: "config",
             message,
             base_version,
             restored_from: None,
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{}: {e}", file.path.display()))
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@
 //!
 //! - [`gateway`]: `/v1/chat/completions`, `/v1/models`, errors in the OpenAI shape;
 //! - [`admin`]: `/admin/v1/...` with roles, and its OpenAPI document;
+//! - [`publish`]: the one way a configuration version goes live (admin API, file
+//!   seeding, the replica follower);
 //! - [`store`]: SQLite (WAL) through sqlx: config versions, audit log, keys, usage
 //!   ledger (batched off the hot path) and per-minute rollups;
 //! - [`live`]: the telemetry sink and in-memory live windows;
@@ -31,6 +33,7 @@ pub mod gateway;
 pub mod keys;
 pub mod live;
 pub mod metrics;
+pub mod publish;
 pub mod stack;
 pub mod store;
 
@@ -542,7 +545,9 @@ fn spawn_breaker_ticker(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// Several replicas share one database: each follows the newest published version.
+/// Several replicas share one database: each follows the newest published version,
+/// through the publish path's own steps ([`publish::follow`]: validate, prepare,
+/// activate, notify; another replica has already recorded it).
 fn spawn_config_follower(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(2));
@@ -555,32 +560,9 @@ fn spawn_config_follower(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
             if active.version <= state.engine.snapshot().version {
                 continue;
             }
-            let _guard = state.publishing.lock().await;
-            if active.version <= state.engine.snapshot().version {
-                continue;
-            }
-            let result = async {
-                let config = Config::validate(active.config).map_err(|p| p.to_string())?;
-                let prepared = state
-                    .engine
-                    .prepare(config)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                state.engine.activate(prepared, active.version);
-                Ok::<_, String>(())
-            }
-            .await;
-            match result {
-                Ok(()) => {
-                    tracing::info!(
-                        version = active.version,
-                        "following a version published by another replica"
-                    );
-                    let _ = state.config_events.send(active.version);
-                }
-                Err(err) => {
-                    tracing::error!(version = active.version, %err, "cannot apply a published version")
-                }
+            let version = active.version;
+            if let Err(err) = publish::follow(&state, active).await {
+                tracing::error!(version, %err, "cannot apply a published version");
             }
         }
     })

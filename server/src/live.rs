@@ -1,6 +1,6 @@
 //! What the server observes of its own traffic, in memory: the telemetry sink the
-//! router reports to, per-feature live windows for the console, Prometheus counters,
-//! and the broadcast of breaker events.
+//! router reports to, per-feature live windows for the console, the cumulative
+//! totals `/metrics` reports ([`MetricTotals`]), and the broadcast of breaker events.
 //!
 //! Every method here is called on the hot path (once per request): each takes one
 //! short mutex and never awaits. The durable copy goes to the ledger writer's channel.
@@ -22,7 +22,7 @@ use crate::store::{LedgerHandle, is_error};
 /// Seconds of history in the live feature windows.
 pub const LIVE_WINDOW_S: u64 = 60;
 
-/// The router's telemetry sink: ledger, live windows, counters, event broadcast.
+/// The router's telemetry sink: ledger, live windows, metric totals, event broadcast.
 pub struct ServerSink {
     pub ledger: LedgerHandle,
     pub live: Arc<Live>,
@@ -43,18 +43,20 @@ impl TelemetrySink for ServerSink {
     }
 }
 
-/// Live per-feature traffic and cumulative counters.
+/// Live per-feature traffic and cumulative totals.
 #[derive(Default)]
 pub struct Live {
     features: Mutex<HashMap<String, FeatureRing>>,
-    counters: Mutex<Counters>,
+    totals: Mutex<MetricTotals>,
 }
 
-/// Cumulative counters for `/metrics`.
+/// What `/metrics` reports of the traffic, cumulative since start: kept here as plain
+/// sums under one short lock per request; `metrics.rs` turns them into Prometheus
+/// families at scrape time, so the hot path pays nothing for the exposition format.
 #[derive(Default)]
-pub struct Counters {
+pub struct MetricTotals {
     /// `feature␟variant␟endpoint␟outcome` → totals (one joined key: a lookup builds
-    /// one small string instead of cloning four; see [`Counters::requests`]).
+    /// one small string instead of cloning four; see [`MetricTotals::requests`]).
     requests: HashMap<String, RequestTotals>,
     /// (endpoint, state entered) → breaker transitions.
     pub transitions: BTreeMap<(String, String), u64>,
@@ -72,14 +74,14 @@ pub struct RequestTotals {
 }
 
 /// `(feature, variant, endpoint, outcome)`.
-pub type CounterKey<'a> = (&'a str, &'a str, &'a str, &'a str);
+pub type RequestKey<'a> = (&'a str, &'a str, &'a str, &'a str);
 
-/// Separates the parts of a counter key (ASCII unit separator: not in any name).
+/// Separates the parts of a request key (ASCII unit separator: not in any name).
 const KEY_SEPARATOR: &str = "\u{1f}";
 
-impl Counters {
+impl MetricTotals {
     /// `((feature, variant, endpoint, outcome), totals)`, sorted by key.
-    pub fn requests(&self) -> Vec<(CounterKey<'_>, &RequestTotals)> {
+    pub fn requests(&self) -> Vec<(RequestKey<'_>, &RequestTotals)> {
         let mut out: Vec<_> = self
             .requests
             .iter()
@@ -186,8 +188,8 @@ impl Live {
             r.outcome.as_str(),
         ]
         .join(KEY_SEPARATOR);
-        let mut counters = self.counters.lock().expect("counters lock");
-        let totals = counters.requests.entry(key).or_default();
+        let mut all = self.totals.lock().expect("totals lock");
+        let totals = all.requests.entry(key).or_default();
         totals.count += 1;
         totals.prompt_tokens += r.prompt_tokens;
         totals.completion_tokens += r.completion_tokens;
@@ -198,16 +200,16 @@ impl Live {
     }
 
     fn count_transition(&self, e: &BreakerEvent) {
-        let mut counters = self.counters.lock().expect("counters lock");
-        *counters
+        let mut totals = self.totals.lock().expect("totals lock");
+        *totals
             .transitions
             .entry((e.endpoint.clone(), e.transition.to.as_str().to_owned()))
             .or_default() += 1;
     }
 
-    /// Runs `f` over the cumulative counters.
-    pub fn with_counters<R>(&self, f: impl FnOnce(&Counters) -> R) -> R {
-        f(&self.counters.lock().expect("counters lock"))
+    /// Runs `f` over the cumulative totals (`/metrics`, at scrape time).
+    pub fn with_totals<R>(&self, f: impl FnOnce(&MetricTotals) -> R) -> R {
+        f(&self.totals.lock().expect("totals lock"))
     }
 
     /// Every configured feature's last minute, at wall-clock `now_ms`.

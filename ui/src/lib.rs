@@ -7,7 +7,7 @@
 //! Layout:
 //! - [`api`]: the typed admin API client (`Result<T, ApiError>`, router-core's types);
 //! - [`context`]: the session (who, which router) and the live event stream;
-//! - [`logic`]: pure functions (formatting, grouping, split rebalancing, JSON diff,
+//! - [`logic`]: pure functions (formatting, grouping, split rebalancing,
 //!   spend series, the desktop status level), unit-tested natively;
 //! - [`platform`]: browser and desktop glue (storage, Tauri bridge, downloads);
 //! - one folder per page: [`signin`], [`overview`], [`features`], [`spend`],

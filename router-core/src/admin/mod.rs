@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 
 mod health;
 
+/// What a publish changed: the configuration diff (see [`crate::config::diff`]).
+pub use crate::config::Change;
 pub use health::{
     BreakerEvent, BreakerView, Override, Reason, Signal, StateName, Transition, WindowStats,
 };
@@ -201,15 +203,6 @@ pub struct RollbackRequest {
 pub struct PublishResult {
     pub version: i64,
     pub changes: Vec<Change>,
-}
-
-/// One changed value between two configurations, by path.
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Change {
-    pub path: String,
-    pub before: Option<serde_json::Value>,
-    pub after: Option<serde_json::Value>,
 }
 
 /// `PUT /admin/v1/endpoints/{name}/breaker`.

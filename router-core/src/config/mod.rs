@@ -10,14 +10,19 @@
 //!   [`Config::validate`] reports every problem at once, each with its path
 //!   (`features.recap.experiment.variants: percentages sum to 90, must be 100`).
 //!
+//! [`diff`] says what changed between two configurations: the console's preview
+//! before a publish and the audit log's record of it are the same computation.
+//!
 //! Everything here compiles to wasm: the console validates an edit with exactly the
 //! rules the server applies on publish.
 
+pub mod diff;
 mod endpoint;
 mod feature;
 mod policy;
 mod validate;
 
+pub use diff::Change;
 pub use endpoint::{
     AuthConfig, AzureDeployment, Capabilities, CapabilityOverrides, Capacity, Continuation,
     EndpointConfig, Pricing, Provider, Timeouts, geography_of,

@@ -6,9 +6,10 @@ use std::fmt;
 
 use router_core::admin::{Change, ConfigVersion, ConfigVersionSummary};
 use router_core::config::RouterConfig;
+use router_core::config::diff::config_changes;
 
 use super::audit::{self, NewAudit};
-use super::{Store, diff, unix_ms};
+use super::{Store, unix_ms};
 
 /// A configuration to publish, and who publishes it why.
 #[derive(Debug, Clone, Copy)]
@@ -23,14 +24,15 @@ pub struct NewVersion<'a> {
     pub target: &'a str,
     pub message: &'a str,
     /// The version the edit started from: when it is not the newest any more, the
-    /// publish is refused ([`PublishError::Conflict`]). `None` publishes regardless.
+    /// publish is refused ([`NewVersionError::Conflict`]). `None` publishes regardless.
     pub base_version: Option<i64>,
     /// Rollbacks: the version restored.
     pub restored_from: Option<i64>,
 }
 
+/// Why [`Store::publish_config`] wrote nothing.
 #[derive(Debug)]
-pub enum PublishError {
+pub enum NewVersionError {
     /// Someone published since `base_version`: `current` is the newest version now
     /// (0 when there is none).
     Conflict {
@@ -39,7 +41,7 @@ pub enum PublishError {
     Db(anyhow::Error),
 }
 
-impl fmt::Display for PublishError {
+impl fmt::Display for NewVersionError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Conflict { current } => write!(
@@ -51,7 +53,7 @@ impl fmt::Display for PublishError {
     }
 }
 
-impl std::error::Error for PublishError {
+impl std::error::Error for NewVersionError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Conflict { .. } => None,
@@ -60,19 +62,19 @@ impl std::error::Error for PublishError {
     }
 }
 
-impl From<anyhow::Error> for PublishError {
+impl From<anyhow::Error> for NewVersionError {
     fn from(err: anyhow::Error) -> Self {
         Self::Db(err)
     }
 }
 
-impl From<sqlx::Error> for PublishError {
+impl From<sqlx::Error> for NewVersionError {
     fn from(err: sqlx::Error) -> Self {
         Self::Db(err.into())
     }
 }
 
-impl From<serde_json::Error> for PublishError {
+impl From<serde_json::Error> for NewVersionError {
     fn from(err: serde_json::Error) -> Self {
         Self::Db(err.into())
     }
@@ -176,7 +178,7 @@ impl Store {
     pub async fn publish_config(
         &self,
         p: NewVersion<'_>,
-    ) -> Result<(ConfigVersion, Vec<Change>), PublishError> {
+    ) -> Result<(ConfigVersion, Vec<Change>), NewVersionError> {
         let _serial = self.publish_lock.lock().await;
         let mut tx = self.begin_write().await?;
         let newest: Option<(i64, String)> = sqlx::query_as(
@@ -188,15 +190,16 @@ impl Store {
         if let Some(base) = p.base_version
             && base != current
         {
-            return Err(PublishError::Conflict { current });
+            return Err(NewVersionError::Conflict { current });
         }
 
-        let old = match &newest {
+        // Both sides parsed, as the console holds them: the diff is of the same
+        // values the console's preview diffs (router-core's `config::diff`).
+        let old: RouterConfig = match &newest {
             Some((_, json)) => serde_json::from_str(json)?,
-            None => serde_json::to_value(RouterConfig::default())?,
+            None => RouterConfig::default(),
         };
-        let new = serde_json::to_value(p.config)?;
-        let changes = diff::changes(&old, &new);
+        let changes = config_changes(&old, p.config)?;
         let version = current + 1;
         let created_at_ms = unix_ms();
         let inserted = sqlx::query(
@@ -218,7 +221,7 @@ impl Store {
             // Another process published this version number first (PostgreSQL with
             // several replicas): the same conflict as a stale base version.
             Err(sqlx::Error::Database(err)) if err.is_unique_violation() => {
-                return Err(PublishError::Conflict { current: version });
+                return Err(NewVersionError::Conflict { current: version });
             }
             Err(err) => return Err(err.into()),
         }

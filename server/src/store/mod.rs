@@ -18,7 +18,6 @@
 
 mod audit;
 mod config;
-pub mod diff;
 mod keys;
 mod ledger;
 mod spend;
@@ -38,7 +37,7 @@ use sqlx::sqlite::{
 use sqlx::{Sqlite, Transaction};
 
 pub use audit::NewAudit;
-pub use config::{NewVersion, PublishError};
+pub use config::{NewVersion, NewVersionError};
 pub use ledger::{LedgerHandle, is_error};
 
 /// How long a connection waits for SQLite's write lock before failing.

@@ -145,7 +145,7 @@ async fn a_publish_on_a_stale_base_version_is_a_conflict_and_writes_nothing() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, PublishError::Conflict { current: 2 }),
+        matches!(err, NewVersionError::Conflict { current: 2 }),
         "{err}"
     );
     assert!(err.to_string().contains("version 2 is current"), "{err}");
@@ -159,7 +159,7 @@ async fn a_publish_on_a_stale_base_version_is_a_conflict_and_writes_nothing() {
         .publish_config(publish(&c, Some(3)))
         .await
         .unwrap_err();
-    assert!(matches!(err, PublishError::Conflict { current: 0 }));
+    assert!(matches!(err, NewVersionError::Conflict { current: 0 }));
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 use leptos::prelude::*;
 use router_core::admin::Change;
 
-use crate::logic::diff::show;
+use crate::logic::format::change_value;
 
 /// Changed paths, each `before → after` (an edit's diff, a publish result, an audit
 /// entry).
@@ -23,9 +23,9 @@ pub fn ChangeList(
                         view! {
                             <tr data-change-path=c.path.clone()>
                                 <td class="path"><code>{c.path.clone()}</code></td>
-                                <td class="before"><code>{show(c.before.as_ref())}</code></td>
+                                <td class="before"><code>{change_value(c.before.as_ref())}</code></td>
                                 <td class="arrow">"→"</td>
-                                <td class="after"><code>{show(c.after.as_ref())}</code></td>
+                                <td class="after"><code>{change_value(c.after.as_ref())}</code></td>
                             </tr>
                         }
                     })

@@ -4,8 +4,6 @@
 use router_core::admin::Change;
 use router_core::config::{Config, ExperimentConfig, FeatureConfig, Problem, RouterConfig};
 
-use crate::logic::diff::config_changes;
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct Draft {
     pub binding: Vec<String>,
@@ -39,9 +37,11 @@ pub fn problems(config: &RouterConfig) -> Vec<Problem> {
     }
 }
 
-/// What publishing `edited` over `base` changes.
-pub fn changes(base: &RouterConfig, edited: &RouterConfig) -> Vec<Change> {
-    config_changes(base, edited)
+/// What publishing `edited` over `base` changes: router-core's configuration diff,
+/// the one the server returns from the publish and writes to the audit log.
+pub fn changes(base: &RouterConfig, edited: &RouterConfig) -> Result<Vec<Change>, String> {
+    router_core::config::diff::config_changes(base, edited)
+        .map_err(|e| format!("cannot compare the configurations: {e}"))
 }
 
 /// The validator's path of a feature (its name; see `config::validate`).
@@ -100,6 +100,7 @@ mod tests {
         );
         assert_eq!(
             changes(&base, &edited)
+                .unwrap()
                 .iter()
                 .map(|c| c.path.as_str())
                 .collect::<Vec<_>>(),
@@ -117,6 +118,6 @@ mod tests {
         let at: Vec<&Problem> = all.under("features.summarize.binding[2]").collect();
         assert_eq!(at.len(), 1, "{all}");
         assert_eq!(feature_path("summarize"), "features.summarize");
-        assert_eq!(changes(&base, &base), vec![]);
+        assert_eq!(changes(&base, &base), Ok(vec![]));
     }
 }

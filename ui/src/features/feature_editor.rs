@@ -52,9 +52,11 @@ pub fn FeatureEditor(
         let b = base.get();
         edited.with(|e| match (b, e) {
             (Some(b), Some(e)) => draft::changes(&b.config, e),
-            _ => Vec::new(),
+            _ => Ok(Vec::new()),
         })
     });
+    // Nothing to publish: no change, or the diff could not be made.
+    let unchanged = move || changes.with(|c| c.as_ref().map_or(true, Vec::is_empty));
     let choices = Memo::new(move |_| {
         base.with(|b| {
             b.iter()
@@ -116,7 +118,7 @@ pub fn FeatureEditor(
     };
     let can_publish = move || {
         !busy.get()
-            && !changes.with(Vec::is_empty)
+            && !unchanged()
             && local_problems.with(Vec::is_empty)
             && draft.with(Option::is_some)
     };
@@ -265,7 +267,10 @@ pub fn FeatureEditor(
             }}
             <h4>"Changes"</h4>
             <div id="edit-diff">
-                {move || view! { <ChangeList changes=changes.get() empty="No changes yet: the edit equals the active version." /> }}
+                {move || match changes.get() {
+                    Ok(changes) => view! { <ChangeList changes=changes empty="No changes yet: the edit equals the active version." /> }.into_any(),
+                    Err(e) => view! { <p class="error small-text">{e}</p> }.into_any(),
+                }}
             </div>
             <div class="publish-row">
                 <input
@@ -282,7 +287,7 @@ pub fn FeatureEditor(
                     title=move || {
                         if !local_problems.with(Vec::is_empty) {
                             "Fix the problems first"
-                        } else if changes.with(Vec::is_empty) {
+                        } else if unchanged() {
                             "Nothing to publish"
                         } else {
                             "Publish as a new version"
@@ -295,7 +300,7 @@ pub fn FeatureEditor(
                 <button
                     type="button"
                     class="ghost"
-                    disabled=move || busy.get() || changes.with(Vec::is_empty)
+                    disabled=move || busy.get() || unchanged()
                     on:click=move |_| {
                         result.set(None);
                         server_problems.set(Vec::new());

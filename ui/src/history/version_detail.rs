@@ -4,8 +4,8 @@ use router_core::admin::ConfigVersion;
 use crate::api::ApiError;
 use crate::components::{ChangeList, ErrorBox};
 use crate::context::session::use_session;
-use crate::logic::diff::config_changes as changes;
 use crate::platform;
+use router_core::config::diff::config_changes;
 
 /// One version: what restoring it would change against the active version, and its
 /// whole configuration.
@@ -34,7 +34,7 @@ pub fn VersionDetail(version: i64, active: Option<i64>) -> impl IntoView {
                 Some(Err(e)) => view! { <ErrorBox error=e /> }.into_any(),
                 Some(Ok((v, current))) => {
                     let json = serde_json::to_string_pretty(&v.config).unwrap_or_default();
-                    let diff = current.as_ref().map(|c| (c.version, changes(&c.config, &v.config)));
+                    let diff = current.as_ref().map(|c| (c.version, config_changes(&c.config, &v.config)));
                     view! {
                         <header class="panel-head">
                             <h3>{format!("Version {}", v.version)}</h3>
@@ -44,9 +44,13 @@ pub fn VersionDetail(version: i64, active: Option<i64>) -> impl IntoView {
                         </header>
                         <p>{v.message.clone()}</p>
                         {match diff {
-                            Some((a, d)) => view! {
+                            Some((a, Ok(d))) => view! {
                                 <h4>{format!("Rolling back from version {a} to this would change")}</h4>
                                 <ChangeList changes=d empty="Nothing: it is identical to the active configuration." />
+                            }
+                                .into_any(),
+                            Some((_, Err(e))) => view! {
+                                <p class="error small-text">{format!("cannot compare with the active version: {e}")}</p>
                             }
                                 .into_any(),
                             None => view! { <p class="muted">"This is the active version."</p> }.into_any(),

@@ -249,7 +249,11 @@ pub fn signal_value(signal: Signal, value: f64) -> Option<String> {
         Signal::ErrorRate | Signal::ThrottleRate | Signal::Feedback => Some(fraction(value)),
         Signal::TtftP90 | Signal::LatencyP90 => Some(ms(Some(value))),
         Signal::ConsecutiveFailures => Some(format!("{value:.0}")),
-        Signal::Initial | Signal::OpenElapsed | Signal::StageHealthy | Signal::Override => None,
+        Signal::Initial
+        | Signal::OpenElapsed
+        | Signal::ProbeSucceeded
+        | Signal::StageHealthy
+        | Signal::Override => None,
     }
 }
 
@@ -263,6 +267,16 @@ pub fn reason_headline(signal: Signal, value: f64, threshold: f64) -> String {
     }
 }
 
+/// One side of a configuration change as shown in a diff: compact JSON, strings in
+/// quotes, an absent side (added or removed) as `∅`.
+pub fn change_value(value: Option<&serde_json::Value>) -> String {
+    match value {
+        None => "∅".to_owned(),
+        Some(serde_json::Value::String(s)) => format!("\"{s}\""),
+        Some(v) => v.to_string(),
+    }
+}
+
 /// An error class key (`rate_limited`) as words (`rate limited`).
 pub fn error_kind(kind: &str) -> String {
     kind.replace('_', " ")
@@ -272,6 +286,15 @@ pub fn error_kind(kind: &str) -> String {
 mod tests {
     use super::*;
     use std::str::FromStr;
+
+    #[test]
+    fn change_values_read_as_compact_json_and_absent_as_the_empty_set() {
+        use serde_json::json;
+        assert_eq!(change_value(None), "∅");
+        assert_eq!(change_value(Some(&json!("1"))), "\"1\"");
+        assert_eq!(change_value(Some(&json!(["a", "b"]))), r#"["a","b"]"#);
+        assert_eq!(change_value(Some(&json!(70.0))), "70.0");
+    }
 
     #[test]
     fn latencies_switch_units_at_a_second_and_missing_reads_as_dash() {

@@ -1,0 +1,84 @@
+//! Gateway keys: listed (never the keys themselves), created (the key shown once),
+//! revoked. Creations and revocations are audited.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::NoContent;
+use router_core::admin::{CreateKeyRequest, CreatedKey, GatewayKeyInfo};
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::auth::Caller;
+use super::{AdminError, AdminJson, AdminPath};
+use crate::AppState;
+use crate::store::NewAudit;
+
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+) -> Result<Json<Vec<GatewayKeyInfo>>, AdminError> {
+    Ok(Json(state.store.gateway_keys().await?))
+}
+
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    Caller(caller): Caller,
+    AdminJson(req): AdminJson<CreateKeyRequest>,
+) -> Result<Json<CreatedKey>, AdminError> {
+    if state.engine.snapshot().config.team(&req.team).is_none() {
+        return Err(AdminError::bad_param(
+            "team",
+            format!(
+                "no team is named `{}`: add it to the configuration first",
+                req.team
+            ),
+        ));
+    }
+    let (info, key) = state
+        .store
+        .create_gateway_key(&req.team, &req.name, req.requests_per_minute)
+        .await?;
+    state
+        .store
+        .append_audit(NewAudit {
+            actor: &caller.name,
+            role: caller.role.as_str(),
+            action: "create_key",
+            target: &info.id,
+            message: &format!("key `{}` for team `{}`", info.name, info.team),
+            ..Default::default()
+        })
+        .await?;
+    state.keys.reload().await?;
+    Ok(Json(CreatedKey { info, key }))
+}
+
+#[derive(Deserialize, JsonSchema)]
+pub struct KeyId {
+    /// The key's id (from the listing).
+    id: String,
+}
+
+pub async fn revoke(
+    State(state): State<Arc<AppState>>,
+    Caller(caller): Caller,
+    AdminPath(KeyId { id }): AdminPath<KeyId>,
+) -> Result<NoContent, AdminError> {
+    if !state.store.revoke_gateway_key(&id).await? {
+        return Err(AdminError::not_found(format!("no key has id `{id}`")));
+    }
+    state
+        .store
+        .append_audit(NewAudit {
+            actor: &caller.name,
+            role: caller.role.as_str(),
+            action: "revoke_key",
+            target: &id,
+            message: "",
+            ..Default::default()
+        })
+        .await?;
+    state.keys.reload().await?;
+    Ok(NoContent)
+}

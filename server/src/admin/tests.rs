@@ -1,0 +1,479 @@
+//! The admin API in process: the app the binary serves, driven with `oneshot`.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use router_core::admin::{AuditEntry, ConfigVersion, FeatureEdit, PublishResult, Role};
+use router_core::config::diff::config_changes;
+use router_core::config::{
+    AuthConfig, EndpointConfig, ExperimentConfig, FeatureConfig, Provider, RouterConfig,
+    TeamConfig, VariantConfig,
+};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use super::*;
+use crate::file::{ConfigFile, TokenSeed};
+use crate::store::sha256_hex;
+use crate::{Options, Server};
+
+/// A running server's state and the app over it, with one admin token per role.
+struct TestApp {
+    /// Kept for its listener and the state's background tasks.
+    _server: Server,
+    app: axum::Router,
+}
+
+fn token(role: Role) -> String {
+    format!("cba-test-{}", role.as_str())
+}
+
+fn config() -> RouterConfig {
+    let endpoint = |name: &str| {
+        let mut e = EndpointConfig::new(name, Provider::Openai, "gpt-4o-mini", "eastus");
+        e.base_url = Some("http://127.0.0.1:9".into());
+        e.auth = AuthConfig::None;
+        e
+    };
+    RouterConfig {
+        endpoints: vec![endpoint("a-ep"), endpoint("b-ep")],
+        features: vec![FeatureConfig::new("summarize", &["a-ep", "b-ep"])],
+        teams: vec![TeamConfig {
+            name: "search".into(),
+            requests_per_minute: None,
+            tokens_per_minute: None,
+        }],
+        ..RouterConfig::default()
+    }
+}
+
+impl TestApp {
+    async fn start() -> TestApp {
+        let file = ConfigFile {
+            path: PathBuf::from("admin-test.toml"),
+            router: config(),
+            gateway_keys: Vec::new(),
+            admin_tokens: Role::ALL
+                .into_iter()
+                .map(|role| TokenSeed {
+                    name: format!("{}-person", role.as_str()),
+                    role,
+                    sha256: sha256_hex(&token(role)),
+                })
+                .collect(),
+        };
+        let server = Server::start(Options {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ui_dir: None,
+            db: None,
+            config: Some(file),
+            publish_file: false,
+            bootstrap_admin_token: None,
+            workers: 1,
+        })
+        .await
+        .unwrap();
+        let app = crate::app(server.state.clone(), None);
+        TestApp {
+            _server: server,
+            app,
+        }
+    }
+
+    /// `method PREFIX{path}` as `role` (no token for `None`): the status and the body
+    /// as JSON (a string if it is not JSON; not read for an event stream).
+    async fn call(
+        &self,
+        role: Option<Role>,
+        method: &Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("{PREFIX}{path}"));
+        if let Some(role) = role {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {}", token(role)));
+        }
+        let request = match body {
+            Some(b) => request
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(b.to_string())),
+            None => request.body(Body::empty()),
+        }
+        .unwrap();
+        let response = self.app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let streaming = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        if streaming {
+            return (status, Value::Null);
+        }
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        (status, body)
+    }
+
+    async fn active(&self) -> ConfigVersion {
+        let (status, body) = self
+            .call(Some(Role::Viewer), &Method::GET, "/config", None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        serde_json::from_value(body).unwrap()
+    }
+}
+
+/// A request path for `route`, its parameters filled with names that exist where
+/// the test needs them to.
+fn concrete(route: &AdminRoute) -> String {
+    route
+        .path
+        .replace("{version}", "1")
+        .replace("{id}", "no-such-key")
+        .replace(
+            "{name}",
+            if route.path.starts_with("/features") {
+                "summarize"
+            } else {
+                "a-ep"
+            },
+        )
+}
+
+#[tokio::test]
+async fn every_route_refuses_a_role_without_its_action_and_admits_one_with_it() {
+    let t = TestApp::start().await;
+    for route in ROUTES {
+        let path = concrete(route);
+        let body = matches!(route.method, Method::POST | Method::PUT).then(|| json!({}));
+        let (status, _) = t.call(None, &route.method, &path, body.clone()).await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "{} {path} without a token",
+            route.method
+        );
+        for role in Role::ALL {
+            let (status, answer) = t.call(Some(role), &route.method, &path, body.clone()).await;
+            if role.may(route.action) {
+                assert!(
+                    status != StatusCode::FORBIDDEN && status != StatusCode::UNAUTHORIZED,
+                    "{} may {} {path}: {status} {answer}",
+                    role.as_str(),
+                    route.method
+                );
+            } else {
+                assert_eq!(
+                    (status, answer["error"]["code"].as_str()),
+                    (StatusCode::FORBIDDEN, Some("forbidden")),
+                    "{} may not {} {path}: {answer}",
+                    role.as_str(),
+                    route.method
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_changes_a_feature_edit_publishes_and_audits_are_what_the_console_previews() {
+    let t = TestApp::start().await;
+    let base = t.active().await;
+    let edit = FeatureEdit {
+        binding: vec!["b-ep".into(), "a-ep".into()],
+        experiment: Some(ExperimentConfig {
+            id: "summarize-ab".into(),
+            variants: vec![
+                VariantConfig {
+                    name: "a".into(),
+                    percent: 60.0,
+                    binding: vec!["a-ep".into()],
+                },
+                VariantConfig {
+                    name: "b".into(),
+                    percent: 40.0,
+                    binding: vec!["b-ep".into()],
+                },
+            ],
+        }),
+        base_version: Some(base.version),
+        message: "an A/B test".into(),
+    };
+    // What the console's feature editor shows: the draft applied to the version it
+    // started from (ui/src/features/draft.rs), diffed against that version.
+    let mut edited = base.config.clone();
+    let feature = edited.feature_mut("summarize").unwrap();
+    feature.binding = edit.binding.clone();
+    feature.experiment = edit.experiment.clone();
+    let previewed = config_changes(&base.config, &edited).unwrap();
+    assert!(
+        previewed
+            .iter()
+            .any(|c| c.path == "features.summarize.binding"),
+        "{previewed:?}"
+    );
+
+    let (status, body) = t
+        .call(
+            Some(Role::Experimenter),
+            &Method::PUT,
+            "/features/summarize",
+            Some(serde_json::to_value(&edit).unwrap()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let published: PublishResult = serde_json::from_value(body).unwrap();
+    assert_eq!(published.changes, previewed);
+
+    let (_, body) = t
+        .call(Some(Role::Viewer), &Method::GET, "/audit", None)
+        .await;
+    let audit: Vec<AuditEntry> = serde_json::from_value(body).unwrap();
+    assert_eq!(
+        (audit[0].action.as_str(), audit[0].version),
+        ("edit_feature", Some(published.version))
+    );
+    assert_eq!(audit[0].changes, previewed);
+}
+
+#[tokio::test]
+async fn a_stale_edit_is_a_conflict_and_an_invalid_one_lists_its_problems() {
+    let t = TestApp::start().await;
+    let base = t.active().await.version;
+    let edit = |binding: &[&str], base_version: i64| json!({"binding": binding, "experiment": null, "base_version": base_version});
+    let (status, body) = t
+        .call(
+            Some(Role::Admin),
+            &Method::PUT,
+            "/features/summarize",
+            Some(edit(&["b-ep"], base)),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let (status, body) = t
+        .call(
+            Some(Role::Admin),
+            &Method::PUT,
+            "/features/summarize",
+            Some(edit(&["a-ep"], base)),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(
+        (
+            body["error"]["code"].as_str(),
+            body["current_version"].as_i64()
+        ),
+        (Some("conflict"), Some(base + 1))
+    );
+
+    let (status, body) = t
+        .call(
+            Some(Role::Admin),
+            &Method::PUT,
+            "/features/summarize",
+            Some(edit(&["nope"], base + 1)),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_config");
+    assert_eq!(
+        body["problems"][0]["path"], "features.summarize.binding[0]",
+        "{body}"
+    );
+    assert_eq!(t.active().await.version, base + 1, "nothing was published");
+}
+
+#[tokio::test]
+async fn malformed_queries_and_paths_are_refused_in_the_admin_error_shape() {
+    let t = TestApp::start().await;
+    for path in [
+        "/config/versions?limit=lots",
+        "/config/versions/latest",
+        "/spend?group_by=planet",
+        "/audit?before_id=x",
+    ] {
+        let (status, body) = t.call(Some(Role::Viewer), &Method::GET, path, None).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_request")),
+            "{path}: {body}"
+        );
+    }
+    let (status, body) = t
+        .call(
+            Some(Role::Viewer),
+            &Method::GET,
+            "/config/versions/99",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+}
+
+#[tokio::test]
+async fn the_spend_csv_is_a_download_with_a_header_row() {
+    let t = TestApp::start().await;
+    let request = Request::get(format!("{PREFIX}/spend.csv?group_by=team"))
+        .header(
+            header::AUTHORIZATION,
+            format!("Bearer {}", token(Role::Viewer)),
+        )
+        .body(Body::empty())
+        .unwrap();
+    let response = t.app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "text/csv; charset=utf-8"
+    );
+    assert!(
+        response.headers()[header::CONTENT_DISPOSITION]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment; filename=\"crossbar-spend-team-")
+    );
+    let text = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(text.starts_with(b"team,requests,errors,"), "{text:?}");
+}
+
+/// The statuses an operation of the document answers with.
+fn statuses(doc: &Value, method: &str, path: &str) -> BTreeSet<String> {
+    let op = &doc["paths"][format!("{PREFIX}{path}")][method];
+    assert!(op.is_object(), "{method} {path} is not in the document");
+    op["responses"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect()
+}
+
+fn set(codes: &[&str]) -> BTreeSet<String> {
+    codes.iter().map(|c| (*c).to_owned()).collect()
+}
+
+#[test]
+fn the_openapi_document_lists_every_route_with_its_permission_and_guard() {
+    let doc = serde_json::to_value(openapi::document()).unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    for route in ROUTES {
+        let method = route.method.as_str().to_lowercase();
+        let op = &doc["paths"][format!("{PREFIX}{}", route.path)][&method];
+        assert_eq!(
+            op["x-crossbar-permission"],
+            json!(route.action),
+            "{method} {}",
+            route.path
+        );
+        assert_eq!(
+            op["security"],
+            json!([{"bearer": []}]),
+            "{method} {}",
+            route.path
+        );
+        let codes = statuses(&doc, &method, route.path);
+        assert!(
+            codes.contains("401") && codes.contains("403"),
+            "{method} {}: {codes:?}",
+            route.path
+        );
+        // Every `{parameter}` of the path is declared.
+        for name in route
+            .path
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+        {
+            let declared = op["parameters"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|p| p["name"] == name && p["in"] == "path"));
+            assert!(
+                declared,
+                "{method} {}: no path parameter `{name}`",
+                route.path
+            );
+        }
+    }
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    for name in [
+        "RouterConfig",
+        "EndpointHealth",
+        "SpendReport",
+        "PublishResult",
+        "AdminErrorBody",
+    ] {
+        assert!(
+            schemas.contains_key(name),
+            "{name} missing: {:?}",
+            schemas.keys().collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn the_openapi_document_gives_each_route_only_the_responses_it_can_answer() {
+    let doc = serde_json::to_value(openapi::document()).unwrap();
+    assert_eq!(
+        statuses(&doc, "get", "/whoami"),
+        set(&["200", "401", "403"])
+    );
+    assert_eq!(
+        statuses(&doc, "put", "/features/{name}"),
+        set(&["200", "400", "401", "403", "404", "409", "413", "422"])
+    );
+    assert_eq!(
+        statuses(&doc, "delete", "/keys/{id}"),
+        set(&["204", "400", "401", "403", "404"])
+    );
+    assert_eq!(
+        statuses(&doc, "post", "/feedback"),
+        set(&["204", "400", "401", "403", "404", "413"])
+    );
+    assert_eq!(
+        statuses(&doc, "post", "/config/validate"),
+        set(&["200", "400", "401", "403", "413"]),
+        "validation reports problems in its answer, not as a 422"
+    );
+    assert_eq!(
+        statuses(&doc, "get", "/spend"),
+        set(&["200", "400", "401", "403"])
+    );
+    // 409 and 422 exactly on the routes that take a `base_version` and publish.
+    let publishing = [
+        ("post", "/config"),
+        ("post", "/config/rollback"),
+        ("put", "/features/{name}"),
+    ];
+    for route in ROUTES {
+        let method = route.method.as_str().to_lowercase();
+        let codes = statuses(&doc, &method, route.path);
+        let publishes = publishing.contains(&(method.as_str(), route.path));
+        assert_eq!(
+            codes.contains("409"),
+            publishes,
+            "{method} {}: {codes:?}",
+            route.path
+        );
+        assert_eq!(
+            codes.contains("422"),
+            publishes,
+            "{method} {}: {codes:?}",
+            route.path
+        );
+    }
+    let csv = &doc["paths"][format!("{PREFIX}/spend.csv")]["get"]["responses"]["200"];
+    assert!(csv["content"]["text/csv"].is_object(), "{csv}");
+    let events = &doc["paths"][format!("{PREFIX}/events")]["get"];
+    assert!(events["responses"]["200"]["content"]["text/event-stream"].is_object());
+    assert_eq!(events["parameters"][0]["name"], "access_token");
+}
