@@ -12,7 +12,7 @@ use router_core::api::{
     ToolChoice, ToolChoiceMode, ToolDefinition, ToolKind,
 };
 use router_core::config::{AuthConfig, EndpointConfig, Provider};
-use router_core::providers::{self, ChatProvider};
+use router_core::providers::{self, ChatProvider, TransportSettings};
 use serde_json::{Value, json};
 use sim::model::count_tokens;
 use sim::{AuthMode, EndpointSpec, Kind, Sim, SimConfig};
@@ -133,7 +133,9 @@ async fn fixture(
     };
     endpoint.timeouts.request_ms = 10_000;
     endpoint_edit(&mut endpoint);
-    let provider = providers::connect(&endpoint).await.unwrap();
+    let provider = providers::connect(&endpoint, &TransportSettings::default())
+        .await
+        .unwrap();
     Fixture {
         sim,
         provider,

@@ -8,7 +8,6 @@
 //! never a clean end. Adapters never retry: the router owns retries and failover.
 
 pub mod bedrock;
-mod h2c;
 pub mod openai;
 mod sse;
 mod transport;
@@ -27,6 +26,8 @@ use crate::api::{
     ChatChunk, ChatRequest, ChatResponse, Content, ContentPart, Error, ErrorKind, Message,
 };
 use crate::config::{EndpointConfig, Provider};
+
+pub use transport::{PoolScope, TransportSettings};
 
 /// A normalised chunk stream.
 pub type ChatStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, Error>> + Send>>;
@@ -49,7 +50,12 @@ pub trait ChatProvider: Send + Sync {
 
 /// Builds the adapter for `endpoint`: one HTTP client / SDK client per endpoint, with
 /// its credentials resolved once and then cached and refreshed by the cloud libraries.
-pub async fn connect(endpoint: &EndpointConfig) -> Result<Arc<dyn ChatProvider>, Error> {
+/// `transport` says how the HTTP adapters pool their connections (the AWS SDK keeps
+/// its own).
+pub async fn connect(
+    endpoint: &EndpointConfig,
+    transport: &TransportSettings,
+) -> Result<Arc<dyn ChatProvider>, Error> {
     let problems = endpoint.problems(&format!("endpoints.{}", endpoint.name));
     if !problems.is_empty() {
         let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
@@ -57,10 +63,12 @@ pub async fn connect(endpoint: &EndpointConfig) -> Result<Arc<dyn ChatProvider>,
     }
     Ok(match endpoint.provider {
         Provider::Bedrock => Arc::new(bedrock::Bedrock::connect(endpoint.clone()).await?),
-        Provider::Openai => Arc::new(openai::OpenAi::connect(endpoint.clone())?),
-        Provider::VertexGemini => Arc::new(vertex_gemini::Gemini::connect(endpoint.clone()).await?),
+        Provider::Openai => Arc::new(openai::OpenAi::connect(endpoint.clone(), transport)?),
+        Provider::VertexGemini => {
+            Arc::new(vertex_gemini::Gemini::connect(endpoint.clone(), transport).await?)
+        }
         Provider::VertexAnthropic => {
-            Arc::new(vertex_anthropic::Anthropic::connect(endpoint.clone()).await?)
+            Arc::new(vertex_anthropic::Anthropic::connect(endpoint.clone(), transport).await?)
         }
     })
 }

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::sse::{self, SseEvent};
-use super::transport::{self, Body, HttpClient, read_body};
+use super::transport::{self, HttpClient, TransportSettings, UpstreamBody, read_body};
 use super::{
     ChatProvider, ChatStream, Decoder, check_capabilities, drive, parse_json, retry_after,
 };
@@ -31,7 +31,7 @@ pub struct OpenAi {
 }
 
 impl OpenAi {
-    pub fn connect(endpoint: EndpointConfig) -> Result<Self, Error> {
+    pub fn connect(endpoint: EndpointConfig, transport: &TransportSettings) -> Result<Self, Error> {
         let base = endpoint
             .base_url
             .clone()
@@ -68,14 +68,17 @@ impl OpenAi {
             _ => None,
         };
         Ok(Self {
-            client: HttpClient::new(&endpoint, &url)?,
+            client: HttpClient::new(&endpoint, &url, transport)?,
             url: transport::uri(&endpoint, &url)?,
             endpoint,
             key,
         })
     }
 
-    async fn send(&self, body: &UpstreamRequest<'_>) -> Result<http::Response<Body>, Error> {
+    async fn send(
+        &self,
+        body: &UpstreamRequest<'_>,
+    ) -> Result<http::Response<UpstreamBody>, Error> {
         let mut headers = http::HeaderMap::new();
         if let Some((name, value)) = &self.key {
             headers.insert(name.clone(), value.clone());

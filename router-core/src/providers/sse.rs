@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use futures_util::{Stream, StreamExt};
 
-use super::transport::Body;
+use super::transport::UpstreamBody;
 use crate::api::{Error, ErrorKind};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -17,7 +17,7 @@ pub struct SseEvent {
 }
 
 pub(crate) fn events(
-    response: http::Response<Body>,
+    response: http::Response<UpstreamBody>,
     idle: Duration,
 ) -> impl Stream<Item = Result<SseEvent, Error>> + Send + 'static {
     struct State<B> {

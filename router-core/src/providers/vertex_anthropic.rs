@@ -10,7 +10,7 @@ use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
 
 use super::sse::{self, SseEvent};
-use super::transport::{self, Body, HttpClient, read_body};
+use super::transport::{self, HttpClient, TransportSettings, UpstreamBody, read_body};
 use super::vertex_gemini::{google_error, vertex_url};
 use super::{
     ChatProvider, ChatStream, Decoder, check_capabilities, drive, parse_json, retry_after, unix_now,
@@ -32,16 +32,27 @@ pub struct Anthropic {
 }
 
 impl Anthropic {
-    pub async fn connect(endpoint: EndpointConfig) -> Result<Self, Error> {
+    pub async fn connect(
+        endpoint: EndpointConfig,
+        transport: &TransportSettings,
+    ) -> Result<Self, Error> {
         let credentials = auth::gcp_credentials(&endpoint).await?;
         Ok(Self {
-            client: HttpClient::new(&endpoint, &vertex_url(&endpoint, "anthropic", "rawPredict"))?,
+            client: HttpClient::new(
+                &endpoint,
+                &vertex_url(&endpoint, "anthropic", "rawPredict"),
+                transport,
+            )?,
             endpoint,
             credentials,
         })
     }
 
-    async fn post(&self, method: &str, body: &Value) -> Result<http::Response<Body>, Error> {
+    async fn post(
+        &self,
+        method: &str,
+        body: &Value,
+    ) -> Result<http::Response<UpstreamBody>, Error> {
         let headers = auth::gcp_headers(&self.credentials).await?;
         let uri = transport::uri(
             &self.endpoint,
@@ -56,7 +67,7 @@ impl Anthropic {
         e.at(self.endpoint.provider.as_str(), &self.endpoint.name)
     }
 
-    async fn failed(&self, response: http::Response<Body>) -> Error {
+    async fn failed(&self, response: http::Response<UpstreamBody>) -> Error {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         match read_body(&self.endpoint, response).await {

@@ -15,7 +15,7 @@ use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
 
 use super::sse::{self, SseEvent};
-use super::transport::{self, Body, HttpClient, read_body};
+use super::transport::{self, HttpClient, TransportSettings, UpstreamBody, read_body};
 use super::{
     ChatProvider, ChatStream, Decoder, check_capabilities, drive, parse_json, retry_after, unix_now,
 };
@@ -52,16 +52,27 @@ pub(crate) fn vertex_url(endpoint: &EndpointConfig, publisher: &str, method: &st
 }
 
 impl Gemini {
-    pub async fn connect(endpoint: EndpointConfig) -> Result<Self, Error> {
+    pub async fn connect(
+        endpoint: EndpointConfig,
+        transport: &TransportSettings,
+    ) -> Result<Self, Error> {
         let credentials = auth::gcp_credentials(&endpoint).await?;
         Ok(Self {
-            client: HttpClient::new(&endpoint, &vertex_url(&endpoint, "google", "rawPredict"))?,
+            client: HttpClient::new(
+                &endpoint,
+                &vertex_url(&endpoint, "google", "rawPredict"),
+                transport,
+            )?,
             endpoint,
             credentials,
         })
     }
 
-    async fn post(&self, method: &str, body: &Value) -> Result<http::Response<Body>, Error> {
+    async fn post(
+        &self,
+        method: &str,
+        body: &Value,
+    ) -> Result<http::Response<UpstreamBody>, Error> {
         let headers = auth::gcp_headers(&self.credentials).await?;
         let uri = transport::uri(
             &self.endpoint,

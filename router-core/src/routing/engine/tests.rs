@@ -197,6 +197,7 @@ impl Rig {
         let parts = EngineParts {
             clock: Arc::new(clock),
             seed: 42,
+            ..EngineParts::default()
         };
         let engine = Engine::with_providers(config, 1, providers, sink.clone(), parts);
         Rig {
