@@ -54,10 +54,6 @@ impl Bedrock {
         })
     }
 
-    fn tag(&self, e: Error) -> Error {
-        e.at(self.endpoint.provider.as_str(), &self.endpoint.name)
-    }
-
     async fn bounded<T, E>(
         &self,
         call: impl Future<
@@ -73,16 +69,14 @@ impl Bedrock {
         )
         .await
         {
-            Ok(result) => {
-                result.map_err(|e| self.tag(sdk_error(&e, self.endpoint.is_provisioned())))
-            }
-            Err(_) => Err(self.tag(Error::new(
+            Ok(result) => result.map_err(|e| sdk_error(&e, self.endpoint.is_provisioned())),
+            Err(_) => Err(Error::new(
                 ErrorKind::Timeout,
                 format!(
                     "no response within {} ms",
                     self.endpoint.timeouts.request_ms
                 ),
-            ))),
+            )),
         }
     }
 }
@@ -189,7 +183,7 @@ impl ChatProvider for Bedrock {
                 tool_block: None,
                 stopped: false,
             };
-            Ok(drive(events, decoder, &self.endpoint))
+            Ok(drive(events, decoder))
         })
     }
 }

@@ -3,32 +3,24 @@
 //! the URL. Errors of the model come in Anthropic's format; those of the Vertex front
 //! end (auth, quota, routing) in Google's.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
 
-use super::sse::{self, SseEvent};
-use super::transport::{self, HttpClient, TransportSettings, UpstreamBody, read_body};
-use super::vertex_gemini::{google_error, vertex_url};
-use super::{
-    ChatProvider, ChatStream, Decoder, check_capabilities, drive, parse_json, retry_after, unix_now,
-};
+use super::sse::SseEvent;
+use super::transport::TransportSettings;
+use super::vertex::{Vertex, google_error};
+use super::{ChatProvider, ChatStream, Decoder, check_capabilities, retry_after, unix_now};
 use crate::api::{
     AssistantMessage, ChatChunk, ChatRequest, ChatResponse, Choice, ContentPart, Delta, Error,
     ErrorKind, FinishReason, FunctionCall, FunctionCallDelta, Message, Role, ToolCall,
     ToolCallDelta, ToolChoice, ToolChoiceMode, ToolKind, Usage,
 };
-use crate::auth;
 use crate::config::EndpointConfig;
 
 pub const VERTEX_VERSION: &str = "vertex-2023-10-16";
 
 pub struct Anthropic {
-    endpoint: EndpointConfig,
-    client: HttpClient,
-    credentials: Arc<google_cloud_auth::credentials::Credentials>,
+    vertex: Vertex,
 }
 
 impl Anthropic {
@@ -36,77 +28,24 @@ impl Anthropic {
         endpoint: EndpointConfig,
         transport: &TransportSettings,
     ) -> Result<Self, Error> {
-        let credentials = auth::gcp_credentials(&endpoint).await?;
         Ok(Self {
-            client: HttpClient::new(
-                &endpoint,
-                &vertex_url(&endpoint, "anthropic", "rawPredict"),
-                transport,
-            )?,
-            endpoint,
-            credentials,
+            vertex: Vertex::connect(endpoint, "anthropic", transport, anthropic_error).await?,
         })
-    }
-
-    async fn post(
-        &self,
-        method: &str,
-        body: &Value,
-    ) -> Result<http::Response<UpstreamBody>, Error> {
-        let headers = auth::gcp_headers(&self.credentials).await?;
-        let uri = transport::uri(
-            &self.endpoint,
-            &vertex_url(&self.endpoint, "anthropic", method),
-        )?;
-        self.client
-            .post_json(&self.endpoint, uri, headers, body)
-            .await
-    }
-
-    fn tag(&self, e: Error) -> Error {
-        e.at(self.endpoint.provider.as_str(), &self.endpoint.name)
-    }
-
-    async fn failed(&self, response: http::Response<UpstreamBody>) -> Error {
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        match read_body(&self.endpoint, response).await {
-            Ok(body) => self.tag(anthropic_error(
-                status,
-                &headers,
-                &body,
-                self.endpoint.is_provisioned(),
-            )),
-            Err(e) => self.tag(e),
-        }
     }
 }
 
 impl ChatProvider for Anthropic {
     fn endpoint(&self) -> &EndpointConfig {
-        &self.endpoint
+        self.vertex.endpoint()
     }
 
     fn chat<'a>(&'a self, request: &'a ChatRequest) -> BoxFuture<'a, Result<ChatResponse, Error>> {
         Box::pin(async move {
-            check_capabilities(&self.endpoint, request)?;
-            let body = to_anthropic(
-                request,
-                self.endpoint.capabilities().max_output_tokens,
-                false,
-            )?;
-            let response = self
-                .post("rawPredict", &body)
-                .await
-                .map_err(|e| self.tag(e))?;
-            if !response.status().is_success() {
-                return Err(self.failed(response).await);
-            }
-            let bytes = read_body(&self.endpoint, response)
-                .await
-                .map_err(|e| self.tag(e))?;
-            let reply: Value = parse_json(&bytes).map_err(|e| self.tag(e))?;
-            Ok(from_anthropic(&reply, &self.endpoint.model))
+            let endpoint = self.endpoint();
+            check_capabilities(endpoint, request)?;
+            let body = to_anthropic(request, endpoint.capabilities().max_output_tokens, false)?;
+            let reply: Value = self.vertex.whole("rawPredict", &body).await?;
+            Ok(from_anthropic(&reply, &endpoint.model))
         })
     }
 
@@ -115,26 +54,12 @@ impl ChatProvider for Anthropic {
         request: &'a ChatRequest,
     ) -> BoxFuture<'a, Result<ChatStream, Error>> {
         Box::pin(async move {
-            check_capabilities(&self.endpoint, request)?;
-            let body = to_anthropic(
-                request,
-                self.endpoint.capabilities().max_output_tokens,
-                true,
-            )?;
-            let response = self
-                .post("streamRawPredict", &body)
-                .await
-                .map_err(|e| self.tag(e))?;
-            if !response.status().is_success() {
-                return Err(self.failed(response).await);
-            }
-            let events = sse::events(
-                response,
-                Duration::from_millis(self.endpoint.timeouts.stream_idle_ms),
-            );
+            let endpoint = self.endpoint();
+            check_capabilities(endpoint, request)?;
+            let body = to_anthropic(request, endpoint.capabilities().max_output_tokens, true)?;
             let decoder = AnthropicDecoder {
                 id: String::new(),
-                model: self.endpoint.model.clone(),
+                model: endpoint.model.clone(),
                 created: unix_now(),
                 prompt_tokens: 0,
                 blocks: Vec::new(),
@@ -142,7 +67,7 @@ impl ChatProvider for Anthropic {
                 finish: None,
                 done: false,
             };
-            Ok(drive(events, decoder, &self.endpoint))
+            self.vertex.stream("streamRawPredict", &body, decoder).await
         })
     }
 }

@@ -8,47 +8,23 @@
 //! so Crossbar numbers them `call_{n}`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
 
-use super::sse::{self, SseEvent};
-use super::transport::{self, HttpClient, TransportSettings, UpstreamBody, read_body};
-use super::{
-    ChatProvider, ChatStream, Decoder, check_capabilities, drive, parse_json, retry_after, unix_now,
-};
+use super::sse::SseEvent;
+use super::transport::TransportSettings;
+use super::vertex::{Vertex, google_error};
+use super::{ChatProvider, ChatStream, Decoder, check_capabilities, unix_now};
 use crate::api::{
     AssistantMessage, ChatChunk, ChatRequest, ChatResponse, Choice, ContentPart, Delta, Error,
     ErrorKind, FinishReason, FunctionCall, FunctionCallDelta, Message, Role, ToolCall,
     ToolCallDelta, ToolChoice, ToolChoiceMode, ToolKind, Usage,
 };
-use crate::auth;
 use crate::config::EndpointConfig;
 
 pub struct Gemini {
-    endpoint: EndpointConfig,
-    client: HttpClient,
-    credentials: Arc<google_cloud_auth::credentials::Credentials>,
-}
-
-/// `{base}/v1/projects/{p}/locations/{l}/publishers/{publisher}/models/{model}:{method}`.
-pub(crate) fn vertex_url(endpoint: &EndpointConfig, publisher: &str, method: &str) -> String {
-    let base = endpoint
-        .base_url
-        .clone()
-        .unwrap_or_else(|| match endpoint.region.as_str() {
-            "global" => "https://aiplatform.googleapis.com".into(),
-            region => format!("https://{region}-aiplatform.googleapis.com"),
-        });
-    format!(
-        "{}/v1/projects/{}/locations/{}/publishers/{publisher}/models/{}:{method}",
-        base.trim_end_matches('/'),
-        endpoint.project.as_deref().unwrap_or_default(),
-        endpoint.region,
-        endpoint.model
-    )
+    vertex: Vertex,
 }
 
 impl Gemini {
@@ -56,66 +32,23 @@ impl Gemini {
         endpoint: EndpointConfig,
         transport: &TransportSettings,
     ) -> Result<Self, Error> {
-        let credentials = auth::gcp_credentials(&endpoint).await?;
         Ok(Self {
-            client: HttpClient::new(
-                &endpoint,
-                &vertex_url(&endpoint, "google", "rawPredict"),
-                transport,
-            )?,
-            endpoint,
-            credentials,
+            vertex: Vertex::connect(endpoint, "google", transport, google_error).await?,
         })
-    }
-
-    async fn post(
-        &self,
-        method: &str,
-        body: &Value,
-    ) -> Result<http::Response<UpstreamBody>, Error> {
-        let headers = auth::gcp_headers(&self.credentials).await?;
-        let uri = transport::uri(
-            &self.endpoint,
-            &vertex_url(&self.endpoint, "google", method),
-        )?;
-        self.client
-            .post_json(&self.endpoint, uri, headers, body)
-            .await
-    }
-
-    fn tag(&self, e: Error) -> Error {
-        e.at(self.endpoint.provider.as_str(), &self.endpoint.name)
     }
 }
 
 impl ChatProvider for Gemini {
     fn endpoint(&self) -> &EndpointConfig {
-        &self.endpoint
+        self.vertex.endpoint()
     }
 
     fn chat<'a>(&'a self, request: &'a ChatRequest) -> BoxFuture<'a, Result<ChatResponse, Error>> {
         Box::pin(async move {
-            check_capabilities(&self.endpoint, request)?;
+            check_capabilities(self.endpoint(), request)?;
             let body = to_gemini(request)?;
-            let response = self
-                .post("generateContent", &body)
-                .await
-                .map_err(|e| self.tag(e))?;
-            let status = response.status();
-            let headers = response.headers().clone();
-            let bytes = read_body(&self.endpoint, response)
-                .await
-                .map_err(|e| self.tag(e))?;
-            if !status.is_success() {
-                return Err(self.tag(google_error(
-                    status.as_u16(),
-                    &headers,
-                    &bytes,
-                    self.endpoint.is_provisioned(),
-                )));
-            }
-            let reply: Value = parse_json(&bytes).map_err(|e| self.tag(e))?;
-            from_gemini(&reply, &self.endpoint.model).map_err(|e| self.tag(e))
+            let reply: Value = self.vertex.whole("generateContent", &body).await?;
+            from_gemini(&reply, &self.endpoint().model)
         })
     }
 
@@ -124,31 +57,12 @@ impl ChatProvider for Gemini {
         request: &'a ChatRequest,
     ) -> BoxFuture<'a, Result<ChatStream, Error>> {
         Box::pin(async move {
-            check_capabilities(&self.endpoint, request)?;
+            check_capabilities(self.endpoint(), request)?;
             let body = to_gemini(request)?;
-            let response = self
-                .post("streamGenerateContent?alt=sse", &body)
+            let decoder = GeminiDecoder::new(&self.endpoint().model);
+            self.vertex
+                .stream("streamGenerateContent?alt=sse", &body, decoder)
                 .await
-                .map_err(|e| self.tag(e))?;
-            let status = response.status();
-            if !status.is_success() {
-                let headers = response.headers().clone();
-                let bytes = read_body(&self.endpoint, response)
-                    .await
-                    .map_err(|e| self.tag(e))?;
-                return Err(self.tag(google_error(
-                    status.as_u16(),
-                    &headers,
-                    &bytes,
-                    self.endpoint.is_provisioned(),
-                )));
-            }
-            let events = sse::events(
-                response,
-                Duration::from_millis(self.endpoint.timeouts.stream_idle_ms),
-            );
-            let decoder = GeminiDecoder::new(&self.endpoint.model);
-            Ok(drive(events, decoder, &self.endpoint))
         })
     }
 }
@@ -539,54 +453,6 @@ impl Decoder for GeminiDecoder {
     }
 }
 
-/// A Google API error (`{"error":{"code","message","status"}}`), normalised.
-pub(crate) fn google_error(
-    status: u16,
-    headers: &http::HeaderMap,
-    body: &[u8],
-    provisioned: bool,
-) -> Error {
-    let value: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let google_status = value
-        .pointer("/error/status")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let message = value
-        .pointer("/error/message")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("upstream answered HTTP {status}"));
-    let field = value
-        .pointer("/error/details/0/fieldViolations/0/field")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let kind = match (status, google_status.as_deref().unwrap_or_default()) {
-        (429, _) | (_, "RESOURCE_EXHAUSTED") if provisioned => ErrorKind::CapacityExhausted,
-        (429, _) | (_, "RESOURCE_EXHAUSTED") => ErrorKind::RateLimited,
-        (_, "DEADLINE_EXCEEDED") | (504, _) => ErrorKind::Timeout,
-        (503, _) | (_, "UNAVAILABLE") if message.to_ascii_lowercase().contains("overloaded") => {
-            ErrorKind::Overloaded
-        }
-        (503, _) | (_, "UNAVAILABLE") => ErrorKind::Unavailable,
-        (400, _) | (_, "INVALID_ARGUMENT")
-            if message.contains("exceeds the maximum number of tokens") =>
-        {
-            ErrorKind::ContextLengthExceeded
-        }
-        (400, _) | (_, "INVALID_ARGUMENT" | "FAILED_PRECONDITION") => ErrorKind::InvalidRequest,
-        (401 | 403, _) | (_, "UNAUTHENTICATED" | "PERMISSION_DENIED") => ErrorKind::UpstreamAuth,
-        (404, _) | (_, "NOT_FOUND") => ErrorKind::NotFound,
-        _ => ErrorKind::UpstreamError,
-    };
-    let mut e = Error::new(kind, message)
-        .with_upstream(Some(status), google_status)
-        .with_retry_after(retry_after(headers));
-    if kind.fault() == crate::api::Fault::Client {
-        e.param = field;
-    }
-    e
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -638,21 +504,5 @@ mod tests {
         );
         assert_eq!(body["contents"][2]["parts"][1]["text"], "thanks");
         assert_eq!(body["toolConfig"]["functionCallingConfig"]["mode"], "AUTO");
-    }
-
-    #[test]
-    fn google_errors_map_to_the_taxonomy() {
-        let h = http::HeaderMap::new();
-        let e = google_error(429, &h, br#"{"error":{"code":429,"message":"Resource exhausted","status":"RESOURCE_EXHAUSTED"}}"#, false);
-        assert_eq!(
-            (e.kind, e.upstream_code.as_deref()),
-            (ErrorKind::RateLimited, Some("RESOURCE_EXHAUSTED"))
-        );
-        let e = google_error(400, &h, br#"{"error":{"code":400,"message":"The input token count (9) exceeds the maximum number of tokens allowed (5).","status":"INVALID_ARGUMENT"}}"#, false);
-        assert_eq!(e.kind, ErrorKind::ContextLengthExceeded);
-        assert_eq!(
-            google_error(503, &h, b"", false).kind,
-            ErrorKind::Unavailable
-        );
     }
 }
