@@ -1,9 +1,11 @@
 //! Claude on Vertex AI: the Anthropic Messages API behind `:rawPredict` and
 //! `:streamRawPredict`, with `anthropic_version: vertex-2023-10-16` and the model in
 //! the URL. Errors of the model come in Anthropic's format; those of the Vertex front
-//! end (auth, quota, routing) in Google's.
+//! end (auth, quota, routing) in Google's. The request body is typed
+//! ([`MessagesRequest`]), like Bedrock's and OpenAI's.
 
 use futures_util::future::BoxFuture;
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::sse::SseEvent;
@@ -72,38 +74,123 @@ impl ChatProvider for Anthropic {
     }
 }
 
+/// The Messages API request body as Vertex takes it: no `model` (the URL names it),
+/// `anthropic_version` instead. Borrowed from the client's request where it can be.
+#[derive(Debug, Serialize)]
+pub(crate) struct MessagesRequest<'a> {
+    anthropic_version: &'static str,
+    messages: Vec<Turn<'a>>,
+    max_tokens: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream: Option<bool>,
+    /// The system and developer messages, joined by a blank line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    stop_sequences: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<Vec<Tool<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<AnthropicToolChoice<'a>>,
+}
+
+/// One message, `user` or `assistant`, as content blocks.
+#[derive(Debug, Serialize)]
+struct Turn<'a> {
+    role: &'static str,
+    content: Vec<ContentBlock<'a>>,
+}
+
+/// One content block, tagged by `type`.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ContentBlock<'a> {
+    Text {
+        text: String,
+    },
+    Image {
+        source: ImageSource,
+    },
+    ToolUse {
+        id: &'a str,
+        name: &'a str,
+        input: Value,
+    },
+    ToolResult {
+        tool_use_id: &'a str,
+        content: String,
+    },
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ImageSource {
+    Base64 { media_type: String, data: String },
+    Url { url: String },
+}
+
+#[derive(Debug, Serialize)]
+struct Tool<'a> {
+    name: &'a str,
+    description: &'a str,
+    input_schema: Value,
+}
+
+/// `tool_choice`, tagged by `type`.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum AnthropicToolChoice<'a> {
+    Auto,
+    Any,
+    None,
+    Tool { name: &'a str },
+}
+
+/// Adds `blocks` to the conversation: consecutive messages of one role are one turn.
+fn push<'a>(messages: &mut Vec<Turn<'a>>, role: &'static str, blocks: Vec<ContentBlock<'a>>) {
+    match messages.last_mut() {
+        Some(last) if last.role == role => last.content.extend(blocks),
+        _ => messages.push(Turn {
+            role,
+            content: blocks,
+        }),
+    }
+}
+
 /// Unified request → Anthropic Messages body for Vertex.
 pub(crate) fn to_anthropic(
     request: &ChatRequest,
     default_max: u32,
     stream: bool,
-) -> Result<Value, Error> {
+) -> Result<MessagesRequest<'_>, Error> {
     let mut system = Vec::new();
-    let mut messages: Vec<Value> = Vec::new();
-    let push = |messages: &mut Vec<Value>, role: &str, blocks: Vec<Value>| match messages.last_mut()
-    {
-        Some(last) if last["role"] == role => last["content"]
-            .as_array_mut()
-            .expect("content is an array")
-            .extend(blocks),
-        _ => messages.push(json!({ "role": role, "content": blocks })),
-    };
+    let mut messages = Vec::new();
     for (i, message) in request.messages.iter().enumerate() {
         match message {
             Message::System { content, .. } | Message::Developer { content, .. } => {
                 system.push(content.text())
             }
             Message::User { content, .. } => {
-                let mut blocks = Vec::new();
-                for part in content.parts() {
-                    blocks.push(match part {
-                        ContentPart::Text { text } => json!({ "type": "text", "text": text }),
-                        ContentPart::ImageUrl { image_url } => match image_url.as_data() {
-                            Some((media, data)) => json!({ "type": "image", "source": { "type": "base64", "media_type": media, "data": data } }),
-                            None => json!({ "type": "image", "source": { "type": "url", "url": image_url.url } }),
+                let blocks = content
+                    .parts()
+                    .into_iter()
+                    .map(|part| match part {
+                        ContentPart::Text { text } => ContentBlock::Text { text },
+                        ContentPart::ImageUrl { image_url } => ContentBlock::Image {
+                            source: match image_url.as_data() {
+                                Some((media, data)) => ImageSource::Base64 {
+                                    media_type: media.to_owned(),
+                                    data: data.to_owned(),
+                                },
+                                None => ImageSource::Url { url: image_url.url },
+                            },
                         },
-                    });
-                }
+                    })
+                    .collect();
                 push(&mut messages, "user", blocks);
             }
             Message::Assistant {
@@ -113,7 +200,7 @@ pub(crate) fn to_anthropic(
             } => {
                 let mut blocks = Vec::new();
                 if let Some(text) = content.as_ref().map(|c| c.text()).filter(|t| !t.is_empty()) {
-                    blocks.push(json!({ "type": "text", "text": text }));
+                    blocks.push(ContentBlock::Text { text });
                 }
                 for call in tool_calls.iter().flatten() {
                     let input: Value =
@@ -123,7 +210,11 @@ pub(crate) fn to_anthropic(
                                 "tool call arguments must be JSON",
                             )
                         })?;
-                    blocks.push(json!({ "type": "tool_use", "id": call.id, "name": call.function.name, "input": input }));
+                    blocks.push(ContentBlock::ToolUse {
+                        id: &call.id,
+                        name: &call.function.name,
+                        input,
+                    });
                 }
                 if blocks.is_empty() {
                     return Err(Error::invalid(
@@ -136,61 +227,52 @@ pub(crate) fn to_anthropic(
             Message::Tool {
                 content,
                 tool_call_id,
-            } => {
-                push(
-                    &mut messages,
-                    "user",
-                    vec![
-                        json!({ "type": "tool_result", "tool_use_id": tool_call_id, "content": content.text() }),
-                    ],
-                );
-            }
+            } => push(
+                &mut messages,
+                "user",
+                vec![ContentBlock::ToolResult {
+                    tool_use_id: tool_call_id,
+                    content: content.text(),
+                }],
+            ),
         }
     }
-    let mut body = json!({
-        "anthropic_version": VERTEX_VERSION,
-        "messages": messages,
-        "max_tokens": request.output_limit().unwrap_or(default_max),
-    });
-    if stream {
-        body["stream"] = json!(true);
-    }
-    if !system.is_empty() {
-        body["system"] = json!(system.join("\n\n"));
-    }
-    if let Some(t) = request.temperature {
-        body["temperature"] = json!(t);
-    }
-    if let Some(p) = request.top_p {
-        body["top_p"] = json!(p);
-    }
-    let stop = request.stop_sequences();
-    if !stop.is_empty() {
-        body["stop_sequences"] = json!(stop);
-    }
-    if let Some(tools) = request.tools.as_ref().filter(|t| !t.is_empty()) {
-        body["tools"] = json!(
+    let tools = request.tools.as_ref().filter(|t| !t.is_empty());
+    Ok(MessagesRequest {
+        anthropic_version: VERTEX_VERSION,
+        messages,
+        max_tokens: request.output_limit().unwrap_or(default_max),
+        stream: stream.then_some(true),
+        system: (!system.is_empty()).then(|| system.join("\n\n")),
+        temperature: request.temperature,
+        top_p: request.top_p,
+        stop_sequences: request.stop_sequences(),
+        tools: tools.map(|tools| {
             tools
                 .iter()
-                .map(|t| json!({
-                    "name": t.function.name,
-                    "description": t.function.description.clone().unwrap_or_default(),
-                    "input_schema": t.function.parameters.clone().unwrap_or_else(|| json!({"type": "object"})),
-                }))
-                .collect::<Vec<_>>()
-        );
-        if let Some(choice) = &request.tool_choice {
-            body["tool_choice"] = match choice {
-                ToolChoice::Mode(ToolChoiceMode::Auto) => json!({ "type": "auto" }),
-                ToolChoice::Mode(ToolChoiceMode::Required) => json!({ "type": "any" }),
-                ToolChoice::Mode(ToolChoiceMode::None) => json!({ "type": "none" }),
-                ToolChoice::Named { function, .. } => {
-                    json!({ "type": "tool", "name": function.name })
-                }
-            };
-        }
-    }
-    Ok(body)
+                .map(|t| Tool {
+                    name: &t.function.name,
+                    description: t.function.description.as_deref().unwrap_or_default(),
+                    input_schema: t
+                        .function
+                        .parameters
+                        .clone()
+                        .unwrap_or_else(|| json!({"type": "object"})),
+                })
+                .collect()
+        }),
+        // Only with tools: without them there is nothing to choose.
+        tool_choice: tools
+            .and(request.tool_choice.as_ref())
+            .map(|choice| match choice {
+                ToolChoice::Mode(ToolChoiceMode::Auto) => AnthropicToolChoice::Auto,
+                ToolChoice::Mode(ToolChoiceMode::Required) => AnthropicToolChoice::Any,
+                ToolChoice::Mode(ToolChoiceMode::None) => AnthropicToolChoice::None,
+                ToolChoice::Named { function, .. } => AnthropicToolChoice::Tool {
+                    name: &function.name,
+                },
+            }),
+    })
 }
 
 fn finish_reason(reason: &str) -> FinishReason {
@@ -551,7 +633,7 @@ mod tests {
             ],
             ..ChatRequest::default()
         };
-        let body = to_anthropic(&request, 1024, false).unwrap();
+        let body = serde_json::to_value(to_anthropic(&request, 1024, false).unwrap()).unwrap();
         assert_eq!(body["system"], "a\n\nb");
         assert_eq!(body["max_tokens"], 1024);
         assert_eq!(body["messages"][2]["content"][0]["type"], "tool_result");
@@ -582,5 +664,104 @@ mod tests {
             .kind,
             ErrorKind::UpstreamAuth
         );
+    }
+
+    /// The wire body, field by field, for a request that uses every mapped feature;
+    /// and a plain one that carries nothing optional.
+    #[test]
+    fn the_wire_body_is_a_messages_request_for_vertex() {
+        let request: ChatRequest = serde_json::from_value(json!({
+            "model": "feature",
+            "messages": [
+                {"role": "system", "content": "a"},
+                {"role": "developer", "content": "b"},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "look"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                    {"type": "image_url", "image_url": {"url": "https://x/y.webp"}}
+                ]},
+                {"role": "assistant", "content": "checking", "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "fx", "arguments": "{\"c\":\"EUR\"}"}}
+                ]},
+                {"role": "tool", "tool_call_id": "c1", "content": "{\"rate\":1.08}"},
+                {"role": "user", "content": "thanks"}
+            ],
+            "temperature": 0.5, "top_p": 0.9, "max_tokens": 100, "stop": ["END", "STOP"],
+            "tools": [
+                {"type": "function", "function": {"name": "fx", "description": "rates", "parameters": {"type": "object", "properties": {}}}},
+                {"type": "function", "function": {"name": "now"}}
+            ],
+            "tool_choice": {"type": "function", "function": {"name": "fx"}}
+        }))
+        .unwrap();
+        let expected = json!({
+            "anthropic_version": "vertex-2023-10-16",
+            "messages": [
+                {"role": "user", "content": [
+                    {"type": "text", "text": "look"},
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}},
+                    {"type": "image", "source": {"type": "url", "url": "https://x/y.webp"}}
+                ]},
+                {"role": "assistant", "content": [
+                    {"type": "text", "text": "checking"},
+                    {"type": "tool_use", "id": "c1", "name": "fx", "input": {"c": "EUR"}}
+                ]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "c1", "content": "{\"rate\":1.08}"},
+                    {"type": "text", "text": "thanks"}
+                ]}
+            ],
+            "max_tokens": 100,
+            "stream": true,
+            "system": "a\n\nb",
+            "temperature": 0.5,
+            "top_p": 0.9,
+            "stop_sequences": ["END", "STOP"],
+            "tools": [
+                {"name": "fx", "description": "rates", "input_schema": {"type": "object", "properties": {}}},
+                {"name": "now", "description": "", "input_schema": {"type": "object"}}
+            ],
+            "tool_choice": {"type": "tool", "name": "fx"}
+        });
+        assert_eq!(
+            serde_json::to_value(to_anthropic(&request, 1024, true).unwrap()).unwrap(),
+            expected
+        );
+
+        let plain = ChatRequest {
+            model: "feature".into(),
+            messages: vec![Message::user("hi")],
+            ..ChatRequest::default()
+        };
+        assert_eq!(
+            serde_json::to_value(to_anthropic(&plain, 1024, false).unwrap()).unwrap(),
+            json!({
+                "anthropic_version": "vertex-2023-10-16",
+                "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+                "max_tokens": 1024
+            })
+        );
+    }
+
+    #[test]
+    fn tool_choice_modes_map_to_anthropic_choice_types_and_need_tools() {
+        for (choice, kind) in [
+            (json!("auto"), "auto"),
+            (json!("none"), "none"),
+            (json!("required"), "any"),
+        ] {
+            let mut request: ChatRequest = serde_json::from_value(json!({
+                "model": "feature",
+                "messages": [{"role": "user", "content": "hi"}],
+                "tools": [{"type": "function", "function": {"name": "fx"}}],
+                "tool_choice": choice
+            }))
+            .unwrap();
+            let body = serde_json::to_value(to_anthropic(&request, 1024, false).unwrap()).unwrap();
+            assert_eq!(body["tool_choice"], json!({"type": kind}), "{choice}");
+            request.tools = None;
+            let body = serde_json::to_value(to_anthropic(&request, 1024, false).unwrap()).unwrap();
+            assert!(body.get("tool_choice").is_none(), "{choice}: {body}");
+        }
     }
 }
