@@ -302,14 +302,15 @@ impl<B: http_body::Body + Unpin> http_body::Body for Counted<B> {
 
 /// A client (or lane) per [`PoolScope`]: one per thread, or one for all.
 pub(crate) enum Pool<C: Send> {
-    PerThread(PerThread<C>),
+    /// Boxed: a thread-local table is half a kilobyte.
+    PerThread(Box<PerThread<C>>),
     Shared(C),
 }
 
 impl<C: Send> Pool<C> {
     fn new(scope: PoolScope, build: impl Fn() -> C + Send + Sync + 'static) -> Self {
         match scope {
-            PoolScope::PerThread => Pool::PerThread(PerThread::new(build)),
+            PoolScope::PerThread => Pool::PerThread(Box::new(PerThread::new(build))),
             PoolScope::Shared => Pool::Shared(build()),
         }
     }
