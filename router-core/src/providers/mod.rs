@@ -234,18 +234,58 @@ pub(crate) fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// `retry-after-ms`, else `retry-after` in seconds.
+/// The longest wait an upstream's `retry-after` is taken at. Beyond an hour the
+/// advice says "not soon" rather than when: the breaker and the retry budget handle
+/// an endpoint that long gone, and a client is not told to wait for days.
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(60 * 60);
+
+/// How long an upstream asks to be left alone: `retry-after-ms` (OpenAI's, a number
+/// of milliseconds), else `retry-after` (seconds, or an HTTP-date counted from now).
+///
+/// Never panics, whatever the upstream sends: a value longer than
+/// [`MAX_RETRY_AFTER`] (`1e20`, `inf`) is that maximum; a negative number, `NaN`,
+/// anything unparsable is no advice (the next header is tried); a date already past
+/// is zero.
 pub(crate) fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
-    let get = |name: &str| {
+    retry_after_at(headers, std::time::SystemTime::now())
+}
+
+/// [`retry_after`] with the time an HTTP-date is counted from.
+fn retry_after_at(headers: &http::HeaderMap, now: std::time::SystemTime) -> Option<Duration> {
+    let header = |name: &str| {
         headers
             .get(name)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(str::trim)
     };
-    if let Some(ms) = get("retry-after-ms") {
-        return Some(Duration::from_secs_f64(ms.max(0.0) / 1000.0));
+    header("retry-after-ms")
+        .and_then(|ms| delay(ms, 1000.0))
+        .or_else(|| {
+            let value = header("retry-after")?;
+            delay(value, 1.0).or_else(|| {
+                let date = httpdate::parse_http_date(value).ok()?;
+                // A date already past: retry now.
+                Some(
+                    date.duration_since(now)
+                        .unwrap_or_default()
+                        .min(MAX_RETRY_AFTER),
+                )
+            })
+        })
+}
+
+/// A number of `units_per_second` as a wait, at most [`MAX_RETRY_AFTER`]; `None`
+/// for anything but a non-negative number.
+fn delay(value: &str, units_per_second: f64) -> Option<Duration> {
+    let n: f64 = value.parse().ok()?;
+    if n.is_nan() || n < 0.0 {
+        return None;
     }
-    get("retry-after").map(|s| Duration::from_secs_f64(s.max(0.0)))
+    let seconds = n / units_per_second;
+    if seconds >= MAX_RETRY_AFTER.as_secs_f64() {
+        return Some(MAX_RETRY_AFTER);
+    }
+    Duration::try_from_secs_f64(seconds).ok()
 }
 
 #[cfg(test)]
@@ -309,12 +349,81 @@ mod tests {
         assert!(check_capabilities(&ep, &request()).is_ok());
     }
 
+    /// Every shape an upstream's advice comes in, well-formed or not: a wait within
+    /// [`MAX_RETRY_AFTER`], or none; never a panic.
     #[test]
-    fn retry_after_prefers_milliseconds() {
-        let mut h = http::HeaderMap::new();
-        h.insert("retry-after", "3".parse().unwrap());
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
-        h.insert("retry-after-ms", "1500".parse().unwrap());
-        assert_eq!(retry_after(&h), Some(Duration::from_millis(1500)));
+    fn retry_after_is_a_bounded_wait_or_none_whatever_the_upstream_sends() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let date = |at: std::time::SystemTime| httpdate::fmt_http_date(at);
+        let in_two_minutes = date(now + Duration::from_secs(120));
+        let in_two_days = date(now + Duration::from_secs(2 * 86_400));
+        let an_hour_ago = date(now - Duration::from_secs(3_600));
+        let max = Some(MAX_RETRY_AFTER);
+        let cases: &[(&[(&str, &str)], Option<Duration>)] = &[
+            (&[("retry-after", "3")], Some(Duration::from_secs(3))),
+            (
+                &[("retry-after", " 0.25 ")],
+                Some(Duration::from_millis(250)),
+            ),
+            (&[("retry-after", "0")], Some(Duration::ZERO)),
+            (&[("retry-after", "-0")], Some(Duration::ZERO)),
+            (&[("retry-after", "3600")], max),
+            (&[("retry-after", "86400")], max),
+            (&[("retry-after", "inf")], max),
+            (&[("retry-after", "infinity")], max),
+            (&[("retry-after", "1e20")], max),
+            (&[("retry-after", "1e308")], max),
+            (&[("retry-after", "-5")], None),
+            (&[("retry-after", "-inf")], None),
+            (&[("retry-after", "NaN")], None),
+            (&[("retry-after", "soon")], None),
+            (&[("retry-after", "")], None),
+            (&[("retry-after", "5s")], None),
+            (
+                &[("retry-after", &in_two_minutes)],
+                Some(Duration::from_secs(120)),
+            ),
+            (&[("retry-after", &in_two_days)], max),
+            (&[("retry-after", &an_hour_ago)], Some(Duration::ZERO)),
+            (&[("retry-after", "Sun, 99 Foo 2026 25:00:00 GMT")], None),
+            (
+                &[("retry-after-ms", "1500")],
+                Some(Duration::from_millis(1500)),
+            ),
+            (
+                &[("retry-after-ms", "1500"), ("retry-after", "3")],
+                Some(Duration::from_millis(1500)),
+            ),
+            (&[("retry-after-ms", "1e30")], max),
+            (&[("retry-after-ms", "inf")], max),
+            (&[("retry-after-ms", "NaN")], None),
+            // Advice in milliseconds that is no advice: the seconds header answers.
+            (
+                &[("retry-after-ms", "-1"), ("retry-after", "2")],
+                Some(Duration::from_secs(2)),
+            ),
+            (
+                &[("retry-after-ms", "garbage"), ("retry-after", "2")],
+                Some(Duration::from_secs(2)),
+            ),
+            (&[("retry-after-ms", "garbage")], None),
+            (&[], None),
+        ];
+        for (headers, expected) in cases {
+            let mut map = http::HeaderMap::new();
+            for (name, value) in *headers {
+                map.insert(*name, value.parse().unwrap());
+            }
+            assert_eq!(retry_after_at(&map, now), *expected, "{headers:?}");
+            // Against the real clock too: no panic, never beyond the maximum.
+            assert!(retry_after(&map).is_none_or(|d| d <= MAX_RETRY_AFTER));
+        }
+        // A header value that is not visible ASCII is no advice either.
+        let mut map = http::HeaderMap::new();
+        map.insert(
+            "retry-after",
+            http::HeaderValue::from_bytes(b"\xff5").unwrap(),
+        );
+        assert_eq!(retry_after_at(&map, now), None);
     }
 }
