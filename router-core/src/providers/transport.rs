@@ -354,19 +354,34 @@ pub(crate) fn uri(endpoint: &EndpointConfig, url: &str) -> Result<Uri, Error> {
     })
 }
 
-/// Reads a whole (non-streaming) body, bounded by the request timeout.
+/// The most of a whole (non-streaming) answer that is read: a chat completion is
+/// kilobytes, a long one with tool calls some hundreds; an answer near this is not
+/// one, and reading it without a bound would let an upstream fill the gateway's
+/// memory.
+pub(crate) const MAX_WHOLE_BODY: usize = 16 * 1024 * 1024;
+
+/// Reads a whole (non-streaming) body, bounded by the request timeout and by
+/// [`MAX_WHOLE_BODY`].
 pub(crate) async fn read_body(
     endpoint: &EndpointConfig,
     response: Response<UpstreamBody>,
 ) -> Result<Bytes, Error> {
     match tokio::time::timeout(
         Duration::from_millis(endpoint.timeouts.request_ms),
-        response.into_body().collect(),
+        collect_at_most(response.into_body(), MAX_WHOLE_BODY),
     )
     .await
     {
-        Ok(Ok(body)) => Ok(body.to_bytes()),
-        Ok(Err(e)) => Err(Error::new(
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(Unread::TooLarge)) => Err(Error::new(
+            ErrorKind::UpstreamError,
+            format!(
+                "the upstream's answer is larger than {} MiB, the most read of an answer \
+                 that is not streamed",
+                MAX_WHOLE_BODY >> 20
+            ),
+        )),
+        Ok(Err(Unread::Broken(e))) => Err(Error::new(
             ErrorKind::StreamInterrupted,
             format!("transport: the body broke off: {}", chain(&*e)),
         )),
@@ -378,6 +393,41 @@ pub(crate) async fn read_body(
             ),
         )),
     }
+}
+
+/// Why a whole body was not read.
+enum Unread {
+    /// It passed the bound: reading stopped there.
+    TooLarge,
+    Broken(BodyError),
+}
+
+/// The body's data, or [`Unread::TooLarge`] as soon as it passes `limit` bytes. An
+/// answer in one frame (most are) is returned as it came, without a copy.
+async fn collect_at_most(mut body: UpstreamBody, limit: usize) -> Result<Bytes, Unread> {
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut len = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(Unread::Broken)?.into_data() else {
+            continue; // trailers
+        };
+        len = len.saturating_add(data.len());
+        if len > limit {
+            return Err(Unread::TooLarge);
+        }
+        chunks.push(data);
+    }
+    Ok(match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.swap_remove(0),
+        _ => {
+            let mut whole = bytes::BytesMut::with_capacity(len);
+            for chunk in chunks {
+                whole.extend_from_slice(&chunk);
+            }
+            whole.freeze()
+        }
+    })
 }
 
 /// A transport failure of hyper's client, normalised.
@@ -642,6 +692,54 @@ mod tests {
         assert_eq!(built.load(Ordering::Relaxed), 1);
         assert_eq!(TransportSettings::default().pool, PoolScope::Shared);
         assert!(!TransportSettings::default().http1_when_idle);
+    }
+
+    /// An upstream that answers without end: 1 MiB frames, each after a yield (so a
+    /// timeout could fire), counted as they are pulled.
+    fn endless_body(pulled: Arc<AtomicUsize>) -> UpstreamBody {
+        let chunk = Bytes::from(vec![b'x'; 1 << 20]);
+        let frames = futures_util::stream::unfold((), move |()| {
+            let (chunk, pulled) = (chunk.clone(), pulled.clone());
+            async move {
+                tokio::task::yield_now().await;
+                pulled.fetch_add(1, Ordering::Relaxed);
+                Some((Ok::<_, BodyError>(http_body::Frame::data(chunk)), ()))
+            }
+        });
+        BodyExt::boxed(http_body_util::StreamBody::new(frames))
+    }
+
+    /// A whole answer is read up to a bound: one without end is refused as an
+    /// upstream error once past it, without reading further, long before the
+    /// request timeout.
+    #[tokio::test]
+    async fn a_whole_answer_past_the_cap_is_an_upstream_error_and_is_not_read_further() {
+        let mut endpoint = EndpointConfig::new("up", Provider::Openai, "gpt-4o-mini", "eastus");
+        endpoint.timeouts.request_ms = 3_000;
+        let pulled = Arc::new(AtomicUsize::new(0));
+        let response = Response::new(endless_body(pulled.clone()));
+        let e = read_body(&endpoint, response).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::UpstreamError, "{e:?}");
+        assert!(e.message.contains("16 MiB"), "{e:?}");
+        let mib = pulled.load(Ordering::Relaxed);
+        assert!(mib <= MAX_WHOLE_BODY / (1 << 20) + 1, "{mib} MiB read");
+    }
+
+    #[tokio::test]
+    async fn a_whole_answer_in_frames_is_joined_in_order_up_to_exactly_the_limit() {
+        let body = || {
+            let frames = ["ab", "cd", "ef"].map(|f| {
+                Ok::<_, BodyError>(http_body::Frame::data(Bytes::from_static(f.as_bytes())))
+            });
+            BodyExt::boxed(http_body_util::StreamBody::new(futures_util::stream::iter(
+                frames,
+            )))
+        };
+        assert!(matches!(collect_at_most(body(), 6).await, Ok(b) if b == "abcdef"));
+        assert!(matches!(
+            collect_at_most(body(), 5).await,
+            Err(Unread::TooLarge)
+        ));
     }
 
     /// A URL on an address nothing listens on.
