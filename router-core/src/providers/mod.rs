@@ -227,6 +227,13 @@ where
     Box::pin(stream.fuse())
 }
 
+/// An upstream's token count as the unified API's `u32`: a count too large for it is
+/// `u32::MAX`, a negative one (the AWS SDK's counts are `i32`) zero. Never a wrapping
+/// `as` cast: the counts are the upstream's numbers, and they are billed.
+pub(crate) fn token_count(n: impl Into<i128>) -> u32 {
+    u32::try_from(n.into().max(0)).unwrap_or(u32::MAX)
+}
+
 /// Seconds since the Unix epoch.
 pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()

@@ -11,7 +11,9 @@ use serde_json::{Value, json};
 use super::sse::SseEvent;
 use super::transport::TransportSettings;
 use super::vertex::{Vertex, google_error};
-use super::{ChatProvider, ChatStream, Decoder, check_capabilities, retry_after, unix_now};
+use super::{
+    ChatProvider, ChatStream, Decoder, check_capabilities, retry_after, token_count, unix_now,
+};
 use crate::api::{
     AssistantMessage, ChatChunk, ChatRequest, ChatResponse, Choice, ContentPart, Delta, Error,
     ErrorKind, FinishReason, FunctionCall, FunctionCallDelta, Message, Role, ToolCall,
@@ -285,12 +287,13 @@ fn finish_reason(reason: &str) -> FinishReason {
 }
 
 fn usage(u: &Value, prompt_fallback: u32) -> Usage {
-    let get = |k: &str| u.get(k).and_then(Value::as_u64).map(|v| v as u32);
+    let get = |k: &str| u.get(k).and_then(Value::as_u64).map(token_count);
     let cached = get("cache_read_input_tokens");
     // Anthropic counts cached input apart from `input_tokens`; OpenAI's prompt count includes it.
-    let prompt = get("input_tokens").unwrap_or(prompt_fallback)
-        + cached.unwrap_or(0)
-        + get("cache_creation_input_tokens").unwrap_or(0);
+    let prompt = get("input_tokens")
+        .unwrap_or(prompt_fallback)
+        .saturating_add(cached.unwrap_or(0))
+        .saturating_add(get("cache_creation_input_tokens").unwrap_or(0));
     Usage::new(prompt, get("output_tokens").unwrap_or(0), cached)
 }
 
@@ -366,6 +369,11 @@ fn from_anthropic(reply: &Value, model: &str) -> ChatResponse {
     }
 }
 
+/// The most content blocks one message may have. Claude numbers them from 0, a text
+/// block and a few tool uses each; an index beyond this is not one, and the table of
+/// blocks is never grown to an upstream's number.
+const MAX_CONTENT_BLOCKS: usize = 1024;
+
 #[derive(Clone, Copy, PartialEq)]
 enum Block {
     Text,
@@ -423,7 +431,7 @@ impl Decoder for AnthropicDecoder {
                 self.prompt_tokens = message
                     .pointer("/usage/input_tokens")
                     .and_then(Value::as_u64)
-                    .unwrap_or(0) as u32;
+                    .map_or(0, token_count);
                 out.push(Ok(self.chunk().with_delta(
                     Delta {
                         role: Some(Role::Assistant),
@@ -434,13 +442,25 @@ impl Decoder for AnthropicDecoder {
                 )));
             }
             "content_block_start" => {
-                let index = value.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
+                let index = value.get("index").and_then(Value::as_u64).unwrap_or(0);
+                let Some(index) = usize::try_from(index)
+                    .ok()
+                    .filter(|&i| i < MAX_CONTENT_BLOCKS)
+                else {
+                    return out.push(Err(Error::new(
+                        ErrorKind::StreamInterrupted,
+                        format!(
+                            "content block {index}: a message has at most \
+                             {MAX_CONTENT_BLOCKS} blocks"
+                        ),
+                    )));
+                };
                 let block = value.get("content_block").cloned().unwrap_or(Value::Null);
                 let kind = match block.get("type").and_then(Value::as_str) {
                     Some("text") => Block::Text,
                     Some("tool_use") => {
                         let n = self.calls;
-                        self.calls += 1;
+                        self.calls = self.calls.saturating_add(1);
                         let delta = ToolCallDelta {
                             index: n,
                             id: block.get("id").and_then(Value::as_str).map(str::to_owned),
@@ -461,16 +481,20 @@ impl Decoder for AnthropicDecoder {
                     }
                     _ => Block::Other,
                 };
+                // `index` is below MAX_CONTENT_BLOCKS: the table stays small.
                 if self.blocks.len() <= index {
                     self.blocks.resize(index + 1, Block::Other);
                 }
                 self.blocks[index] = kind;
             }
             "content_block_delta" => {
-                let index = value.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
+                let index = value.get("index").and_then(Value::as_u64).unwrap_or(0);
                 let delta = value.get("delta").cloned().unwrap_or(Value::Null);
+                let block = usize::try_from(index)
+                    .ok()
+                    .and_then(|i| self.blocks.get(i).copied());
                 match (
-                    self.blocks.get(index).copied().unwrap_or(Block::Other),
+                    block.unwrap_or(Block::Other),
                     delta.get("type").and_then(Value::as_str),
                 ) {
                     (Block::Text, Some("text_delta")) => {
@@ -601,6 +625,7 @@ fn anthropic_error(
 mod tests {
     use super::*;
     use crate::api::Content;
+    use serde_json::json;
 
     #[test]
     fn tool_results_become_user_tool_result_blocks() {
@@ -763,5 +788,101 @@ mod tests {
             let body = serde_json::to_value(to_anthropic(&request, 1024, false).unwrap()).unwrap();
             assert!(body.get("tool_choice").is_none(), "{choice}: {body}");
         }
+    }
+
+    fn decoder() -> AnthropicDecoder {
+        AnthropicDecoder {
+            id: String::new(),
+            model: "claude".into(),
+            created: 0,
+            prompt_tokens: 0,
+            blocks: Vec::new(),
+            calls: 0,
+            finish: None,
+            done: false,
+        }
+    }
+
+    fn decode(decoder: &mut AnthropicDecoder, event: Value) -> Vec<Result<ChatChunk, Error>> {
+        let mut out = Vec::new();
+        let event = SseEvent {
+            event: None,
+            data: event.to_string(),
+        };
+        decoder.decode(event, &mut out);
+        out
+    }
+
+    /// The table of blocks is indexed by the upstream's numbers: one past the bound
+    /// (4 billion would have asked for 32 GB) interrupts the stream instead.
+    #[test]
+    fn a_content_block_index_past_the_bound_is_refused_without_allocating() {
+        let mut d = decoder();
+        let start = |index: u64| {
+            json!({"type": "content_block_start", "index": index,
+                   "content_block": {"type": "text", "text": ""}})
+        };
+        let out = decode(&mut d, start(0));
+        assert!(out.iter().all(Result::is_ok));
+        let out = decode(
+            &mut d,
+            json!({"type": "content_block_delta", "index": 0,
+                   "delta": {"type": "text_delta", "text": "hi"}}),
+        );
+        assert_eq!(
+            out[0].as_ref().unwrap().choices[0].delta.content.as_deref(),
+            Some("hi")
+        );
+        for index in [MAX_CONTENT_BLOCKS as u64, 4_000_000_000, u64::MAX] {
+            let out = decode(&mut d, start(index));
+            assert!(
+                matches!(out.as_slice(), [Err(e)] if e.kind == ErrorKind::StreamInterrupted),
+                "{index}: {out:?}"
+            );
+            // A delta for it is no block's: ignored, never a panic.
+            let delta = json!({"type": "content_block_delta", "index": index,
+                               "delta": {"type": "text_delta", "text": "x"}});
+            assert!(decode(&mut d, delta).is_empty());
+        }
+        assert!(
+            d.blocks.capacity() <= MAX_CONTENT_BLOCKS,
+            "{}",
+            d.blocks.capacity()
+        );
+    }
+
+    /// Token counts are the upstream's numbers: beyond `u32` they saturate, and the
+    /// prompt (input + cache reads + cache writes) and the total never overflow.
+    #[test]
+    fn token_counts_beyond_u32_saturate_and_their_sums_do_not_overflow() {
+        let max = u32::MAX;
+        let u = usage(
+            &json!({"input_tokens": 5_000_000_000u64, "output_tokens": 7, "cache_read_input_tokens": 10}),
+            0,
+        );
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.total_tokens),
+            (max, 7, max)
+        );
+        assert_eq!(u.prompt_tokens_details.unwrap().cached_tokens, 10);
+        let u = usage(
+            &json!({"input_tokens": max, "cache_read_input_tokens": 1,
+                    "cache_creation_input_tokens": 1, "output_tokens": max}),
+            0,
+        );
+        assert_eq!((u.prompt_tokens, u.total_tokens), (max, max));
+
+        // The prompt count of message_start, carried to the last chunk.
+        let mut d = decoder();
+        decode(
+            &mut d,
+            json!({"type": "message_start", "message": {"id": "m", "usage": {"input_tokens": 5_000_000_000u64}}}),
+        );
+        let out = decode(
+            &mut d,
+            json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 3}}),
+        );
+        let usage = out.last().unwrap().as_ref().unwrap().usage.unwrap();
+        assert_eq!((usage.prompt_tokens, usage.completion_tokens), (max, 3));
     }
 }

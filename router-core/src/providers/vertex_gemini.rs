@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use super::sse::SseEvent;
 use super::transport::TransportSettings;
 use super::vertex::{Vertex, google_error};
-use super::{ChatProvider, ChatStream, Decoder, check_capabilities, unix_now};
+use super::{ChatProvider, ChatStream, Decoder, check_capabilities, token_count, unix_now};
 use crate::api::{
     AssistantMessage, ChatChunk, ChatRequest, ChatResponse, Choice, ContentPart, Delta, Error,
     ErrorKind, FinishReason, FunctionCall, FunctionCallDelta, Message, Role, ToolCall,
@@ -362,19 +362,18 @@ fn finish_reason(reason: &str, has_calls: bool) -> FinishReason {
 }
 
 fn usage(metadata: &Value) -> Option<Usage> {
-    let prompt = metadata.get("promptTokenCount")?.as_u64()? as u32;
-    let completion = metadata
-        .get("candidatesTokenCount")
-        .and_then(Value::as_u64)
-        .unwrap_or(0) as u32;
-    let cached = metadata
-        .get("cachedContentTokenCount")
-        .and_then(Value::as_u64)
-        .map(|c| c as u32);
-    Some(Usage::new(prompt, completion, cached))
+    let count = |name: &str| metadata.get(name).and_then(Value::as_u64).map(token_count);
+    let prompt = count("promptTokenCount")?;
+    let completion = count("candidatesTokenCount").unwrap_or(0);
+    Some(Usage::new(
+        prompt,
+        completion,
+        count("cachedContentTokenCount"),
+    ))
 }
 
-fn function_call(call: &Value, n: usize) -> ToolCall {
+/// A function call, numbered `call_{n}` (Gemini gives calls no ids).
+fn function_call(call: &Value, n: impl std::fmt::Display) -> ToolCall {
     ToolCall {
         id: format!("call_{n}"),
         kind: ToolKind::Function,
@@ -460,7 +459,7 @@ struct GeminiDecoder {
     model: String,
     created: u64,
     started: bool,
-    calls: usize,
+    calls: u32,
     done: bool,
 }
 
@@ -549,7 +548,7 @@ impl Decoder for GeminiDecoder {
             if let Some(call) = part.get("functionCall") {
                 let call = function_call(call, self.calls);
                 let delta = ToolCallDelta {
-                    index: self.calls as u32,
+                    index: self.calls,
                     id: Some(call.id),
                     kind: Some(ToolKind::Function),
                     function: FunctionCallDelta {
@@ -557,7 +556,7 @@ impl Decoder for GeminiDecoder {
                         arguments: Some(call.function.arguments),
                     },
                 };
-                self.calls += 1;
+                self.calls = self.calls.saturating_add(1);
                 out.push(Ok(self.chunk().with_delta(
                     Delta {
                         tool_calls: Some(vec![delta]),
@@ -738,5 +737,21 @@ mod tests {
                 "{choice}"
             );
         }
+    }
+
+    #[test]
+    fn token_counts_beyond_u32_saturate() {
+        let u = usage(&json!({
+            "promptTokenCount": 5_000_000_000u64,
+            "candidatesTokenCount": 5_000_000_000u64,
+            "cachedContentTokenCount": 5_000_000_000u64
+        }))
+        .unwrap();
+        let max = u32::MAX;
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.total_tokens),
+            (max, max, max)
+        );
+        assert_eq!(u.prompt_tokens_details.unwrap().cached_tokens, max);
     }
 }
