@@ -366,7 +366,9 @@ mod tests {
         let in_two_days = date(now + Duration::from_secs(2 * 86_400));
         let an_hour_ago = date(now - Duration::from_secs(3_600));
         let max = Some(MAX_RETRY_AFTER);
-        let cases: &[(&[(&str, &str)], Option<Duration>)] = &[
+        // (the headers, the wait expected)
+        type Case<'a> = (&'a [(&'static str, &'a str)], Option<Duration>);
+        let cases: &[Case] = &[
             (&[("retry-after", "3")], Some(Duration::from_secs(3))),
             (
                 &[("retry-after", " 0.25 ")],
