@@ -83,7 +83,11 @@ fn benches(c: &mut Criterion) {
     let router = rt.block_on(async {
         let mut adapters = Vec::new();
         for e in config.endpoints() {
-            adapters.push(providers::connect(&e.config).await.unwrap());
+            adapters.push(
+                providers::connect(&e.config, &providers::TransportSettings::default())
+                    .await
+                    .unwrap(),
+            );
         }
         Engine::with_providers(
             config.clone(),

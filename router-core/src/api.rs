@@ -522,11 +522,13 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// The total saturates: the counts come from upstreams, and two near `u32::MAX`
+    /// must not overflow.
     pub fn new(prompt: u32, completion: u32, cached: Option<u32>) -> Self {
         Self {
             prompt_tokens: prompt,
             completion_tokens: completion,
-            total_tokens: prompt + completion,
+            total_tokens: prompt.saturating_add(completion),
             prompt_tokens_details: cached
                 .map(|cached_tokens| PromptTokensDetails { cached_tokens }),
         }
@@ -1016,6 +1018,13 @@ mod tests {
             let parsed: ErrorKind = serde_json::from_value(json!(kind.as_str())).unwrap();
             assert_eq!(parsed, kind);
         }
+    }
+
+    #[test]
+    fn a_usage_total_saturates_instead_of_overflowing() {
+        let usage = Usage::new(u32::MAX, 5, None);
+        assert_eq!(usage.total_tokens, u32::MAX);
+        assert_eq!(Usage::new(2, 3, None).total_tokens, 5);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use futures_util::StreamExt;
 use router_core::api::{ChatRequest, ErrorKind, Message};
 use router_core::config::{AuthConfig, EndpointConfig, Provider};
-use router_core::providers;
+use router_core::providers::{self, TransportSettings};
 use serde_json::json;
 use sim::{AuthMode, EndpointSpec, Kind, Sim, SimConfig};
 
@@ -94,7 +94,9 @@ async fn secretless_credentials_reach_the_clouds_and_never_the_logs() {
         "us-east-1",
     );
     ep.base_url = Some(sim.url("bedrock"));
-    let bedrock = providers::connect(&ep).await.unwrap();
+    let bedrock = providers::connect(&ep, &TransportSettings::default())
+        .await
+        .unwrap();
     bedrock
         .chat(&request())
         .await
@@ -151,7 +153,9 @@ async fn secretless_credentials_reach_the_clouds_and_never_the_logs() {
     ep.auth = AuthConfig::GcpCredentialsFile {
         path: dir.join("wif.json").to_str().unwrap().to_owned(),
     };
-    let gemini = providers::connect(&ep).await.unwrap();
+    let gemini = providers::connect(&ep, &TransportSettings::default())
+        .await
+        .unwrap();
     gemini
         .chat(&request())
         .await
@@ -178,7 +182,7 @@ async fn secretless_credentials_reach_the_clouds_and_never_the_logs() {
     ep.auth = AuthConfig::GcpCredentialsFile {
         path: dir.join("key.json").to_str().unwrap().to_owned(),
     };
-    let refused = providers::connect(&ep)
+    let refused = providers::connect(&ep, &TransportSettings::default())
         .await
         .err()
         .expect("key files are refused");
@@ -191,7 +195,7 @@ async fn secretless_credentials_reach_the_clouds_and_never_the_logs() {
     ep.auth = AuthConfig::ApiKeyEnv {
         env: "CROSSBAR_TEST_OPENAI_KEY".into(),
     };
-    providers::connect(&ep)
+    providers::connect(&ep, &TransportSettings::default())
         .await
         .unwrap()
         .chat(&request())
@@ -201,7 +205,7 @@ async fn secretless_credentials_reach_the_clouds_and_never_the_logs() {
         env: "CROSSBAR_TEST_UNSET_KEY".into(),
     };
     errors.push(
-        providers::connect(&ep)
+        providers::connect(&ep, &TransportSettings::default())
             .await
             .err()
             .expect("a missing key variable is an error"),

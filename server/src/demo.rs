@@ -383,6 +383,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         publish_file: true,
         bootstrap_admin_token: None,
         workers: 0,
+        upstream_http1_when_idle: false,
     })
     .await?;
     let addr = server.local_addr()?;

@@ -176,6 +176,9 @@ pub struct Options {
     pub bootstrap_admin_token: Option<String>,
     /// Serving threads, each with its own runtime; 0: one per CPU.
     pub workers: usize,
+    /// On h2c endpoints, send a request that finds nothing else in flight from its
+    /// serving thread over HTTP/1.1 instead (`providers::TransportSettings`).
+    pub upstream_http1_when_idle: bool,
 }
 
 /// A bound, not yet running server: binding first lets the caller learn the real
@@ -221,9 +224,22 @@ impl Server {
             live: live.clone(),
             events: sink_events.clone(),
         });
-        let engine = Engine::new(config, version, sink)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot connect the configured endpoints: {e}"))?;
+        // One runtime per serving thread: each thread keeps its own upstream
+        // connections (`PoolScope::PerThread`).
+        let engine = Engine::with_parts(
+            config,
+            version,
+            sink,
+            router_core::routing::engine::EngineParts {
+                transport: router_core::providers::TransportSettings {
+                    pool: router_core::providers::PoolScope::PerThread,
+                    http1_when_idle: options.upstream_http1_when_idle,
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect the configured endpoints: {e}"))?;
         let keys = Keys::load(store.clone()).await?;
         let state = Arc::new(AppState {
             engine,

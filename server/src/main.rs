@@ -50,6 +50,17 @@ enum Command {
         /// plain-HTTP endpoints; 0: one per CPU.
         #[arg(long, env = "CROSSBAR_WORKERS", default_value_t = 0)]
         workers: usize,
+        /// On endpoints reached over h2c (`http2_prior_knowledge` with an http://
+        /// URL), send a request that finds nothing else in flight from its serving
+        /// thread to that endpoint over HTTP/1.1 instead: quicker for a request
+        /// alone. Only for upstreams that speak both protocols on one port. The
+        /// variable takes true/false, 1/0, yes/no, on/off.
+        #[arg(
+            long,
+            env = "CROSSBAR_UPSTREAM_HTTP1_WHEN_IDLE",
+            value_parser = clap::builder::BoolishValueParser::new()
+        )]
+        upstream_http1_when_idle: bool,
     },
     /// Configuration files and versions.
     Config {
@@ -137,6 +148,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ui_dir,
             no_console,
             workers,
+            upstream_http1_when_idle,
         } => {
             let config = config.map(|p| ConfigFile::load(&p)).transpose()?;
             let server = Server::start(Options {
@@ -149,6 +161,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .ok()
                     .filter(|t| !t.is_empty()),
                 workers,
+                upstream_http1_when_idle,
             })
             .await?;
             let addr = server.local_addr()?;
@@ -200,5 +213,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo(args) => server::demo::run(args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether a request alone takes HTTP/1.1 to an h2c endpoint is the serve
+    /// command's transport setting, off unless asked for.
+    #[test]
+    fn serve_sends_a_request_alone_over_http1_only_when_asked() {
+        // Set in the test's environment, the variable would answer for the flag.
+        if std::env::var_os("CROSSBAR_UPSTREAM_HTTP1_WHEN_IDLE").is_some() {
+            return;
+        }
+        let when_idle = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
+            Command::Serve {
+                upstream_http1_when_idle,
+                ..
+            } => upstream_http1_when_idle,
+            _ => unreachable!("a serve command"),
+        };
+        assert!(!when_idle(&["crossbar", "serve"]));
+        assert!(when_idle(&[
+            "crossbar",
+            "serve",
+            "--upstream-http1-when-idle"
+        ]));
     }
 }

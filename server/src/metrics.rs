@@ -496,6 +496,7 @@ mod tests {
             publish_file: false,
             bootstrap_admin_token: None,
             workers: 1,
+            upstream_http1_when_idle: false,
         })
         .await
         .unwrap();

@@ -16,8 +16,8 @@ use serde_json::{Map, Value, json};
 
 use crate::endpoint::{Endpoint, SimError, StreamDialect, sse};
 use crate::faults::{ErrorClass, Faults};
+use crate::google;
 use crate::model::{Completion, Finish, Output, Prompt, Tool, ToolChoice};
-use crate::vertex::google_error;
 
 pub const VERTEX_VERSION: &str = "vertex-2023-10-16";
 
@@ -443,7 +443,7 @@ fn anthropic_status(e: &SimError) -> Option<(StatusCode, &'static str, String)> 
 
 pub fn error_response(e: &SimError) -> Response {
     let Some((status, kind, message)) = anthropic_status(e) else {
-        return google_error(e);
+        return google::error_response(e);
     };
     let body = json!({ "type": "error", "error": { "type": kind, "message": message } });
     let mut response = (status, axum::Json(body)).into_response();

@@ -340,24 +340,24 @@ async fn generate_access_token(
     body: Bytes,
 ) -> Response {
     if let Err(e) = arrive(&ep).await {
-        return crate::vertex::google_error(&e);
+        return crate::google::error_response(&e);
     }
     let Some(account) = sa_method.strip_suffix(":generateAccessToken") else {
-        return crate::vertex::google_error(&SimError::NotFound(format!(
+        return crate::google::error_response(&SimError::NotFound(format!(
             "Method not found: {sa_method}"
         )));
     };
     let bearer = header(&headers, "authorization").and_then(|v| v.strip_prefix("Bearer "));
     let Some(caller) = bearer.and_then(|t| ep.registry.get(t)) else {
         ep.record(|s| s.auth_rejected += 1);
-        return crate::vertex::google_error(&SimError::Unauthenticated(
+        return crate::google::error_response(&SimError::Unauthenticated(
             "Request had invalid authentication credentials. Expected OAuth 2 access token.".into(),
         ));
     };
     let request: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => {
-            return crate::vertex::google_error(&SimError::bad_request(format!(
+            return crate::google::error_response(&SimError::bad_request(format!(
                 "Invalid JSON payload received. {e}"
             )));
         }
@@ -366,7 +366,7 @@ async fn generate_access_token(
         .get("scope")
         .is_none_or(|s| s.as_array().is_none_or(|a| a.is_empty()))
     {
-        return crate::vertex::google_error(&SimError::bad_param("scope", "Scope required."));
+        return crate::google::error_response(&SimError::bad_param("scope", "Scope required."));
     }
     let token = issue_token(
         &ep,

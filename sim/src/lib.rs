@@ -25,6 +25,7 @@ pub mod config;
 pub mod endpoint;
 pub mod eventstream;
 pub mod faults;
+pub mod google;
 pub mod identity;
 pub mod load;
 pub mod model;

@@ -40,7 +40,7 @@ use tower::ServiceExt;
 use crate::config::{Kind, SimConfig};
 use crate::endpoint::{Endpoint, Registry};
 use crate::faults::{Faults, Outage};
-use crate::{bedrock, identity, openai, vertex};
+use crate::{bedrock, google, identity, openai, vertex};
 
 /// A running simulator process (or an in-process one, in tests).
 pub struct Sim {
@@ -153,7 +153,7 @@ async fn not_found(State(ep): State<Arc<Endpoint>>, request: Request) -> Respons
     ));
     match ep.kind() {
         Kind::Bedrock => bedrock::error_response(&ep, &e),
-        Kind::Vertex | Kind::Identity => vertex::google_error(&e),
+        Kind::Vertex | Kind::Identity => google::error_response(&e),
         Kind::Openai => openai::error_response(&e),
     }
 }

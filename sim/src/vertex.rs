@@ -8,7 +8,7 @@
 //!   [`crate::anthropic`].
 //!
 //! Errors of the Vertex front end (auth, routing, quota, deadline) use Google's
-//! `{"error":{"code","message","status"}}` body.
+//! `{"error":{"code","message","status"}}` body ([`crate::google`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,16 +16,17 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::post;
 use bytes::Bytes;
-use http::{HeaderMap, StatusCode};
+use http::HeaderMap;
 use serde_json::{Map, Value, json};
 
 use crate::anthropic;
 use crate::auth;
 use crate::endpoint::{Endpoint, SimError, StreamDialect, json_object, rfc3339, sse, unix_now};
 use crate::faults::ErrorClass;
+use crate::google;
 use crate::model::{Completion, Finish, Output, Prompt, Tool, ToolChoice};
 
 pub fn routes() -> Router<Arc<Endpoint>> {
@@ -57,7 +58,7 @@ async fn predict(
             let e = SimError::NotFound(format!(
                 "Publisher model `projects/{_project}/locations/{location}/publishers/{publisher}/models/{model}` does not support method `{method}`."
             ));
-            return google_error(&e);
+            return google::error_response(&e);
         }
     };
     let result = async {
@@ -80,7 +81,7 @@ async fn predict(
     .await;
     result.unwrap_or_else(|e| match route {
         Route::Anthropic { .. } => anthropic::error_response(&e),
-        Route::Gemini { .. } => google_error(&e),
+        Route::Gemini { .. } => google::error_response(&e),
     })
 }
 
@@ -451,7 +452,7 @@ impl StreamDialect for GeminiStream {
     }
 
     fn error(&mut self, class: ErrorClass) -> Vec<Bytes> {
-        let (code, status, message) = google_status(&SimError::Injected {
+        let (code, status, message) = google::status(&SimError::Injected {
             class,
             retry_after_s: 0,
         });
@@ -467,84 +468,4 @@ impl StreamDialect for GeminiStream {
             b"data: {\"candidates\": [{\"content\": {\"role\": \"model\", \"parts\": [{\"text\n\n",
         )
     }
-}
-
-fn google_status(e: &SimError) -> (StatusCode, &'static str, String) {
-    match e {
-        SimError::Injected {
-            class: ErrorClass::Throttle,
-            ..
-        }
-        | SimError::Capacity { .. } => (
-            StatusCode::TOO_MANY_REQUESTS,
-            "RESOURCE_EXHAUSTED",
-            "Resource exhausted. Please try again later.".into(),
-        ),
-        SimError::Injected {
-            class: ErrorClass::ServerError,
-            ..
-        } => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL",
-            "Internal error encountered.".into(),
-        ),
-        SimError::Injected {
-            class: ErrorClass::Timeout,
-            ..
-        } => (
-            StatusCode::GATEWAY_TIMEOUT,
-            "DEADLINE_EXCEEDED",
-            "Deadline expired before operation could complete.".into(),
-        ),
-        SimError::Injected {
-            class: ErrorClass::Overloaded,
-            ..
-        } => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "UNAVAILABLE",
-            "The model is overloaded. Please try again later.".into(),
-        ),
-        SimError::Injected {
-            class: ErrorClass::Unavailable,
-            ..
-        } => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "UNAVAILABLE",
-            "The service is currently unavailable.".into(),
-        ),
-        SimError::ContextLength {
-            prompt_tokens,
-            limit,
-        } => (
-            StatusCode::BAD_REQUEST,
-            "INVALID_ARGUMENT",
-            format!(
-                "The input token count ({prompt_tokens}) exceeds the maximum number of tokens allowed ({limit})."
-            ),
-        ),
-        SimError::BadRequest { message, .. } => {
-            (StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", message.clone())
-        }
-        SimError::Unauthenticated(m) => (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", m.clone()),
-        SimError::Forbidden(m) => (StatusCode::FORBIDDEN, "PERMISSION_DENIED", m.clone()),
-        SimError::NotFound(m) => (StatusCode::NOT_FOUND, "NOT_FOUND", m.clone()),
-    }
-}
-
-/// A `SimError` in Google's error format.
-pub fn google_error(e: &SimError) -> Response {
-    let (code, status, message) = google_status(e);
-    let mut body =
-        json!({ "error": { "code": code.as_u16(), "message": message, "status": status } });
-    if let SimError::BadRequest {
-        param: Some(field),
-        message,
-    } = e
-    {
-        body["error"]["details"] = json!([{
-            "@type": "type.googleapis.com/google.rpc.BadRequest",
-            "fieldViolations": [{ "field": field, "description": message }],
-        }]);
-    }
-    (code, axum::Json(body)).into_response()
 }

@@ -16,8 +16,8 @@
 //!    costs on this machine, the floor under the gateway's figure; and vs. direct
 //!    over h2c, the protocol the gateway speaks upstream under load, slower than
 //!    HTTP/1.1 here (the target is against HTTP/1.1 direct); and the same gateway
-//!    binary with every request over h2c (without `http1_when_idle`, which sends a
-//!    request that is alone over HTTP/1.1);
+//!    binary with every request over h2c (without `--upstream-http1-when-idle`,
+//!    which sends a request that is alone over HTTP/1.1);
 //! 2. throughput at concurrency 32, direct and through the gateway, and the gateway's
 //!    CPU time per request (user + system, from /proc, over each run): three runs of
 //!    10 s, reported as the median with the range (on this 2-core VM the same binary
@@ -38,220 +38,17 @@
 //!
 //! The load generator is `crossbar-sim load` (closed loop), a separate process.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
+use crate::workload::{
+    Load, Upstream, address_after_at, start, start_gateway, start_sim, write_gateway_config,
+};
 use crate::workspace::{Workspace, run, step};
-
-const KEY: &str = "cb-bench-key-not-secret";
-
-/// A child process, stopped (SIGTERM, then SIGKILL after 10 s) when dropped.
-pub(crate) struct Proc {
-    child: Child,
-    name: &'static str,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        // SIGTERM first, so the server drains and flushes like in production.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        eprintln!("{} did not stop in 10 s: killing it", self.name);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `command`, returns it and the first stdout line `wanted` accepts.
-pub(crate) fn start(
-    name: &'static str,
-    command: Command,
-    wanted: impl Fn(&str) -> bool,
-) -> anyhow::Result<(Proc, String)> {
-    let (proc, mut lines) = start_reading(name, command, wanted)?;
-    Ok((proc, lines.pop().expect("the wanted line")))
-}
-
-/// Starts `command`, returns it and its stdout lines up to and including the first
-/// one `wanted` accepts.
-pub(crate) fn start_reading(
-    name: &'static str,
-    mut command: Command,
-    wanted: impl Fn(&str) -> bool,
-) -> anyhow::Result<(Proc, Vec<String>)> {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .with_context(|| format!("cannot start {name}"))?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let proc = Proc { child, name };
-    let mut read = Vec::new();
-    loop {
-        match lines.next() {
-            Some(Ok(line)) => {
-                let done = wanted(&line);
-                read.push(line);
-                if done {
-                    break;
-                }
-            }
-            _ => bail!("{name} exited before it was ready"),
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    Ok((proc, read))
-}
-
-/// Starts `crossbar serve` on a free port with `config` and a new ledger at `db`, and
-/// returns it with its base URL. `command` runs the binary (directly, or valgrind
-/// with the binary as its first argument).
-pub(crate) fn start_gateway(
-    name: &'static str,
-    mut command: Command,
-    config: &Path,
-    db: &Path,
-) -> anyhow::Result<(Proc, String)> {
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(PathBuf::from(format!("{}{suffix}", db.display())));
-    }
-    command
-        .args([
-            "serve",
-            "--no-console",
-            "--listen",
-            "127.0.0.1:0",
-            "--config",
-        ])
-        .arg(config)
-        .arg("--db")
-        .arg(db)
-        .env("CROSSBAR_LOG", "warn");
-    let (gateway, line) = start(name, command, |l| l.starts_with("crossbar: listening on "))?;
-    let base = line
-        .trim_start_matches("crossbar: listening on ")
-        .trim_end_matches('/')
-        .to_owned();
-    Ok((gateway, base))
-}
-
-/// The upstream: one simulated OpenAI endpoint (h2c or HTTP/1.1 on one port), no
-/// faults, no auth. Returns it and its base URL.
-pub(crate) fn start_sim(sim_bin: &Path, work: &Path) -> anyhow::Result<(Proc, String)> {
-    let sim_config = work.join("sim.toml");
-    std::fs::write(
-        &sim_config,
-        "seed = 1\n[[endpoint]]\nname = \"bench\"\nkind = \"openai\"\nlisten = \"127.0.0.1:0\"\nauth = \"none\"\n",
-    )?;
-    let (sim, line) = start(
-        "crossbar-sim",
-        {
-            let mut c = Command::new(sim_bin);
-            c.args(["serve", "--config"])
-                .arg(&sim_config)
-                .env("RUST_LOG", "warn");
-            c
-        },
-        |l| l.contains("endpoint bench"),
-    )?;
-    Ok((sim, address_after_at(&line)))
-}
-
-/// The address a `crossbar-sim` line ends with (`… at http://127.0.0.1:PORT`).
-fn address_after_at(line: &str) -> String {
-    line.rsplit(" at ").next().unwrap_or(line).trim().to_owned()
-}
-
-/// How the benchmark's gateway reaches its endpoint.
-#[derive(Clone, Copy)]
-pub(crate) enum Upstream {
-    /// The configuration measured: h2c, and HTTP/1.1 for a request that finds its
-    /// serving thread with nothing else in flight (`http1_when_idle`).
-    Shipped,
-    /// h2c for every request.
-    H2cOnly,
-}
-
-/// The gateway's config for the benchmarks: feature `bench` on the simulated OpenAI
-/// endpoint at `upstream`, reached as `how` says, team `bench` with the key [`KEY`].
-pub(crate) fn write_gateway_config(
-    work: &Path,
-    upstream: &str,
-    how: Upstream,
-) -> anyhow::Result<PathBuf> {
-    let (file, idle_http1) = match how {
-        Upstream::Shipped => ("crossbar.toml", true),
-        Upstream::H2cOnly => ("crossbar-h2c-only.toml", false),
-    };
-    let config = work.join(file);
-    std::fs::write(
-        &config,
-        format!(
-            r#"[[endpoints]]
-name = "bench"
-provider = "openai"
-model = "gpt-4o-mini"
-region = "eastus"
-geography = "us"
-base_url = "{upstream}"
-auth = {{ method = "none" }}
-http2_prior_knowledge = true
-http1_when_idle = {idle_http1}
-timeouts = {{ request_ms = 120000, stream_idle_ms = 120000 }}
-pricing = {{ input_per_million = "0.15", output_per_million = "0.60" }}
-
-[[features]]
-name = "bench"
-binding = ["bench"]
-deadline_ms = 120000
-
-[[teams]]
-name = "bench"
-
-[[gateway_keys]]
-team = "bench"
-name = "bench"
-sha256 = "{}"
-"#,
-            sha256_hex(KEY)?
-        ),
-    )?;
-    Ok(config)
-}
-
-fn sha256_hex(input: &str) -> anyhow::Result<String> {
-    let mut child = Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("sha256sum")?;
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .context("stdin")?
-        .write_all(input.as_bytes())?;
-    let out = child.wait_with_output()?;
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_owned())
-}
 
 /// CPU time (user + system) of a process so far, from /proc/PID/stat.
 fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
@@ -277,96 +74,6 @@ fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
     Ok(kb * 1024)
 }
 
-/// A run of `crossbar-sim load` (closed loop) against `url`.
-pub(crate) struct Load<'a> {
-    pub(crate) sim: &'a Path,
-    pub(crate) url: String,
-    pub(crate) model: &'a str,
-    pub(crate) key: Option<&'a str>,
-    /// HTTP/2 from the first byte (`--http2-prior-knowledge`), as the gateway speaks
-    /// to its upstream.
-    pub(crate) h2c: bool,
-}
-
-impl<'a> Load<'a> {
-    /// Straight to the simulated endpoint at `base`, over HTTP/1.1.
-    pub(crate) fn direct(sim: &'a Path, base: &str) -> Self {
-        Load {
-            sim,
-            url: format!("{base}/v1/chat/completions"),
-            model: "gpt-4o-mini",
-            key: None,
-            h2c: false,
-        }
-    }
-
-    /// Through a gateway at `base` running [`write_gateway_config`]'s config.
-    pub(crate) fn gateway(sim: &'a Path, base: &str) -> Self {
-        Load {
-            sim,
-            url: format!("{base}/v1/chat/completions"),
-            model: "bench",
-            key: Some(KEY),
-            h2c: false,
-        }
-    }
-
-    pub(crate) fn run(
-        &self,
-        concurrency: usize,
-        requests: Option<u64>,
-        duration: &str,
-        stream: bool,
-        max_tokens: u32,
-    ) -> anyhow::Result<Value> {
-        let mut command = Command::new(self.sim);
-        command.args(["load", "--json", "--url", &self.url, "--model", self.model]);
-        command.args([
-            "--concurrency",
-            &concurrency.to_string(),
-            "--duration",
-            duration,
-        ]);
-        command.args([
-            "--max-tokens",
-            &max_tokens.to_string(),
-            "--timeout",
-            "120s",
-            "--users",
-            "1000",
-        ]);
-        if let Some(n) = requests {
-            command.args(["--requests", &n.to_string()]);
-        }
-        if stream {
-            command.arg("--stream");
-        }
-        if self.h2c {
-            command.arg("--http2-prior-knowledge");
-        }
-        if let Some(key) = self.key {
-            command.env("CROSSBAR_API_KEY", key);
-        }
-        let out = command
-            .stderr(Stdio::inherit())
-            .output()
-            .context("crossbar-sim load")?;
-        if !out.status.success() {
-            bail!("crossbar-sim load failed");
-        }
-        let report: Value =
-            serde_json::from_slice(&out.stdout).context("load report is not JSON")?;
-        let errors = report["errors"]
-            .as_object()
-            .map_or(0, |e| e.values().filter_map(Value::as_u64).sum::<u64>());
-        if errors > 0 {
-            eprintln!("warning: {errors} errors in this run: {}", report["errors"]);
-        }
-        Ok(report)
-    }
-}
-
-/// The median of a few figures.
 /// Interleaved rounds of closed-loop runs at concurrency 1: each round runs every
 /// target once, in an order rotated from round to round, so that no target always
 /// follows another and each difference pairs runs taken seconds apart (the
@@ -419,6 +126,7 @@ impl<const N: usize> Rounds<N> {
     }
 }
 
+/// The median of a few figures.
 fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
@@ -455,23 +163,27 @@ pub fn bench(ws: &Workspace) -> anyhow::Result<()> {
     )?;
     let relayed = address_after_at(&line);
 
-    let config = write_gateway_config(&work, &upstream, Upstream::Shipped)?;
-    let gateway_on = |name, binary: &Path, config: &Path, db: &str| {
-        start_gateway(name, Command::new(binary), config, &work.join(db))
+    let config = write_gateway_config(&work, &upstream)?;
+    let gateway_on = |name, binary: &Path, db: &str, how| {
+        start_gateway(name, Command::new(binary), &config, &work.join(db), how)
     };
-    let (gateway, base) = gateway_on("crossbar", &crossbar, &config, "bench.db")?;
-    let gw_pid = gateway.child.id();
+    let (gateway, base) = gateway_on("crossbar", &crossbar, "bench.db", Upstream::Shipped)?;
+    let gw_pid = gateway.pid();
     // The same binary with every request over h2c, at c=1 only: what
-    // `http1_when_idle` saves a request that is alone.
+    // `--upstream-http1-when-idle` saves a request that is alone.
     let (h2c_only_gateway, h2c_only_base) = gateway_on(
         "crossbar (h2c only)",
         &crossbar,
-        &write_gateway_config(&work, &upstream, Upstream::H2cOnly)?,
         "bench-h2c-only.db",
+        Upstream::H2cOnly,
     )?;
-    let (plain_gateway, plain_base) =
-        gateway_on("crossbar (without pgo)", &plain, &config, "bench-plain.db")?;
-    let plain_pid = plain_gateway.child.id();
+    let (plain_gateway, plain_base) = gateway_on(
+        "crossbar (without pgo)",
+        &plain,
+        "bench-plain.db",
+        Upstream::Shipped,
+    )?;
+    let plain_pid = plain_gateway.pid();
 
     let direct = Load::direct(&sim_bin, &upstream);
     // The same endpoint over h2c, as the gateway reaches it. Over h2c the simulator
@@ -736,8 +448,9 @@ fn instructions(
         valgrind,
         config,
         &work.join("callgrind.db"),
+        Upstream::Shipped,
     )?;
-    let pid = gateway.child.id().to_string();
+    let pid = gateway.pid().to_string();
     let load = Load::gateway(sim_bin, &base);
     const COUNTED: u64 = 1000;
     load.run(1, Some(300), "120s", false, 16)?;
@@ -798,35 +511,4 @@ fn ledger_stats(base: &str) -> anyhow::Result<Value> {
         .output()?;
     let ready: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     Ok(ready["ledger"].clone())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn start_reading_returns_the_lines_up_to_the_wanted_one() {
-        let mut command = Command::new("sh");
-        command.args([
-            "-c",
-            "echo 'crossbar demo: key docs k1'; echo other; echo 'crossbar demo: ready'; echo after",
-        ]);
-        let (_proc, lines) = start_reading("sh", command, |l| l == "crossbar demo: ready").unwrap();
-        assert_eq!(
-            lines,
-            [
-                "crossbar demo: key docs k1",
-                "other",
-                "crossbar demo: ready"
-            ]
-        );
-
-        let mut command = Command::new("sh");
-        command.args(["-c", "echo never; exit 3"]);
-        let err = start("sh", command, |l| l == "ready").err().unwrap();
-        assert!(
-            err.to_string().contains("exited before it was ready"),
-            "{err}"
-        );
-    }
 }

@@ -31,6 +31,7 @@ mod demo;
 mod pgo;
 mod setup;
 mod testing;
+mod workload;
 mod workspace;
 
 use std::process::ExitCode;

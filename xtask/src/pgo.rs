@@ -43,8 +43,10 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
-use crate::bench::{Load, Upstream, start_gateway, start_reading, start_sim, write_gateway_config};
 use crate::setup::{host_triple, llvm_bolt, llvm_profdata};
+use crate::workload::{
+    Load, Upstream, start_gateway, start_reading, start_sim, write_gateway_config,
+};
 use crate::workspace::{Workspace, run, step};
 
 /// The demo's features and the team each belongs to (server/src/demo.rs).
@@ -331,9 +333,9 @@ fn train(
     }
 
     // The benchmark's path: one OpenAI-compatible endpoint over h2c, and HTTP/1.1
-    // for a request alone on its thread (`http1_when_idle`).
+    // for a request alone on its thread (`--upstream-http1-when-idle`).
     let (sim, upstream) = start_sim(sim_bin, work)?;
-    let config = write_gateway_config(work, &upstream, Upstream::Shipped)?;
+    let config = write_gateway_config(work, &upstream)?;
     let mut serve = Command::new(crossbar);
     instrumented(&mut serve);
     let (gateway, base) = start_gateway(
@@ -341,6 +343,7 @@ fn train(
         serve,
         &config,
         &work.join("train.db"),
+        Upstream::Shipped,
     )?;
     let load = Load::gateway(sim_bin, &base);
     load.run(1, Some(2_000), "60s", false, 16)?;

@@ -110,19 +110,11 @@ pub struct EndpointConfig {
     /// vLLM and internal endpoints that support it, so thousands of concurrent
     /// streams share a few connections. Over TLS, HTTP/2 is negotiated by ALPN
     /// whatever this says. (HTTP-based adapters only; the AWS SDK manages its own.)
+    /// How connections are pooled, and whether a request alone takes HTTP/1.1
+    /// instead, is the process's transport setting, not the endpoint's
+    /// (`crossbar serve --upstream-http1-when-idle`, `providers::TransportSettings`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub http2_prior_knowledge: bool,
-    /// With `http2_prior_knowledge`, on a plain `http://` URL: a request that finds
-    /// its serving thread with nothing else in flight to this endpoint goes over a
-    /// pooled HTTP/1.1 connection instead, and the rest share the h2c connection.
-    /// Alone, a request pays HTTP/2's framing on both ends for nothing it uses (at one
-    /// request at a time the simulator answered 0.02–0.06 ms sooner over HTTP/1.1,
-    /// BENCHMARKS.md); under load, h2c writes many requests in one system call and
-    /// keeps the connection count flat. At most one HTTP/1.1 request per serving
-    /// thread is in flight, so the pool stays at one connection a thread. Only for
-    /// upstreams that accept both protocols on the same port.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub http1_when_idle: bool,
     /// Provisioned (a reserved tokens-per-minute ceiling, spilling to an on-demand
     /// sibling beyond it) or on demand.
     #[serde(default)]
@@ -319,7 +311,6 @@ impl EndpointConfig {
             capabilities: CapabilityOverrides::default(),
             timeouts: Timeouts::default(),
             http2_prior_knowledge: false,
-            http1_when_idle: false,
             capacity: Capacity::OnDemand,
             pricing: Pricing::default(),
         }
@@ -439,21 +430,6 @@ impl EndpointConfig {
             bad(
                 "base_url",
                 format!("`{url}` must start with http:// or https://"),
-            );
-        }
-        if self.http1_when_idle
-            && !(self.http2_prior_knowledge
-                && self.provider != Provider::Bedrock
-                && self
-                    .base_url
-                    .as_deref()
-                    .is_some_and(|u| u.starts_with("http://")))
-        {
-            bad(
-                "http1_when_idle",
-                "applies to h2c endpoints only: `http2_prior_knowledge = true`, an \
-                 http:// `base_url`, and an OpenAI-compatible or Vertex provider"
-                    .into(),
             );
         }
         if self.azure.is_some() && self.provider != Provider::Openai {

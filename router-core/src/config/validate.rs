@@ -698,30 +698,6 @@ mod tests {
     }
 
     #[test]
-    fn http1_when_idle_is_accepted_only_on_an_h2c_endpoint_over_plain_http() {
-        let with = |h2c: bool, url: &str, provider: Provider| {
-            let mut raw = base();
-            let e = &mut raw.endpoints[0];
-            (e.provider, e.http2_prior_knowledge, e.http1_when_idle) = (provider, h2c, true);
-            e.base_url = Some(url.into());
-            raw
-        };
-        assert!(Config::validate(with(true, "http://10.0.0.7:8000", Provider::Openai)).is_ok());
-        for raw in [
-            with(false, "http://10.0.0.7:8000", Provider::Openai),
-            with(true, "https://api.example.com", Provider::Openai),
-            with(true, "http://10.0.0.7:8000", Provider::Bedrock),
-        ] {
-            let got = problems(raw);
-            assert_eq!(got.len(), 1, "{got:#?}");
-            assert!(
-                got[0].starts_with("endpoints.us-a.http1_when_idle: applies to h2c endpoints only"),
-                "{got:#?}"
-            );
-        }
-    }
-
-    #[test]
     fn breaker_thresholds_come_from_override_then_strictest_feature_then_defaults() {
         let mut raw = base();
         raw.features[0].thresholds.ttft_p90_ms = Some(2_000);

@@ -12,8 +12,8 @@ use aws_sdk_bedrockruntime::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_bedrockruntime::types::{
     AnyToolChoice, AutoToolChoice, ContentBlock, ConversationRole, ConverseOutput,
     ConverseStreamOutput, ImageBlock, ImageFormat, ImageSource, InferenceConfiguration,
-    Message as BedrockMessage, SpecificToolChoice, StopReason, SystemContentBlock, Tool,
-    ToolChoice as BedrockToolChoice, ToolConfiguration, ToolInputSchema, ToolResultBlock,
+    Message as BedrockMessage, SpecificToolChoice, StopReason, SystemContentBlock, TokenUsage,
+    Tool, ToolChoice as BedrockToolChoice, ToolConfiguration, ToolInputSchema, ToolResultBlock,
     ToolResultContentBlock, ToolSpecification, ToolUseBlock,
 };
 use aws_smithy_types::{Blob, Document, Number};
@@ -21,7 +21,7 @@ use base64::Engine;
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 
-use super::{ChatProvider, ChatStream, Decoder, check_capabilities, drive, unix_now};
+use super::{ChatProvider, ChatStream, Decoder, check_capabilities, drive, token_count, unix_now};
 use crate::api::{
     AssistantMessage, ChatChunk, ChatRequest, ChatResponse, Choice, ContentPart, Delta, Error,
     ErrorKind, FinishReason, FunctionCall, FunctionCallDelta, Message, Role, ToolCall,
@@ -54,10 +54,6 @@ impl Bedrock {
         })
     }
 
-    fn tag(&self, e: Error) -> Error {
-        e.at(self.endpoint.provider.as_str(), &self.endpoint.name)
-    }
-
     async fn bounded<T, E>(
         &self,
         call: impl Future<
@@ -73,16 +69,14 @@ impl Bedrock {
         )
         .await
         {
-            Ok(result) => {
-                result.map_err(|e| self.tag(sdk_error(&e, self.endpoint.is_provisioned())))
-            }
-            Err(_) => Err(self.tag(Error::new(
+            Ok(result) => result.map_err(|e| sdk_error(&e, self.endpoint.is_provisioned())),
+            Err(_) => Err(Error::new(
                 ErrorKind::Timeout,
                 format!(
                     "no response within {} ms",
                     self.endpoint.timeouts.request_ms
                 ),
-            ))),
+            )),
         }
     }
 }
@@ -110,13 +104,7 @@ impl ChatProvider for Bedrock {
                 Some(ConverseOutput::Message(m)) => message_output(m),
                 _ => (String::new(), Vec::new()),
             };
-            let usage = out.usage().map(|u| {
-                Usage::new(
-                    u.input_tokens() as u32,
-                    u.output_tokens() as u32,
-                    u.cache_read_input_tokens().map(|c| c as u32),
-                )
-            });
+            let usage = out.usage().map(usage_of);
             Ok(ChatResponse {
                 id: format!("chatcmpl-bedrock-{}", unix_now()),
                 object: "chat.completion".into(),
@@ -189,7 +177,7 @@ impl ChatProvider for Bedrock {
                 tool_block: None,
                 stopped: false,
             };
-            Ok(drive(events, decoder, &self.endpoint))
+            Ok(drive(events, decoder))
         })
     }
 }
@@ -333,7 +321,11 @@ fn to_converse(request: &ChatRequest) -> Result<ConverseParts, Error> {
         || !stop.is_empty())
     .then(|| {
         InferenceConfiguration::builder()
-            .set_max_tokens(request.output_limit().map(|m| m as i32))
+            .set_max_tokens(
+                request
+                    .output_limit()
+                    .map(|m| i32::try_from(m).unwrap_or(i32::MAX)),
+            )
             .set_temperature(request.temperature.map(|t| t as f32))
             .set_top_p(request.top_p.map(|p| p as f32))
             .set_stop_sequences((!stop.is_empty()).then_some(stop))
@@ -423,6 +415,15 @@ fn message_output(message: &BedrockMessage) -> (String, Vec<ToolCall>) {
         }
     }
     (text, calls)
+}
+
+/// The SDK's token counts (`i32`) in the unified API's terms.
+fn usage_of(u: &TokenUsage) -> Usage {
+    Usage::new(
+        token_count(u.input_tokens()),
+        token_count(u.output_tokens()),
+        u.cache_read_input_tokens().map(token_count),
+    )
 }
 
 fn finish_reason(reason: &StopReason) -> FinishReason {
@@ -594,7 +595,7 @@ impl Decoder for BedrockDecoder {
             ConverseStreamOutput::ContentBlockStart(start) => {
                 if let Some(tool) = start.start().and_then(|s| s.as_tool_use().ok()) {
                     let n = self.calls;
-                    self.calls += 1;
+                    self.calls = self.calls.saturating_add(1);
                     self.tool_block = Some((start.content_block_index(), n));
                     let delta = ToolCallDelta {
                         index: n,
@@ -660,12 +661,7 @@ impl Decoder for BedrockDecoder {
             }
             ConverseStreamOutput::Metadata(metadata) => {
                 if let Some(u) = metadata.usage() {
-                    let usage = Usage::new(
-                        u.input_tokens() as u32,
-                        u.output_tokens() as u32,
-                        u.cache_read_input_tokens().map(|c| c as u32),
-                    );
-                    out.push(Ok(self.chunk().with_usage(usage)));
+                    out.push(Ok(self.chunk().with_usage(usage_of(u))));
                 }
             }
             _ => {}
@@ -777,5 +773,25 @@ mod tests {
                 Some("messages[0].content[0].image_url")
             )
         );
+    }
+
+    /// The SDK's counts are `i32`: a negative one is zero, not four billion.
+    #[test]
+    fn token_counts_from_the_sdk_are_never_wrapped() {
+        use aws_sdk_bedrockruntime::types::TokenUsage;
+        let u = usage_of(
+            &TokenUsage::builder()
+                .input_tokens(-1)
+                .output_tokens(i32::MAX)
+                .total_tokens(0)
+                .cache_read_input_tokens(-5)
+                .build()
+                .unwrap(),
+        );
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.total_tokens),
+            (0, i32::MAX as u32, i32::MAX as u32)
+        );
+        assert_eq!(u.prompt_tokens_details.unwrap().cached_tokens, 0);
     }
 }

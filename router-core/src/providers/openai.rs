@@ -2,17 +2,14 @@
 //! header) and vLLM. The unified API *is* this wire format, so the mapping is mostly
 //! the model name, the auth header, and the error mapping.
 
-use std::time::Duration;
-
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::sse::{self, SseEvent};
-use super::transport::{self, Body, HttpClient, read_body};
-use super::{
-    ChatProvider, ChatStream, Decoder, check_capabilities, drive, parse_json, retry_after,
-};
+use super::exchange::Exchange;
+use super::sse::SseEvent;
+use super::transport::TransportSettings;
+use super::{ChatProvider, ChatStream, Decoder, check_capabilities, retry_after};
 use crate::api::{
     ChatChunk, ChatRequest, ChatResponse, Error, ErrorKind, Message, ResponseFormat, Stop,
     StreamOptions, ToolChoice, ToolDefinition,
@@ -21,8 +18,7 @@ use crate::auth;
 use crate::config::{AuthConfig, EndpointConfig};
 
 pub struct OpenAi {
-    endpoint: EndpointConfig,
-    client: HttpClient,
+    exchange: Exchange,
     /// Parsed once: URL parsing is measurable per request.
     url: http::Uri,
     /// The API key read from the configured environment variable, as the header it
@@ -31,7 +27,7 @@ pub struct OpenAi {
 }
 
 impl OpenAi {
-    pub fn connect(endpoint: EndpointConfig) -> Result<Self, Error> {
+    pub fn connect(endpoint: EndpointConfig, transport: &TransportSettings) -> Result<Self, Error> {
         let base = endpoint
             .base_url
             .clone()
@@ -67,22 +63,21 @@ impl OpenAi {
             }
             _ => None,
         };
+        let exchange = Exchange::new(endpoint, &url, transport, error_from)?;
         Ok(Self {
-            client: HttpClient::new(&endpoint, &url)?,
-            url: transport::uri(&endpoint, &url)?,
-            endpoint,
+            url: exchange.uri(&url)?,
+            exchange,
             key,
         })
     }
 
-    async fn send(&self, body: &UpstreamRequest<'_>) -> Result<http::Response<Body>, Error> {
+    /// The API key header, if the endpoint has one.
+    fn headers(&self) -> http::HeaderMap {
         let mut headers = http::HeaderMap::new();
         if let Some((name, value)) = &self.key {
             headers.insert(name.clone(), value.clone());
         }
-        self.client
-            .post_json(&self.endpoint, self.url.clone(), headers, body)
-            .await
+        headers
     }
 
     /// The request as this endpoint receives it: its model, and usage always reported.
@@ -91,7 +86,7 @@ impl OpenAi {
         request: &'a ChatRequest,
         stream: bool,
     ) -> UpstreamRequest<'a> {
-        UpstreamRequest::new(request, &self.endpoint.model, stream)
+        UpstreamRequest::new(request, &self.endpoint().model, stream)
     }
 }
 
@@ -213,31 +208,16 @@ impl<'a> UpstreamRequest<'a> {
 
 impl ChatProvider for OpenAi {
     fn endpoint(&self) -> &EndpointConfig {
-        &self.endpoint
+        self.exchange.endpoint()
     }
 
     fn chat<'a>(&'a self, request: &'a ChatRequest) -> BoxFuture<'a, Result<ChatResponse, Error>> {
         Box::pin(async move {
-            check_capabilities(&self.endpoint, request)?;
-            let response = self
-                .send(&self.upstream_request(request, false))
+            check_capabilities(self.endpoint(), request)?;
+            let body = self.upstream_request(request, false);
+            self.exchange
+                .whole(self.url.clone(), self.headers(), &body)
                 .await
-                .map_err(|e| self.tag(e))?;
-            let status = response.status();
-            // The headers are read only for an error (its `retry-after`).
-            let headers = (!status.is_success()).then(|| response.headers().clone());
-            let body = read_body(&self.endpoint, response)
-                .await
-                .map_err(|e| self.tag(e))?;
-            if let Some(headers) = headers {
-                return Err(self.tag(error_from(
-                    status.as_u16(),
-                    &headers,
-                    &body,
-                    self.endpoint.is_provisioned(),
-                )));
-            }
-            parse_json::<ChatResponse>(&body).map_err(|e| self.tag(e))
         })
     }
 
@@ -246,36 +226,13 @@ impl ChatProvider for OpenAi {
         request: &'a ChatRequest,
     ) -> BoxFuture<'a, Result<ChatStream, Error>> {
         Box::pin(async move {
-            check_capabilities(&self.endpoint, request)?;
-            let response = self
-                .send(&self.upstream_request(request, true))
+            check_capabilities(self.endpoint(), request)?;
+            let body = self.upstream_request(request, true);
+            let decoder = OpenAiDecoder { done: false };
+            self.exchange
+                .stream(self.url.clone(), self.headers(), &body, decoder)
                 .await
-                .map_err(|e| self.tag(e))?;
-            let status = response.status();
-            if !status.is_success() {
-                let headers = response.headers().clone();
-                let body = read_body(&self.endpoint, response)
-                    .await
-                    .map_err(|e| self.tag(e))?;
-                return Err(self.tag(error_from(
-                    status.as_u16(),
-                    &headers,
-                    &body,
-                    self.endpoint.is_provisioned(),
-                )));
-            }
-            let events = sse::events(
-                response,
-                Duration::from_millis(self.endpoint.timeouts.stream_idle_ms),
-            );
-            Ok(drive(events, OpenAiDecoder { done: false }, &self.endpoint))
         })
-    }
-}
-
-impl OpenAi {
-    fn tag(&self, e: Error) -> Error {
-        e.at(self.endpoint.provider.as_str(), &self.endpoint.name)
     }
 }
 

@@ -1,12 +1,14 @@
-//! The HTTP transport of the OpenAI-compatible and Vertex adapters.
+//! The HTTP transport of the OpenAI-compatible and Vertex adapters: which client
+//! carries a request, where its connections live, and how a whole answer is read.
+//! Everything about connections is here (and in [`h2c`] below it); the adapters see
+//! one `post_json` and one [`UpstreamBody`].
 //!
 //! Three clients behind one interface, chosen by the endpoint's URL scheme:
 //! - `http://` (vLLM and other in-cluster endpoints, the simulators): hyper's pooled
 //!   client with a plain TCP connector and HTTP/1.1 keep-alive, or, for h2c (prior
-//!   knowledge), one multiplexed connection on `h2` directly ([`super::h2c`]); with
-//!   `http1_when_idle`, an h2c endpoint's request that finds nothing else in flight
-//!   from its thread takes hyper's HTTP/1.1 client instead (`EndpointConfig` says
-//!   why).
+//!   knowledge), one multiplexed connection on `h2` directly ([`h2c`]); with
+//!   [`TransportSettings::http1_when_idle`], an h2c endpoint's request that finds
+//!   nothing else in flight in its pool takes hyper's HTTP/1.1 client instead.
 //!   These are the endpoints where the gateway's own overhead shows, and reqwest's
 //!   layers (request builder, redirect and retry policies, proxy matching, URL
 //!   conversions) were 9 % of the gateway's CPU per request. They are reached
@@ -17,15 +19,16 @@
 //! Either way the answer is an `http::Response` with a boxed body, so reading it
 //! (whole or as server-sent events) is one piece of code.
 //!
-//! The plain-HTTP clients keep a pool per thread. A connection is driven by a task on
-//! the runtime of the thread that opened it; the server runs one single-threaded
-//! runtime per serving thread, and with a shared pool a request on one thread would
-//! hand its upstream exchange to a connection another thread drives, waking that
-//! thread twice per request. With a pool per thread, a request and its upstream
-//! connection stay on one thread. The TLS client is one per endpoint, shared: the
-//! clouds are milliseconds away, where a wakeup does not show, and building a TLS
-//! client (loading its root certificates) takes tens of milliseconds (25–45 ms in a
-//! debug build here), which a serving thread must not spend on a request.
+//! How connections are pooled is not the endpoint's business but the embedder's:
+//! [`TransportSettings`] says it, once per process (the server sets it from its
+//! command line; tests and tools take the default). The TLS client is one per
+//! endpoint, shared whatever the settings: the clouds are milliseconds away, where a
+//! wakeup does not show, and building a TLS client (loading its root certificates)
+//! takes tens of milliseconds (25–45 ms in a debug build here), which a serving
+//! thread must not spend on a request.
+
+mod body;
+mod h2c;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -34,34 +37,70 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 use http::{Request, Response, Uri};
-use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use super::h2c::H2c;
+pub(crate) use body::{BodyError, UpstreamBody};
+use h2c::H2c;
+
 use crate::api::{Error, ErrorKind};
 use crate::config::EndpointConfig;
 
-/// A response body, whichever client read it.
-pub(crate) type Body = BoxBody<Bytes, BodyError>;
-pub(crate) type BodyError = Box<dyn std::error::Error + Send + Sync>;
+/// How the plain-HTTP clients keep their connections, for every endpoint of a
+/// process. Transport policy, not endpoint configuration: it follows from how the
+/// embedder runs its runtimes and from what its upstreams speak, so it is set where
+/// the process starts (`crossbar serve`'s command line), not in the published config.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TransportSettings {
+    /// Where plain-HTTP connections live: one pool per thread or one shared pool.
+    pub pool: PoolScope,
+    /// On an h2c endpoint (`http2_prior_knowledge` with an `http://` URL): a request
+    /// that finds nothing else in flight to that endpoint in its pool goes over a
+    /// pooled HTTP/1.1 connection instead, and the rest share the h2c connection.
+    /// Alone, a request pays HTTP/2's framing on both ends for nothing it uses (at
+    /// one request at a time the simulator answered 0.02–0.06 ms sooner over
+    /// HTTP/1.1, BENCHMARKS.md); under load, h2c writes many requests in one system
+    /// call and keeps the connection count flat. At most one HTTP/1.1 request per
+    /// pool is in flight, so that pool stays at one connection. Only for upstreams
+    /// that accept both protocols on the same port; other endpoints ignore it.
+    /// Default: off.
+    pub http1_when_idle: bool,
+}
+
+/// Where the plain-HTTP clients' connections live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PoolScope {
+    /// A pool per thread, built on the thread's first request. Right for a server
+    /// that runs one single-threaded runtime per serving thread (`crossbar serve`): a
+    /// connection is driven by a task on the runtime of the thread that opened it,
+    /// and with a shared pool a request on one thread would hand its upstream
+    /// exchange to a connection another thread drives, waking that thread twice per
+    /// request. With a pool per thread, a request and its upstream connection stay
+    /// on one thread.
+    PerThread,
+    /// One pool for the process: for every other embedder (tests, tools, a
+    /// multi-threaded runtime), where a pool per thread would only open more
+    /// connections.
+    #[default]
+    Shared,
+}
 
 /// One endpoint's HTTP client (pooled connections). Cheap to clone.
 #[derive(Clone)]
 pub(crate) enum HttpClient {
-    Plain(Arc<PerThread<Hyper>>),
-    H2c(Arc<PerThread<H2cLane>>),
+    Plain(Arc<Pool<Hyper>>),
+    H2c(Arc<Pool<H2cLane>>),
     Tls(reqwest::Client),
 }
 
 /// hyper's pooled HTTP/1.1 client over plain TCP.
 type Hyper = Client<HttpConnector, Full<Bytes>>;
 
-/// One thread's way to an h2c endpoint: the multiplexed connection and, with
+/// One pool's way to an h2c endpoint: the multiplexed connection and, with
 /// `http1_when_idle`, the HTTP/1.1 client that a request finding nothing else in
-/// flight from this thread goes through.
+/// flight in this pool goes through.
 pub(crate) struct H2cLane {
     h2: H2c,
     when_idle: Option<(Hyper, Arc<AtomicUsize>)>,
@@ -69,18 +108,24 @@ pub(crate) struct H2cLane {
 
 impl HttpClient {
     /// The client for `endpoint`, whose requests go to `url` (its scheme picks the
-    /// client): keep-alive, no Nagle delay, no redirects, h2c when the endpoint says
-    /// so (HTTP/2 is negotiated by ALPN over TLS).
-    pub(crate) fn new(endpoint: &EndpointConfig, url: &str) -> Result<Self, Error> {
+    /// client), pooled as `settings` say: keep-alive, no Nagle delay, no redirects,
+    /// h2c when the endpoint says so (HTTP/2 is negotiated by ALPN over TLS).
+    pub(crate) fn new(
+        endpoint: &EndpointConfig,
+        url: &str,
+        settings: &TransportSettings,
+    ) -> Result<Self, Error> {
         let connect = Duration::from_millis(endpoint.timeouts.connect_ms);
         if url.starts_with("http://") && endpoint.http2_prior_knowledge {
-            let when_idle = endpoint.http1_when_idle;
-            Ok(Self::H2c(Arc::new(PerThread::new(move || H2cLane {
-                h2: H2c::new(connect),
-                when_idle: when_idle.then(|| (http1_client(connect), Arc::default())),
+            let when_idle = settings.http1_when_idle;
+            Ok(Self::H2c(Arc::new(Pool::new(settings.pool, move || {
+                H2cLane {
+                    h2: H2c::new(connect),
+                    when_idle: when_idle.then(|| (http1_client(connect), Arc::default())),
+                }
             }))))
         } else if url.starts_with("http://") {
-            Ok(Self::Plain(Arc::new(PerThread::new(move || {
+            Ok(Self::Plain(Arc::new(Pool::new(settings.pool, move || {
                 http1_client(connect)
             }))))
         } else {
@@ -117,7 +162,7 @@ impl HttpClient {
         uri: Uri,
         headers: HeaderMap,
         body: &impl serde::Serialize,
-    ) -> Result<Response<Body>, Error> {
+    ) -> Result<Response<UpstreamBody>, Error> {
         let body = serde_json::to_vec(body)
             .map_err(|e| Error::new(ErrorKind::Internal, format!("encoding the request: {e}")))?;
         let mut request = Request::post(uri)
@@ -159,8 +204,8 @@ impl HttpClient {
 
 impl H2cLane {
     /// Sends `request` over h2c, or, with `http1_when_idle` and nothing else in
-    /// flight from this thread, over HTTP/1.1; waits for the response head.
-    async fn send(&self, request: Request<Bytes>) -> Result<Response<Body>, Error> {
+    /// flight in this pool, over HTTP/1.1; waits for the response head.
+    async fn send(&self, request: Request<Bytes>) -> Result<Response<UpstreamBody>, Error> {
         let Some((http1, in_flight)) = &self.when_idle else {
             return Ok(self.h2.send(request).await?.map(BodyExt::boxed));
         };
@@ -202,7 +247,7 @@ async fn send_http1(
     }
 }
 
-/// One request in flight from a thread to an h2c endpoint with `http1_when_idle`.
+/// One request in flight in a pool to an h2c endpoint with `http1_when_idle`.
 struct InFlight(Arc<AtomicUsize>);
 
 impl InFlight {
@@ -230,7 +275,7 @@ where
     B: http_body::Body<Data = Bytes, Error = BodyError> + Unpin + Send + Sync + 'static,
 {
     /// `response` with its body holding `held`.
-    fn hold(response: Response<B>, held: InFlight) -> Response<Body> {
+    fn hold(response: Response<B>, held: InFlight) -> Response<UpstreamBody> {
         response.map(|body| Counted { body, _held: held }.boxed())
     }
 }
@@ -252,6 +297,30 @@ impl<B: http_body::Body + Unpin> http_body::Body for Counted<B> {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.body.size_hint()
+    }
+}
+
+/// A client (or lane) per [`PoolScope`]: one per thread, or one for all.
+pub(crate) enum Pool<C: Send> {
+    /// Boxed: a thread-local table is half a kilobyte.
+    PerThread(Box<PerThread<C>>),
+    Shared(C),
+}
+
+impl<C: Send> Pool<C> {
+    fn new(scope: PoolScope, build: impl Fn() -> C + Send + Sync + 'static) -> Self {
+        match scope {
+            PoolScope::PerThread => Pool::PerThread(Box::new(PerThread::new(build))),
+            PoolScope::Shared => Pool::Shared(build()),
+        }
+    }
+
+    /// The client this thread uses.
+    fn get(&self) -> &C {
+        match self {
+            Pool::PerThread(values) => values.get(),
+            Pool::Shared(value) => value,
+        }
     }
 }
 
@@ -285,19 +354,34 @@ pub(crate) fn uri(endpoint: &EndpointConfig, url: &str) -> Result<Uri, Error> {
     })
 }
 
-/// Reads a whole (non-streaming) body, bounded by the request timeout.
+/// The most of a whole (non-streaming) answer that is read: a chat completion is
+/// kilobytes, a long one with tool calls some hundreds; an answer near this is not
+/// one, and reading it without a bound would let an upstream fill the gateway's
+/// memory.
+pub(crate) const MAX_WHOLE_BODY: usize = 16 * 1024 * 1024;
+
+/// Reads a whole (non-streaming) body, bounded by the request timeout and by
+/// [`MAX_WHOLE_BODY`].
 pub(crate) async fn read_body(
     endpoint: &EndpointConfig,
-    response: Response<Body>,
+    response: Response<UpstreamBody>,
 ) -> Result<Bytes, Error> {
     match tokio::time::timeout(
         Duration::from_millis(endpoint.timeouts.request_ms),
-        response.into_body().collect(),
+        collect_at_most(response.into_body(), MAX_WHOLE_BODY),
     )
     .await
     {
-        Ok(Ok(body)) => Ok(body.to_bytes()),
-        Ok(Err(e)) => Err(Error::new(
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(Unread::TooLarge)) => Err(Error::new(
+            ErrorKind::UpstreamError,
+            format!(
+                "the upstream's answer is larger than {} MiB, the most read of an answer \
+                 that is not streamed",
+                MAX_WHOLE_BODY >> 20
+            ),
+        )),
+        Ok(Err(Unread::Broken(e))) => Err(Error::new(
             ErrorKind::StreamInterrupted,
             format!("transport: the body broke off: {}", chain(&*e)),
         )),
@@ -309,6 +393,41 @@ pub(crate) async fn read_body(
             ),
         )),
     }
+}
+
+/// Why a whole body was not read.
+enum Unread {
+    /// It passed the bound: reading stopped there.
+    TooLarge,
+    Broken(BodyError),
+}
+
+/// The body's data, or [`Unread::TooLarge`] as soon as it passes `limit` bytes. An
+/// answer in one frame (most are) is returned as it came, without a copy.
+async fn collect_at_most(mut body: UpstreamBody, limit: usize) -> Result<Bytes, Unread> {
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut len = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(Unread::Broken)?.into_data() else {
+            continue; // trailers
+        };
+        len = len.saturating_add(data.len());
+        if len > limit {
+            return Err(Unread::TooLarge);
+        }
+        chunks.push(data);
+    }
+    Ok(match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.swap_remove(0),
+        _ => {
+            let mut whole = bytes::BytesMut::with_capacity(len);
+            for chunk in chunks {
+                whole.extend_from_slice(&chunk);
+            }
+            whole.freeze()
+        }
+    })
 }
 
 /// A transport failure of hyper's client, normalised.
@@ -355,7 +474,6 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 mod tests {
     use super::*;
     use crate::config::Provider;
-    use futures_util::StreamExt;
     use sim::{AuthMode, EndpointSpec, Kind, Sim, SimConfig};
 
     /// A simulated OpenAI-compatible endpoint (HTTP/1.1 and h2c on one port), its
@@ -378,6 +496,12 @@ mod tests {
         (sim, endpoint, url)
     }
 
+    /// A streamed answer read to its end, as text (its events are the SSE reader's
+    /// business, not the transport's).
+    async fn stream_text(endpoint: &EndpointConfig, response: Response<UpstreamBody>) -> String {
+        String::from_utf8(read_body(endpoint, response).await.unwrap().to_vec()).unwrap()
+    }
+
     fn chat(stream: bool) -> serde_json::Value {
         serde_json::json!({
             "model": "gpt-4o-mini", "max_tokens": 8, "stream": stream,
@@ -387,35 +511,39 @@ mod tests {
 
     /// The clients, hyper's (chosen for `http://`), h2c's (for `http://` with prior
     /// knowledge, alone or with HTTP/1.1 when idle) and reqwest (for `https://`; the
-    /// simulators speak plain HTTP, so it is built directly here), behave the same: a
-    /// JSON POST answered whole and as server-sent events, and a refused connection
-    /// reported as `unavailable`.
+    /// simulators speak plain HTTP, so it is built directly here), pooled per thread
+    /// or shared, behave the same: a JSON POST answered whole and as server-sent
+    /// events, and a refused connection reported as `unavailable`.
     #[tokio::test]
     async fn every_client_posts_json_and_reads_answers_whole_and_as_events() {
         let (_sim, endpoint, url) = upstream().await;
-        let plain = HttpClient::new(&endpoint, &url).unwrap();
-        assert!(matches!(plain, HttpClient::Plain(_)));
         let h2c = EndpointConfig {
             http2_prior_knowledge: true,
             ..endpoint.clone()
         };
-        let idle_http1 = EndpointConfig {
-            http1_when_idle: true,
-            ..h2c.clone()
-        };
-        let (idle_http1, h2c) = (
-            HttpClient::new(&idle_http1, &url).unwrap(),
-            HttpClient::new(&h2c, &url).unwrap(),
-        );
-        assert!(matches!(h2c, HttpClient::H2c(_)));
-        let tls = HttpClient::tls(&endpoint).unwrap();
-        let versions = [
-            (plain, http::Version::HTTP_11),
-            (h2c, http::Version::HTTP_2),
+        let mut versions = vec![(HttpClient::tls(&endpoint).unwrap(), http::Version::HTTP_11)];
+        for pool in [PoolScope::PerThread, PoolScope::Shared] {
+            let plain = TransportSettings {
+                pool,
+                http1_when_idle: false,
+            };
+            let idle_http1 = TransportSettings {
+                http1_when_idle: true,
+                ..plain
+            };
+            let client = HttpClient::new(&endpoint, &url, &plain).unwrap();
+            assert!(matches!(client, HttpClient::Plain(_)));
+            versions.push((client, http::Version::HTTP_11));
+            let client = HttpClient::new(&h2c, &url, &plain).unwrap();
+            assert!(matches!(client, HttpClient::H2c(_)));
+            versions.push((client, http::Version::HTTP_2));
             // One request at a time: each is alone.
-            (idle_http1, http::Version::HTTP_11),
-            (tls, http::Version::HTTP_11),
-        ];
+            let client = HttpClient::new(&h2c, &url, &idle_http1).unwrap();
+            versions.push((client, http::Version::HTTP_11));
+            // Not an h2c endpoint: the setting does not apply.
+            let client = HttpClient::new(&endpoint, &url, &idle_http1).unwrap();
+            assert!(matches!(client, HttpClient::Plain(_)));
+        }
         for (client, version) in versions {
             let uri = uri(&endpoint, &url).unwrap();
             let response = client
@@ -433,14 +561,9 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(response.version(), version);
-            let events: Vec<_> = super::super::sse::events(response, Duration::from_secs(5))
-                .collect()
-                .await;
-            assert!(events.len() > 2, "{events:?}");
-            assert_eq!(
-                events.last().unwrap().as_ref().unwrap().data.trim(),
-                "[DONE]"
-            );
+            let events = stream_text(&endpoint, response).await;
+            assert!(events.matches("data: ").count() > 2, "{events}");
+            assert!(events.trim_end().ends_with("data: [DONE]"), "{events}");
 
             let closed = refused_uri();
             let e = client
@@ -451,18 +574,28 @@ mod tests {
         }
     }
 
-    /// With `http1_when_idle`, a request that finds nothing else in flight from its
-    /// thread goes over HTTP/1.1, one that finds a request (or a stream) still open
-    /// goes over h2c, and a request is counted until its body is dropped or it fails.
+    /// With `http1_when_idle`, a request that finds nothing else in flight in its
+    /// pool goes over HTTP/1.1, one that finds a request (or a stream) still open
+    /// goes over h2c, and a request is counted until its body is dropped or it fails;
+    /// the same whether the pool is the thread's or shared.
     #[tokio::test]
     async fn with_http1_when_idle_only_a_request_alone_goes_over_http1() {
+        for pool in [PoolScope::PerThread, PoolScope::Shared] {
+            only_a_request_alone_goes_over_http1(pool).await;
+        }
+    }
+
+    async fn only_a_request_alone_goes_over_http1(pool: PoolScope) {
         let (_sim, endpoint, url) = upstream().await;
         let endpoint = EndpointConfig {
             http2_prior_knowledge: true,
-            http1_when_idle: true,
             ..endpoint
         };
-        let client = HttpClient::new(&endpoint, &url).unwrap();
+        let settings = TransportSettings {
+            pool,
+            http1_when_idle: true,
+        };
+        let client = HttpClient::new(&endpoint, &url, &settings).unwrap();
         let in_flight = || match &client {
             HttpClient::H2c(lanes) => lanes
                 .get()
@@ -503,13 +636,8 @@ mod tests {
                 serde_json::from_slice(&read_body(&endpoint, beside).await.unwrap()).unwrap();
             assert_eq!(whole["object"], "chat.completion", "{whole}");
         }
-        let events: Vec<_> = super::super::sse::events(open, Duration::from_secs(5))
-            .collect()
-            .await;
-        assert_eq!(
-            events.last().unwrap().as_ref().unwrap().data.trim(),
-            "[DONE]"
-        );
+        let events = stream_text(&endpoint, open).await;
+        assert!(events.trim_end().ends_with("data: [DONE]"), "{events}");
         assert_eq!(in_flight(), 0, "the stream read to its end and dropped");
 
         let e = post(false, refused_uri()).await.unwrap_err();
@@ -526,7 +654,7 @@ mod tests {
         use std::sync::atomic::{AtomicUsize, Ordering};
         let built = Arc::new(AtomicUsize::new(0));
         let counter = built.clone();
-        let clients = Arc::new(PerThread::new(move || {
+        let clients = Arc::new(Pool::new(PoolScope::PerThread, move || {
             counter.fetch_add(1, Ordering::Relaxed)
         }));
         assert_eq!(built.load(Ordering::Relaxed), 0);
@@ -538,6 +666,75 @@ mod tests {
         };
         assert_ne!(here, there);
         assert_eq!(built.load(Ordering::Relaxed), 2);
+    }
+
+    /// A shared pool is one client, built at once, whichever thread asks.
+    #[test]
+    fn a_shared_pool_is_one_client_for_every_thread() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let built = Arc::new(AtomicUsize::new(0));
+        let counter = built.clone();
+        let pool = Arc::new(Pool::new(PoolScope::Shared, move || {
+            counter.fetch_add(1, Ordering::Relaxed)
+        }));
+        assert_eq!(built.load(Ordering::Relaxed), 1);
+        let here = *pool.get();
+        let there = {
+            let pool = pool.clone();
+            std::thread::spawn(move || *pool.get()).join().unwrap()
+        };
+        assert_eq!(here, there);
+        assert_eq!(built.load(Ordering::Relaxed), 1);
+        assert_eq!(TransportSettings::default().pool, PoolScope::Shared);
+        assert!(!TransportSettings::default().http1_when_idle);
+    }
+
+    /// An upstream that answers without end: 1 MiB frames, each after a yield (so a
+    /// timeout could fire), counted as they are pulled.
+    fn endless_body(pulled: Arc<AtomicUsize>) -> UpstreamBody {
+        let chunk = Bytes::from(vec![b'x'; 1 << 20]);
+        let frames = futures_util::stream::unfold((), move |()| {
+            let (chunk, pulled) = (chunk.clone(), pulled.clone());
+            async move {
+                tokio::task::yield_now().await;
+                pulled.fetch_add(1, Ordering::Relaxed);
+                Some((Ok::<_, BodyError>(http_body::Frame::data(chunk)), ()))
+            }
+        });
+        BodyExt::boxed(http_body_util::StreamBody::new(frames))
+    }
+
+    /// A whole answer is read up to a bound: one without end is refused as an
+    /// upstream error once past it, without reading further, long before the
+    /// request timeout.
+    #[tokio::test]
+    async fn a_whole_answer_past_the_cap_is_an_upstream_error_and_is_not_read_further() {
+        let mut endpoint = EndpointConfig::new("up", Provider::Openai, "gpt-4o-mini", "eastus");
+        endpoint.timeouts.request_ms = 3_000;
+        let pulled = Arc::new(AtomicUsize::new(0));
+        let response = Response::new(endless_body(pulled.clone()));
+        let e = read_body(&endpoint, response).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::UpstreamError, "{e:?}");
+        assert!(e.message.contains("16 MiB"), "{e:?}");
+        let mib = pulled.load(Ordering::Relaxed);
+        assert!(mib <= MAX_WHOLE_BODY / (1 << 20) + 1, "{mib} MiB read");
+    }
+
+    #[tokio::test]
+    async fn a_whole_answer_in_frames_is_joined_in_order_up_to_exactly_the_limit() {
+        let body = || {
+            let frames = ["ab", "cd", "ef"].map(|f| {
+                Ok::<_, BodyError>(http_body::Frame::data(Bytes::from_static(f.as_bytes())))
+            });
+            BodyExt::boxed(http_body_util::StreamBody::new(futures_util::stream::iter(
+                frames,
+            )))
+        };
+        assert!(matches!(collect_at_most(body(), 6).await, Ok(b) if b == "abcdef"));
+        assert!(matches!(
+            collect_at_most(body(), 5).await,
+            Err(Unread::TooLarge)
+        ));
     }
 
     /// A URL on an address nothing listens on.

@@ -1,101 +1,55 @@
 //! Claude on Vertex AI: the Anthropic Messages API behind `:rawPredict` and
 //! `:streamRawPredict`, with `anthropic_version: vertex-2023-10-16` and the model in
 //! the URL. Errors of the model come in Anthropic's format; those of the Vertex front
-//! end (auth, quota, routing) in Google's.
-
-use std::sync::Arc;
-use std::time::Duration;
+//! end (auth, quota, routing) in Google's. The request body is typed
+//! ([`MessagesRequest`]), like Bedrock's and OpenAI's.
 
 use futures_util::future::BoxFuture;
+use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::sse::{self, SseEvent};
-use super::transport::{self, Body, HttpClient, read_body};
-use super::vertex_gemini::{google_error, vertex_url};
+use super::sse::SseEvent;
+use super::transport::TransportSettings;
+use super::vertex::{Vertex, google_error};
 use super::{
-    ChatProvider, ChatStream, Decoder, check_capabilities, drive, parse_json, retry_after, unix_now,
+    ChatProvider, ChatStream, Decoder, check_capabilities, retry_after, token_count, unix_now,
 };
 use crate::api::{
     AssistantMessage, ChatChunk, ChatRequest, ChatResponse, Choice, ContentPart, Delta, Error,
     ErrorKind, FinishReason, FunctionCall, FunctionCallDelta, Message, Role, ToolCall,
     ToolCallDelta, ToolChoice, ToolChoiceMode, ToolKind, Usage,
 };
-use crate::auth;
 use crate::config::EndpointConfig;
 
 pub const VERTEX_VERSION: &str = "vertex-2023-10-16";
 
 pub struct Anthropic {
-    endpoint: EndpointConfig,
-    client: HttpClient,
-    credentials: Arc<google_cloud_auth::credentials::Credentials>,
+    vertex: Vertex,
 }
 
 impl Anthropic {
-    pub async fn connect(endpoint: EndpointConfig) -> Result<Self, Error> {
-        let credentials = auth::gcp_credentials(&endpoint).await?;
+    pub async fn connect(
+        endpoint: EndpointConfig,
+        transport: &TransportSettings,
+    ) -> Result<Self, Error> {
         Ok(Self {
-            client: HttpClient::new(&endpoint, &vertex_url(&endpoint, "anthropic", "rawPredict"))?,
-            endpoint,
-            credentials,
+            vertex: Vertex::connect(endpoint, "anthropic", transport, anthropic_error).await?,
         })
-    }
-
-    async fn post(&self, method: &str, body: &Value) -> Result<http::Response<Body>, Error> {
-        let headers = auth::gcp_headers(&self.credentials).await?;
-        let uri = transport::uri(
-            &self.endpoint,
-            &vertex_url(&self.endpoint, "anthropic", method),
-        )?;
-        self.client
-            .post_json(&self.endpoint, uri, headers, body)
-            .await
-    }
-
-    fn tag(&self, e: Error) -> Error {
-        e.at(self.endpoint.provider.as_str(), &self.endpoint.name)
-    }
-
-    async fn failed(&self, response: http::Response<Body>) -> Error {
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        match read_body(&self.endpoint, response).await {
-            Ok(body) => self.tag(anthropic_error(
-                status,
-                &headers,
-                &body,
-                self.endpoint.is_provisioned(),
-            )),
-            Err(e) => self.tag(e),
-        }
     }
 }
 
 impl ChatProvider for Anthropic {
     fn endpoint(&self) -> &EndpointConfig {
-        &self.endpoint
+        self.vertex.endpoint()
     }
 
     fn chat<'a>(&'a self, request: &'a ChatRequest) -> BoxFuture<'a, Result<ChatResponse, Error>> {
         Box::pin(async move {
-            check_capabilities(&self.endpoint, request)?;
-            let body = to_anthropic(
-                request,
-                self.endpoint.capabilities().max_output_tokens,
-                false,
-            )?;
-            let response = self
-                .post("rawPredict", &body)
-                .await
-                .map_err(|e| self.tag(e))?;
-            if !response.status().is_success() {
-                return Err(self.failed(response).await);
-            }
-            let bytes = read_body(&self.endpoint, response)
-                .await
-                .map_err(|e| self.tag(e))?;
-            let reply: Value = parse_json(&bytes).map_err(|e| self.tag(e))?;
-            Ok(from_anthropic(&reply, &self.endpoint.model))
+            let endpoint = self.endpoint();
+            check_capabilities(endpoint, request)?;
+            let body = to_anthropic(request, endpoint.capabilities().max_output_tokens, false)?;
+            let reply: Value = self.vertex.whole("rawPredict", &body).await?;
+            Ok(from_anthropic(&reply, &endpoint.model))
         })
     }
 
@@ -104,26 +58,12 @@ impl ChatProvider for Anthropic {
         request: &'a ChatRequest,
     ) -> BoxFuture<'a, Result<ChatStream, Error>> {
         Box::pin(async move {
-            check_capabilities(&self.endpoint, request)?;
-            let body = to_anthropic(
-                request,
-                self.endpoint.capabilities().max_output_tokens,
-                true,
-            )?;
-            let response = self
-                .post("streamRawPredict", &body)
-                .await
-                .map_err(|e| self.tag(e))?;
-            if !response.status().is_success() {
-                return Err(self.failed(response).await);
-            }
-            let events = sse::events(
-                response,
-                Duration::from_millis(self.endpoint.timeouts.stream_idle_ms),
-            );
+            let endpoint = self.endpoint();
+            check_capabilities(endpoint, request)?;
+            let body = to_anthropic(request, endpoint.capabilities().max_output_tokens, true)?;
             let decoder = AnthropicDecoder {
                 id: String::new(),
-                model: self.endpoint.model.clone(),
+                model: endpoint.model.clone(),
                 created: unix_now(),
                 prompt_tokens: 0,
                 blocks: Vec::new(),
@@ -131,8 +71,95 @@ impl ChatProvider for Anthropic {
                 finish: None,
                 done: false,
             };
-            Ok(drive(events, decoder, &self.endpoint))
+            self.vertex.stream("streamRawPredict", &body, decoder).await
         })
+    }
+}
+
+/// The Messages API request body as Vertex takes it: no `model` (the URL names it),
+/// `anthropic_version` instead. Borrowed from the client's request where it can be.
+#[derive(Debug, Serialize)]
+pub(crate) struct MessagesRequest<'a> {
+    anthropic_version: &'static str,
+    messages: Vec<Turn<'a>>,
+    max_tokens: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream: Option<bool>,
+    /// The system and developer messages, joined by a blank line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    stop_sequences: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<Vec<Tool<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<AnthropicToolChoice<'a>>,
+}
+
+/// One message, `user` or `assistant`, as content blocks.
+#[derive(Debug, Serialize)]
+struct Turn<'a> {
+    role: &'static str,
+    content: Vec<ContentBlock<'a>>,
+}
+
+/// One content block, tagged by `type`.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ContentBlock<'a> {
+    Text {
+        text: String,
+    },
+    Image {
+        source: ImageSource,
+    },
+    ToolUse {
+        id: &'a str,
+        name: &'a str,
+        input: Value,
+    },
+    ToolResult {
+        tool_use_id: &'a str,
+        content: String,
+    },
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ImageSource {
+    Base64 { media_type: String, data: String },
+    Url { url: String },
+}
+
+#[derive(Debug, Serialize)]
+struct Tool<'a> {
+    name: &'a str,
+    description: &'a str,
+    input_schema: Value,
+}
+
+/// `tool_choice`, tagged by `type`.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum AnthropicToolChoice<'a> {
+    Auto,
+    Any,
+    None,
+    Tool { name: &'a str },
+}
+
+/// Adds `blocks` to the conversation: consecutive messages of one role are one turn.
+fn push<'a>(messages: &mut Vec<Turn<'a>>, role: &'static str, blocks: Vec<ContentBlock<'a>>) {
+    match messages.last_mut() {
+        Some(last) if last.role == role => last.content.extend(blocks),
+        _ => messages.push(Turn {
+            role,
+            content: blocks,
+        }),
     }
 }
 
@@ -141,33 +168,31 @@ pub(crate) fn to_anthropic(
     request: &ChatRequest,
     default_max: u32,
     stream: bool,
-) -> Result<Value, Error> {
+) -> Result<MessagesRequest<'_>, Error> {
     let mut system = Vec::new();
-    let mut messages: Vec<Value> = Vec::new();
-    let push = |messages: &mut Vec<Value>, role: &str, blocks: Vec<Value>| match messages.last_mut()
-    {
-        Some(last) if last["role"] == role => last["content"]
-            .as_array_mut()
-            .expect("content is an array")
-            .extend(blocks),
-        _ => messages.push(json!({ "role": role, "content": blocks })),
-    };
+    let mut messages = Vec::new();
     for (i, message) in request.messages.iter().enumerate() {
         match message {
             Message::System { content, .. } | Message::Developer { content, .. } => {
                 system.push(content.text())
             }
             Message::User { content, .. } => {
-                let mut blocks = Vec::new();
-                for part in content.parts() {
-                    blocks.push(match part {
-                        ContentPart::Text { text } => json!({ "type": "text", "text": text }),
-                        ContentPart::ImageUrl { image_url } => match image_url.as_data() {
-                            Some((media, data)) => json!({ "type": "image", "source": { "type": "base64", "media_type": media, "data": data } }),
-                            None => json!({ "type": "image", "source": { "type": "url", "url": image_url.url } }),
+                let blocks = content
+                    .parts()
+                    .into_iter()
+                    .map(|part| match part {
+                        ContentPart::Text { text } => ContentBlock::Text { text },
+                        ContentPart::ImageUrl { image_url } => ContentBlock::Image {
+                            source: match image_url.as_data() {
+                                Some((media, data)) => ImageSource::Base64 {
+                                    media_type: media.to_owned(),
+                                    data: data.to_owned(),
+                                },
+                                None => ImageSource::Url { url: image_url.url },
+                            },
                         },
-                    });
-                }
+                    })
+                    .collect();
                 push(&mut messages, "user", blocks);
             }
             Message::Assistant {
@@ -177,7 +202,7 @@ pub(crate) fn to_anthropic(
             } => {
                 let mut blocks = Vec::new();
                 if let Some(text) = content.as_ref().map(|c| c.text()).filter(|t| !t.is_empty()) {
-                    blocks.push(json!({ "type": "text", "text": text }));
+                    blocks.push(ContentBlock::Text { text });
                 }
                 for call in tool_calls.iter().flatten() {
                     let input: Value =
@@ -187,7 +212,11 @@ pub(crate) fn to_anthropic(
                                 "tool call arguments must be JSON",
                             )
                         })?;
-                    blocks.push(json!({ "type": "tool_use", "id": call.id, "name": call.function.name, "input": input }));
+                    blocks.push(ContentBlock::ToolUse {
+                        id: &call.id,
+                        name: &call.function.name,
+                        input,
+                    });
                 }
                 if blocks.is_empty() {
                     return Err(Error::invalid(
@@ -200,61 +229,52 @@ pub(crate) fn to_anthropic(
             Message::Tool {
                 content,
                 tool_call_id,
-            } => {
-                push(
-                    &mut messages,
-                    "user",
-                    vec![
-                        json!({ "type": "tool_result", "tool_use_id": tool_call_id, "content": content.text() }),
-                    ],
-                );
-            }
+            } => push(
+                &mut messages,
+                "user",
+                vec![ContentBlock::ToolResult {
+                    tool_use_id: tool_call_id,
+                    content: content.text(),
+                }],
+            ),
         }
     }
-    let mut body = json!({
-        "anthropic_version": VERTEX_VERSION,
-        "messages": messages,
-        "max_tokens": request.output_limit().unwrap_or(default_max),
-    });
-    if stream {
-        body["stream"] = json!(true);
-    }
-    if !system.is_empty() {
-        body["system"] = json!(system.join("\n\n"));
-    }
-    if let Some(t) = request.temperature {
-        body["temperature"] = json!(t);
-    }
-    if let Some(p) = request.top_p {
-        body["top_p"] = json!(p);
-    }
-    let stop = request.stop_sequences();
-    if !stop.is_empty() {
-        body["stop_sequences"] = json!(stop);
-    }
-    if let Some(tools) = request.tools.as_ref().filter(|t| !t.is_empty()) {
-        body["tools"] = json!(
+    let tools = request.tools.as_ref().filter(|t| !t.is_empty());
+    Ok(MessagesRequest {
+        anthropic_version: VERTEX_VERSION,
+        messages,
+        max_tokens: request.output_limit().unwrap_or(default_max),
+        stream: stream.then_some(true),
+        system: (!system.is_empty()).then(|| system.join("\n\n")),
+        temperature: request.temperature,
+        top_p: request.top_p,
+        stop_sequences: request.stop_sequences(),
+        tools: tools.map(|tools| {
             tools
                 .iter()
-                .map(|t| json!({
-                    "name": t.function.name,
-                    "description": t.function.description.clone().unwrap_or_default(),
-                    "input_schema": t.function.parameters.clone().unwrap_or_else(|| json!({"type": "object"})),
-                }))
-                .collect::<Vec<_>>()
-        );
-        if let Some(choice) = &request.tool_choice {
-            body["tool_choice"] = match choice {
-                ToolChoice::Mode(ToolChoiceMode::Auto) => json!({ "type": "auto" }),
-                ToolChoice::Mode(ToolChoiceMode::Required) => json!({ "type": "any" }),
-                ToolChoice::Mode(ToolChoiceMode::None) => json!({ "type": "none" }),
-                ToolChoice::Named { function, .. } => {
-                    json!({ "type": "tool", "name": function.name })
-                }
-            };
-        }
-    }
-    Ok(body)
+                .map(|t| Tool {
+                    name: &t.function.name,
+                    description: t.function.description.as_deref().unwrap_or_default(),
+                    input_schema: t
+                        .function
+                        .parameters
+                        .clone()
+                        .unwrap_or_else(|| json!({"type": "object"})),
+                })
+                .collect()
+        }),
+        // Only with tools: without them there is nothing to choose.
+        tool_choice: tools
+            .and(request.tool_choice.as_ref())
+            .map(|choice| match choice {
+                ToolChoice::Mode(ToolChoiceMode::Auto) => AnthropicToolChoice::Auto,
+                ToolChoice::Mode(ToolChoiceMode::Required) => AnthropicToolChoice::Any,
+                ToolChoice::Mode(ToolChoiceMode::None) => AnthropicToolChoice::None,
+                ToolChoice::Named { function, .. } => AnthropicToolChoice::Tool {
+                    name: &function.name,
+                },
+            }),
+    })
 }
 
 fn finish_reason(reason: &str) -> FinishReason {
@@ -267,12 +287,13 @@ fn finish_reason(reason: &str) -> FinishReason {
 }
 
 fn usage(u: &Value, prompt_fallback: u32) -> Usage {
-    let get = |k: &str| u.get(k).and_then(Value::as_u64).map(|v| v as u32);
+    let get = |k: &str| u.get(k).and_then(Value::as_u64).map(token_count);
     let cached = get("cache_read_input_tokens");
     // Anthropic counts cached input apart from `input_tokens`; OpenAI's prompt count includes it.
-    let prompt = get("input_tokens").unwrap_or(prompt_fallback)
-        + cached.unwrap_or(0)
-        + get("cache_creation_input_tokens").unwrap_or(0);
+    let prompt = get("input_tokens")
+        .unwrap_or(prompt_fallback)
+        .saturating_add(cached.unwrap_or(0))
+        .saturating_add(get("cache_creation_input_tokens").unwrap_or(0));
     Usage::new(prompt, get("output_tokens").unwrap_or(0), cached)
 }
 
@@ -348,6 +369,11 @@ fn from_anthropic(reply: &Value, model: &str) -> ChatResponse {
     }
 }
 
+/// The most content blocks one message may have. Claude numbers them from 0, a text
+/// block and a few tool uses each; an index beyond this is not one, and the table of
+/// blocks is never grown to an upstream's number.
+const MAX_CONTENT_BLOCKS: usize = 1024;
+
 #[derive(Clone, Copy, PartialEq)]
 enum Block {
     Text,
@@ -405,7 +431,7 @@ impl Decoder for AnthropicDecoder {
                 self.prompt_tokens = message
                     .pointer("/usage/input_tokens")
                     .and_then(Value::as_u64)
-                    .unwrap_or(0) as u32;
+                    .map_or(0, token_count);
                 out.push(Ok(self.chunk().with_delta(
                     Delta {
                         role: Some(Role::Assistant),
@@ -416,13 +442,25 @@ impl Decoder for AnthropicDecoder {
                 )));
             }
             "content_block_start" => {
-                let index = value.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
+                let index = value.get("index").and_then(Value::as_u64).unwrap_or(0);
+                let Some(index) = usize::try_from(index)
+                    .ok()
+                    .filter(|&i| i < MAX_CONTENT_BLOCKS)
+                else {
+                    return out.push(Err(Error::new(
+                        ErrorKind::StreamInterrupted,
+                        format!(
+                            "content block {index}: a message has at most \
+                             {MAX_CONTENT_BLOCKS} blocks"
+                        ),
+                    )));
+                };
                 let block = value.get("content_block").cloned().unwrap_or(Value::Null);
                 let kind = match block.get("type").and_then(Value::as_str) {
                     Some("text") => Block::Text,
                     Some("tool_use") => {
                         let n = self.calls;
-                        self.calls += 1;
+                        self.calls = self.calls.saturating_add(1);
                         let delta = ToolCallDelta {
                             index: n,
                             id: block.get("id").and_then(Value::as_str).map(str::to_owned),
@@ -443,16 +481,20 @@ impl Decoder for AnthropicDecoder {
                     }
                     _ => Block::Other,
                 };
+                // `index` is below MAX_CONTENT_BLOCKS: the table stays small.
                 if self.blocks.len() <= index {
                     self.blocks.resize(index + 1, Block::Other);
                 }
                 self.blocks[index] = kind;
             }
             "content_block_delta" => {
-                let index = value.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
+                let index = value.get("index").and_then(Value::as_u64).unwrap_or(0);
                 let delta = value.get("delta").cloned().unwrap_or(Value::Null);
+                let block = usize::try_from(index)
+                    .ok()
+                    .and_then(|i| self.blocks.get(i).copied());
                 match (
-                    self.blocks.get(index).copied().unwrap_or(Block::Other),
+                    block.unwrap_or(Block::Other),
                     delta.get("type").and_then(Value::as_str),
                 ) {
                     (Block::Text, Some("text_delta")) => {
@@ -583,6 +625,7 @@ fn anthropic_error(
 mod tests {
     use super::*;
     use crate::api::Content;
+    use serde_json::json;
 
     #[test]
     fn tool_results_become_user_tool_result_blocks() {
@@ -615,7 +658,7 @@ mod tests {
             ],
             ..ChatRequest::default()
         };
-        let body = to_anthropic(&request, 1024, false).unwrap();
+        let body = serde_json::to_value(to_anthropic(&request, 1024, false).unwrap()).unwrap();
         assert_eq!(body["system"], "a\n\nb");
         assert_eq!(body["max_tokens"], 1024);
         assert_eq!(body["messages"][2]["content"][0]["type"], "tool_result");
@@ -646,5 +689,200 @@ mod tests {
             .kind,
             ErrorKind::UpstreamAuth
         );
+    }
+
+    /// The wire body, field by field, for a request that uses every mapped feature;
+    /// and a plain one that carries nothing optional.
+    #[test]
+    fn the_wire_body_is_a_messages_request_for_vertex() {
+        let request: ChatRequest = serde_json::from_value(json!({
+            "model": "feature",
+            "messages": [
+                {"role": "system", "content": "a"},
+                {"role": "developer", "content": "b"},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "look"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                    {"type": "image_url", "image_url": {"url": "https://x/y.webp"}}
+                ]},
+                {"role": "assistant", "content": "checking", "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "fx", "arguments": "{\"c\":\"EUR\"}"}}
+                ]},
+                {"role": "tool", "tool_call_id": "c1", "content": "{\"rate\":1.08}"},
+                {"role": "user", "content": "thanks"}
+            ],
+            "temperature": 0.5, "top_p": 0.9, "max_tokens": 100, "stop": ["END", "STOP"],
+            "tools": [
+                {"type": "function", "function": {"name": "fx", "description": "rates", "parameters": {"type": "object", "properties": {}}}},
+                {"type": "function", "function": {"name": "now"}}
+            ],
+            "tool_choice": {"type": "function", "function": {"name": "fx"}}
+        }))
+        .unwrap();
+        let expected = json!({
+            "anthropic_version": "vertex-2023-10-16",
+            "messages": [
+                {"role": "user", "content": [
+                    {"type": "text", "text": "look"},
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}},
+                    {"type": "image", "source": {"type": "url", "url": "https://x/y.webp"}}
+                ]},
+                {"role": "assistant", "content": [
+                    {"type": "text", "text": "checking"},
+                    {"type": "tool_use", "id": "c1", "name": "fx", "input": {"c": "EUR"}}
+                ]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "c1", "content": "{\"rate\":1.08}"},
+                    {"type": "text", "text": "thanks"}
+                ]}
+            ],
+            "max_tokens": 100,
+            "stream": true,
+            "system": "a\n\nb",
+            "temperature": 0.5,
+            "top_p": 0.9,
+            "stop_sequences": ["END", "STOP"],
+            "tools": [
+                {"name": "fx", "description": "rates", "input_schema": {"type": "object", "properties": {}}},
+                {"name": "now", "description": "", "input_schema": {"type": "object"}}
+            ],
+            "tool_choice": {"type": "tool", "name": "fx"}
+        });
+        assert_eq!(
+            serde_json::to_value(to_anthropic(&request, 1024, true).unwrap()).unwrap(),
+            expected
+        );
+
+        let plain = ChatRequest {
+            model: "feature".into(),
+            messages: vec![Message::user("hi")],
+            ..ChatRequest::default()
+        };
+        assert_eq!(
+            serde_json::to_value(to_anthropic(&plain, 1024, false).unwrap()).unwrap(),
+            json!({
+                "anthropic_version": "vertex-2023-10-16",
+                "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+                "max_tokens": 1024
+            })
+        );
+    }
+
+    #[test]
+    fn tool_choice_modes_map_to_anthropic_choice_types_and_need_tools() {
+        for (choice, kind) in [
+            (json!("auto"), "auto"),
+            (json!("none"), "none"),
+            (json!("required"), "any"),
+        ] {
+            let mut request: ChatRequest = serde_json::from_value(json!({
+                "model": "feature",
+                "messages": [{"role": "user", "content": "hi"}],
+                "tools": [{"type": "function", "function": {"name": "fx"}}],
+                "tool_choice": choice
+            }))
+            .unwrap();
+            let body = serde_json::to_value(to_anthropic(&request, 1024, false).unwrap()).unwrap();
+            assert_eq!(body["tool_choice"], json!({"type": kind}), "{choice}");
+            request.tools = None;
+            let body = serde_json::to_value(to_anthropic(&request, 1024, false).unwrap()).unwrap();
+            assert!(body.get("tool_choice").is_none(), "{choice}: {body}");
+        }
+    }
+
+    fn decoder() -> AnthropicDecoder {
+        AnthropicDecoder {
+            id: String::new(),
+            model: "claude".into(),
+            created: 0,
+            prompt_tokens: 0,
+            blocks: Vec::new(),
+            calls: 0,
+            finish: None,
+            done: false,
+        }
+    }
+
+    fn decode(decoder: &mut AnthropicDecoder, event: Value) -> Vec<Result<ChatChunk, Error>> {
+        let mut out = Vec::new();
+        let event = SseEvent {
+            event: None,
+            data: event.to_string(),
+        };
+        decoder.decode(event, &mut out);
+        out
+    }
+
+    /// The table of blocks is indexed by the upstream's numbers: one past the bound
+    /// (4 billion would have asked for 32 GB) interrupts the stream instead.
+    #[test]
+    fn a_content_block_index_past_the_bound_is_refused_without_allocating() {
+        let mut d = decoder();
+        let start = |index: u64| {
+            json!({"type": "content_block_start", "index": index,
+                   "content_block": {"type": "text", "text": ""}})
+        };
+        let out = decode(&mut d, start(0));
+        assert!(out.iter().all(Result::is_ok));
+        let out = decode(
+            &mut d,
+            json!({"type": "content_block_delta", "index": 0,
+                   "delta": {"type": "text_delta", "text": "hi"}}),
+        );
+        assert_eq!(
+            out[0].as_ref().unwrap().choices[0].delta.content.as_deref(),
+            Some("hi")
+        );
+        for index in [MAX_CONTENT_BLOCKS as u64, 4_000_000_000, u64::MAX] {
+            let out = decode(&mut d, start(index));
+            assert!(
+                matches!(out.as_slice(), [Err(e)] if e.kind == ErrorKind::StreamInterrupted),
+                "{index}: {out:?}"
+            );
+            // A delta for it is no block's: ignored, never a panic.
+            let delta = json!({"type": "content_block_delta", "index": index,
+                               "delta": {"type": "text_delta", "text": "x"}});
+            assert!(decode(&mut d, delta).is_empty());
+        }
+        assert!(
+            d.blocks.capacity() <= MAX_CONTENT_BLOCKS,
+            "{}",
+            d.blocks.capacity()
+        );
+    }
+
+    /// Token counts are the upstream's numbers: beyond `u32` they saturate, and the
+    /// prompt (input + cache reads + cache writes) and the total never overflow.
+    #[test]
+    fn token_counts_beyond_u32_saturate_and_their_sums_do_not_overflow() {
+        let max = u32::MAX;
+        let u = usage(
+            &json!({"input_tokens": 5_000_000_000u64, "output_tokens": 7, "cache_read_input_tokens": 10}),
+            0,
+        );
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.total_tokens),
+            (max, 7, max)
+        );
+        assert_eq!(u.prompt_tokens_details.unwrap().cached_tokens, 10);
+        let u = usage(
+            &json!({"input_tokens": max, "cache_read_input_tokens": 1,
+                    "cache_creation_input_tokens": 1, "output_tokens": max}),
+            0,
+        );
+        assert_eq!((u.prompt_tokens, u.total_tokens), (max, max));
+
+        // The prompt count of message_start, carried to the last chunk.
+        let mut d = decoder();
+        decode(
+            &mut d,
+            json!({"type": "message_start", "message": {"id": "m", "usage": {"input_tokens": 5_000_000_000u64}}}),
+        );
+        let out = decode(
+            &mut d,
+            json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 3}}),
+        );
+        let usage = out.last().unwrap().as_ref().unwrap().usage.unwrap();
+        assert_eq!((usage.prompt_tokens, usage.completion_tokens), (max, 3));
     }
 }

@@ -5,106 +5,52 @@
 //! `contents` with roles `user`/`model`; tool calls → `functionCall` parts; tool
 //! results → `functionResponse` parts (named after the call they answer);
 //! `response_format` JSON → `responseMimeType`. Gemini gives function calls no ids,
-//! so Crossbar numbers them `call_{n}`.
+//! so Crossbar numbers them `call_{n}`. The request body is typed
+//! ([`GenerateContentRequest`]), like Bedrock's and OpenAI's.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::future::BoxFuture;
+use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::sse::{self, SseEvent};
-use super::transport::{self, Body, HttpClient, read_body};
-use super::{
-    ChatProvider, ChatStream, Decoder, check_capabilities, drive, parse_json, retry_after, unix_now,
-};
+use super::sse::SseEvent;
+use super::transport::TransportSettings;
+use super::vertex::{Vertex, google_error};
+use super::{ChatProvider, ChatStream, Decoder, check_capabilities, token_count, unix_now};
 use crate::api::{
     AssistantMessage, ChatChunk, ChatRequest, ChatResponse, Choice, ContentPart, Delta, Error,
     ErrorKind, FinishReason, FunctionCall, FunctionCallDelta, Message, Role, ToolCall,
     ToolCallDelta, ToolChoice, ToolChoiceMode, ToolKind, Usage,
 };
-use crate::auth;
 use crate::config::EndpointConfig;
 
 pub struct Gemini {
-    endpoint: EndpointConfig,
-    client: HttpClient,
-    credentials: Arc<google_cloud_auth::credentials::Credentials>,
-}
-
-/// `{base}/v1/projects/{p}/locations/{l}/publishers/{publisher}/models/{model}:{method}`.
-pub(crate) fn vertex_url(endpoint: &EndpointConfig, publisher: &str, method: &str) -> String {
-    let base = endpoint
-        .base_url
-        .clone()
-        .unwrap_or_else(|| match endpoint.region.as_str() {
-            "global" => "https://aiplatform.googleapis.com".into(),
-            region => format!("https://{region}-aiplatform.googleapis.com"),
-        });
-    format!(
-        "{}/v1/projects/{}/locations/{}/publishers/{publisher}/models/{}:{method}",
-        base.trim_end_matches('/'),
-        endpoint.project.as_deref().unwrap_or_default(),
-        endpoint.region,
-        endpoint.model
-    )
+    vertex: Vertex,
 }
 
 impl Gemini {
-    pub async fn connect(endpoint: EndpointConfig) -> Result<Self, Error> {
-        let credentials = auth::gcp_credentials(&endpoint).await?;
+    pub async fn connect(
+        endpoint: EndpointConfig,
+        transport: &TransportSettings,
+    ) -> Result<Self, Error> {
         Ok(Self {
-            client: HttpClient::new(&endpoint, &vertex_url(&endpoint, "google", "rawPredict"))?,
-            endpoint,
-            credentials,
+            vertex: Vertex::connect(endpoint, "google", transport, google_error).await?,
         })
-    }
-
-    async fn post(&self, method: &str, body: &Value) -> Result<http::Response<Body>, Error> {
-        let headers = auth::gcp_headers(&self.credentials).await?;
-        let uri = transport::uri(
-            &self.endpoint,
-            &vertex_url(&self.endpoint, "google", method),
-        )?;
-        self.client
-            .post_json(&self.endpoint, uri, headers, body)
-            .await
-    }
-
-    fn tag(&self, e: Error) -> Error {
-        e.at(self.endpoint.provider.as_str(), &self.endpoint.name)
     }
 }
 
 impl ChatProvider for Gemini {
     fn endpoint(&self) -> &EndpointConfig {
-        &self.endpoint
+        self.vertex.endpoint()
     }
 
     fn chat<'a>(&'a self, request: &'a ChatRequest) -> BoxFuture<'a, Result<ChatResponse, Error>> {
         Box::pin(async move {
-            check_capabilities(&self.endpoint, request)?;
+            check_capabilities(self.endpoint(), request)?;
             let body = to_gemini(request)?;
-            let response = self
-                .post("generateContent", &body)
-                .await
-                .map_err(|e| self.tag(e))?;
-            let status = response.status();
-            let headers = response.headers().clone();
-            let bytes = read_body(&self.endpoint, response)
-                .await
-                .map_err(|e| self.tag(e))?;
-            if !status.is_success() {
-                return Err(self.tag(google_error(
-                    status.as_u16(),
-                    &headers,
-                    &bytes,
-                    self.endpoint.is_provisioned(),
-                )));
-            }
-            let reply: Value = parse_json(&bytes).map_err(|e| self.tag(e))?;
-            from_gemini(&reply, &self.endpoint.model).map_err(|e| self.tag(e))
+            let reply: Value = self.vertex.whole("generateContent", &body).await?;
+            from_gemini(&reply, &self.endpoint().model)
         })
     }
 
@@ -113,64 +59,173 @@ impl ChatProvider for Gemini {
         request: &'a ChatRequest,
     ) -> BoxFuture<'a, Result<ChatStream, Error>> {
         Box::pin(async move {
-            check_capabilities(&self.endpoint, request)?;
+            check_capabilities(self.endpoint(), request)?;
             let body = to_gemini(request)?;
-            let response = self
-                .post("streamGenerateContent?alt=sse", &body)
+            let decoder = GeminiDecoder::new(&self.endpoint().model);
+            self.vertex
+                .stream("streamGenerateContent?alt=sse", &body, decoder)
                 .await
-                .map_err(|e| self.tag(e))?;
-            let status = response.status();
-            if !status.is_success() {
-                let headers = response.headers().clone();
-                let bytes = read_body(&self.endpoint, response)
-                    .await
-                    .map_err(|e| self.tag(e))?;
-                return Err(self.tag(google_error(
-                    status.as_u16(),
-                    &headers,
-                    &bytes,
-                    self.endpoint.is_provisioned(),
-                )));
-            }
-            let events = sse::events(
-                response,
-                Duration::from_millis(self.endpoint.timeouts.stream_idle_ms),
-            );
-            let decoder = GeminiDecoder::new(&self.endpoint.model);
-            Ok(drive(events, decoder, &self.endpoint))
         })
     }
 }
 
+/// The `GenerateContentRequest` body (Vertex AI reference), as much of it as the
+/// unified API maps to. Borrowed from the client's request where it can be.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct GenerateContentRequest<'a> {
+    contents: Vec<Turn<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system_instruction: Option<SystemInstruction<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    generation_config: Option<GenerationConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<[Tool<'a>; 1]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_config: Option<ToolConfig<'a>>,
+}
+
+/// One turn of the conversation, `user` or `model` (a `Content` in Gemini's terms).
+#[derive(Debug, Serialize)]
+struct Turn<'a> {
+    role: &'static str,
+    parts: Vec<Part<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct SystemInstruction<'a> {
+    parts: Vec<Part<'a>>,
+}
+
+/// One part of a turn: `{"text": …}`, `{"inlineData": …}`, ….
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+enum Part<'a> {
+    Text(String),
+    InlineData(InlineData),
+    FileData(FileData),
+    FunctionCall(FunctionCallPart<'a>),
+    FunctionResponse(FunctionResponsePart<'a>),
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InlineData {
+    mime_type: String,
+    data: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FileData {
+    mime_type: &'static str,
+    file_uri: String,
+}
+
+#[derive(Debug, Serialize)]
+struct FunctionCallPart<'a> {
+    name: &'a str,
+    args: Value,
+}
+
+#[derive(Debug, Serialize)]
+struct FunctionResponsePart<'a> {
+    name: &'a str,
+    /// The tool's result: its JSON object, or `{"content": text}`.
+    response: Value,
+}
+
+#[derive(Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GenerationConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_output_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    presence_penalty: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    frequency_penalty: Option<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    stop_sequences: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_mime_type: Option<&'static str>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Tool<'a> {
+    function_declarations: Vec<FunctionDeclaration<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct FunctionDeclaration<'a> {
+    name: &'a str,
+    description: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<&'a Value>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ToolConfig<'a> {
+    function_calling_config: FunctionCallingConfig<'a>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FunctionCallingConfig<'a> {
+    mode: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allowed_function_names: Option<[&'a str; 1]>,
+}
+
+/// Adds `parts` to the conversation: consecutive messages of one role are one turn.
+fn push<'a>(contents: &mut Vec<Turn<'a>>, role: &'static str, parts: Vec<Part<'a>>) {
+    match contents.last_mut() {
+        Some(last) if last.role == role => last.parts.extend(parts),
+        _ => contents.push(Turn { role, parts }),
+    }
+}
+
 /// Unified request → Gemini `GenerateContentRequest`.
-pub(crate) fn to_gemini(request: &ChatRequest) -> Result<Value, Error> {
+pub(crate) fn to_gemini(request: &ChatRequest) -> Result<GenerateContentRequest<'_>, Error> {
     let mut system = Vec::new();
-    let mut contents: Vec<Value> = Vec::new();
-    let mut call_names: HashMap<String, String> = HashMap::new();
-    let push = |contents: &mut Vec<Value>, role: &str, parts: Vec<Value>| match contents.last_mut()
-    {
-        Some(last) if last["role"] == role => last["parts"]
-            .as_array_mut()
-            .expect("parts is an array")
-            .extend(parts),
-        _ => contents.push(json!({ "role": role, "parts": parts })),
-    };
+    let mut contents: Vec<Turn<'_>> = Vec::new();
+    let mut call_names: HashMap<&str, &str> = HashMap::new();
     for (i, message) in request.messages.iter().enumerate() {
         match message {
             Message::System { content, .. } | Message::Developer { content, .. } => {
-                system.push(json!({ "text": content.text() }))
+                system.push(Part::Text(content.text()))
             }
             Message::User { content, .. } => {
                 let mut parts = Vec::new();
                 for (j, part) in content.parts().into_iter().enumerate() {
                     parts.push(match part {
-                        ContentPart::Text { text } => json!({ "text": text }),
+                        ContentPart::Text { text } => Part::Text(text),
                         ContentPart::ImageUrl { image_url } => match image_url.as_data() {
-                            Some((mime, data)) => json!({ "inlineData": { "mimeType": mime, "data": data } }),
-                            None if image_url.url.starts_with("gs://") || image_url.url.starts_with("https://") => {
-                                json!({ "fileData": { "mimeType": guess_image_mime(&image_url.url), "fileUri": image_url.url } })
+                            Some((mime, data)) => Part::InlineData(InlineData {
+                                mime_type: mime.to_owned(),
+                                data: data.to_owned(),
+                            }),
+                            None if image_url.url.starts_with("gs://")
+                                || image_url.url.starts_with("https://") =>
+                            {
+                                Part::FileData(FileData {
+                                    mime_type: guess_image_mime(&image_url.url),
+                                    file_uri: image_url.url,
+                                })
                             }
-                            None => return Err(Error::invalid(&format!("messages[{i}].content[{j}].image_url"), "images must be data:, gs:// or https:// URLs")),
+                            None => {
+                                return Err(Error::invalid(
+                                    &format!("messages[{i}].content[{j}].image_url"),
+                                    "images must be data:, gs:// or https:// URLs",
+                                ));
+                            }
                         },
                     });
                 }
@@ -183,7 +238,7 @@ pub(crate) fn to_gemini(request: &ChatRequest) -> Result<Value, Error> {
             } => {
                 let mut parts = Vec::new();
                 if let Some(text) = content.as_ref().map(|c| c.text()).filter(|t| !t.is_empty()) {
-                    parts.push(json!({ "text": text }));
+                    parts.push(Part::Text(text));
                 }
                 for call in tool_calls.iter().flatten() {
                     let args: Value =
@@ -193,10 +248,11 @@ pub(crate) fn to_gemini(request: &ChatRequest) -> Result<Value, Error> {
                                 "tool call arguments must be JSON",
                             )
                         })?;
-                    call_names.insert(call.id.clone(), call.function.name.clone());
-                    parts.push(
-                        json!({ "functionCall": { "name": call.function.name, "args": args } }),
-                    );
+                    call_names.insert(&call.id, &call.function.name);
+                    parts.push(Part::FunctionCall(FunctionCallPart {
+                        name: &call.function.name,
+                        args,
+                    }));
                 }
                 if parts.is_empty() {
                     return Err(Error::invalid(
@@ -210,7 +266,7 @@ pub(crate) fn to_gemini(request: &ChatRequest) -> Result<Value, Error> {
                 content,
                 tool_call_id,
             } => {
-                let name = call_names.get(tool_call_id).ok_or_else(|| {
+                let name = *call_names.get(tool_call_id.as_str()).ok_or_else(|| {
                     Error::invalid(
                         &format!("messages[{i}].tool_call_id"),
                         format!("no earlier tool call has id `{tool_call_id}`"),
@@ -224,61 +280,61 @@ pub(crate) fn to_gemini(request: &ChatRequest) -> Result<Value, Error> {
                 push(
                     &mut contents,
                     "user",
-                    vec![json!({ "functionResponse": { "name": name, "response": response } })],
+                    vec![Part::FunctionResponse(FunctionResponsePart {
+                        name,
+                        response,
+                    })],
                 );
             }
         }
     }
-    let mut body = json!({ "contents": contents });
-    if !system.is_empty() {
-        body["systemInstruction"] = json!({ "parts": system });
-    }
-    let mut config = serde_json::Map::new();
-    let mut set = |k: &str, v: Option<Value>| {
-        if let Some(v) = v {
-            config.insert(k.to_owned(), v);
+    let config = GenerationConfig {
+        temperature: request.temperature,
+        top_p: request.top_p,
+        max_output_tokens: request.output_limit(),
+        seed: request.seed,
+        presence_penalty: request.presence_penalty,
+        frequency_penalty: request.frequency_penalty,
+        stop_sequences: request.stop_sequences(),
+        response_mime_type: request.wants_json().then_some("application/json"),
+    };
+    let (tools, tool_config) = match request.tools.as_ref().filter(|t| !t.is_empty()) {
+        None => (None, None),
+        Some(tools) => {
+            let declarations = tools
+                .iter()
+                .map(|t| FunctionDeclaration {
+                    name: &t.function.name,
+                    description: t.function.description.as_deref().unwrap_or_default(),
+                    parameters: t.function.parameters.as_ref(),
+                })
+                .collect();
+            let (mode, allowed_function_names) = match &request.tool_choice {
+                None | Some(ToolChoice::Mode(ToolChoiceMode::Auto)) => ("AUTO", None),
+                Some(ToolChoice::Mode(ToolChoiceMode::None)) => ("NONE", None),
+                Some(ToolChoice::Mode(ToolChoiceMode::Required)) => ("ANY", None),
+                Some(ToolChoice::Named { function, .. }) => ("ANY", Some([function.name.as_str()])),
+            };
+            (
+                Some([Tool {
+                    function_declarations: declarations,
+                }]),
+                Some(ToolConfig {
+                    function_calling_config: FunctionCallingConfig {
+                        mode,
+                        allowed_function_names,
+                    },
+                }),
+            )
         }
     };
-    set("temperature", request.temperature.map(Value::from));
-    set("topP", request.top_p.map(Value::from));
-    set("maxOutputTokens", request.output_limit().map(Value::from));
-    set("seed", request.seed.map(Value::from));
-    set("presencePenalty", request.presence_penalty.map(Value::from));
-    set(
-        "frequencyPenalty",
-        request.frequency_penalty.map(Value::from),
-    );
-    let stop = request.stop_sequences();
-    set("stopSequences", (!stop.is_empty()).then(|| json!(stop)));
-    if request.wants_json() {
-        set("responseMimeType", Some(json!("application/json")));
-    }
-    if !config.is_empty() {
-        body["generationConfig"] = Value::Object(config);
-    }
-    if let Some(tools) = request.tools.as_ref().filter(|t| !t.is_empty()) {
-        let declarations: Vec<Value> = tools
-            .iter()
-            .map(|t| {
-                let mut d = json!({ "name": t.function.name, "description": t.function.description.clone().unwrap_or_default() });
-                if let Some(p) = &t.function.parameters {
-                    d["parameters"] = p.clone();
-                }
-                d
-            })
-            .collect();
-        body["tools"] = json!([{ "functionDeclarations": declarations }]);
-        let mode = match &request.tool_choice {
-            None | Some(ToolChoice::Mode(ToolChoiceMode::Auto)) => json!({ "mode": "AUTO" }),
-            Some(ToolChoice::Mode(ToolChoiceMode::None)) => json!({ "mode": "NONE" }),
-            Some(ToolChoice::Mode(ToolChoiceMode::Required)) => json!({ "mode": "ANY" }),
-            Some(ToolChoice::Named { function, .. }) => {
-                json!({ "mode": "ANY", "allowedFunctionNames": [function.name] })
-            }
-        };
-        body["toolConfig"] = json!({ "functionCallingConfig": mode });
-    }
-    Ok(body)
+    Ok(GenerateContentRequest {
+        contents,
+        system_instruction: (!system.is_empty()).then_some(SystemInstruction { parts: system }),
+        generation_config: (config != GenerationConfig::default()).then_some(config),
+        tools,
+        tool_config,
+    })
 }
 
 fn guess_image_mime(url: &str) -> &'static str {
@@ -306,19 +362,18 @@ fn finish_reason(reason: &str, has_calls: bool) -> FinishReason {
 }
 
 fn usage(metadata: &Value) -> Option<Usage> {
-    let prompt = metadata.get("promptTokenCount")?.as_u64()? as u32;
-    let completion = metadata
-        .get("candidatesTokenCount")
-        .and_then(Value::as_u64)
-        .unwrap_or(0) as u32;
-    let cached = metadata
-        .get("cachedContentTokenCount")
-        .and_then(Value::as_u64)
-        .map(|c| c as u32);
-    Some(Usage::new(prompt, completion, cached))
+    let count = |name: &str| metadata.get(name).and_then(Value::as_u64).map(token_count);
+    let prompt = count("promptTokenCount")?;
+    let completion = count("candidatesTokenCount").unwrap_or(0);
+    Some(Usage::new(
+        prompt,
+        completion,
+        count("cachedContentTokenCount"),
+    ))
 }
 
-fn function_call(call: &Value, n: usize) -> ToolCall {
+/// A function call, numbered `call_{n}` (Gemini gives calls no ids).
+fn function_call(call: &Value, n: impl std::fmt::Display) -> ToolCall {
     ToolCall {
         id: format!("call_{n}"),
         kind: ToolKind::Function,
@@ -404,7 +459,7 @@ struct GeminiDecoder {
     model: String,
     created: u64,
     started: bool,
-    calls: usize,
+    calls: u32,
     done: bool,
 }
 
@@ -493,7 +548,7 @@ impl Decoder for GeminiDecoder {
             if let Some(call) = part.get("functionCall") {
                 let call = function_call(call, self.calls);
                 let delta = ToolCallDelta {
-                    index: self.calls as u32,
+                    index: self.calls,
                     id: Some(call.id),
                     kind: Some(ToolKind::Function),
                     function: FunctionCallDelta {
@@ -501,7 +556,7 @@ impl Decoder for GeminiDecoder {
                         arguments: Some(call.function.arguments),
                     },
                 };
-                self.calls += 1;
+                self.calls = self.calls.saturating_add(1);
                 out.push(Ok(self.chunk().with_delta(
                     Delta {
                         tool_calls: Some(vec![delta]),
@@ -526,54 +581,6 @@ impl Decoder for GeminiDecoder {
     fn finished(&self) -> bool {
         self.done
     }
-}
-
-/// A Google API error (`{"error":{"code","message","status"}}`), normalised.
-pub(crate) fn google_error(
-    status: u16,
-    headers: &http::HeaderMap,
-    body: &[u8],
-    provisioned: bool,
-) -> Error {
-    let value: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let google_status = value
-        .pointer("/error/status")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let message = value
-        .pointer("/error/message")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("upstream answered HTTP {status}"));
-    let field = value
-        .pointer("/error/details/0/fieldViolations/0/field")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let kind = match (status, google_status.as_deref().unwrap_or_default()) {
-        (429, _) | (_, "RESOURCE_EXHAUSTED") if provisioned => ErrorKind::CapacityExhausted,
-        (429, _) | (_, "RESOURCE_EXHAUSTED") => ErrorKind::RateLimited,
-        (_, "DEADLINE_EXCEEDED") | (504, _) => ErrorKind::Timeout,
-        (503, _) | (_, "UNAVAILABLE") if message.to_ascii_lowercase().contains("overloaded") => {
-            ErrorKind::Overloaded
-        }
-        (503, _) | (_, "UNAVAILABLE") => ErrorKind::Unavailable,
-        (400, _) | (_, "INVALID_ARGUMENT")
-            if message.contains("exceeds the maximum number of tokens") =>
-        {
-            ErrorKind::ContextLengthExceeded
-        }
-        (400, _) | (_, "INVALID_ARGUMENT" | "FAILED_PRECONDITION") => ErrorKind::InvalidRequest,
-        (401 | 403, _) | (_, "UNAUTHENTICATED" | "PERMISSION_DENIED") => ErrorKind::UpstreamAuth,
-        (404, _) | (_, "NOT_FOUND") => ErrorKind::NotFound,
-        _ => ErrorKind::UpstreamError,
-    };
-    let mut e = Error::new(kind, message)
-        .with_upstream(Some(status), google_status)
-        .with_retry_after(retry_after(headers));
-    if kind.fault() == crate::api::Fault::Client {
-        e.param = field;
-    }
-    e
 }
 
 #[cfg(test)]
@@ -618,7 +625,7 @@ mod tests {
             }]),
             ..ChatRequest::default()
         };
-        let body = to_gemini(&request).unwrap();
+        let body = serde_json::to_value(to_gemini(&request).unwrap()).unwrap();
         assert_eq!(body["systemInstruction"]["parts"][0]["text"], "sys");
         assert_eq!(body["contents"].as_array().unwrap().len(), 3);
         assert_eq!(
@@ -629,19 +636,122 @@ mod tests {
         assert_eq!(body["toolConfig"]["functionCallingConfig"]["mode"], "AUTO");
     }
 
+    /// The wire body, field by field, for a request that uses every mapped feature;
+    /// and a plain one that carries nothing optional.
     #[test]
-    fn google_errors_map_to_the_taxonomy() {
-        let h = http::HeaderMap::new();
-        let e = google_error(429, &h, br#"{"error":{"code":429,"message":"Resource exhausted","status":"RESOURCE_EXHAUSTED"}}"#, false);
+    fn the_wire_body_is_the_documented_generate_content_request() {
+        let request: ChatRequest = serde_json::from_value(json!({
+            "model": "feature",
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "developer", "content": "cite sources"},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "look"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                    {"type": "image_url", "image_url": {"url": "https://x/y.webp"}},
+                    {"type": "image_url", "image_url": {"url": "gs://b/c.jpg"}}
+                ]},
+                {"role": "assistant", "content": "checking", "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "fx", "arguments": "{\"c\":\"EUR\"}"}},
+                    {"id": "c2", "type": "function", "function": {"name": "now", "arguments": "{}"}}
+                ]},
+                {"role": "tool", "tool_call_id": "c1", "content": "{\"rate\":1.08}"},
+                {"role": "tool", "tool_call_id": "c2", "content": "noon"},
+                {"role": "user", "content": "thanks"}
+            ],
+            "temperature": 0.5, "top_p": 0.9, "max_tokens": 100, "seed": 7,
+            "presence_penalty": 0.1, "frequency_penalty": 0.2, "stop": ["END", "STOP"],
+            "response_format": {"type": "json_object"},
+            "tools": [
+                {"type": "function", "function": {"name": "fx", "description": "rates", "parameters": {"type": "object"}}},
+                {"type": "function", "function": {"name": "now"}}
+            ],
+            "tool_choice": {"type": "function", "function": {"name": "fx"}}
+        }))
+        .unwrap();
+        let expected = json!({
+            "contents": [
+                {"role": "user", "parts": [
+                    {"text": "look"},
+                    {"inlineData": {"mimeType": "image/png", "data": "AAAA"}},
+                    {"fileData": {"mimeType": "image/webp", "fileUri": "https://x/y.webp"}},
+                    {"fileData": {"mimeType": "image/jpeg", "fileUri": "gs://b/c.jpg"}}
+                ]},
+                {"role": "model", "parts": [
+                    {"text": "checking"},
+                    {"functionCall": {"name": "fx", "args": {"c": "EUR"}}},
+                    {"functionCall": {"name": "now", "args": {}}}
+                ]},
+                {"role": "user", "parts": [
+                    {"functionResponse": {"name": "fx", "response": {"rate": 1.08}}},
+                    {"functionResponse": {"name": "now", "response": {"content": "noon"}}},
+                    {"text": "thanks"}
+                ]}
+            ],
+            "systemInstruction": {"parts": [{"text": "be brief"}, {"text": "cite sources"}]},
+            "generationConfig": {
+                "temperature": 0.5, "topP": 0.9, "maxOutputTokens": 100, "seed": 7,
+                "presencePenalty": 0.1, "frequencyPenalty": 0.2,
+                "stopSequences": ["END", "STOP"], "responseMimeType": "application/json"
+            },
+            "tools": [{"functionDeclarations": [
+                {"name": "fx", "description": "rates", "parameters": {"type": "object"}},
+                {"name": "now", "description": ""}
+            ]}],
+            "toolConfig": {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["fx"]}}
+        });
         assert_eq!(
-            (e.kind, e.upstream_code.as_deref()),
-            (ErrorKind::RateLimited, Some("RESOURCE_EXHAUSTED"))
+            serde_json::to_value(to_gemini(&request).unwrap()).unwrap(),
+            expected
         );
-        let e = google_error(400, &h, br#"{"error":{"code":400,"message":"The input token count (9) exceeds the maximum number of tokens allowed (5).","status":"INVALID_ARGUMENT"}}"#, false);
-        assert_eq!(e.kind, ErrorKind::ContextLengthExceeded);
+
+        let plain = ChatRequest {
+            model: "feature".into(),
+            messages: vec![Message::user("hi")],
+            ..ChatRequest::default()
+        };
         assert_eq!(
-            google_error(503, &h, b"", false).kind,
-            ErrorKind::Unavailable
+            serde_json::to_value(to_gemini(&plain).unwrap()).unwrap(),
+            json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]})
         );
+    }
+
+    #[test]
+    fn tool_choice_modes_map_to_function_calling_modes() {
+        for (choice, mode) in [
+            (json!("auto"), "AUTO"),
+            (json!("none"), "NONE"),
+            (json!("required"), "ANY"),
+        ] {
+            let request: ChatRequest = serde_json::from_value(json!({
+                "model": "feature",
+                "messages": [{"role": "user", "content": "hi"}],
+                "tools": [{"type": "function", "function": {"name": "fx"}}],
+                "tool_choice": choice
+            }))
+            .unwrap();
+            let body = serde_json::to_value(to_gemini(&request).unwrap()).unwrap();
+            assert_eq!(
+                body["toolConfig"],
+                json!({"functionCallingConfig": {"mode": mode}}),
+                "{choice}"
+            );
+        }
+    }
+
+    #[test]
+    fn token_counts_beyond_u32_saturate() {
+        let u = usage(&json!({
+            "promptTokenCount": 5_000_000_000u64,
+            "candidatesTokenCount": 5_000_000_000u64,
+            "cachedContentTokenCount": 5_000_000_000u64
+        }))
+        .unwrap();
+        let max = u32::MAX;
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.total_tokens),
+            (max, max, max)
+        );
+        assert_eq!(u.prompt_tokens_details.unwrap().cached_tokens, max);
     }
 }

@@ -135,6 +135,12 @@ impl Clock for TokioClock {
     }
 }
 
+/// Wall-clock time now (to read an upstream's HTTP-date against; routing decisions
+/// never read it).
+pub fn wall_clock() -> std::time::SystemTime {
+    std::time::SystemTime::now()
+}
+
 /// Wall-clock time now, in ms since the Unix epoch: the `at_ms` of records, events
 /// and stored state. Routing decisions never read it; they run on a [`Clock`].
 pub fn unix_ms() -> i64 {

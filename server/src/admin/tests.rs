@@ -73,6 +73,7 @@ impl TestApp {
             publish_file: false,
             bootstrap_admin_token: None,
             workers: 1,
+            upstream_http1_when_idle: false,
         })
         .await
         .unwrap();

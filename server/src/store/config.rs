@@ -108,7 +108,7 @@ impl VersionRow {
             parent,
             restored_from,
         } = self.summary;
-        let config = serde_json::from_str(&self.config_json).map_err(|err| {
+        let config = stored_config(&self.config_json).map_err(|err| {
             anyhow::anyhow!("config version {version} is not a valid configuration: {err}")
         })?;
         Ok(ConfigVersion {
@@ -196,7 +196,7 @@ impl Store {
         // Both sides parsed, as the console holds them: the diff is of the same
         // values the console's preview diffs (router-core's `config::diff`).
         let old: RouterConfig = match &newest {
-            Some((_, json)) => serde_json::from_str(json)?,
+            Some((_, json)) => stored_config(json)?,
             None => RouterConfig::default(),
         };
         let changes = config_changes(&old, p.config)?;
@@ -252,5 +252,42 @@ impl Store {
             },
             changes,
         ))
+    }
+}
+
+/// A configuration as stored, read with today's types. Versions stored by older
+/// releases may carry settings that have since moved out of the configuration;
+/// they are dropped here, so an upgraded server starts on its stored history:
+/// - `endpoints[].http1_when_idle` (now `crossbar serve --upstream-http1-when-idle`).
+fn stored_config(json: &str) -> serde_json::Result<RouterConfig> {
+    let mut value: serde_json::Value = serde_json::from_str(json)?;
+    if let Some(endpoints) = value
+        .get_mut("endpoints")
+        .and_then(serde_json::Value::as_array_mut)
+    {
+        for endpoint in endpoints
+            .iter_mut()
+            .filter_map(serde_json::Value::as_object_mut)
+        {
+            endpoint.remove("http1_when_idle");
+        }
+    }
+    serde_json::from_value(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_stored_with_a_setting_that_has_since_moved_out_still_loads() {
+        let json = r#"{"endpoints": [{"name": "a", "provider": "openai", "model": "m",
+            "region": "eastus", "geography": "us", "http1_when_idle": true}],
+            "features": [{"name": "f", "binding": ["a"]}]}"#;
+        let config = stored_config(json).unwrap();
+        assert_eq!(config.endpoints[0].name, "a");
+        // Anything else unknown is still refused.
+        let typo = json.replace("http1_when_idle", "http1_when_idel");
+        assert!(stored_config(&typo).is_err());
     }
 }

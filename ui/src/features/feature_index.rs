@@ -1,7 +1,7 @@
 use leptos::prelude::*;
 use router_core::admin::ConfigVersion;
 
-use super::feature_page::go_to_feature;
+use super::navigation::go_to_feature;
 use crate::api::ApiError;
 use crate::components::ErrorBox;
 use crate::context::live::use_live;

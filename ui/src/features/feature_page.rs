@@ -6,6 +6,7 @@ use super::draft::Draft;
 use super::feature_editor::FeatureEditor;
 use super::feature_index::FeatureIndex;
 use super::feature_live::FeatureLivePanel;
+use super::navigation::go_to_feature;
 use crate::api::ApiError;
 use crate::components::ErrorBox;
 use crate::context::refetch;
@@ -34,12 +35,6 @@ enum PageState {
     Failed(ApiError),
     Missing(i64),
     Ready,
-}
-
-pub fn go_to_feature(name: &str) {
-    let _ = window()
-        .location()
-        .set_hash(&View::Features(Some(name.to_owned())).hash());
 }
 
 #[component]

@@ -10,6 +10,7 @@ mod feature_editor;
 mod feature_index;
 mod feature_live;
 mod feature_page;
+mod navigation;
 mod split_editor;
 
 pub use feature_page::FeaturePage;

@@ -56,7 +56,7 @@ use super::select::select_variant;
 use crate::admin::{EndpointHealth, Override};
 use crate::api::{ChatRequest, Error, ErrorKind};
 use crate::config::Config;
-use crate::providers::ChatProvider;
+use crate::providers::{ChatProvider, TransportSettings};
 use crate::telemetry::record::TelemetrySink;
 use snapshot::{LiveGate, Registry};
 
@@ -66,12 +66,14 @@ pub struct Engine {
     shared: Arc<Shared>,
 }
 
-/// How an engine keeps time and rolls dice. Production's default is tokio's clock
-/// and a seed from the operating system; tests pass a paused or manual clock and a
-/// fixed seed.
+/// How an engine keeps time and rolls dice, and how its adapters pool connections.
+/// Production's default is tokio's clock, a seed from the operating system and the
+/// default transport (one shared pool); tests pass a paused or manual clock and a
+/// fixed seed; the server passes its transport settings.
 pub struct EngineParts {
     pub clock: Arc<dyn Clock>,
     pub seed: u64,
+    pub transport: TransportSettings,
 }
 
 impl Default for EngineParts {
@@ -81,6 +83,7 @@ impl Default for EngineParts {
             clock: Arc::new(TokioClock::new()),
             // std's per-process random keys: a seed nobody chose.
             seed: std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64),
+            transport: TransportSettings::default(),
         }
     }
 }
@@ -96,6 +99,8 @@ pub(crate) struct Shared {
     sink: Arc<dyn TelemetrySink>,
     budget: Mutex<RetryBudget>,
     dice: Dice,
+    /// Every adapter this engine connects pools its connections so.
+    transport: TransportSettings,
 }
 
 /// A routing decision: the variant's index in the feature, and the candidates.
@@ -115,14 +120,14 @@ impl Engine {
         Self::with_parts(config, version, sink, EngineParts::default()).await
     }
 
-    /// As [`Engine::new`], with the given clock and seed.
+    /// As [`Engine::new`], with the given clock, seed and transport settings.
     pub async fn with_parts(
         config: Config,
         version: i64,
         sink: Arc<dyn TelemetrySink>,
         parts: EngineParts,
     ) -> Result<Engine, Error> {
-        let prepared = Prepared::connect(config, None).await?;
+        let prepared = Prepared::connect(config, None, &parts.transport).await?;
         Ok(Self::from_prepared(prepared, version, sink, parts))
     }
 
@@ -166,6 +171,7 @@ impl Engine {
                 sink,
                 budget: Mutex::new(RetryBudget::new(retry.budget_ratio, retry.budget_min_per_s)),
                 dice: Dice::new(parts.seed),
+                transport: parts.transport,
             }),
         }
     }
@@ -195,7 +201,7 @@ impl Engine {
     /// still back out, and a failure here leaves the live configuration untouched.
     pub async fn prepare(&self, config: Config) -> Result<Prepared, Error> {
         let old = self.shared.current.load_full();
-        Prepared::connect(config, Some(&old)).await
+        Prepared::connect(config, Some(&old), &self.shared.transport).await
     }
 
     /// Starts serving a prepared configuration as `version`. Breaker and capacity

@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 use crate::admin::{BreakerEvent, EndpointHealth, StateName, Transition};
 use crate::api::Error;
 use crate::config::{Config, EndpointId};
-use crate::providers::{self, ChatProvider};
+use crate::providers::{self, ChatProvider, TransportSettings};
 use crate::routing::breaker::{Breaker, BreakerSettings};
 use crate::routing::capacity::CapacityTracker;
 use crate::routing::clock::unix_ms;
@@ -105,8 +105,13 @@ impl Prepared {
     }
 
     /// Connects what `config` needs; adapters of endpoints unchanged since `old` are
-    /// reused, with their connection pools and cached credentials.
-    pub(super) async fn connect(config: Config, old: Option<&Snapshot>) -> Result<Self, Error> {
+    /// reused, with their connection pools and cached credentials; new ones pool
+    /// their connections as `transport` says.
+    pub(super) async fn connect(
+        config: Config,
+        old: Option<&Snapshot>,
+        transport: &TransportSettings,
+    ) -> Result<Self, Error> {
         let mut providers = Vec::with_capacity(config.endpoints().len());
         for e in config.endpoints() {
             let reused = old.and_then(|old| {
@@ -117,7 +122,7 @@ impl Prepared {
             });
             providers.push(match reused {
                 Some(p) => p,
-                None => providers::connect(&e.config).await?,
+                None => providers::connect(&e.config, transport).await?,
             });
         }
         Ok(Self { config, providers })

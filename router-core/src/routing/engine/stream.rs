@@ -264,25 +264,37 @@ impl Live {
                     self.last_chunk = self.shared.clock.now();
                     return match item {
                         Some(Ok(chunk)) => Read::Chunk(chunk),
-                        Some(Err(e)) => Read::Failed(e),
+                        Some(Err(e)) => Read::Failed(self.tagged(e)),
                         None => Read::End,
                     };
                 }
                 Either::Right(((), _)) => {
                     let due = self.last_chunk + self.idle;
                     if self.shared.clock.now() >= due {
-                        return Read::Failed(Error::new(
+                        let stalled = Error::new(
                             ErrorKind::Timeout,
                             format!(
                                 "the stream stalled: nothing for {} ms",
                                 self.idle.as_millis()
                             ),
-                        ));
+                        );
+                        return Read::Failed(self.tagged(stalled));
                     }
                     self.idle_timer = self.shared.clock.sleep_until(due);
                 }
             }
         }
+    }
+
+    /// `error` as failed at the current segment's endpoint.
+    fn tagged(&self, error: Error) -> Error {
+        let endpoint = &self
+            .run
+            .snapshot
+            .config
+            .endpoint(self.seg.candidate.endpoint)
+            .config;
+        tag(error, endpoint)
     }
 
     /// Looks at one upstream chunk and queues what the client gets of it.
@@ -442,9 +454,15 @@ impl Live {
             return false;
         }
         let from = self.seg.candidate;
-        let endpoint = &self.run.snapshot.config.endpoint(from.endpoint).config;
-        let error = tag(error.clone(), endpoint);
-        let from_name = endpoint.name.clone();
+        let from_name = self
+            .run
+            .snapshot
+            .config
+            .endpoint(from.endpoint)
+            .config
+            .name
+            .clone();
+        let error = error.clone();
         let usage = self.close_segment(Some(&error), false);
         self.prefix_tokens += u64::from(usage.completion_tokens);
         self.run.errors.push((from_name.clone(), error.clone()));

@@ -253,6 +253,7 @@ impl Rig {
         let parts = EngineParts {
             clock: Arc::new(clock),
             seed: 42,
+            ..EngineParts::default()
         };
         let engine = Engine::with_providers(config, 1, providers, sink.clone(), parts);
         Rig {
@@ -675,7 +676,13 @@ async fn a_feature_that_turns_continuation_off_gets_the_error_event() {
     );
     let (chunks, error) = drain(rig.stream("u").await.unwrap()).await;
     assert_eq!(chunks.len(), 1);
-    assert_eq!(error.unwrap().kind, ErrorKind::StreamInterrupted);
+    let error = error.unwrap();
+    assert_eq!(error.kind, ErrorKind::StreamInterrupted);
+    assert_eq!(
+        error.endpoint.as_deref(),
+        Some("primary"),
+        "tagged by the engine"
+    );
     assert!(
         rig.calls("backup").is_empty(),
         "no failover after the first token"

@@ -9,8 +9,9 @@
 //! latency (interleaved c=1 runs, BENCHMARKS.md). A request body here is whole
 //! before it is sent, so it is queued with its HEADERS and h2 writes both in one go.
 //!
-//! The connection is opened on first use, on the runtime of the thread that uses
-//! it (see [`super::transport`]), and replaced once it has closed. A request that
+//! The connection is opened on first use, on the runtime of the task that uses it
+//! (the transport's pool scope decides whether that is one per serving thread or one
+//! for the process), and replaced once it has closed. A request that
 //! could not be started on a connection that turned out to be closed, or that the
 //! upstream says it did not process (`REFUSED_STREAM`, or a graceful GOAWAY that
 //! did not include it), is tried once more on a new connection; nothing that may
@@ -26,7 +27,7 @@ use bytes::Bytes;
 use http::{Request, Response, Uri};
 use http_body::Frame;
 
-use super::transport::BodyError;
+use super::body::BodyError;
 use crate::api::{Error, ErrorKind};
 
 /// Flow-control windows: what hyper's client uses, so that thousands of streams on
@@ -34,7 +35,7 @@ use crate::api::{Error, ErrorKind};
 const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
 const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 
-/// One thread's connection to one endpoint (see the module documentation).
+/// A multiplexed connection to one endpoint (see the module documentation).
 pub(crate) struct H2c {
     connect_timeout: Duration,
     connection: tokio::sync::Mutex<Option<Connection>>,
@@ -69,12 +70,12 @@ impl H2c {
             let request = Request::from_parts(head.clone(), ());
             match exchange(connection.send, request, body.clone()).await {
                 Ok(response) => return Ok(response),
-                Err(Failure::NotProcessed(e)) if !retried => {
+                Err(H2cSendError::NotProcessed(e)) if !retried => {
                     tracing::debug!(error = %e, "h2c: request not processed; retrying on a new connection");
                     self.forget(&connection.closed).await;
                     retried = true;
                 }
-                Err(Failure::NotProcessed(e) | Failure::Other(e)) => {
+                Err(H2cSendError::NotProcessed(e) | H2cSendError::Other(e)) => {
                     return Err(Error::new(
                         ErrorKind::UpstreamError,
                         format!("transport: {e}"),
@@ -160,9 +161,11 @@ async fn connect(authority: &http::uri::Authority) -> Result<Connection, Error> 
     })
 }
 
-enum Failure {
+/// Why one h2c request got no response head.
+enum H2cSendError {
     /// The upstream did not process the request: it may be sent again.
     NotProcessed(h2::Error),
+    /// Anything else: the request may have been processed and is never sent again.
     Other(h2::Error),
 }
 
@@ -171,20 +174,20 @@ async fn exchange(
     send: h2::client::SendRequest<Bytes>,
     request: Request<()>,
     body: Bytes,
-) -> Result<Response<ReceiveBody>, Failure> {
-    let mut send = send.ready().await.map_err(Failure::NotProcessed)?;
+) -> Result<Response<ReceiveBody>, H2cSendError> {
+    let mut send = send.ready().await.map_err(H2cSendError::NotProcessed)?;
     let (response, mut stream) = send
         .send_request(request, body.is_empty())
-        .map_err(Failure::NotProcessed)?;
+        .map_err(H2cSendError::NotProcessed)?;
     if !body.is_empty() {
         // Queued without waiting for capacity: h2 writes it right after the HEADERS.
-        stream.send_data(body, true).map_err(Failure::Other)?;
+        stream.send_data(body, true).map_err(H2cSendError::Other)?;
     }
     let response = response.await.map_err(|e| {
         if not_processed(&e) {
-            Failure::NotProcessed(e)
+            H2cSendError::NotProcessed(e)
         } else {
-            Failure::Other(e)
+            H2cSendError::Other(e)
         }
     })?;
     Ok(response.map(ReceiveBody))
