@@ -501,3 +501,17 @@ async fn a_context_overflow_falls_back_to_a_larger_window_only_when_enabled() {
     assert_eq!(served.route.endpoint.as_deref(), Some("big"));
     assert_eq!(served.route.attempts, 2);
 }
+
+#[tokio::test]
+async fn a_malformed_chunk_mid_stream_is_skipped_and_recorded() {
+    let rig = rig(&["primary"], |_| {}).await;
+    rig.faults("primary", json!({"malformed_after_tokens": 3}));
+    let served = chat_stream(&rig.engine, &ctx("u1"), &streaming("Tell me a story"))
+        .await
+        .unwrap();
+    let items: Vec<_> = served.value.collect().await;
+    assert!(items.iter().all(Result::is_ok), "{items:?}");
+    let records = rig.sink.requests.lock().unwrap();
+    assert_eq!(records[0].outcome, "ok");
+    assert_eq!(records[0].skipped_chunks, 1);
+}

@@ -257,6 +257,7 @@ impl Server {
         let background = vec![
             keys.spawn_refresh(Duration::from_secs(5)),
             spawn_breaker_ticker(state.clone()),
+            spawn_health_prober(state.clone()),
             spawn_config_follower(state.clone()),
         ];
         Ok(Server {
@@ -557,6 +558,19 @@ fn spawn_breaker_ticker(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
         loop {
             tick.tick().await;
             state.engine.tick();
+        }
+    })
+}
+
+/// Health probes of open endpoints (see [`Engine::probe`]), about once a second: a
+/// recovered endpoint gets traffic back within seconds, however little comes.
+fn spawn_health_prober(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            state.engine.probe().await;
         }
     })
 }

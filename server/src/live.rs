@@ -5,12 +5,12 @@
 //! Every method here is called on the hot path (once per request): each takes one
 //! short mutex and never awaits. The durable copy goes to the ledger writer's channel.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use router_core::admin::BreakerEvent;
-use router_core::admin::{FeatureLive, VariantLive};
+use router_core::admin::{ContinuationEvent, FeatureLive, VariantLive};
 use router_core::config::Config;
 use router_core::telemetry::histogram::LatencyHistogram;
 use router_core::telemetry::record::{RequestRecord, TelemetrySink};
@@ -21,6 +21,9 @@ use crate::store::{LedgerHandle, is_error};
 
 /// Seconds of history in the live feature windows.
 pub const LIVE_WINDOW_S: u64 = 60;
+
+/// Recent stream continuations kept for the console's timeline.
+const RECENT_CONTINUATIONS: usize = 100;
 
 /// The router's telemetry sink: ledger, live windows, metric totals, event broadcast.
 pub struct ServerSink {
@@ -48,6 +51,7 @@ impl TelemetrySink for ServerSink {
 pub struct Live {
     features: Mutex<HashMap<String, FeatureRing>>,
     totals: Mutex<MetricTotals>,
+    continuations: Mutex<VecDeque<ContinuationEvent>>,
 }
 
 /// What `/metrics` reports of the traffic, cumulative since start: kept here as plain
@@ -71,6 +75,10 @@ pub struct RequestTotals {
     pub latency_ms_sum: f64,
     pub spilled: u64,
     pub fallbacks: u64,
+    /// Streams continued on another endpoint after breaking.
+    pub continuations: u64,
+    /// Malformed upstream chunks skipped.
+    pub skipped_chunks: u64,
 }
 
 /// `(feature, variant, endpoint, outcome)`.
@@ -112,6 +120,7 @@ struct Slot {
     variants: BTreeMap<String, (u64, u64)>,
     depth: Vec<u64>,
     spilled: u64,
+    continuations: u64,
     latency: LatencyHistogram,
     ttft: LatencyHistogram,
     cost: Decimal,
@@ -179,7 +188,11 @@ impl Live {
                 }
             }
             slot.spilled += u64::from(r.spilled);
+            slot.continuations += u64::from(r.continuations);
             slot.cost += r.cost;
+        }
+        if r.continuations > 0 {
+            self.note_continuations(r);
         }
         let key = [
             r.feature.as_str(),
@@ -197,6 +210,49 @@ impl Live {
         totals.latency_ms_sum += r.latency_ms;
         totals.spilled += u64::from(r.spilled);
         totals.fallbacks += u64::from(r.fallback_depth > 0);
+        totals.continuations += u64::from(r.continuations);
+        totals.skipped_chunks += u64::from(r.skipped_chunks);
+    }
+
+    /// Keeps a continued stream's continuations for the timeline: each attempt that
+    /// continued, from the last earlier attempt that had streamed output.
+    fn note_continuations(&self, r: &RequestRecord) {
+        let mut recent = self.continuations.lock().expect("live lock");
+        for (i, a) in r.attempts.iter().enumerate() {
+            let Some(method) = &a.continuation else {
+                continue;
+            };
+            if a.outcome != "ok" && i + 1 != r.attempts.len() {
+                continue;
+            }
+            let from = r.attempts[..i]
+                .iter()
+                .rev()
+                .find(|b| b.completion_tokens > 0)
+                .map(|b| b.endpoint.clone())
+                .unwrap_or_default();
+            if recent.len() == RECENT_CONTINUATIONS {
+                recent.pop_front();
+            }
+            recent.push_back(ContinuationEvent {
+                at_ms: r.at_ms,
+                request_id: r.request_id.clone(),
+                feature: r.feature.clone(),
+                from,
+                to: a.endpoint.clone(),
+                method: method.clone(),
+            });
+        }
+    }
+
+    /// The most recent stream continuations, newest last.
+    pub fn recent_continuations(&self) -> Vec<ContinuationEvent> {
+        self.continuations
+            .lock()
+            .expect("live lock")
+            .iter()
+            .cloned()
+            .collect()
     }
 
     fn count_transition(&self, e: &BreakerEvent) {
@@ -252,6 +308,7 @@ impl Live {
                             live.fallback_depth[i] += n;
                         }
                         live.spilled += slot.spilled;
+                        live.continuations += slot.continuations;
                         live.cost += slot.cost;
                         latency.merge(&slot.latency);
                         ttft.merge(&slot.ttft);

@@ -12,6 +12,7 @@
 //! | `crossbar_requests_total`, `crossbar_cost_total` | feature, variant, endpoint, outcome |
 //! | `crossbar_tokens_total` | feature, variant, endpoint, direction (`prompt`, `completion`) |
 //! | `crossbar_spilled_total`, `crossbar_fallbacks_total` (served requests) | feature, variant, endpoint |
+//! | `crossbar_stream_continuations_total`, `crossbar_stream_chunks_skipped_total` | feature, variant, endpoint |
 //! | `crossbar_breaker_transitions_total` | endpoint, to |
 //! | `crossbar_breaker_state` | endpoint, provider, region |
 //! | `crossbar_endpoint_latency_seconds`, `crossbar_endpoint_ttft_seconds` | endpoint, quantile |
@@ -86,6 +87,8 @@ pub struct ScrapedMetrics {
     tokens: BTreeMap<RouteKey, [u64; 2]>,
     /// Per route, served requests only: `(spilled, fallbacks)`.
     served: BTreeMap<RouteKey, (u64, u64)>,
+    /// Per route (every outcome): `(continuations, skipped chunks)` of streams.
+    streams: BTreeMap<RouteKey, (u64, u64)>,
     transitions: BTreeMap<(String, String), u64>,
     health: Vec<EndpointHealth>,
     ledger: LedgerStats,
@@ -105,6 +108,9 @@ impl ScrapedMetrics {
                 let tokens = scrape.tokens.entry(route.clone()).or_default();
                 tokens[0] += t.prompt_tokens;
                 tokens[1] += t.completion_tokens;
+                let streams = scrape.streams.entry(route.clone()).or_default();
+                streams.0 += t.continuations;
+                streams.1 += t.skipped_chunks;
                 if outcome == "ok" {
                     let served = scrape.served.entry(route).or_default();
                     served.0 += t.spilled;
@@ -233,6 +239,24 @@ impl Collector for ScrapedMetrics {
             self.served
                 .iter()
                 .map(|(route, (_, fallbacks))| (by_route(route), counter(*fallbacks))),
+        )?;
+        family(
+            &mut e,
+            "crossbar_stream_continuations",
+            "Streams that broke after their first token and went on at another endpoint (by the endpoint that finished them).",
+            Counter,
+            self.streams
+                .iter()
+                .map(|(route, (continued, _))| (by_route(route), counter(*continued))),
+        )?;
+        family(
+            &mut e,
+            "crossbar_stream_chunks_skipped",
+            "Malformed upstream stream events skipped (never sent to the client).",
+            Counter,
+            self.streams
+                .iter()
+                .map(|(route, (_, skipped))| (by_route(route), counter(*skipped))),
         )?;
         family(
             &mut e,

@@ -1018,3 +1018,37 @@ fn the_server_runs_with_the_allocator_tuned_and_an_operators_setting_kept() {
         "then it went on as usual: {stderr}"
     );
 }
+
+#[tokio::test]
+async fn a_malformed_chunk_mid_stream_is_skipped_counted_and_never_reaches_the_client() {
+    let h = start("malformed", &["primary"], |_| {}).await;
+    h.faults("primary", json!({"malformed_after_tokens": 3}));
+    let r = h
+        .chat(json!({"model": "summarize", "stream": true,
+            "messages": [{"role": "user", "content": "Tell me a long story"}], "max_tokens": 50}))
+        .await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    for data in text.split("\n\n").filter_map(|e| e.strip_prefix("data: ")) {
+        if data != "[DONE]" {
+            let chunk: Value = serde_json::from_str(data).unwrap_or_else(|e| panic!("{e}: {data}"));
+            assert_eq!(chunk["object"], "chat.completion.chunk", "{data}");
+        }
+    }
+    let metrics = h
+        .http
+        .get(format!("{}/metrics", h.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            "crossbar_stream_chunks_skipped_total{feature=\"summarize\",variant=\"default\",endpoint=\"primary\"} 1"
+        ),
+        "{metrics}"
+    );
+}

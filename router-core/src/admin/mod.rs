@@ -335,6 +335,10 @@ pub struct FeatureLive {
     /// Marginal (on-demand) cost of the window's requests.
     pub cost: rust_decimal::Decimal,
     pub window_s: u64,
+    /// Streams that broke after their first token and were continued on another
+    /// endpoint.
+    #[serde(default)]
+    pub continuations: u64,
 }
 
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -358,6 +362,24 @@ pub struct LiveSnapshot {
     pub features: Vec<FeatureLive>,
     /// Ledger health: records queued, written, and lost (must stay 0).
     pub ledger: LedgerStats,
+    /// The most recent stream continuations, newest last (the incident timeline).
+    #[serde(default)]
+    pub continuations: Vec<ContinuationEvent>,
+}
+
+/// A stream that broke at one endpoint after its first token and went on at another.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ContinuationEvent {
+    /// Wall-clock time of the request, ms since the Unix epoch.
+    pub at_ms: i64,
+    pub request_id: String,
+    pub feature: String,
+    /// Where the stream broke, and where it went on.
+    pub from: String,
+    pub to: String,
+    /// `prefill` or `instruction`.
+    pub method: String,
 }
 
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]

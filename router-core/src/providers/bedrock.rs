@@ -21,7 +21,9 @@ use base64::Engine;
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 
-use super::{ChatProvider, ChatStream, Decoder, check_capabilities, drive, token_count, unix_now};
+use super::{
+    ChatProvider, ChatStream, Decoded, Decoder, check_capabilities, drive, token_count, unix_now,
+};
 use crate::api::{
     AssistantMessage, ChatChunk, ChatRequest, ChatResponse, Choice, ContentPart, Delta, Error,
     ErrorKind, FinishReason, FunctionCall, FunctionCallDelta, Message, Role, ToolCall,
@@ -580,10 +582,10 @@ impl BedrockDecoder {
 impl Decoder for BedrockDecoder {
     type Event = ConverseStreamOutput;
 
-    fn decode(&mut self, event: ConverseStreamOutput, out: &mut Vec<Result<ChatChunk, Error>>) {
+    fn decode(&mut self, event: ConverseStreamOutput, out: &mut Vec<Decoded>) {
         match event {
             ConverseStreamOutput::MessageStart(_) => {
-                out.push(Ok(self.chunk().with_delta(
+                out.push(Decoded::Chunk(self.chunk().with_delta(
                     Delta {
                         role: Some(Role::Assistant),
                         content: Some(String::new()),
@@ -606,7 +608,7 @@ impl Decoder for BedrockDecoder {
                             arguments: Some(String::new()),
                         },
                     };
-                    out.push(Ok(self.chunk().with_delta(
+                    out.push(Decoded::Chunk(self.chunk().with_delta(
                         Delta {
                             tool_calls: Some(vec![delta]),
                             ..Delta::default()
@@ -618,7 +620,7 @@ impl Decoder for BedrockDecoder {
             ConverseStreamOutput::ContentBlockDelta(delta) => {
                 match delta.delta() {
                     Some(aws_sdk_bedrockruntime::types::ContentBlockDelta::Text(text)) => {
-                        out.push(Ok(self.chunk().with_delta(
+                        out.push(Decoded::Chunk(self.chunk().with_delta(
                             Delta {
                                 content: Some(text.clone()),
                                 ..Delta::default()
@@ -629,7 +631,7 @@ impl Decoder for BedrockDecoder {
                     Some(aws_sdk_bedrockruntime::types::ContentBlockDelta::ToolUse(tool)) => {
                         let index = match self.tool_block {
                         Some((block, n)) if block == delta.content_block_index() => n,
-                        _ => return out.push(Err(Error::new(ErrorKind::StreamInterrupted, "a tool-use delta arrived for a block that did not start as a tool use"))),
+                        _ => return out.push(Decoded::Failed(Error::new(ErrorKind::StreamInterrupted, "a tool-use delta arrived for a block that did not start as a tool use"))),
                     };
                         let call = ToolCallDelta {
                             index,
@@ -640,7 +642,7 @@ impl Decoder for BedrockDecoder {
                                 arguments: Some(tool.input().to_owned()),
                             },
                         };
-                        out.push(Ok(self.chunk().with_delta(
+                        out.push(Decoded::Chunk(self.chunk().with_delta(
                             Delta {
                                 tool_calls: Some(vec![call]),
                                 ..Delta::default()
@@ -654,14 +656,14 @@ impl Decoder for BedrockDecoder {
             ConverseStreamOutput::ContentBlockStop(_) => self.tool_block = None,
             ConverseStreamOutput::MessageStop(stop) => {
                 self.stopped = true;
-                out.push(Ok(self.chunk().with_delta(
+                out.push(Decoded::Chunk(self.chunk().with_delta(
                     Delta::default(),
                     Some(finish_reason(stop.stop_reason())),
                 )));
             }
             ConverseStreamOutput::Metadata(metadata) => {
                 if let Some(u) = metadata.usage() {
-                    out.push(Ok(self.chunk().with_usage(usage_of(u))));
+                    out.push(Decoded::Chunk(self.chunk().with_usage(usage_of(u))));
                 }
             }
             _ => {}

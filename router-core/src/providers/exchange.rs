@@ -140,8 +140,9 @@ pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{ChatChunk, Usage};
+    use crate::api::Usage;
     use crate::config::Provider;
+    use crate::providers::Decoded;
     use futures_util::StreamExt;
     use sim::{AuthMode, EndpointSpec, Kind, Sim, SimConfig};
 
@@ -166,7 +167,7 @@ mod tests {
 
     impl Decoder for Events {
         type Event = SseEvent;
-        fn decode(&mut self, event: SseEvent, _: &mut Vec<Result<ChatChunk, Error>>) {
+        fn decode(&mut self, event: SseEvent, _: &mut Vec<Decoded>) {
             self.0 += 1;
             self.1 |= event.data == "[DONE]";
         }

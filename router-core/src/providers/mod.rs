@@ -24,6 +24,7 @@ pub mod vertex_gemini;
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -36,8 +37,46 @@ use crate::config::{EndpointConfig, Provider};
 
 pub use transport::{PoolScope, TransportSettings};
 
-/// A normalised chunk stream.
-pub type ChatStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, Error>> + Send>>;
+/// A normalised chunk stream from one upstream, and how many malformed events it
+/// skipped on the way (none ever reaches the client; the count goes to the ledger
+/// and the metrics).
+pub struct ChatStream {
+    inner: Pin<Box<dyn Stream<Item = Result<ChatChunk, Error>> + Send>>,
+    skipped: Option<Arc<AtomicU32>>,
+}
+
+impl ChatStream {
+    /// `inner` as a chat stream that skips nothing.
+    pub fn new(inner: impl Stream<Item = Result<ChatChunk, Error>> + Send + 'static) -> Self {
+        Self {
+            inner: Box::pin(inner),
+            skipped: None,
+        }
+    }
+
+    /// A stream that has ended.
+    pub fn empty() -> Self {
+        Self::new(futures_util::stream::empty())
+    }
+
+    /// Malformed events skipped so far.
+    pub fn skipped(&self) -> u32 {
+        self.skipped
+            .as_ref()
+            .map_or(0, |n| n.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+impl Stream for ChatStream {
+    type Item = Result<ChatChunk, Error>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}
 
 /// One endpoint's adapter. Object safe: the router holds `Arc<dyn ChatProvider>`.
 pub trait ChatProvider: Send + Sync {
@@ -163,16 +202,40 @@ pub fn check_capabilities(endpoint: &EndpointConfig, request: &ChatRequest) -> R
     Ok(())
 }
 
+/// What one provider event turns into.
+#[derive(Debug)]
+pub(crate) enum Decoded {
+    Chunk(ChatChunk),
+    /// The provider reported a failure (an error event): the stream ends.
+    Failed(Error),
+    /// The event could not be read (not JSON, not the provider's shape): it is
+    /// skipped and counted, and the stream goes on.
+    Malformed(String),
+}
+
+impl Decoded {
+    /// The chunk or the error (`None` for a skipped event).
+    #[cfg(test)]
+    pub(crate) fn into_result(self) -> Option<Result<ChatChunk, Error>> {
+        match self {
+            Self::Chunk(c) => Some(Ok(c)),
+            Self::Failed(e) => Some(Err(e)),
+            Self::Malformed(_) => None,
+        }
+    }
+}
+
 /// Turns one provider event into unified chunks, and knows whether the provider's
 /// terminal event has been seen.
 pub(crate) trait Decoder: Send + 'static {
     type Event: Send;
-    fn decode(&mut self, event: Self::Event, out: &mut Vec<Result<ChatChunk, Error>>);
+    fn decode(&mut self, event: Self::Event, out: &mut Vec<Decoded>);
     fn finished(&self) -> bool;
 }
 
-/// Runs a decoder over a provider's event stream: stops after the first error, and
-/// reports a source that ends before its terminal event as `stream_interrupted`.
+/// Runs a decoder over a provider's event stream: stops after the first error,
+/// skips (and counts) malformed events, and reports a source that ends before its
+/// terminal event as `stream_interrupted`.
 pub(crate) fn drive<S, D>(source: S, decoder: D) -> ChatStream
 where
     S: Stream<Item = Result<D::Event, Error>> + Send + 'static,
@@ -183,15 +246,18 @@ where
         decoder: D,
         queue: VecDeque<Result<ChatChunk, Error>>,
         /// The decoder's output buffer, reused for every event.
-        decoded: Vec<Result<ChatChunk, Error>>,
+        decoded: Vec<Decoded>,
         done: bool,
+        skipped: Arc<AtomicU32>,
     }
+    let skipped = Arc::new(AtomicU32::new(0));
     let state = State {
         source: Box::pin(source),
         decoder,
         queue: VecDeque::new(),
         decoded: Vec::new(),
         done: false,
+        skipped: skipped.clone(),
     };
     let stream = futures_util::stream::unfold(state, move |mut st| async move {
         loop {
@@ -208,7 +274,17 @@ where
             match st.source.next().await {
                 Some(Ok(event)) => {
                     st.decoder.decode(event, &mut st.decoded);
-                    st.queue.extend(st.decoded.drain(..));
+                    for item in st.decoded.drain(..) {
+                        match item {
+                            Decoded::Chunk(c) => st.queue.push_back(Ok(c)),
+                            Decoded::Failed(e) => st.queue.push_back(Err(e)),
+                            Decoded::Malformed(why) => {
+                                st.skipped
+                                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                tracing::debug!(%why, "skipped a malformed stream event");
+                            }
+                        }
+                    }
                 }
                 Some(Err(e)) => st.queue.push_back(Err(e)),
                 None => {
@@ -224,7 +300,10 @@ where
         }
     });
     // Fused: polling after the end keeps answering `None`.
-    Box::pin(stream.fuse())
+    ChatStream {
+        inner: Box::pin(stream.fuse()),
+        skipped: Some(skipped),
+    }
 }
 
 /// An upstream's token count as the unified API's `u32`: a count too large for it is

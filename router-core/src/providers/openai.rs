@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::exchange::Exchange;
 use super::sse::SseEvent;
 use super::transport::TransportSettings;
-use super::{ChatProvider, ChatStream, Decoder, check_capabilities, retry_after};
+use super::{ChatProvider, ChatStream, Decoded, Decoder, check_capabilities, retry_after};
 use crate::api::{
     ChatChunk, ChatRequest, ChatResponse, Error, ErrorKind, Message, ResponseFormat, Stop,
     StreamOptions, ToolChoice, ToolDefinition,
@@ -228,7 +228,10 @@ impl ChatProvider for OpenAi {
         Box::pin(async move {
             check_capabilities(self.endpoint(), request)?;
             let body = self.upstream_request(request, true);
-            let decoder = OpenAiDecoder { done: false };
+            let decoder = OpenAiDecoder {
+                done: false,
+                finish_seen: false,
+            };
             self.exchange
                 .stream(self.url.clone(), self.headers(), &body, decoder)
                 .await
@@ -238,12 +241,14 @@ impl ChatProvider for OpenAi {
 
 struct OpenAiDecoder {
     done: bool,
+    /// A chunk carried a `finish_reason`: the answer is whole.
+    finish_seen: bool,
 }
 
 impl Decoder for OpenAiDecoder {
     type Event = SseEvent;
 
-    fn decode(&mut self, event: SseEvent, out: &mut Vec<Result<ChatChunk, Error>>) {
+    fn decode(&mut self, event: SseEvent, out: &mut Vec<Decoded>) {
         if event.data.trim() == "[DONE]" {
             self.done = true;
             return;
@@ -252,17 +257,15 @@ impl Decoder for OpenAiDecoder {
         // that is not one is looked at as JSON, for an error. (Parsing every event into
         // a `Value` first, then converting it, took more than twice the instructions.)
         let chunk_error = match serde_json::from_str::<ChatChunk>(&event.data) {
-            Ok(chunk) => return out.push(Ok(chunk)),
+            Ok(chunk) => {
+                self.finish_seen |= chunk.choices.iter().any(|c| c.finish_reason.is_some());
+                return out.push(Decoded::Chunk(chunk));
+            }
             Err(e) => e,
         };
         let value: Value = match serde_json::from_str(&event.data) {
             Ok(v) => v,
-            Err(e) => {
-                return out.push(Err(Error::new(
-                    ErrorKind::StreamInterrupted,
-                    format!("malformed stream chunk: {e}"),
-                )));
-            }
+            Err(e) => return out.push(Decoded::Malformed(format!("not JSON: {e}"))),
         };
         if let Some(error) = value.get("error") {
             let code = error
@@ -274,20 +277,22 @@ impl Decoder for OpenAiDecoder {
                 .get("message")
                 .and_then(Value::as_str)
                 .unwrap_or("error event in the stream");
-            return out.push(Err(Error::new(
-                ErrorKind::StreamInterrupted,
-                format!("upstream error mid-stream: {message}"),
-            )
-            .with_upstream(None, code)));
+            return out.push(Decoded::Failed(
+                Error::new(
+                    ErrorKind::StreamInterrupted,
+                    format!("upstream error mid-stream: {message}"),
+                )
+                .with_upstream(None, code),
+            ));
         }
-        out.push(Err(Error::new(
-            ErrorKind::StreamInterrupted,
-            format!("malformed stream chunk: {chunk_error}"),
-        )));
+        out.push(Decoded::Malformed(format!("not a chunk: {chunk_error}")));
     }
 
+    /// At `[DONE]`, or once a chunk gave the `finish_reason`: a stream that ends
+    /// after that without `[DONE]` brought the whole answer (and its usage, which
+    /// follows the finish), and is not an interruption.
     fn finished(&self) -> bool {
-        self.done
+        self.done || self.finish_seen
     }
 }
 

@@ -12,7 +12,8 @@ use super::sse::SseEvent;
 use super::transport::TransportSettings;
 use super::vertex::{Vertex, google_error};
 use super::{
-    ChatProvider, ChatStream, Decoder, check_capabilities, retry_after, token_count, unix_now,
+    ChatProvider, ChatStream, Decoded, Decoder, check_capabilities, retry_after, token_count,
+    unix_now,
 };
 use crate::api::{
     AssistantMessage, ChatChunk, ChatRequest, ChatResponse, Choice, ContentPart, Delta, Error,
@@ -62,6 +63,7 @@ impl ChatProvider for Anthropic {
             check_capabilities(endpoint, request)?;
             let body = to_anthropic(request, endpoint.capabilities().max_output_tokens, true)?;
             let decoder = AnthropicDecoder {
+                usage_seen: false,
                 id: String::new(),
                 model: endpoint.model.clone(),
                 created: unix_now(),
@@ -382,6 +384,8 @@ enum Block {
 }
 
 struct AnthropicDecoder {
+    /// `message_delta` brought the usage.
+    usage_seen: bool,
     id: String,
     model: String,
     created: u64,
@@ -402,15 +406,10 @@ impl AnthropicDecoder {
 impl Decoder for AnthropicDecoder {
     type Event = SseEvent;
 
-    fn decode(&mut self, event: SseEvent, out: &mut Vec<Result<ChatChunk, Error>>) {
+    fn decode(&mut self, event: SseEvent, out: &mut Vec<Decoded>) {
         let value: Value = match serde_json::from_str(&event.data) {
             Ok(v) => v,
-            Err(e) => {
-                return out.push(Err(Error::new(
-                    ErrorKind::StreamInterrupted,
-                    format!("malformed stream event: {e}"),
-                )));
-            }
+            Err(e) => return out.push(Decoded::Malformed(format!("not JSON: {e}"))),
         };
         let kind = value
             .get("type")
@@ -432,7 +431,7 @@ impl Decoder for AnthropicDecoder {
                     .pointer("/usage/input_tokens")
                     .and_then(Value::as_u64)
                     .map_or(0, token_count);
-                out.push(Ok(self.chunk().with_delta(
+                out.push(Decoded::Chunk(self.chunk().with_delta(
                     Delta {
                         role: Some(Role::Assistant),
                         content: Some(String::new()),
@@ -447,7 +446,7 @@ impl Decoder for AnthropicDecoder {
                     .ok()
                     .filter(|&i| i < MAX_CONTENT_BLOCKS)
                 else {
-                    return out.push(Err(Error::new(
+                    return out.push(Decoded::Failed(Error::new(
                         ErrorKind::StreamInterrupted,
                         format!(
                             "content block {index}: a message has at most \
@@ -470,7 +469,7 @@ impl Decoder for AnthropicDecoder {
                                 arguments: Some(String::new()),
                             },
                         };
-                        out.push(Ok(self.chunk().with_delta(
+                        out.push(Decoded::Chunk(self.chunk().with_delta(
                             Delta {
                                 tool_calls: Some(vec![delta]),
                                 ..Delta::default()
@@ -503,7 +502,7 @@ impl Decoder for AnthropicDecoder {
                             .and_then(Value::as_str)
                             .unwrap_or_default()
                             .to_owned();
-                        out.push(Ok(self.chunk().with_delta(
+                        out.push(Decoded::Chunk(self.chunk().with_delta(
                             Delta {
                                 content: Some(text),
                                 ..Delta::default()
@@ -526,7 +525,7 @@ impl Decoder for AnthropicDecoder {
                                 arguments: Some(partial),
                             },
                         };
-                        out.push(Ok(self.chunk().with_delta(
+                        out.push(Decoded::Chunk(self.chunk().with_delta(
                             Delta {
                                 tool_calls: Some(vec![call]),
                                 ..Delta::default()
@@ -550,11 +549,12 @@ impl Decoder for AnthropicDecoder {
                             usage.prompt_tokens_details.map(|d| d.cached_tokens),
                         );
                     }
-                    out.push(Ok(self.chunk().with_delta(
+                    out.push(Decoded::Chunk(self.chunk().with_delta(
                         Delta::default(),
                         Some(self.finish.unwrap_or(FinishReason::Stop)),
                     )));
-                    out.push(Ok(self.chunk().with_usage(usage)));
+                    out.push(Decoded::Chunk(self.chunk().with_usage(usage)));
+                    self.usage_seen = true;
                 }
             }
             "message_stop" => self.done = true,
@@ -567,18 +567,22 @@ impl Decoder for AnthropicDecoder {
                     .pointer("/error/message")
                     .and_then(Value::as_str)
                     .unwrap_or("error event in the stream");
-                out.push(Err(Error::new(
-                    ErrorKind::StreamInterrupted,
-                    format!("upstream error mid-stream: {message}"),
-                )
-                .with_upstream(None, kind)));
+                out.push(Decoded::Failed(
+                    Error::new(
+                        ErrorKind::StreamInterrupted,
+                        format!("upstream error mid-stream: {message}"),
+                    )
+                    .with_upstream(None, kind),
+                ));
             }
             _ => {} // ping, content_block_stop
         }
     }
 
+    /// At `message_stop`, or once `message_delta` gave the stop reason and usage:
+    /// the answer is whole even if the stream ends before `message_stop`.
     fn finished(&self) -> bool {
-        self.done
+        self.done || self.finish.is_some() && self.usage_seen
     }
 }
 
@@ -792,6 +796,7 @@ mod tests {
 
     fn decoder() -> AnthropicDecoder {
         AnthropicDecoder {
+            usage_seen: false,
             id: String::new(),
             model: "claude".into(),
             created: 0,
@@ -810,7 +815,7 @@ mod tests {
             data: event.to_string(),
         };
         decoder.decode(event, &mut out);
-        out
+        out.into_iter().filter_map(Decoded::into_result).collect()
     }
 
     /// The table of blocks is indexed by the upstream's numbers: one past the bound

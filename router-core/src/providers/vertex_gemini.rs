@@ -17,7 +17,9 @@ use serde_json::{Value, json};
 use super::sse::SseEvent;
 use super::transport::TransportSettings;
 use super::vertex::{Vertex, google_error};
-use super::{ChatProvider, ChatStream, Decoder, check_capabilities, token_count, unix_now};
+use super::{
+    ChatProvider, ChatStream, Decoded, Decoder, check_capabilities, token_count, unix_now,
+};
 use crate::api::{
     AssistantMessage, ChatChunk, ChatRequest, ChatResponse, Choice, ContentPart, Delta, Error,
     ErrorKind, FinishReason, FunctionCall, FunctionCallDelta, Message, Role, ToolCall,
@@ -483,15 +485,10 @@ impl GeminiDecoder {
 impl Decoder for GeminiDecoder {
     type Event = SseEvent;
 
-    fn decode(&mut self, event: SseEvent, out: &mut Vec<Result<ChatChunk, Error>>) {
+    fn decode(&mut self, event: SseEvent, out: &mut Vec<Decoded>) {
         let value: Value = match serde_json::from_str(&event.data) {
             Ok(v) => v,
-            Err(e) => {
-                return out.push(Err(Error::new(
-                    ErrorKind::StreamInterrupted,
-                    format!("malformed stream chunk: {e}"),
-                )));
-            }
+            Err(e) => return out.push(Decoded::Malformed(format!("not JSON: {e}"))),
         };
         if let Some(error) = value.get("error") {
             let status = error
@@ -502,18 +499,20 @@ impl Decoder for GeminiDecoder {
                 .get("message")
                 .and_then(Value::as_str)
                 .unwrap_or("error event in the stream");
-            return out.push(Err(Error::new(
-                ErrorKind::StreamInterrupted,
-                format!("upstream error mid-stream: {message}"),
-            )
-            .with_upstream(None, status)));
+            return out.push(Decoded::Failed(
+                Error::new(
+                    ErrorKind::StreamInterrupted,
+                    format!("upstream error mid-stream: {message}"),
+                )
+                .with_upstream(None, status),
+            ));
         }
         if !self.started {
             self.started = true;
             if let Some(id) = value.get("responseId").and_then(Value::as_str) {
                 self.id = format!("chatcmpl-{id}");
             }
-            out.push(Ok(self.chunk().with_delta(
+            out.push(Decoded::Chunk(self.chunk().with_delta(
                 Delta {
                     role: Some(Role::Assistant),
                     content: Some(String::new()),
@@ -537,7 +536,7 @@ impl Decoder for GeminiDecoder {
                 .and_then(Value::as_str)
                 .filter(|t| !t.is_empty())
             {
-                out.push(Ok(self.chunk().with_delta(
+                out.push(Decoded::Chunk(self.chunk().with_delta(
                     Delta {
                         content: Some(text.to_owned()),
                         ..Delta::default()
@@ -557,7 +556,7 @@ impl Decoder for GeminiDecoder {
                     },
                 };
                 self.calls = self.calls.saturating_add(1);
-                out.push(Ok(self.chunk().with_delta(
+                out.push(Decoded::Chunk(self.chunk().with_delta(
                     Delta {
                         tool_calls: Some(vec![delta]),
                         ..Delta::default()
@@ -568,12 +567,12 @@ impl Decoder for GeminiDecoder {
         }
         if let Some(reason) = candidate.get("finishReason").and_then(Value::as_str) {
             self.done = true;
-            out.push(Ok(self.chunk().with_delta(
+            out.push(Decoded::Chunk(self.chunk().with_delta(
                 Delta::default(),
                 Some(finish_reason(reason, self.calls > 0)),
             )));
             if let Some(usage) = value.get("usageMetadata").and_then(usage) {
-                out.push(Ok(self.chunk().with_usage(usage)));
+                out.push(Decoded::Chunk(self.chunk().with_usage(usage)));
             }
         }
     }

@@ -34,6 +34,7 @@ pub fn live_snapshot(state: &AppState) -> LiveSnapshot {
         endpoints: state.engine.health(),
         features: state.live.features(&snapshot.config, now),
         ledger: state.ledger.stats(),
+        continuations: state.live.recent_continuations(),
     }
 }
 

@@ -16,9 +16,10 @@ use std::cell::RefCell;
 use std::time::Duration;
 
 use leptos::prelude::*;
-use router_core::admin::BreakerEvent;
-use router_core::admin::StateName;
-use router_core::admin::{EndpointHealth, FeatureLive, LedgerStats, LiveSnapshot};
+use router_core::admin::{
+    BreakerEvent, ContinuationEvent, EndpointHealth, FeatureLive, LedgerStats, LiveSnapshot,
+    StateName,
+};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::closure::Closure;
 
@@ -71,6 +72,8 @@ pub struct Live {
     pub now_ms: RwSignal<f64>,
     /// Breaker transitions, newest first.
     pub events: RwSignal<Vec<BreakerEvent>>,
+    /// Recent stream continuations, newest last (as the server keeps them).
+    pub continuations: RwSignal<Vec<ContinuationEvent>>,
     /// The last failure to load the current state over HTTP.
     pub load_error: RwSignal<Option<ApiError>>,
     /// The active configuration version, as the stream last reported it.
@@ -152,6 +155,7 @@ pub fn provide_live(api: Api, session: Session) -> Live {
         received_ms: RwSignal::new(platform::now_ms()),
         now_ms: RwSignal::new(platform::now_ms()),
         events: RwSignal::new(Vec::new()),
+        continuations: RwSignal::new(Vec::new()),
         load_error: RwSignal::new(None),
         config_version: RwSignal::new(None),
         epoch: RwSignal::new(0),
@@ -343,6 +347,9 @@ fn open_stream(live: Live, api: Api, session: Session, generation: u64) {
                     live.endpoints.set(Some(s.endpoints));
                     live.features.set(Some(s.features));
                     live.ledger.set(Some(s.ledger));
+                    if live.continuations.with_untracked(|c| c != &s.continuations) {
+                        live.continuations.set(s.continuations);
+                    }
                     if live.config_version.get_untracked() != Some(s.config_version) {
                         live.config_version.set(Some(s.config_version));
                     }

@@ -75,6 +75,10 @@ pub fn FeatureLivePanel(
                     <span class="stat-value">{stat(|l| share(l.spilled, l.requests))}</span>
                     <span class="stat-label">"spilled"</span>
                 </div>
+                <div class="stat" title="Streams that broke after their first token and were continued on another endpoint">
+                    <span class="stat-value" id="feature-continuations">{stat(|l| format::int(l.continuations))}</span>
+                    <span class="stat-label">"continued"</span>
+                </div>
                 <div class="stat">
                     <span class="stat-value">{stat(|l| format::money(&l.cost))}</span>
                     <span class="stat-label">"marginal cost"</span>

@@ -1,12 +1,14 @@
 use leptos::prelude::*;
-use router_core::admin::BreakerEvent;
+use router_core::admin::{BreakerEvent, ContinuationEvent};
 
 use crate::context::live::use_live;
 use crate::logic::format;
 use crate::platform;
 
 /// Breaker transitions, newest first: loaded at start (`/breaker-events`, last 24 h),
-/// then live from the stream's `breaker` events.
+/// then live from the stream's `breaker` events; and the recent stream
+/// continuations (a stream that broke after its first token and went on elsewhere),
+/// from the live snapshot.
 #[component]
 pub fn Timeline() -> impl IntoView {
     let live = use_live();
@@ -21,14 +23,26 @@ pub fn Timeline() -> impl IntoView {
     });
     let shown = move || {
         let f = filter.get();
-        live.events.with(|events| {
+        let mut rows: Vec<Row> = live.events.with(|events| {
             events
                 .iter()
                 .filter(|e| f.is_empty() || e.endpoint == f)
                 .take(150)
                 .cloned()
-                .collect::<Vec<_>>()
-        })
+                .map(Row::Breaker)
+                .collect()
+        });
+        live.continuations.with(|c| {
+            rows.extend(
+                c.iter()
+                    .filter(|c| f.is_empty() || c.from == f || c.to == f)
+                    .cloned()
+                    .map(Row::Continued),
+            )
+        });
+        rows.sort_by_key(|r| std::cmp::Reverse(r.at_ms()));
+        rows.truncate(150);
+        rows
     };
     view! {
         <section class="panel timeline" id="timeline">
@@ -57,7 +71,13 @@ pub fn Timeline() -> impl IntoView {
                 } else {
                     view! {
                         <ol class="events">
-                            {events.into_iter().map(|e| view! { <EventRow event=e /> }).collect_view()}
+                            {events
+                                .into_iter()
+                                .map(|row| match row {
+                                    Row::Breaker(e) => view! { <EventRow event=e /> }.into_any(),
+                                    Row::Continued(c) => view! { <ContinuedRow event=c /> }.into_any(),
+                                })
+                                .collect_view()}
                         </ol>
                     }
                         .into_any()
@@ -89,6 +109,47 @@ fn EventRow(event: BreakerEvent) -> impl IntoView {
                     {format::reason_headline(t.reason.signal, t.reason.value, t.reason.threshold)}
                 </span>
                 <span class="muted">{t.reason.message.clone()}</span>
+            </div>
+        </li>
+    }
+}
+
+/// A row of the timeline.
+#[derive(Clone)]
+enum Row {
+    Breaker(BreakerEvent),
+    Continued(ContinuationEvent),
+}
+
+impl Row {
+    fn at_ms(&self) -> i64 {
+        match self {
+            Self::Breaker(e) => e.at_ms,
+            Self::Continued(c) => c.at_ms,
+        }
+    }
+}
+
+#[component]
+fn ContinuedRow(event: ContinuationEvent) -> impl IntoView {
+    let when = platform::local_when(event.at_ms);
+    view! {
+        <li class="event event-continued" data-event-endpoint=event.from.clone()>
+            <div class="event-head">
+                <time title=platform::local_datetime(event.at_ms)>{when}</time>
+                <strong>{event.feature.clone()}</strong>
+                <span class="muted">"stream continued"</span>
+                <strong>{event.from.clone()}</strong>
+                "→"
+                <strong>{event.to.clone()}</strong>
+            </div>
+            <div class="event-reason">
+                <span class="muted">
+                    {format!(
+                        "broke after its first tokens; finished by {} ({}), request {}",
+                        event.to, event.method, event.request_id
+                    )}
+                </span>
             </div>
         </li>
     }

@@ -234,7 +234,7 @@ pub(super) async fn open_stream(
 ) -> Result<Reply, AttemptFailure> {
     let clock = &*shared.clock;
     let opened = async {
-        let mut stream: ChatStream = Box::pin(attempt.provider.chat_stream(request).await?);
+        let mut stream = attempt.provider.chat_stream(request).await?;
         let mut buffered: Vec<ChatChunk> = Vec::new();
         loop {
             match stream.next().await {
@@ -247,12 +247,7 @@ pub(super) async fn open_stream(
                 }
                 Some(Err(e)) => return Err(e),
                 // Ended cleanly before any output (an empty answer): committed.
-                None => {
-                    return Ok((
-                        buffered,
-                        Box::pin(futures_util::stream::empty()) as ChatStream,
-                    ));
-                }
+                None => return Ok((buffered, ChatStream::empty())),
             }
         }
     };

@@ -140,6 +140,10 @@ struct Live {
     seg_usage: Option<Usage>,
     /// Characters of output the current segment passed on.
     seg_chars: usize,
+    /// The current segment sent its `finish_reason`: the answer is whole.
+    seg_finished: bool,
+    /// Malformed upstream events skipped, over every segment so far.
+    skipped: u32,
     /// The current segment continues another: its text is spliced.
     splice: Option<Splice>,
     /// Characters the current segment's prompt has beyond the original (the prefix
@@ -199,6 +203,8 @@ impl Live {
             seg,
             seg_usage: None,
             seg_chars: 0,
+            seg_finished: false,
+            skipped: 0,
             splice: None,
             seg_added_chars: 0,
             buffered: buffered.into(),
@@ -241,6 +247,12 @@ impl Live {
                         let chunk = self.text_chunk(text);
                         self.out.push_back(chunk);
                     }
+                    self.finish(None);
+                }
+                Read::Failed(error) if self.seg_finished => {
+                    // The answer was whole (finish reason given); only its end
+                    // marker or the connection's close went wrong: a clean end.
+                    tracing::debug!(%error, "the stream failed after its finish reason: ended as complete");
                     self.finish(None);
                 }
                 Read::Failed(error) => {
@@ -302,6 +314,7 @@ impl Live {
         if let Some(usage) = chunk.usage {
             self.seg_usage = Some(usage);
         }
+        self.seg_finished |= chunk.choices.iter().any(|c| c.finish_reason.is_some());
         if chunk.choices.iter().any(|c| c.delta.tool_calls.is_some()) {
             self.tool_call_seen = true;
         }
@@ -386,6 +399,7 @@ impl Live {
     fn close_segment(&mut self, error: Option<&Error>, cancelled: bool) -> Usage {
         let now = self.shared.clock.now();
         let (usage, estimated) = self.seg_usage();
+        self.skipped = self.skipped.saturating_add(self.seg.rest.skipped());
         self.seg.guard.settle(now, u64::from(usage.total_tokens));
         let endpoint = &self
             .run
@@ -436,6 +450,7 @@ impl Live {
         record.ttft_ms = Some(self.ttft_ms);
         record.continuations =
             u32::try_from(self.report.lock().continuations.len()).unwrap_or(u32::MAX);
+        record.skipped_chunks = self.skipped;
         if self.run.store_text {
             record.completion_text = Some(std::mem::take(&mut self.text));
         }
@@ -596,6 +611,7 @@ impl Live {
                     };
                     self.seg_usage = None;
                     self.seg_chars = 0;
+                    self.seg_finished = false;
                     self.seg_added_chars = added_chars(&request, self.request.messages.len());
                     self.splice = Some(Splice::new(&self.text, method));
                     self.buffered = buffered.into();

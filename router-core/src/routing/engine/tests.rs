@@ -187,7 +187,7 @@ impl ChatProvider for Scripted {
                 Act::StallAfterFirst => {
                     let stalled = futures_util::stream::iter([Ok(first)])
                         .chain(futures_util::stream::pending());
-                    return Ok(Box::pin(stalled) as ChatStream);
+                    return Ok(ChatStream::new(stalled));
                 }
                 Act::Fail(after, e) => {
                     self.wait(after).await;
@@ -195,7 +195,7 @@ impl ChatProvider for Scripted {
                 }
                 Act::Hang => std::future::pending().await,
             };
-            Ok(Box::pin(futures_util::stream::iter(rest)) as ChatStream)
+            Ok(ChatStream::new(futures_util::stream::iter(rest)))
         })
     }
 }
