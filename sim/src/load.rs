@@ -87,6 +87,9 @@ pub struct LoadReport {
     pub latency: Percentiles,
     /// Time to first content token (streaming runs only).
     pub ttft: Option<Percentiles>,
+    /// The longest wait between two content chunks of each stream (streaming runs
+    /// only): a gateway's continuation after a cut shows here.
+    pub stream_gap: Option<Percentiles>,
     pub completion_tokens: u64,
     /// Open loop only: ticks skipped because too many requests were already in flight.
     pub skipped: u64,
@@ -99,6 +102,7 @@ struct Tally {
     errors: BTreeMap<String, u64>,
     latencies: Vec<Duration>,
     ttfts: Vec<Duration>,
+    gaps: Vec<Duration>,
     completion_tokens: u64,
     skipped: u64,
 }
@@ -106,6 +110,8 @@ struct Tally {
 struct Reply {
     latency: Duration,
     ttft: Option<Duration>,
+    /// The longest wait between two content chunks (streams).
+    gap: Option<Duration>,
     completion_tokens: u64,
     error: Option<String>,
 }
@@ -195,6 +201,7 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<LoadReport> {
         achieved_rps: tally.requests as f64 / elapsed.as_secs_f64().max(1e-9),
         latency: Percentiles::of(tally.latencies),
         ttft: spec.stream.then(|| Percentiles::of(tally.ttfts)),
+        stream_gap: spec.stream.then(|| Percentiles::of(tally.gaps)),
         completion_tokens: tally.completion_tokens,
         skipped: tally.skipped,
     })
@@ -208,6 +215,7 @@ async fn record(tally: &Mutex<Tally>, outcome: Reply) {
             t.ok += 1;
             t.latencies.push(outcome.latency);
             t.ttfts.extend(outcome.ttft);
+            t.gaps.extend(outcome.gap);
             t.completion_tokens += outcome.completion_tokens;
         }
         Some(class) => *t.errors.entry(class).or_default() += 1,
@@ -239,6 +247,7 @@ async fn one_request(client: &reqwest::Client, spec: &LoadSpec, n: u64) -> Reply
     let fail = |class: String| Reply {
         latency: started.elapsed(),
         ttft: None,
+        gap: None,
         completion_tokens: 0,
         error: Some(class),
     };
@@ -264,6 +273,7 @@ async fn one_request(client: &reqwest::Client, spec: &LoadSpec, n: u64) -> Reply
             Ok(body) => Reply {
                 latency: started.elapsed(),
                 ttft: None,
+                gap: None,
                 completion_tokens: body
                     .pointer("/usage/completion_tokens")
                     .and_then(Value::as_u64)
@@ -276,6 +286,8 @@ async fn one_request(client: &reqwest::Client, spec: &LoadSpec, n: u64) -> Reply
     }
 
     let mut ttft = None;
+    let mut last_content: Option<Instant> = None;
+    let mut gap = Duration::ZERO;
     let mut tokens = 0;
     let mut done = false;
     let mut buffer = Vec::new();
@@ -313,6 +325,13 @@ async fn one_request(client: &reqwest::Client, spec: &LoadSpec, n: u64) -> Reply
                 if has_content && ttft.is_none() {
                     ttft = Some(started.elapsed());
                 }
+                if has_content {
+                    let now = Instant::now();
+                    if let Some(last) = last_content {
+                        gap = gap.max(now - last);
+                    }
+                    last_content = Some(now);
+                }
                 if let Some(n) = value
                     .pointer("/usage/completion_tokens")
                     .and_then(Value::as_u64)
@@ -328,6 +347,7 @@ async fn one_request(client: &reqwest::Client, spec: &LoadSpec, n: u64) -> Reply
     Reply {
         latency: started.elapsed(),
         ttft,
+        gap: Some(gap),
         completion_tokens: tokens,
         error: None,
     }
@@ -370,6 +390,9 @@ impl fmt::Display for LoadReport {
         row(f, "latency", &self.latency)?;
         if let Some(ttft) = &self.ttft {
             row(f, "ttft", ttft)?;
+        }
+        if let Some(gap) = &self.stream_gap {
+            row(f, "max gap", gap)?;
         }
         writeln!(f, "tokens out   {}", self.completion_tokens)?;
         if self.skipped > 0 {

@@ -317,6 +317,30 @@ pub fn bench(ws: &Workspace) -> anyhow::Result<()> {
         Ok(())
     })?;
     step(
+        "bench: stream continuation (every stream cut after 10 tokens)",
+        || {
+            // The longest pause between two content chunks of a stream, as the client
+            // sees it: when the upstream is cut after 10 tokens and the gateway goes
+            // on at the backup, it is the time from the cut to the first continued
+            // token; on healthy streams, the baseline.
+            let healthy = through.run(1, Some(200), "60s", true, 60)?;
+            let cut = continuation_run(&sim_bin, &crossbar, &work)?;
+            let gap = |r: &Value, p: &str| ms(&r["stream_gap"][p]);
+            results.insert(
+                "continuation".into(),
+                json!({
+                    "cut_to_continued_p50_ms": gap(&cut, "p50_ms"),
+                    "cut_to_continued_p99_ms": gap(&cut, "p99_ms"),
+                    "healthy_max_gap_p50_ms": gap(&healthy, "p50_ms"),
+                    "healthy_max_gap_p99_ms": gap(&healthy, "p99_ms"),
+                    "streams": cut["ok"], "errors": cut["errors"],
+                    "continued_ttft_p50_ms": ms(&cut["ttft"]["p50_ms"]),
+                }),
+            );
+            Ok(())
+        },
+    )?;
+    step(
         "bench: stream TTFT at concurrency 1 (7 interleaved rounds)",
         || {
             // Rounds, as at c=1: one run a side let a slow moment of either move the
@@ -424,6 +448,59 @@ pub fn bench(ws: &Workspace) -> anyhow::Result<()> {
 /// counted. `serving_thread` is the thread that parses, routes and answers the
 /// request (the c=1 latency's own work); `total` adds the ledger writer and SQLite.
 /// `None` without valgrind.
+/// 200 streams at concurrency 1 through a gateway whose primary cuts every stream
+/// after 10 tokens and whose backup continues it; the load report.
+fn continuation_run(sim_bin: &Path, crossbar: &Path, work: &Path) -> anyhow::Result<Value> {
+    let sim_config = work.join("sim-continuation.toml");
+    std::fs::write(
+        &sim_config,
+        "seed = 1\n\
+         [[endpoint]]\nname = \"primary\"\nkind = \"openai\"\nlisten = \"127.0.0.1:0\"\nauth = \"none\"\n\
+         [endpoint.faults]\ncut_after_tokens = 10\n\
+         [[endpoint]]\nname = \"backup\"\nkind = \"openai\"\nlisten = \"127.0.0.1:0\"\nauth = \"none\"\n",
+    )?;
+    let (sim, lines) = crate::workload::start_reading(
+        "crossbar-sim (continuation)",
+        {
+            let mut c = Command::new(sim_bin);
+            c.args(["serve", "--config"])
+                .arg(&sim_config)
+                .env("RUST_LOG", "warn");
+            c
+        },
+        |l| l.contains("endpoint backup"),
+    )?;
+    let url = |name: &str| {
+        lines
+            .iter()
+            .find(|l| l.contains(&format!("endpoint {name}")))
+            .map(|l| address_after_at(l))
+            .context("the simulator did not say where it listens")
+    };
+    let (primary, backup) = (url("primary")?, url("backup")?);
+    let config = write_gateway_config(work, &primary)?;
+    let text = std::fs::read_to_string(&config)?
+        .replace("binding = [\"bench\"]", "binding = [\"bench\", \"backup\"]");
+    let backup_endpoint = format!(
+        "[[endpoints]]\nname = \"backup\"\nprovider = \"openai\"\nmodel = \"gpt-4o-mini\"\n\
+         region = \"eastus\"\ngeography = \"us\"\nbase_url = \"{backup}\"\n\
+         auth = {{ method = \"none\" }}\nhttp2_prior_knowledge = true\n\n"
+    );
+    let config = work.join("crossbar-continuation.toml");
+    std::fs::write(&config, format!("{backup_endpoint}{text}"))?;
+    let (gateway, base) = start_gateway(
+        "crossbar (continuation)",
+        Command::new(crossbar),
+        &config,
+        &work.join("bench-continuation.db"),
+        Upstream::Shipped,
+    )?;
+    let report = Load::gateway(sim_bin, &base).run(1, Some(200), "60s", true, 60);
+    drop(gateway);
+    drop(sim);
+    report
+}
+
 fn instructions(
     crossbar: &Path,
     config: &Path,
