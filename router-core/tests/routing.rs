@@ -150,6 +150,7 @@ fn ctx(user: &str) -> RequestContext {
         team: "search".into(),
         key_id: "key-1".into(),
         sticky_key: Some(user.into()),
+        ..RequestContext::default()
     }
 }
 

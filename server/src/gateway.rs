@@ -244,6 +244,7 @@ async fn handle_chat(
         team: key.team.clone(),
         key_id: key.id.clone(),
         sticky_key: sticky,
+        dialect: router_core::api::Dialect::Chat,
     };
 
     let include_usage = request.include_usage();

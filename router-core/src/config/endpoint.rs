@@ -316,6 +316,17 @@ impl EndpointConfig {
         }
     }
 
+    /// The cloud the endpoint runs in: `aws` (Bedrock), `gcp` (Vertex), `azure`
+    /// (Azure OpenAI) or `openai` (OpenAI and other compatible servers).
+    pub fn cloud(&self) -> &'static str {
+        match self.provider {
+            Provider::Bedrock => "aws",
+            Provider::VertexGemini | Provider::VertexAnthropic => "gcp",
+            Provider::Openai if self.azure.is_some() => "azure",
+            Provider::Openai => "openai",
+        }
+    }
+
     /// A provisioned endpoint reports a full ceiling as `capacity_exhausted` (spill),
     /// an on-demand one as `rate_limited` (back off).
     pub fn is_provisioned(&self) -> bool {

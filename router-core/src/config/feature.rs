@@ -58,6 +58,13 @@ pub struct FeatureConfig {
     /// may fail over).
     #[serde(default)]
     pub context_fallback: bool,
+    /// Candidate bindings sent a sample of the requests too, off the client's path
+    /// (the migration playbook's quality step).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shadows: Vec<super::ShadowConfig>,
+    /// The share of users moved to a target binding (the rollout step).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<super::RolloutConfig>,
 }
 
 impl FeatureConfig {
@@ -89,6 +96,8 @@ impl FeatureConfig {
             stream_idle_timeout_ms: None,
             continue_streams: true,
             context_fallback: false,
+            shadows: Vec::new(),
+            rollout: None,
         }
     }
 }

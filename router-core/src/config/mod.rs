@@ -19,6 +19,7 @@
 pub mod diff;
 mod endpoint;
 mod feature;
+mod playbook;
 mod policy;
 mod validate;
 
@@ -28,6 +29,7 @@ pub use endpoint::{
     EndpointConfig, Pricing, Provider, Timeouts, geography_of,
 };
 pub use feature::{ExperimentConfig, FeatureConfig, TeamConfig, Thresholds, VariantConfig};
+pub use playbook::{Rollout, RolloutConfig, Shadow, ShadowConfig};
 pub use policy::{BreakerParams, BreakerPolicy, RetryPolicy};
 pub use validate::{Config, Endpoint, EndpointId, Feature, Variant};
 

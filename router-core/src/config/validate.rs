@@ -3,8 +3,8 @@
 use std::collections::{BTreeSet, HashMap};
 
 use super::{
-    BreakerParams, Capacity, EndpointConfig, Problem, Problems, RetryPolicy, RouterConfig,
-    TeamConfig, valid_name,
+    BreakerParams, Capacity, EndpointConfig, Problem, Problems, RetryPolicy, Rollout, RouterConfig,
+    Shadow, TeamConfig, valid_name,
 };
 
 /// An endpoint's index in [`Config::endpoints`].
@@ -64,6 +64,8 @@ pub struct Feature {
     pub stream_idle_timeout_ms: u64,
     pub continue_streams: bool,
     pub context_fallback: bool,
+    pub shadows: Vec<Shadow>,
+    pub rollout: Option<Rollout>,
 }
 
 #[derive(Debug, Clone)]
@@ -324,13 +326,47 @@ impl Config {
                     variants
                 }
             };
-            for v in &variants {
-                for &id in &v.binding {
-                    let s = &mut strictest[id];
-                    s.ttft_p90_ms = min_opt(s.ttft_p90_ms, t.ttft_p90_ms);
-                    s.latency_p90_ms = min_opt(s.latency_p90_ms, t.latency_p90_ms);
-                    s.error_rate = min_opt_f(s.error_rate, t.error_rate);
-                }
+            let variant_names: Vec<&str> = variants.iter().map(|v| v.name.as_str()).collect();
+            for (at, message) in
+                super::playbook::problems(&path, &f.shadows, f.rollout.as_ref(), &variant_names)
+            {
+                bad(at, message);
+            }
+            let shadows: Vec<Shadow> = f
+                .shadows
+                .iter()
+                .enumerate()
+                .map(|(k, s)| Shadow {
+                    id: s.id.clone(),
+                    candidate: check_binding(
+                        bad,
+                        format!("{path}.shadows[{k}].candidate"),
+                        &s.candidate,
+                    ),
+                    sample: s.sample_percent / 100.0,
+                    cohort: s.cohort_percent.map_or(1.0, |c| c / 100.0),
+                    from_ms: s.from_ms,
+                    until_ms: s.until_ms,
+                    judge_ttft: s.judge_ttft,
+                })
+                .collect();
+            let rollout = f.rollout.as_ref().map(|r| Rollout {
+                id: r.id.clone(),
+                target: check_binding(bad, format!("{path}.rollout.target"), &r.target),
+                fraction: r.percent / 100.0,
+                variant: r.variant.clone(),
+            });
+            let extra = shadows
+                .iter()
+                .flat_map(|s| s.candidate.iter())
+                .chain(rollout.iter().flat_map(|r| r.target.iter()));
+            // Shadow candidates and rollout targets are judged by the feature's
+            // thresholds too: their health is known before they take its traffic.
+            for &id in variants.iter().flat_map(|v| v.binding.iter()).chain(extra) {
+                let s = &mut strictest[id];
+                s.ttft_p90_ms = min_opt(s.ttft_p90_ms, t.ttft_p90_ms);
+                s.latency_p90_ms = min_opt(s.latency_p90_ms, t.latency_p90_ms);
+                s.error_rate = min_opt_f(s.error_rate, t.error_rate);
             }
             let deadline = f.deadline_ms.max(1);
             let attempt = f.attempt_timeout_ms.map(|ms| ms.min(deadline));
@@ -352,6 +388,8 @@ impl Config {
                     .unwrap_or(DEFAULT_STREAM_IDLE_TIMEOUT_MS),
                 continue_streams: f.continue_streams,
                 context_fallback: f.context_fallback,
+                shadows,
+                rollout,
             });
         }
 

@@ -9,6 +9,8 @@
 //! - [`decision`]: what follows a failed attempt (retry, move on, spill, give up);
 //! - [`continuation`]: the request that continues a broken stream on a backup, and
 //!   the splice that joins the two;
+//! - [`drill`]: disaster-recovery drills as an overlay on the plan;
+//! - [`parity`]: a shadow's answer compared with the incumbent's;
 //! - [`rolls`]: the seeded dice of all of the above.
 //!
 //! [`clock`] is the one seam through which routing reads time and waits for it, and
@@ -20,7 +22,9 @@ pub mod capacity;
 pub mod clock;
 pub mod continuation;
 pub mod decision;
+pub mod drill;
 pub mod engine;
+pub mod parity;
 pub mod plan;
 pub mod rolls;
 pub mod select;

@@ -1,8 +1,8 @@
 //! Candidate order: which endpoints a request may try, in which order.
 //!
-//! One pure function, [`plan`], in the shape of Pingora's selection: the variant's
-//! binding in preference order (primary, then backups), passed through three filters
-//! that each have one job:
+//! One pure function, [`plan`], in the shape of Pingora's selection: a binding (the
+//! variant's, a rollout's target, or a shadow's candidate) in preference order
+//! (primary, then backups), passed through three filters that each have one job:
 //!
 //! 1. the **data boundary**, a hard filter applied first: nothing later (breakers,
 //!    capacity, spillover) can add an endpoint outside the feature's geographies;
@@ -18,7 +18,7 @@
 use std::time::Duration;
 
 use crate::api::{Error, ErrorKind};
-use crate::config::{Config, EndpointId, Feature, Variant};
+use crate::config::{Config, EndpointId, Feature};
 
 /// A breaker's answer for one request.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,7 +56,7 @@ pub struct Candidate {
 pub fn plan(
     config: &Config,
     feature: &Feature,
-    variant: &Variant,
+    binding: &[EndpointId],
     estimate: u64,
     gate: &mut impl Gate,
     roll: &mut impl FnMut() -> f64,
@@ -65,8 +65,7 @@ pub fn plan(
     let name = |id: EndpointId| config.endpoint(id).config.name.as_str();
 
     // 1. The data boundary, before anything else looks at the list.
-    let eligible: Vec<(usize, EndpointId)> = variant
-        .binding
+    let eligible: Vec<(usize, EndpointId)> = binding
         .iter()
         .copied()
         .enumerate()
@@ -242,7 +241,7 @@ mod tests {
 
     fn run(config: &Config, gate: &mut Table) -> Result<Vec<String>, Error> {
         let f = config.feature("f").unwrap();
-        plan(config, f, &f.variants[0], 100, gate, &mut || 0.5).map(|p| names(config, &p))
+        plan(config, f, &f.variants[0].binding, 100, gate, &mut || 0.5).map(|p| names(config, &p))
     }
 
     #[test]
@@ -322,7 +321,7 @@ mod tests {
                         gate.full.push(id);
                     }
                 }
-                match plan(&c, f, &f.variants[0], 100, &mut gate, &mut || 0.5) {
+                match plan(&c, f, &f.variants[0].binding, 100, &mut gate, &mut || 0.5) {
                     Ok(p) => {
                         served += 1;
                         for cand in p {
@@ -345,7 +344,7 @@ mod tests {
         let e = plan(
             &c,
             &f,
-            &f.variants[0],
+            &f.variants[0].binding,
             1,
             &mut Table::default(),
             &mut || 0.5,

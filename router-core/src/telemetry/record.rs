@@ -9,6 +9,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::admin::BreakerEvent;
+pub use crate::routing::parity::ShadowComparison;
 
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -56,6 +57,23 @@ pub struct RequestRecord {
     /// Malformed upstream chunks skipped (never sent to the client).
     #[serde(default)]
     pub skipped_chunks: u32,
+    /// A shadow request (the migration playbook's quality step): the id of the
+    /// feature's shadow it ran for. Never billed to a team: its cost is migration
+    /// cost, and it is no user's error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<String>,
+    /// The feature's rollout when one is on, and the arm the request was served by
+    /// (`candidate`: the rollout's target; `incumbent`: the feature's own binding).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_arm: Option<String>,
+    /// A drill that took an endpoint out of this request's candidates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<String>,
+    /// The API the request came in by (`chat`, `messages`, `responses`).
+    #[serde(default = "default_dialect")]
+    pub dialect: String,
     pub attempts: Vec<AttemptRecord>,
     /// Only when the operator enabled `privacy.store_text`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -105,6 +123,10 @@ pub struct AttemptRecord {
     pub continuation: Option<String>,
 }
 
+fn default_dialect() -> String {
+    "chat".into()
+}
+
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }
@@ -115,6 +137,10 @@ pub use crate::routing::clock::unix_ms;
 pub trait TelemetrySink: Send + Sync + 'static {
     fn request(&self, record: RequestRecord);
     fn breaker(&self, event: BreakerEvent);
+    /// A shadow's answer compared with the client's (the migration playbook).
+    fn shadow(&self, comparison: ShadowComparison) {
+        let _ = comparison;
+    }
 }
 
 /// Discards everything (benchmarks, tools).
@@ -131,6 +157,7 @@ impl TelemetrySink for NullSink {
 pub struct MemorySink {
     pub requests: std::sync::Mutex<Vec<RequestRecord>>,
     pub breakers: std::sync::Mutex<Vec<BreakerEvent>>,
+    pub shadows: std::sync::Mutex<Vec<ShadowComparison>>,
 }
 
 impl TelemetrySink for MemorySink {
@@ -139,5 +166,8 @@ impl TelemetrySink for MemorySink {
     }
     fn breaker(&self, event: BreakerEvent) {
         self.breakers.lock().expect("sink lock").push(event);
+    }
+    fn shadow(&self, comparison: ShadowComparison) {
+        self.shadows.lock().expect("sink lock").push(comparison);
     }
 }

@@ -13,19 +13,22 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 
-use super::Shared;
+use super::shadow::AnswerTx;
 use super::snapshot::{EndpointState, Snapshot};
 use super::stream::{RoutedStream, Segment};
+use super::{RolloutArm, Shared};
 use crate::admin::RouteInfo;
 use crate::api::{ChatChunk, ChatRequest, ChatResponse, Error, ErrorKind, Usage};
-use crate::config::{EndpointConfig, Feature};
+use crate::config::{EndpointConfig, Feature, Shadow};
 use crate::providers::{ChatProvider, ChatStream};
 use crate::routing::capacity::estimate_tokens;
 use crate::routing::clock::{unix_ms, within};
 use crate::routing::decision::{Failed, Limits, Step, after_failure};
+use crate::routing::parity::AnswerSummary;
 use crate::routing::plan::Candidate;
 use crate::routing::rolls::Rolls;
 use crate::telemetry::record::AttemptRecord;
+use crate::telemetry::record::RequestRecord;
 use crate::telemetry::window::{Outcome, Sample, classify};
 
 /// Who is asking: filled in by the gateway from the request and its key.
@@ -36,6 +39,8 @@ pub struct RequestContext {
     pub key_id: String,
     /// The experiment's sticky key: the request's `user`, or `x-crossbar-user`.
     pub sticky_key: Option<String>,
+    /// The API the request came in by.
+    pub dialect: crate::api::Dialect,
 }
 
 /// A served request: how it was routed, and the answer.
@@ -86,6 +91,13 @@ impl Completion {
     pub fn response(&self) -> &ChatResponse {
         &self.response
     }
+
+    /// The answering attempt's latency, in ms.
+    pub fn latency_ms(&self) -> f64 {
+        self.accounting
+            .as_ref()
+            .map_or(0.0, |a| a.sample.latency.as_secs_f64() * 1000.0)
+    }
 }
 
 impl Drop for Completion {
@@ -97,6 +109,10 @@ impl Drop for Completion {
         let last = a.run.attempts.len().saturating_sub(1);
         a.run.bill(last, a.candidate, &a.usage, false);
         let mut record = a.run.served_record(a.candidate, "ok", a.now);
+        if a.run.shadow_tx.is_some() {
+            a.run
+                .report_answer(&record, AnswerSummary::of_response(&self.response));
+        }
         if a.run.store_text {
             record.completion_text = Some(self.response.text().to_owned());
         }
@@ -131,6 +147,15 @@ pub(super) struct Run {
     pub prompt_text: Option<String>,
     pub deadline_hit: bool,
     pub rolls: Rolls,
+    /// The request's side of the feature's rollout.
+    pub arm: Option<RolloutArm>,
+    /// A drill took an endpoint out of its candidates.
+    pub drill: Option<String>,
+    /// The shadow this run is (its id), for a shadow's copy of a request.
+    pub shadow: Option<String>,
+    /// Where this request reports its answer to the shadow it started.
+    pub shadow_tx: Option<AnswerTx>,
+    pub keep_text_for_shadow: bool,
 }
 
 /// One attempt about to be made.
@@ -150,7 +175,18 @@ pub(super) async fn run(
     ctx: &RequestContext,
     request: Arc<ChatRequest>,
 ) -> Result<Served, Unserved> {
-    let mut run = Run::begin(shared, ctx, &request)?;
+    run_routed(shared, ctx, request, None).await
+}
+
+/// A request routed on the feature's own binding (`shadow` `None`), or a shadow's
+/// copy of one on the shadow's candidate.
+pub(super) async fn run_routed(
+    shared: &Arc<Shared>,
+    ctx: &RequestContext,
+    request: Arc<ChatRequest>,
+    shadow: Option<&Shadow>,
+) -> Result<Served, Unserved> {
+    let mut run = Run::begin(shared, ctx, &request, shadow)?;
     while let Some(attempt) = run.next_attempt(shared) {
         let tried = if run.stream {
             open_stream(shared, &attempt, &request).await
@@ -293,7 +329,8 @@ impl Run {
     fn begin(
         shared: &Arc<Shared>,
         ctx: &RequestContext,
-        request: &ChatRequest,
+        request: &Arc<ChatRequest>,
+        shadow: Option<&Shadow>,
     ) -> Result<Run, Unserved> {
         let snapshot = shared.current.load_full();
         let received = shared.clock.now();
@@ -318,6 +355,11 @@ impl Run {
             prompt_text: store_text.then(|| request.prompt_text()),
             deadline_hit: false,
             rolls: shared.dice.next_request(),
+            arm: None,
+            drill: None,
+            shadow: shadow.map(|s| s.id.clone()),
+            shadow_tx: None,
+            keep_text_for_shadow: false,
         };
         let Some(feature_id) = snapshot.config.feature_index(&request.model) else {
             let error = Error::new(
@@ -332,17 +374,20 @@ impl Run {
         };
         run.feature = feature_id;
         shared.budget.lock().deposit(received);
-        let (variant, planned) = shared.decide_in(
+        let route = shared.route(
             &snapshot,
             feature_id,
             ctx.sticky_key.as_deref(),
             run.estimate,
             &mut run.rolls,
+            shadow.map(|s| s.candidate.as_slice()),
         );
-        run.variant = snapshot.config.features()[feature_id].variants[variant]
+        run.variant = snapshot.config.features()[feature_id].variants[route.variant]
             .name
             .clone();
-        match planned {
+        run.arm = route.arm;
+        run.drill = route.drilled;
+        match route.planned {
             Ok(candidates) => {
                 // A full provisioned endpoint that was spilled away from: counted in
                 // its window as spill, never against its health.
@@ -356,6 +401,18 @@ impl Run {
                     }
                 }
                 run.candidates = candidates;
+                if shadow.is_none() && !run.feature().shadows.is_empty() {
+                    run.shadow_tx = super::shadow::start(
+                        shared,
+                        &snapshot,
+                        feature_id,
+                        ctx,
+                        request,
+                        &mut run.rolls,
+                    );
+                    // The shadow compares texts: this side keeps its own.
+                    run.keep_text_for_shadow = run.shadow_tx.is_some();
+                }
                 Ok(run)
             }
             Err(error) => Err(run.unserved(shared, error)),
@@ -643,8 +700,26 @@ impl Run {
         let now = shared.clock.now();
         let route = self.route_info(None);
         let record = self.base_record(None, error.kind.http_status(), error.kind.as_str(), now);
+        self.report_answer(&record, AnswerSummary::default());
         shared.sink.request(record);
         Unserved { error, route }
+    }
+
+    /// Tells this request's shadow, if it started one, how the request was answered:
+    /// `summary` has what only the caller knows (text, finish, tools), `record` the
+    /// rest.
+    pub(super) fn report_answer(&mut self, record: &RequestRecord, mut summary: AnswerSummary) {
+        let Some(tx) = self.shadow_tx.take() else {
+            return;
+        };
+        summary.endpoint.clone_from(&record.endpoint);
+        summary.error = (record.outcome != "ok").then(|| record.outcome.clone());
+        summary.latency_ms = record.latency_ms;
+        summary.ttft_ms = record.ttft_ms;
+        summary.completion_tokens = record.completion_tokens;
+        summary.cost = record.cost;
+        // The shadow may have been shed or finished: nobody listening is fine.
+        let _ = tx.send(summary);
     }
 }
 

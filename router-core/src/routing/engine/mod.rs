@@ -34,6 +34,7 @@
 
 mod attempt;
 mod records;
+mod shadow;
 pub mod snapshot;
 pub mod stream;
 #[cfg(test)]
@@ -45,17 +46,20 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
 pub use attempt::{Answer, Completion, RequestContext, Served, Unserved};
+pub use shadow::MIGRATION_TEAM;
 pub use snapshot::{EndpointState, Prepared, Snapshot};
 pub use stream::RoutedStream;
 
 use super::budget::RetryBudget;
+use super::clock::unix_ms;
 use super::clock::{Clock, TokioClock};
+use super::drill::DrillRule;
 use super::plan::{Candidate, plan};
 use super::rolls::{Dice, Rolls};
-use super::select::select_variant;
+use super::select::{assignment_point, select_variant};
 use crate::admin::{EndpointHealth, Override};
 use crate::api::{ChatRequest, Error, ErrorKind};
-use crate::config::Config;
+use crate::config::{Config, EndpointId};
 use crate::providers::{ChatProvider, TransportSettings};
 use crate::telemetry::record::TelemetrySink;
 use snapshot::{LiveGate, Registry};
@@ -74,6 +78,8 @@ pub struct EngineParts {
     pub clock: Arc<dyn Clock>,
     pub seed: u64,
     pub transport: TransportSettings,
+    /// Most shadow requests in flight at once (beyond: shed).
+    pub shadow_concurrency: usize,
 }
 
 impl Default for EngineParts {
@@ -84,6 +90,7 @@ impl Default for EngineParts {
             // std's per-process random keys: a seed nobody chose.
             seed: std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64),
             transport: TransportSettings::default(),
+            shadow_concurrency: 64,
         }
     }
 }
@@ -99,15 +106,51 @@ pub(crate) struct Shared {
     sink: Arc<dyn TelemetrySink>,
     budget: Mutex<RetryBudget>,
     dice: Dice,
+    /// The active drills (the server's, followed from its store).
+    drills: ArcSwap<Vec<DrillRule>>,
+    /// Shadows in flight may not exceed these permits; beyond them a sampled
+    /// request runs none (shed), counted here.
+    shadow_permits: Arc<tokio::sync::Semaphore>,
+    shadow_cap: usize,
+    shadow_shed: std::sync::atomic::AtomicU64,
     /// Every adapter this engine connects pools its connections so.
     transport: TransportSettings,
 }
 
-/// A routing decision: the variant's index in the feature, and the candidates.
+/// A routing decision: the variant's index in the feature, the rollout arm, and
+/// the candidates.
 #[derive(Debug, Clone)]
 pub struct Decision {
     pub variant: usize,
+    pub arm: Option<RolloutArm>,
     pub candidates: Vec<Candidate>,
+}
+
+/// Which side of a rollout a request is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolloutArm {
+    pub rollout: String,
+    /// Served by the rollout's target (else by the feature's own binding).
+    pub candidate: bool,
+}
+
+impl RolloutArm {
+    pub fn as_str(&self) -> &'static str {
+        if self.candidate {
+            "candidate"
+        } else {
+            "incumbent"
+        }
+    }
+}
+
+/// Where one request goes.
+pub(crate) struct Route {
+    pub variant: usize,
+    pub arm: Option<RolloutArm>,
+    pub planned: Result<Vec<Candidate>, Error>,
+    /// A drill took an endpoint out of the candidates.
+    pub drilled: Option<String>,
 }
 
 impl Engine {
@@ -171,6 +214,10 @@ impl Engine {
                 sink,
                 budget: Mutex::new(RetryBudget::new(retry.budget_ratio, retry.budget_min_per_s)),
                 dice: Dice::new(parts.seed),
+                drills: ArcSwap::from_pointee(Vec::new()),
+                shadow_permits: Arc::new(tokio::sync::Semaphore::new(parts.shadow_concurrency)),
+                shadow_cap: parts.shadow_concurrency,
+                shadow_shed: std::sync::atomic::AtomicU64::new(0),
                 transport: parts.transport,
             }),
         }
@@ -345,26 +392,47 @@ impl Engine {
             Error::new(ErrorKind::NotFound, format!("unknown feature `{feature}`"))
         })?;
         let mut rolls = self.shared.dice.next_request();
-        let (variant, planned) = self
-            .shared
-            .decide_in(&snapshot, feature_id, sticky_key, estimate, &mut rolls);
+        let route = self.shared.route(
+            &snapshot, feature_id, sticky_key, estimate, &mut rolls, None,
+        );
         Ok(Decision {
-            variant,
-            candidates: planned?,
+            variant: route.variant,
+            arm: route.arm,
+            candidates: route.planned?,
         })
+    }
+
+    /// Shadow requests in flight now, and shed since start (over the cap, or the
+    /// candidate unavailable).
+    pub fn shadow_stats(&self) -> (usize, u64) {
+        let cap_left = self.shared.shadow_permits.available_permits();
+        let shed = self
+            .shared
+            .shadow_shed
+            .load(std::sync::atomic::Ordering::Relaxed);
+        (self.shared.shadow_cap.saturating_sub(cap_left), shed)
+    }
+
+    /// Replaces the active drills (the server follows them from its store).
+    pub fn set_drills(&self, drills: Vec<DrillRule>) {
+        self.shared.drills.store(Arc::new(drills));
     }
 }
 
 impl Shared {
-    /// The variant (its index) and the planned candidates of one request, as of now.
-    fn decide_in(
+    /// Where one request goes, as of now: its variant (sticky), its side of the
+    /// feature's rollout (sticky, by the same hash as experiments on the rollout's
+    /// id, so widening a stage only adds users), and the candidates of that
+    /// binding under the boundary, capacity, breakers and drills.
+    fn route(
         &self,
         snapshot: &Snapshot,
         feature_id: usize,
         sticky_key: Option<&str>,
         estimate: u64,
         rolls: &mut Rolls,
-    ) -> (usize, Result<Vec<Candidate>, Error>) {
+        shadow_candidate: Option<&[EndpointId]>,
+    ) -> Route {
         let feature = &snapshot.config.features()[feature_id];
         let variant = select_variant(feature, sticky_key, rolls.roll());
         let index = feature
@@ -372,19 +440,52 @@ impl Shared {
             .iter()
             .position(|v| std::ptr::eq(v, variant))
             .unwrap_or(0);
+        let mut binding: &[EndpointId] = &variant.binding;
+        if let Some(candidate) = shadow_candidate {
+            binding = candidate;
+        }
+        let arm = feature
+            .rollout
+            .as_ref()
+            .filter(|_| shadow_candidate.is_none())
+            .filter(|r| r.variant.as_ref().is_none_or(|v| *v == variant.name))
+            .map(|r| {
+                let point = match sticky_key {
+                    Some(key) => assignment_point(&feature.name, &format!("rollout:{}", r.id), key),
+                    None => rolls.roll(),
+                };
+                let candidate = point < r.fraction;
+                if candidate {
+                    binding = &r.target;
+                }
+                RolloutArm {
+                    rollout: r.id.clone(),
+                    candidate,
+                }
+            });
+        let drills = self.drills.load();
         let mut gate = LiveGate {
             snapshot,
             sink: &*self.sink,
             now: self.clock.now(),
+            drills: &drills,
+            now_ms: unix_ms(),
+            drill_roll: if drills.is_empty() { 1.0 } else { rolls.roll() },
+            drilled: None,
         };
         let planned = plan(
             &snapshot.config,
             feature,
-            variant,
+            binding,
             estimate,
             &mut gate,
             &mut || rolls.roll(),
         );
-        (index, planned)
+        Route {
+            variant: index,
+            arm,
+            planned,
+            drilled: gate.drilled,
+        }
     }
 }

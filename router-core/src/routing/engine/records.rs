@@ -159,6 +159,11 @@ impl Run {
             attempts: std::mem::take(&mut self.attempts),
             prompt_text: self.prompt_text.take(),
             completion_text: None,
+            rollout: self.arm.as_ref().map(|a| a.rollout.clone()),
+            rollout_arm: self.arm.as_ref().map(|a| a.as_str().to_owned()),
+            drill: self.drill.clone(),
+            shadow: self.shadow.clone(),
+            dialect: self.ctx.dialect.as_str().to_owned(),
             ..RequestRecord::default()
         }
     }

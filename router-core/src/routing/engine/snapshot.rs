@@ -21,6 +21,7 @@ use crate::providers::{self, ChatProvider, TransportSettings};
 use crate::routing::breaker::{Breaker, BreakerSettings};
 use crate::routing::capacity::CapacityTracker;
 use crate::routing::clock::unix_ms;
+use crate::routing::drill::DrillRule;
 use crate::routing::plan::{Admission, Gate};
 use crate::telemetry::record::TelemetrySink;
 use crate::telemetry::window::Sample;
@@ -219,15 +220,36 @@ impl Registry {
     }
 }
 
-/// The breaker and capacity state, as the planner sees it.
+/// The breaker and capacity state, and the active drills, as the planner sees them.
 pub(super) struct LiveGate<'a> {
     pub snapshot: &'a Snapshot,
     pub sink: &'a dyn TelemetrySink,
     pub now: Duration,
+    pub drills: &'a [DrillRule],
+    /// Wall-clock time (drills end at a wall-clock moment).
+    pub now_ms: i64,
+    /// This request's roll for drills: one per request, so a drill of a share of
+    /// traffic takes its target out of whole requests.
+    pub drill_roll: f64,
+    /// The first drill that took an endpoint out.
+    pub drilled: Option<String>,
 }
 
 impl Gate for LiveGate<'_> {
     fn admit(&mut self, endpoint: EndpointId, roll: f64) -> Admission {
+        let config = &self.snapshot.config.endpoint(endpoint).config;
+        if let Some(drill) = self
+            .drills
+            .iter()
+            .find(|d| d.takes_out(config, self.now_ms, self.drill_roll))
+        {
+            // The breaker is not asked (nor ticked): a drill leaves its data alone.
+            self.drilled.get_or_insert_with(|| drill.id.clone());
+            return Admission::Rejected {
+                reason: format!("taken out by drill {}", drill.id),
+                retry_in: None,
+            };
+        }
         let now = self.now;
         let refused = self.snapshot.states[endpoint].apply(self.sink, |b| {
             let t = b.tick(now);

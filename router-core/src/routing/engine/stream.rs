@@ -38,6 +38,7 @@ use crate::config::{Continuation, EndpointId};
 use crate::providers::ChatStream;
 use crate::routing::clock::Sleep;
 use crate::routing::continuation::{Splice, continuation_request};
+use crate::routing::parity::{AnswerSummary, argument_keys};
 use crate::routing::plan::{Admission, Candidate, Gate};
 use crate::telemetry::window::{Outcome, Sample, classify};
 
@@ -144,6 +145,10 @@ struct Live {
     seg_finished: bool,
     /// Malformed upstream events skipped, over every segment so far.
     skipped: u32,
+    /// The last finish reason the client got (for a shadow's comparison).
+    last_finish: Option<crate::api::FinishReason>,
+    /// Tool calls the client got, as (name, arguments), when a shadow compares them.
+    tool_calls: Vec<(String, String)>,
     /// The current segment continues another: its text is spliced.
     splice: Option<Splice>,
     /// Characters the current segment's prompt has beyond the original (the prefix
@@ -195,7 +200,9 @@ impl Live {
             .unwrap_or_default();
         let ttft_ms = ms(seg.ttft + seg.started.saturating_sub(run.received));
         Self {
-            keep_text: continuable || run.store_text,
+            keep_text: continuable || run.store_text || run.keep_text_for_shadow,
+            last_finish: None,
+            tool_calls: Vec::new(),
             prompt_chars: request.prompt_chars(),
             shared,
             run,
@@ -315,6 +322,9 @@ impl Live {
             self.seg_usage = Some(usage);
         }
         self.seg_finished |= chunk.choices.iter().any(|c| c.finish_reason.is_some());
+        if self.run.shadow_tx.is_some() {
+            self.note_for_shadow(&chunk);
+        }
         if chunk.choices.iter().any(|c| c.delta.tool_calls.is_some()) {
             self.tool_call_seen = true;
         }
@@ -361,6 +371,26 @@ impl Live {
             }
         }
         self.out.push_back(chunk);
+    }
+
+    /// Keeps what a shadow's comparison needs of a chunk: its finish reason and tool
+    /// calls (the text is kept with the rest).
+    fn note_for_shadow(&mut self, chunk: &ChatChunk) {
+        for choice in &chunk.choices {
+            self.last_finish = choice.finish_reason.or(self.last_finish);
+            for call in choice.delta.tool_calls.iter().flatten() {
+                let i = call.index as usize;
+                if i >= self.tool_calls.len() && i < 64 {
+                    self.tool_calls.resize(i + 1, Default::default());
+                }
+                if let Some(slot) = self.tool_calls.get_mut(i) {
+                    slot.0
+                        .push_str(call.function.name.as_deref().unwrap_or_default());
+                    slot.1
+                        .push_str(call.function.arguments.as_deref().unwrap_or_default());
+                }
+            }
+        }
     }
 
     /// A chunk carrying `text`, in the stream's id.
@@ -451,6 +481,18 @@ impl Live {
         record.continuations =
             u32::try_from(self.report.lock().continuations.len()).unwrap_or(u32::MAX);
         record.skipped_chunks = self.skipped;
+        if self.run.shadow_tx.is_some() {
+            let summary = AnswerSummary {
+                text: self.text.clone(),
+                finish: self.last_finish,
+                tools: std::mem::take(&mut self.tool_calls)
+                    .into_iter()
+                    .map(|(name, args)| (name, argument_keys(&args)))
+                    .collect(),
+                ..AnswerSummary::default()
+            };
+            self.run.report_answer(&record, summary);
+        }
         if self.run.store_text {
             record.completion_text = Some(std::mem::take(&mut self.text));
         }
@@ -509,10 +551,15 @@ impl Live {
     ) -> Vec<(Candidate, Continuation)> {
         let snapshot = self.run.snapshot.clone();
         let now = self.shared.clock.now();
+        let drills = self.shared.drills.load();
         let mut gate = LiveGate {
             snapshot: &snapshot,
             sink: &*self.shared.sink,
             now,
+            drills: &drills,
+            now_ms: crate::routing::clock::unix_ms(),
+            drill_roll: self.run.rolls.roll(),
+            drilled: None,
         };
         let mut ordered: Vec<Candidate> = self.run.candidates[self.run.next + 1..].to_vec();
         ordered.extend(self.run.candidates[..self.run.next].iter().copied());

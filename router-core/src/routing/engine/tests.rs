@@ -320,6 +320,7 @@ fn ctx(user: &str) -> RequestContext {
         team: "t".into(),
         key_id: "k".into(),
         sticky_key: Some(user.into()),
+        ..RequestContext::default()
     }
 }
 
@@ -945,4 +946,224 @@ async fn after_an_outage_thin_traffic_returns_to_the_primary_soon_after_it_recov
         "back on the primary within 8 s of its recovery: {served:?}"
     );
     assert_eq!(back.len(), 4, "and it stays there: {served:?}");
+}
+
+fn rollout(percent: f64) -> crate::config::RolloutConfig {
+    crate::config::RolloutConfig {
+        id: "to-eu".into(),
+        target: vec!["target".into()],
+        percent,
+        variant: None,
+    }
+}
+
+/// A rollout moves its share of users (sticky, by the hash), and widening a stage
+/// only adds users: nobody moved at 25 % goes back at 50 %.
+#[tokio::test(start_paused = true)]
+async fn a_rollout_moves_its_share_of_users_and_widening_only_adds_users() {
+    let rig = Rig::new(
+        &[
+            ("primary", vec![Act::Answer(MS)]),
+            ("target", vec![Act::Answer(MS)]),
+        ],
+        |raw| {
+            raw.features[0].binding = vec!["primary".into()];
+            raw.features[0].rollout = Some(rollout(25.0));
+        },
+    );
+    let users: Vec<String> = (0..4000).map(|i| format!("user-{i}")).collect();
+    let moved = |engine: &Engine| -> Vec<bool> {
+        users
+            .iter()
+            .map(|u| {
+                let d = engine.decide("f", Some(u), 10).unwrap();
+                let arm = d.arm.expect("a rollout is on");
+                assert_eq!(arm.rollout, "to-eu");
+                let first = d.candidates[0].endpoint;
+                assert_eq!(first == 1, arm.candidate, "the candidate arm is the target");
+                arm.candidate
+            })
+            .collect()
+    };
+    let at_25 = moved(&rig.engine);
+    let share = at_25.iter().filter(|m| **m).count() as f64 / users.len() as f64;
+    assert!((share - 0.25).abs() < 0.03, "{share}");
+    assert_eq!(at_25, moved(&rig.engine), "sticky per user");
+    let mut raw = rig.engine.snapshot().config.raw().clone();
+    raw.features[0].rollout = Some(rollout(50.0));
+    rig.engine.activate(
+        super::Prepared {
+            config: Config::validate(raw).unwrap(),
+            providers: rig
+                .endpoints
+                .iter()
+                .map(|e| e.clone() as Arc<dyn ChatProvider>)
+                .collect(),
+        },
+        2,
+    );
+    let at_50 = moved(&rig.engine);
+    assert!(
+        at_25
+            .iter()
+            .zip(&at_50)
+            .all(|(before, after)| !before || *after),
+        "a user moved stays moved"
+    );
+    let share = at_50.iter().filter(|m| **m).count() as f64 / users.len() as f64;
+    assert!((share - 0.5).abs() < 0.03, "{share}");
+    // Recorded with its arm.
+    drop(rig.whole("user-1").await.unwrap());
+    let records = rig.sink.requests.lock().unwrap();
+    assert_eq!(records[0].rollout.as_deref(), Some("to-eu"));
+    assert!(matches!(
+        records[0].rollout_arm.as_deref(),
+        Some("candidate" | "incumbent")
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_drill_takes_its_target_out_without_touching_its_breaker() {
+    let rig = Rig::new(
+        &[
+            ("primary", vec![Act::Answer(MS)]),
+            ("backup", vec![Act::Answer(MS)]),
+        ],
+        |_| {},
+    );
+    rig.engine
+        .set_drills(vec![crate::routing::drill::DrillRule {
+            id: "dr-1".into(),
+            target: crate::routing::drill::DrillTarget::Endpoint("primary".into()),
+            fraction: 1.0,
+            until_ms: i64::MAX,
+        }]);
+    for i in 0..5 {
+        assert_eq!(
+            served_by(&rig.whole(&format!("u{i}")).await.unwrap()),
+            "backup"
+        );
+    }
+    assert!(rig.calls("primary").is_empty());
+    let primary = rig
+        .engine
+        .health()
+        .into_iter()
+        .find(|h| h.name == "primary")
+        .unwrap();
+    assert_eq!(primary.breaker.state, StateName::Closed);
+    assert_eq!(
+        primary.stats.requests, 0,
+        "the breaker saw nothing of the drill"
+    );
+    assert!(
+        rig.sink
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|r| r.drill.as_deref() == Some("dr-1"))
+    );
+    // Over: back to the primary.
+    rig.engine.set_drills(Vec::new());
+    assert_eq!(served_by(&rig.whole("after").await.unwrap()), "primary");
+}
+
+fn shadow(sample: f64) -> crate::config::ShadowConfig {
+    crate::config::ShadowConfig {
+        id: "cheaper".into(),
+        candidate: vec!["cand".into()],
+        sample_percent: sample,
+        cohort_percent: None,
+        from_ms: None,
+        until_ms: None,
+        judge_ttft: false,
+    }
+}
+
+/// The client's answer does not wait for its shadow: a slow candidate changes
+/// nothing the client sees; the comparison comes when both are in, and the
+/// shadow's cost is migration cost.
+#[tokio::test(start_paused = true)]
+async fn a_shadow_runs_off_the_clients_path_and_is_compared_when_both_answered() {
+    let rig = Rig::new(
+        &[
+            ("primary", vec![Act::Answer(10 * MS)]),
+            ("cand", vec![Act::Answer(5 * S)]),
+        ],
+        |raw| {
+            raw.features[0].binding = vec!["primary".into()];
+            raw.features[0].shadows = vec![shadow(100.0)];
+        },
+    );
+    let clock = rig.engine.clock();
+    let before = clock.now();
+    let served = rig.whole("u").await.unwrap();
+    assert_eq!(
+        clock.now() - before,
+        10 * MS,
+        "the client waited for nobody"
+    );
+    assert_eq!(served_by(&served), "primary");
+    drop(served);
+    rig.wait(6 * S).await;
+    let comparisons = rig.sink.shadows.lock().unwrap().clone();
+    let [c] = &comparisons[..] else {
+        panic!("one comparison: {comparisons:?}")
+    };
+    assert_eq!((c.shadow.as_str(), c.feature.as_str()), ("cheaper", "f"));
+    assert_eq!(c.request_id, "req-u");
+    assert_eq!(c.incumbent.endpoint.as_deref(), Some("primary"));
+    assert_eq!(c.candidate.endpoint.as_deref(), Some("cand"));
+    assert!(c.incumbent.ok && c.candidate.ok);
+    assert!(
+        c.candidate.latency_ms >= 5_000.0 && c.incumbent.latency_ms < 100.0,
+        "{c:?}"
+    );
+    // The scripted answers differ only in the endpoint's name: similar, not equal.
+    let similarity = c.similarity.unwrap();
+    assert!(similarity > 0.5 && similarity < 1.0, "{similarity}");
+    let records = rig.sink.requests.lock().unwrap();
+    let shadow = records
+        .iter()
+        .find(|r| r.shadow.is_some())
+        .expect("the shadow's record");
+    assert_eq!(shadow.team, super::MIGRATION_TEAM);
+    assert_eq!(shadow.endpoint.as_deref(), Some("cand"));
+    let client = records.iter().find(|r| r.shadow.is_none()).unwrap();
+    assert_eq!(client.team, "t");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shadow_is_shed_when_its_candidate_is_unavailable_or_over_the_cap() {
+    let rig = Rig::new(
+        &[
+            ("primary", vec![Act::Answer(MS)]),
+            ("cand", vec![Act::Hang]),
+        ],
+        |raw| {
+            raw.features[0].binding = vec!["primary".into()];
+            raw.features[0].shadows = vec![shadow(100.0)];
+        },
+    );
+    rig.engine
+        .set_override("cand", Override::ForceOpen, "drain".into())
+        .unwrap();
+    drop(rig.whole("u1").await.unwrap());
+    rig.wait(MS).await;
+    assert!(
+        rig.calls("cand").is_empty(),
+        "an open candidate gets no shadow"
+    );
+    assert_eq!(rig.engine.shadow_stats().1, 1);
+    rig.engine
+        .set_override("cand", Override::ForceClosed, "back".into())
+        .unwrap();
+    // The cap (64 by default): the hanging candidate holds every permit.
+    for i in 0..70 {
+        drop(rig.whole(&format!("v{i}")).await.unwrap());
+        rig.wait(MS).await;
+    }
+    assert_eq!(rig.calls("cand").len(), 64);
+    assert_eq!(rig.engine.shadow_stats(), (64, 1 + 6));
 }
