@@ -12,6 +12,7 @@ use serde_json::Value;
 
 /// The client API a request came in by: all of them are translated into the one
 /// unified request the engine routes.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Dialect {
@@ -25,6 +26,13 @@ pub enum Dialect {
 }
 
 impl Dialect {
+    pub const ALL: [Dialect; 3] = [Self::Chat, Self::Messages, Self::Responses];
+
+    /// The dialect named `name` (`chat`, `messages`, `responses`).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Chat => "chat",

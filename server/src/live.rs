@@ -157,6 +157,12 @@ fn entry<'m, V: Default>(map: &'m mut BTreeMap<String, V>, key: &str) -> &'m mut
 
 impl Live {
     pub fn observe(&self, r: &RequestRecord) {
+        // A shadow is no user's request: its health shows in the candidate's breaker
+        // windows, its cost in the ledger as migration cost, its comparison in the
+        // parity report.
+        if r.shadow.is_some() {
+            return;
+        }
         let second = r.at_ms.div_euclid(1000);
         {
             let mut features = self.features.lock().expect("live lock");

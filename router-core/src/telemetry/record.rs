@@ -72,8 +72,8 @@ pub struct RequestRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drill: Option<String>,
     /// The API the request came in by (`chat`, `messages`, `responses`).
-    #[serde(default = "default_dialect")]
-    pub dialect: String,
+    #[serde(default)]
+    pub dialect: crate::api::Dialect,
     pub attempts: Vec<AttemptRecord>,
     /// Only when the operator enabled `privacy.store_text`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -121,10 +121,6 @@ pub struct AttemptRecord {
     /// `instruction`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub continuation: Option<String>,
-}
-
-fn default_dialect() -> String {
-    "chat".into()
 }
 
 fn is_zero(n: &u64) -> bool {

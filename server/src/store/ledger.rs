@@ -283,7 +283,7 @@ impl Store {
              endpoint, provider, region, geography, provisioned, spilled, fallback_depth, outcome, \
              status, latency_ms, ttft_ms, prompt_tokens, completion_tokens, cached_tokens, \
              cost_nanos, attempts_json, prompt_text, completion_text, usage_estimated, \
-             continuations, skipped_chunks \
+             continuations, skipped_chunks, shadow_id, rollout_id, rollout_arm, drill_id, dialect \
              FROM usage_ledger WHERE request_id = $1",
         )
         .bind(request_id)
@@ -324,6 +324,11 @@ struct LedgerRow {
     usage_estimated: i64,
     continuations: i64,
     skipped_chunks: i64,
+    shadow_id: Option<String>,
+    rollout_id: Option<String>,
+    rollout_arm: Option<String>,
+    drill_id: Option<String>,
+    dialect: String,
 }
 
 impl LedgerRow {
@@ -358,6 +363,11 @@ impl LedgerRow {
             usage_estimated: self.usage_estimated != 0,
             continuations: u32::try_from(self.continuations).unwrap_or(0),
             skipped_chunks: u32::try_from(self.skipped_chunks).unwrap_or(0),
+            shadow: self.shadow_id,
+            rollout: self.rollout_id,
+            rollout_arm: self.rollout_arm,
+            drill: self.drill_id,
+            dialect: router_core::api::Dialect::parse(&self.dialect).unwrap_or_default(),
         })
     }
 }
@@ -383,7 +393,7 @@ async fn insert_breaker_event(
     Ok(())
 }
 
-const LEDGER_COLUMNS: [&str; 30] = [
+const LEDGER_COLUMNS: [&str; 35] = [
     "request_id",
     "at_ms",
     "team",
@@ -414,6 +424,11 @@ const LEDGER_COLUMNS: [&str; 30] = [
     "usage_estimated",
     "continuations",
     "skipped_chunks",
+    "shadow_id",
+    "rollout_id",
+    "rollout_arm",
+    "drill_id",
+    "dialect",
 ];
 
 /// The rollups' key after the time column.
@@ -739,7 +754,12 @@ impl Writer {
                 .bind(r.completion_text.as_deref())
                 .bind(i64::from(r.usage_estimated))
                 .bind(i64::from(r.continuations))
-                .bind(i64::from(r.skipped_chunks));
+                .bind(i64::from(r.skipped_chunks))
+                .bind(r.shadow.as_deref())
+                .bind(r.rollout.as_deref())
+                .bind(r.rollout_arm.as_deref())
+                .bind(r.drill.as_deref())
+                .bind(r.dialect.as_str());
         }
         Ok(q.execute(&mut **tx).await?.rows_affected())
     }

@@ -163,7 +163,7 @@ impl Run {
             rollout_arm: self.arm.as_ref().map(|a| a.as_str().to_owned()),
             drill: self.drill.clone(),
             shadow: self.shadow.clone(),
-            dialect: self.ctx.dialect.as_str().to_owned(),
+            dialect: self.ctx.dialect,
             ..RequestRecord::default()
         }
     }
