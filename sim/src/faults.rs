@@ -13,7 +13,8 @@
 //! last marker.
 //!
 //! Two error classes act on the connection rather than answering: `reset` closes it
-//! with a TCP RST once the request has been read, before any response byte; `silent`
+//! with a TCP RST once the request has been read, before any response byte (over
+//! HTTP/2, that ends every stream of the connection, as a real reset would); `silent`
 //! keeps it open and never sends anything (until the client gives up or the simulator
 //! shuts down). Both are usable in `errors` rates and in `next_errors`; `outage =
 //! "silent"` makes every request silent.

@@ -30,7 +30,9 @@
 //! prefill's token count. So for the same seed, model and conversation, a prefill that
 //! is the start of the answer is continued exactly: `prefill + continuation` is the full
 //! answer, and two simulators with the same model and seed continue each other's
-//! answers, whatever provider each speaks. The prefill counts as prompt tokens;
+//! answers, whatever provider each speaks (given the same conversation: the same texts
+//! in the same order — a message sent as one text in one dialect and as several text
+//! blocks in another is not the same prompt). The prefill counts as prompt tokens;
 //! `max_tokens` and stop sequences apply to the continuation; a prefilled reply is text,
 //! never a tool call.
 
