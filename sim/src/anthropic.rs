@@ -1,10 +1,16 @@
 //! Claude on Vertex: the Anthropic Messages API behind `:rawPredict` /
 //! `:streamRawPredict`, written from Anthropic's and Vertex's documentation.
 //!
-//! The body is a Messages request without `model` (the URL names it) and with
-//! `"anthropic_version": "vertex-2023-10-16"`. Model errors use Anthropic's
-//! `{"type":"error","error":{"type","message"}}` (overload is HTTP 529); the Vertex
-//! front end's own errors (auth, routing, deadline, outage) use Google's format.
+//! The body is a Messages request without `model` (the URL names it) and with an
+//! `anthropic_version`: Vertex's documented `vertex-2023-10-16`, or a later dated
+//! version, with or without the `vertex-` prefix (today's Anthropic SDK sends its own
+//! API version, e.g. `2026-10-21`); see [`supported_version`]. Model errors use
+//! Anthropic's `{"type":"error","error":{"type","message"}}` (overload is HTTP 529); the
+//! Vertex front end's own errors (auth, routing, deadline, outage) use Google's format.
+//!
+//! A final assistant message is a prefill, which the reply continues
+//! ([`crate::model`]'s continuation rule) — refused, as Anthropic does, when it ends
+//! in whitespace, and altogether under `prefill = "reject"`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,12 +20,64 @@ use bytes::Bytes;
 use http::StatusCode;
 use serde_json::{Map, Value, json};
 
-use crate::endpoint::{Endpoint, SimError, StreamDialect, sse};
-use crate::faults::{ErrorClass, Faults};
+use crate::endpoint::{Endpoint, SimError, StreamDialect, sse, unanswered};
+use crate::faults::{ErrorClass, Faults, Prefill};
 use crate::google;
 use crate::model::{Completion, Finish, Output, Prompt, Tool, ToolChoice};
 
 pub const VERTEX_VERSION: &str = "vertex-2023-10-16";
+
+/// The oldest dated API version accepted (Anthropic's first, `2023-06-01`).
+const OLDEST_VERSION: &str = "2023-06-01";
+
+/// Anthropic's answer to a prefill that ends in whitespace.
+pub const TRAILING_WHITESPACE: &str =
+    "messages: final assistant content cannot end with trailing whitespace";
+
+/// What a model that does not take prefills answers (`prefill = "reject"`).
+pub const PREFILL_REFUSED: &str = "This model does not support assistant message prefill. The conversation must end with a user message.";
+
+/// Is `version` an `anthropic_version` Claude on Vertex accepts: `vertex-YYYY-MM-DD`
+/// or `YYYY-MM-DD`, a real date no older than Anthropic's first API version? Later
+/// versions than the documented `vertex-2023-10-16` are what current SDKs send.
+pub fn supported_version(version: &str) -> bool {
+    let date = version.strip_prefix("vertex-").unwrap_or(version);
+    let bytes = date.as_bytes();
+    let digits = |r: std::ops::Range<usize>| bytes[r].iter().all(u8::is_ascii_digit);
+    if bytes.len() != 10
+        || bytes[4] != b'-'
+        || bytes[7] != b'-'
+        || !digits(0..4)
+        || !digits(5..7)
+        || !digits(8..10)
+    {
+        return false;
+    }
+    let month: u32 = date[5..7].parse().unwrap_or(0);
+    let day: u32 = date[8..10].parse().unwrap_or(0);
+    (1..=12).contains(&month) && (1..=31).contains(&day) && date >= OLDEST_VERSION
+}
+
+/// Does a Messages request end with a prefill: a final assistant message of text (a
+/// final `tool_use` is not one), after at least one user message?
+pub fn ends_with_prefill(request: &Map<String, Value>) -> bool {
+    let Some(last) = request
+        .get("messages")
+        .and_then(Value::as_array)
+        .filter(|m| m.len() > 1)
+        .and_then(|m| m.last())
+    else {
+        return false;
+    };
+    last.get("role").and_then(Value::as_str) == Some("assistant")
+        && match last.get("content") {
+            Some(Value::Array(blocks)) => blocks
+                .iter()
+                .all(|b| b.get("type").and_then(Value::as_str) == Some("text")),
+            Some(Value::String(_)) => true,
+            _ => false,
+        }
+}
 
 pub async fn handle(
     ep: &Arc<Endpoint>,
@@ -29,6 +87,9 @@ pub async fn handle(
     stream: bool,
 ) -> Result<Response, SimError> {
     let prompt = to_prompt(model, request)?;
+    if prompt.prefill.is_some() && faults.prefill == Prefill::Reject {
+        return Err(SimError::bad_param("messages", PREFILL_REFUSED));
+    }
     let meta = Meta {
         id: format!(
             "msg_vrtx_{}",
@@ -80,11 +141,13 @@ fn to_prompt(model: &str, request: &Map<String, Value>) -> Result<Prompt, SimErr
         ));
     }
     match request.get("anthropic_version").and_then(Value::as_str) {
-        Some(VERTEX_VERSION) => {}
+        Some(version) if supported_version(version) => {}
         Some(other) => {
             return Err(SimError::bad_param(
                 "anthropic_version",
-                format!("anthropic_version: unsupported version `{other}`, use `{VERTEX_VERSION}`"),
+                format!(
+                    "anthropic_version: unsupported version `{other}`, use `{VERTEX_VERSION}` or a later dated version"
+                ),
             ));
         }
         None => {
@@ -128,11 +191,16 @@ fn to_prompt(model: &str, request: &Map<String, Value>) -> Result<Prompt, SimErr
         .ok_or_else(|| {
             SimError::bad_param("messages", "messages: at least one message is required")
         })?;
+    let prefill_at = ends_with_prefill(request).then(|| messages.len() - 1);
     for (i, message) in messages.iter().enumerate() {
         let role = message
             .get("role")
             .and_then(Value::as_str)
             .unwrap_or_default();
+        if prefill_at == Some(i) {
+            prompt.prefill = Some(prefill_text(message));
+            continue;
+        }
         if role != "user" && role != "assistant" {
             return Err(SimError::bad_param(
                 &format!("messages.{i}.role"),
@@ -207,6 +275,14 @@ fn to_prompt(model: &str, request: &Map<String, Value>) -> Result<Prompt, SimErr
             prompt.last_is_tool_result = false;
         }
     }
+    // An empty final assistant message is allowed (the answer from its start).
+    if prompt
+        .prefill
+        .as_ref()
+        .is_some_and(|p| p.ends_with(char::is_whitespace))
+    {
+        return Err(SimError::bad_param("messages", TRAILING_WHITESPACE));
+    }
     if let Some(t) = request.get("temperature").and_then(Value::as_f64)
         && !(0.0..=1.0).contains(&t)
     {
@@ -225,12 +301,30 @@ fn to_prompt(model: &str, request: &Map<String, Value>) -> Result<Prompt, SimErr
                 .collect()
         })
         .unwrap_or_default();
-    for tool in request
+    for (i, tool) in request
         .get("tools")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
+        .enumerate()
     {
+        // Anthropic's input_schema is JSON Schema with `"type": "object"`, exactly (not
+        // Vertex Gemini's upper-case `OBJECT`).
+        match tool.pointer("/input_schema/type") {
+            Some(Value::String(t)) if t == "object" => {}
+            Some(_) => {
+                return Err(SimError::bad_param(
+                    &format!("tools.{i}.input_schema.type"),
+                    format!("tools.{i}.custom.input_schema.type: Input should be 'object'"),
+                ));
+            }
+            None => {
+                return Err(SimError::bad_param(
+                    &format!("tools.{i}.input_schema"),
+                    format!("tools.{i}.custom.input_schema.type: Field required"),
+                ));
+            }
+        }
         prompt.tools.push(Tool {
             name: tool
                 .get("name")
@@ -266,6 +360,18 @@ fn to_prompt(model: &str, request: &Map<String, Value>) -> Result<Prompt, SimErr
         };
     }
     Ok(prompt)
+}
+
+/// The text of a final assistant message: its string, or its text blocks joined.
+fn prefill_text(message: &Value) -> String {
+    match message.get("content") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(blocks)) => blocks
+            .iter()
+            .filter_map(|b| b.get("text").and_then(Value::as_str))
+            .collect(),
+        _ => String::new(),
+    }
 }
 
 #[derive(Clone)]
@@ -371,14 +477,17 @@ impl StreamDialect for Stream {
                     "usage": { "output_tokens": self.completion.completion_tokens },
                 }),
             ),
-            event("message_stop", json!({ "type": "message_stop" })),
         ]
+    }
+
+    fn terminator(&mut self) -> Vec<Bytes> {
+        vec![event("message_stop", json!({ "type": "message_stop" }))]
     }
 
     fn error(&mut self, class: ErrorClass) -> Vec<Bytes> {
         let (_, kind, message) = anthropic_status(&SimError::Injected {
             class,
-            retry_after_s: 0,
+            retry_after_s: 0.0,
         })
         .unwrap_or((
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -442,12 +551,15 @@ fn anthropic_status(e: &SimError) -> Option<(StatusCode, &'static str, String)> 
 }
 
 pub fn error_response(e: &SimError) -> Response {
+    if let Some(unanswered) = unanswered(e) {
+        return unanswered;
+    }
     let Some((status, kind, message)) = anthropic_status(e) else {
         return google::error_response(e);
     };
     let body = json!({ "type": "error", "error": { "type": kind, "message": message } });
     let mut response = (status, axum::Json(body)).into_response();
-    if let Some(secs) = e.retry_after() {
+    if let Some(secs) = e.retry_after_whole_s() {
         response.headers_mut().insert("retry-after", secs.into());
     }
     response

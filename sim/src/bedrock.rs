@@ -5,6 +5,11 @@
 //! Errors carry their type in `x-amzn-ErrorType` (the SDK reads it from there) and a
 //! JSON `{"message"}` body; the stream is AWS event-stream framing, with exceptions
 //! in the middle of a stream sent as `:message-type = exception` frames.
+//!
+//! A final assistant message is a prefill the reply continues (Anthropic's rule, applied
+//! to every model here): refused when it ends in whitespace, and altogether under
+//! `prefill = "reject"`, both as `ValidationException`s. Bedrock streams end with the
+//! `metadata` event that carries the usage, so `omit_terminal_event` has nothing to drop.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,11 +23,13 @@ use http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use crate::anthropic;
 use crate::auth;
-use crate::endpoint::{Endpoint, SimError, StreamDialect, json_object};
+use crate::endpoint::{Endpoint, SimError, StreamDialect, json_object, unanswered};
 use crate::eventstream;
-use crate::faults::ErrorClass;
+use crate::faults::{ErrorClass, Prefill};
 use crate::model::{Completion, Finish, Output, Prompt, Tool, ToolChoice};
+use crate::request_log;
 
 pub fn routes() -> Router<Arc<Endpoint>> {
     Router::new()
@@ -59,6 +66,14 @@ async fn handle(
     body: &[u8],
     stream: bool,
 ) -> Result<Response, SimError> {
+    // Parsed before anything can fail, so the request log says what the request was
+    // whatever it got; a malformed body is reported in its turn.
+    let parsed = json_object(body);
+    request_log::note(|n| {
+        n.model = Some(model.to_owned());
+        n.stream = Some(stream);
+        n.prefill = parsed.as_ref().is_ok_and(ends_with_prefill);
+    });
     let faults = ep.arrive().await?;
     auth::check_sigv4(ep, headers, "bedrock")?;
     if !ep.spec.serves(model) {
@@ -66,8 +81,11 @@ async fn handle(
             "The provided model identifier is invalid.",
         ));
     }
-    let request = json_object(body)?;
+    let request = parsed?;
     let prompt = to_prompt(model, &request)?;
+    if prompt.prefill.is_some() && faults.prefill == Prefill::Reject {
+        return Err(SimError::bad_request(anthropic::PREFILL_REFUSED));
+    }
     let tool_id = format!("tooluse_{}", ep.next_id(ID_ALPHABET, 22));
     let id = tool_id.clone();
     let response = ep
@@ -84,6 +102,24 @@ async fn handle(
         )
         .await?;
     Ok(with_request_id(ep, response))
+}
+
+/// Does a Converse request end with a prefill: a final assistant message of text only,
+/// after at least one user message?
+fn ends_with_prefill(request: &serde_json::Map<String, Value>) -> bool {
+    let Some(last) = request
+        .get("messages")
+        .and_then(Value::as_array)
+        .filter(|m| m.len() > 1)
+        .and_then(|m| m.last())
+    else {
+        return false;
+    };
+    last.get("role").and_then(Value::as_str) == Some("assistant")
+        && last
+            .get("content")
+            .and_then(Value::as_array)
+            .is_some_and(|blocks| blocks.iter().all(|b| b.get("text").is_some()))
 }
 
 const ID_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
@@ -144,6 +180,7 @@ fn to_prompt(model: &str, request: &serde_json::Map<String, Value>) -> Result<Pr
         .ok_or_else(|| SimError::bad_request("A conversation must start with a user message. Try again with a conversation that starts with a user message."))?;
     let mut uses_tools = false;
     let mut previous_role = "";
+    let prefill_at = ends_with_prefill(request).then(|| messages.len() - 1);
     for (i, message) in messages.iter().enumerate() {
         let role = message
             .get("role")
@@ -170,6 +207,20 @@ fn to_prompt(model: &str, request: &serde_json::Map<String, Value>) -> Result<Pr
             .and_then(Value::as_array)
             .filter(|c| !c.is_empty())
             .ok_or_else(|| SimError::bad_request(format!("The content field in the Message object at messages.{i} is empty. Add a ContentBlock object to the content field and try again.")))?;
+        if prefill_at == Some(i) {
+            let prefill: String = content
+                .iter()
+                .filter_map(|b| b.get("text").and_then(Value::as_str))
+                .collect();
+            if prefill.ends_with(char::is_whitespace) {
+                return Err(SimError::bad_request(format!(
+                    "The model returned the following errors: {}",
+                    anthropic::TRAILING_WHITESPACE
+                )));
+            }
+            prompt.prefill = Some(prefill);
+            continue;
+        }
         let mut user_text = String::new();
         let mut tool_result = false;
         for block in content {
@@ -396,7 +447,10 @@ impl StreamDialect for Stream {
                 "The server encountered an internal error.",
             ),
             ErrorClass::Timeout => ("modelStreamErrorException", "Model stream timed out."),
-            ErrorClass::Overloaded | ErrorClass::Unavailable => (
+            ErrorClass::Overloaded
+            | ErrorClass::Unavailable
+            | ErrorClass::Reset
+            | ErrorClass::Silent => (
                 "serviceUnavailableException",
                 "Bedrock is unable to process your request.",
             ),
@@ -417,6 +471,9 @@ impl StreamDialect for Stream {
 
 /// A `SimError` as Bedrock says it: status, `x-amzn-ErrorType`, `{"message"}`.
 pub fn error_response(ep: &Endpoint, e: &SimError) -> Response {
+    if let Some(unanswered) = unanswered(e) {
+        return unanswered;
+    }
     let (status, kind, message) = match e {
         SimError::Injected {
             class: ErrorClass::Throttle,
@@ -431,8 +488,9 @@ pub fn error_response(ep: &Endpoint, e: &SimError) -> Response {
             "ThrottlingException",
             "Too many tokens, please wait before trying again.".to_owned(),
         ),
+        // `reset` and `silent` are never rendered (see `unanswered`); a 500 if they were.
         SimError::Injected {
-            class: ErrorClass::ServerError,
+            class: ErrorClass::ServerError | ErrorClass::Reset | ErrorClass::Silent,
             ..
         } => (
             StatusCode::INTERNAL_SERVER_ERROR,

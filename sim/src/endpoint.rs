@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use crate::config::{EndpointSpec, Kind};
 use crate::faults::{ErrorClass, Faults, Outage};
 use crate::model::{Completion, Fnv, Prompt, SplitMix};
+use crate::request_log::{self, RequestLog, Seen};
 
 /// What went wrong with a request, before each provider renders it in its own format.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,11 +25,11 @@ pub enum SimError {
     /// An injected failure (`errors.*`, `outage = "unavailable"`).
     Injected {
         class: ErrorClass,
-        retry_after_s: u64,
+        retry_after_s: f64,
     },
     /// Provisioned capacity (`capacity_tpm`) exceeded.
     Capacity {
-        retry_after_s: u64,
+        retry_after_s: f64,
         limit_tpm: u64,
     },
     /// The request is malformed or breaks the provider's rules.
@@ -63,8 +64,8 @@ impl SimError {
         }
     }
 
-    /// The `retry-after` to advertise, if any.
-    pub fn retry_after(&self) -> Option<u64> {
+    /// The `retry-after` to advertise, if any, in seconds (fractions allowed).
+    pub fn retry_after(&self) -> Option<f64> {
         match self {
             Self::Injected {
                 class: ErrorClass::Throttle | ErrorClass::Overloaded,
@@ -74,6 +75,56 @@ impl SimError {
             _ => None,
         }
     }
+
+    /// `retry-after` in whole seconds, as HTTP's delta-seconds must be: rounded up, so
+    /// a client that honours it never comes back early.
+    pub fn retry_after_whole_s(&self) -> Option<u64> {
+        self.retry_after().map(|s| s.ceil() as u64)
+    }
+
+    /// The request log's name for this outcome.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::Injected { class, .. } => class.as_str(),
+            Self::Capacity { .. } => "capacity",
+            Self::BadRequest { .. } => "bad_request",
+            Self::ContextLength { .. } => "context_length",
+            Self::Unauthenticated(_) => "unauthenticated",
+            Self::Forbidden(_) => "forbidden",
+            Self::NotFound(_) => "not_found",
+        }
+    }
+}
+
+/// A request the endpoint does not answer: the marker its handler returns instead of
+/// a response, acted on by the endpoint's middleware (which holds the connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unanswered {
+    /// Close the connection with a TCP RST.
+    Reset,
+    /// Send nothing, ever.
+    Silent,
+}
+
+/// The first step of rendering any error: records its class in the request log and,
+/// for the classes that are not answers (`reset`, `silent`), returns the marker
+/// response the middleware turns into a reset or a silence.
+pub fn unanswered(e: &SimError) -> Option<Response> {
+    request_log::note(|n| n.outcome = Some(e.outcome()));
+    let marker = match e {
+        SimError::Injected {
+            class: ErrorClass::Reset,
+            ..
+        } => Unanswered::Reset,
+        SimError::Injected {
+            class: ErrorClass::Silent,
+            ..
+        } => Unanswered::Silent,
+        _ => return None,
+    };
+    let mut response = Response::default();
+    response.extensions_mut().insert(marker);
+    Some(response)
 }
 
 /// Counters of one endpoint, readable over the control API.
@@ -146,10 +197,24 @@ pub struct Endpoint {
     window: Mutex<VecDeque<(Instant, u64)>>,
     ids: AtomicU64,
     addr: Mutex<Option<SocketAddr>>,
+    /// When the simulator started: the zero of the request log's times.
+    epoch: Instant,
+    log: Mutex<RequestLog>,
 }
 
 impl Endpoint {
     pub fn new(spec: EndpointSpec, seed: u64, registry: Arc<Registry>) -> Arc<Self> {
+        Self::started_at(spec, seed, registry, Instant::now())
+    }
+
+    /// An endpoint whose request log counts time from `epoch` (the simulator's start,
+    /// shared by all its endpoints).
+    pub fn started_at(
+        spec: EndpointSpec,
+        seed: u64,
+        registry: Arc<Registry>,
+        epoch: Instant,
+    ) -> Arc<Self> {
         let mut h = Fnv::new(seed);
         h.write(spec.name.as_bytes());
         let (outage, _) = watch::channel(spec.faults.outage);
@@ -164,6 +229,8 @@ impl Endpoint {
             window: Mutex::new(VecDeque::new()),
             ids: AtomicU64::new(0),
             addr: Mutex::new(None),
+            epoch,
+            log: Mutex::new(RequestLog::default()),
         })
     }
 
@@ -185,6 +252,19 @@ impl Endpoint {
         self.outage.send_replace(outage);
     }
 
+    /// Replaces the faults with `change(current)` atomically (no request takes an entry
+    /// off `next_errors` in between); on `Err`, changes nothing.
+    pub fn update_faults(
+        &self,
+        change: impl FnOnce(&Faults) -> Result<Faults, String>,
+    ) -> Result<Faults, String> {
+        let mut faults = self.faults.write().unwrap();
+        let new = change(&faults)?;
+        *faults = new.clone();
+        self.outage.send_replace(new.outage);
+        Ok(new)
+    }
+
     pub fn watch_outage(&self) -> watch::Receiver<Outage> {
         self.outage.subscribe()
     }
@@ -193,9 +273,32 @@ impl Endpoint {
         self.stats.lock().unwrap().clone()
     }
 
+    /// Zeroes the counters, the capacity window and the request log.
     pub fn reset_stats(&self) {
         *self.stats.lock().unwrap() = Stats::default();
         self.window.lock().unwrap().clear();
+        self.log.lock().unwrap().clear();
+    }
+
+    /// The request log: the last [`request_log::CAPACITY`] requests, oldest first.
+    pub fn requests(&self) -> Vec<Seen> {
+        self.log.lock().unwrap().entries()
+    }
+
+    /// Milliseconds since the simulator started (monotonic).
+    pub fn since_start_ms(&self) -> f64 {
+        Instant::now().duration_since(self.epoch).as_secs_f64() * 1000.0
+    }
+
+    /// Starts a request log entry; returns its sequence number.
+    pub(crate) fn log_arrival(&self, method: &str, path: &str) -> u64 {
+        let at = self.since_start_ms();
+        self.log.lock().unwrap().arrive(at, method, path)
+    }
+
+    /// Changes request log entry `seq`, if it is still remembered.
+    pub(crate) fn log_update(&self, seq: u64, f: impl FnOnce(&mut Seen)) {
+        self.log.lock().unwrap().update(seq, f);
     }
 
     pub fn record(&self, f: impl FnOnce(&mut Stats)) {
@@ -237,20 +340,50 @@ impl Endpoint {
         self.rng.lock().unwrap().string(alphabet, len)
     }
 
-    /// First stage of every provider request: added latency, then a 503 outage.
+    /// First stage of every provider request: added latency, then the outage (503 or
+    /// silence), then the head of the `next_errors` queue, taken off it.
     pub async fn arrive(&self) -> Result<Faults, SimError> {
-        let faults = self.faults();
-        if faults.latency_ms > 0 {
-            tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
+        let latency = self.faults.read().unwrap().latency_ms;
+        if latency > 0 {
+            tokio::time::sleep(Duration::from_millis(latency)).await;
         }
-        if faults.outage == Outage::Unavailable {
-            self.count_injected("unavailable");
-            return Err(SimError::Injected {
-                class: ErrorClass::Unavailable,
-                retry_after_s: faults.retry_after_s,
-            });
+        // The common case, nothing to take off the queue, only reads the settings.
+        {
+            let current = self.faults.read().unwrap();
+            if matches!(current.outage, Outage::None | Outage::Refuse)
+                && current.next_errors.is_empty()
+            {
+                return Ok(current.clone());
+            }
         }
-        Ok(faults)
+        let (faults, once) = {
+            let mut current = self.faults.write().unwrap();
+            let once = match current.outage {
+                Outage::Unavailable => Some(ErrorClass::Unavailable),
+                Outage::Silent => Some(ErrorClass::Silent),
+                Outage::None | Outage::Refuse if !current.next_errors.is_empty() => {
+                    Some(current.next_errors.remove(0))
+                }
+                Outage::None | Outage::Refuse => None,
+            };
+            (current.clone(), once)
+        };
+        match once {
+            Some(class) => Err(self.inject(&faults, class).await),
+            None => Ok(faults),
+        }
+    }
+
+    /// An injected failure of `class`: counted, and for `timeout` after its hang.
+    async fn inject(&self, faults: &Faults, class: ErrorClass) -> SimError {
+        self.count_injected(class.as_str());
+        if class == ErrorClass::Timeout {
+            tokio::time::sleep(Duration::from_millis(faults.timeout_after_ms)).await;
+        }
+        SimError::Injected {
+            class,
+            retry_after_s: faults.retry_after_s,
+        }
     }
 
     /// Last stage before replying: the context window, provisioned capacity, then one
@@ -289,29 +422,18 @@ impl Endpoint {
             window.push_back((now, tokens));
         }
         let roll = self.roll();
-        let rates = &faults.errors;
-        let class = [
-            (ErrorClass::Throttle, rates.throttle),
-            (ErrorClass::ServerError, rates.server_error),
-            (ErrorClass::Timeout, rates.timeout),
-            (ErrorClass::Overloaded, rates.overloaded),
-        ]
-        .into_iter()
-        .scan(0.0, |acc, (class, rate)| {
-            *acc += rate;
-            Some((class, *acc))
-        })
-        .find(|(_, upto)| roll < *upto)
-        .map(|(class, _)| class);
+        let class = faults
+            .errors
+            .classes()
+            .into_iter()
+            .scan(0.0, |acc, (class, rate)| {
+                *acc += rate;
+                Some((class, *acc))
+            })
+            .find(|(_, upto)| roll < *upto)
+            .map(|(class, _)| class);
         if let Some(class) = class {
-            self.count_injected(class.as_str());
-            if class == ErrorClass::Timeout {
-                tokio::time::sleep(Duration::from_millis(faults.timeout_after_ms)).await;
-            }
-            return Err(SimError::Injected {
-                class,
-                retry_after_s: faults.retry_after_s,
-            });
+            return Err(self.inject(faults, class).await);
         }
         self.record(|s| {
             s.requests += 1;
@@ -368,7 +490,8 @@ impl Endpoint {
             let pieces = completion.stream_pieces();
             let dialect = dialect(completion);
             let content_type = dialect.content_type();
-            let body = stream_body(self.clone(), faults, pieces, dialect);
+            let log = request_log::current_seq();
+            let body = stream_body(self.clone(), faults, pieces, dialect, log);
             return Ok((
                 [
                     (http::header::CONTENT_TYPE, content_type),
@@ -399,8 +522,13 @@ pub trait StreamDialect: Send + 'static {
     fn start(&mut self) -> Vec<Bytes>;
     /// One token of text, or one fragment of tool-call arguments.
     fn piece(&mut self, piece: &str) -> Vec<Bytes>;
-    /// Terminal events (stop reason, usage, `[DONE]`...).
+    /// The events that end the reply: stop reason, usage.
     fn finish(&mut self) -> Vec<Bytes>;
+    /// The marker after them that says the stream is over (`[DONE]`, `message_stop`),
+    /// for the providers that have one.
+    fn terminator(&mut self) -> Vec<Bytes> {
+        Vec::new()
+    }
     /// The provider's in-stream error event.
     fn error(&mut self, class: ErrorClass) -> Vec<Bytes>;
     /// A chunk or frame the client cannot parse.
@@ -409,79 +537,99 @@ pub trait StreamDialect: Send + 'static {
 
 type Chunk = Result<Bytes, std::io::Error>;
 
-/// Streams `pieces` through `dialect`, paced and shaped by `faults`.
+/// Streams `pieces` through `dialect`, paced and shaped by `faults`; records how the
+/// stream ended in request log entry `log`.
 pub fn stream_body(
     ep: Arc<Endpoint>,
     faults: Faults,
     pieces: Vec<String>,
-    mut dialect: impl StreamDialect,
+    dialect: impl StreamDialect,
+    log: Option<u64>,
 ) -> Body {
     let (tx, rx) = mpsc::channel::<Chunk>(32);
     tokio::spawn(async move {
-        let start = Instant::now();
-        let first = start + Duration::from_millis(faults.ttft_ms);
-        let interval = token_interval(&faults);
-        let send_all = |frames: Vec<Bytes>| {
-            let tx = tx.clone();
-            async move {
-                for frame in frames {
-                    tx.send(Ok(frame)).await.map_err(|_| ())?;
-                }
-                Ok::<(), ()>(())
-            }
-        };
-        if send_all(dialect.start()).await.is_err() {
-            return;
+        let end = drive_stream(&ep, &faults, &pieces, dialect, &tx).await;
+        if let Some(seq) = log {
+            let at = ep.since_start_ms();
+            ep.log_update(seq, |e| {
+                e.stream_end = Some(end.into());
+                e.ended_ms = Some(at);
+            });
         }
-        for (i, piece) in pieces.iter().enumerate() {
-            let sent = i as u32;
-            if faults.cut_after_tokens == Some(sent) {
-                cut(&ep, &tx).await;
-                return;
-            }
-            if faults.end_stream_after_tokens == Some(sent) {
-                ep.count_injected("end_stream");
-                return;
-            }
-            if faults.stream_error_after_tokens == Some(sent) {
-                ep.count_injected("stream_error");
-                let _ = send_all(dialect.error(faults.stream_error)).await;
-                return;
-            }
-            if faults.malformed_after_tokens == Some(sent) {
-                ep.count_injected("malformed");
-                if tx.send(Ok(dialect.malformed())).await.is_err() {
-                    return;
-                }
-            }
-            tokio::time::sleep_until(first + interval * sent).await;
-            if send_all(dialect.piece(piece)).await.is_err() {
-                return;
-            }
-        }
-        // Faults set at or past the end still fire, so "after N tokens" is exact for any reply.
-        let n = pieces.len() as u32;
-        if faults.cut_after_tokens.is_some_and(|c| c >= n) {
-            cut(&ep, &tx).await;
-            return;
-        }
-        if faults.end_stream_after_tokens.is_some_and(|c| c >= n) {
-            ep.count_injected("end_stream");
-            return;
-        }
-        if faults.stream_error_after_tokens.is_some_and(|c| c >= n) {
-            ep.count_injected("stream_error");
-            let _ = send_all(dialect.error(faults.stream_error)).await;
-            return;
-        }
-        if pieces.is_empty() {
-            tokio::time::sleep_until(first).await;
-        }
-        let _ = send_all(dialect.finish()).await;
     });
     Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|c| (c, rx))
     }))
+}
+
+/// Sends the stream; returns how it ended (the request log's `stream_end`).
+async fn drive_stream(
+    ep: &Endpoint,
+    faults: &Faults,
+    pieces: &[String],
+    mut dialect: impl StreamDialect,
+    tx: &mpsc::Sender<Chunk>,
+) -> &'static str {
+    const GONE: &str = "client_gone";
+    let start = Instant::now();
+    let first = start + Duration::from_millis(faults.ttft_ms);
+    let interval = token_interval(faults);
+    let send_all = |frames: Vec<Bytes>| async move {
+        for frame in frames {
+            tx.send(Ok(frame)).await.map_err(|_| ())?;
+        }
+        Ok::<(), ()>(())
+    };
+    if send_all(dialect.start()).await.is_err() {
+        return GONE;
+    }
+    // A fault set at or past the end still fires, so "after N tokens" is exact for any
+    // reply: each is checked before piece N, or after the last piece if N is beyond it.
+    let n = pieces.len() as u32;
+    for sent in 0..=n {
+        let due = |at: Option<u32>| at.is_some_and(|at| at == sent || (sent == n && at > n));
+        if due(faults.cut_after_tokens) {
+            cut(ep, tx).await;
+            return "cut";
+        }
+        if due(faults.end_stream_after_tokens) {
+            ep.count_injected("end_stream");
+            return "end_stream";
+        }
+        if due(faults.stream_error_after_tokens) {
+            ep.count_injected("stream_error");
+            let _ = send_all(dialect.error(faults.stream_error)).await;
+            return "stream_error";
+        }
+        let Some(piece) = pieces.get(sent as usize) else {
+            break;
+        };
+        if faults.malformed_after_tokens == Some(sent) {
+            ep.count_injected("malformed");
+            if tx.send(Ok(dialect.malformed())).await.is_err() {
+                return GONE;
+            }
+        }
+        tokio::time::sleep_until(first + interval * sent).await;
+        if send_all(dialect.piece(piece)).await.is_err() {
+            return GONE;
+        }
+    }
+    if pieces.is_empty() {
+        tokio::time::sleep_until(first).await;
+    }
+    if send_all(dialect.finish()).await.is_err() {
+        return GONE;
+    }
+    let terminator = dialect.terminator();
+    if faults.omit_terminal_event && !terminator.is_empty() {
+        ep.count_injected("omit_terminal");
+        return "omit_terminal";
+    }
+    if send_all(terminator).await.is_err() {
+        return GONE;
+    }
+    "complete"
 }
 
 /// Drops the connection mid-body. The pause first lets the server flush what was

@@ -4,11 +4,20 @@
 //! API (`PUT` replaces, `PATCH` merges). A setting is validated as a whole before it
 //! takes effect: a malformed one is answered with 400 and changes nothing.
 //!
-//! Order in which a request meets them: `latency_ms` → `outage` → authentication →
-//! request validation → `capacity_tpm` → one roll of `errors` → reply. For a stream
-//! the first token comes `ttft_ms` after the headers, the next ones at
-//! `tokens_per_second`; `cut_after_tokens`, `end_stream_after_tokens`,
-//! `malformed_after_tokens` and `stream_error_after_tokens` then shape its end.
+//! Order in which a request meets them: `latency_ms` → `outage` → the head of the
+//! `next_errors` queue (taken off it) → authentication → request validation (and
+//! `prefill`) → `capacity_tpm` → one roll of `errors` → reply. For a stream the first
+//! token comes `ttft_ms` after the headers, the next ones at `tokens_per_second`;
+//! `cut_after_tokens`, `end_stream_after_tokens`, `malformed_after_tokens` and
+//! `stream_error_after_tokens` then shape its end, and `omit_terminal_event` drops its
+//! last marker.
+//!
+//! Two error classes act on the connection rather than answering: `reset` closes it
+//! with a TCP RST once the request has been read, before any response byte (over
+//! HTTP/2, that ends every stream of the connection, as a real reset would); `silent`
+//! keeps it open and never sends anything (until the client gives up or the simulator
+//! shuts down). Both are usable in `errors` rates and in `next_errors`; `outage =
+//! "silent"` makes every request silent.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -25,8 +34,16 @@ pub struct Faults {
     pub tokens_per_second: Option<f64>,
     /// Probability of each injected error class per request (independent of capacity).
     pub errors: ErrorRates,
-    /// The `retry-after` a throttle or capacity error advertises, in seconds.
-    pub retry_after_s: u64,
+    /// Error classes for the next requests, one each, in order, taken off the queue as
+    /// requests arrive (after `latency_ms` and `outage`, before anything else); once it
+    /// is empty, normal service. `["throttle", "server_error"]`: a 429, then a 500, then
+    /// success. A PATCH replaces the whole queue; GET shows what is left of it.
+    pub next_errors: Vec<ErrorClass>,
+    /// The `retry-after` a throttle, overload or capacity error advertises, in seconds;
+    /// fractions allowed. Headers in whole seconds round up (`retry-after: 1` for 0.5);
+    /// OpenAI's `retry-after-ms` carries the exact value.
+    #[serde(serialize_with = "whole_or_fraction")]
+    pub retry_after_s: f64,
     /// How long a `timeout`-class request hangs before the provider's timeout error.
     pub timeout_after_ms: u64,
     pub outage: Outage,
@@ -43,6 +60,15 @@ pub struct Faults {
     pub stream_error_after_tokens: Option<u32>,
     /// The class of that in-stream error.
     pub stream_error: ErrorClass,
+    /// Send a stream complete, finish reason and usage included, but without its
+    /// terminal marker: OpenAI's `data: [DONE]`, Claude's `message_stop` (after the
+    /// `message_delta` with usage), then end the body cleanly. Gemini and Bedrock streams
+    /// have no marker after their usage (their last event *is* the usage), so there it
+    /// changes nothing.
+    pub omit_terminal_event: bool,
+    /// What the endpoint does with a prefill (a request ending in an assistant message
+    /// that the provider continues): `accept` (default) or `reject`.
+    pub prefill: Prefill,
 }
 
 impl Default for Faults {
@@ -52,7 +78,8 @@ impl Default for Faults {
             ttft_ms: 0,
             tokens_per_second: None,
             errors: ErrorRates::default(),
-            retry_after_s: 1,
+            next_errors: Vec::new(),
+            retry_after_s: 1.0,
             timeout_after_ms: 30_000,
             outage: Outage::None,
             capacity_tpm: None,
@@ -61,7 +88,19 @@ impl Default for Faults {
             malformed_after_tokens: None,
             stream_error_after_tokens: None,
             stream_error: ErrorClass::Throttle,
+            omit_terminal_event: false,
+            prefill: Prefill::Accept,
         }
+    }
+}
+
+/// Writes whole numbers as integers (`1`, not `1.0`), so readers of the settings that
+/// expect an integer keep working.
+fn whole_or_fraction<S: serde::Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+    if value.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(value) {
+        serializer.serialize_u64(*value as u64)
+    } else {
+        serializer.serialize_f64(*value)
     }
 }
 
@@ -72,6 +111,24 @@ pub struct ErrorRates {
     pub server_error: f64,
     pub timeout: f64,
     pub overloaded: f64,
+    /// The connection is reset (TCP RST) before any response byte.
+    pub reset: f64,
+    /// Nothing is ever sent; the connection stays open.
+    pub silent: f64,
+}
+
+impl ErrorRates {
+    /// Each class with its rate, in the order one roll tries them.
+    pub fn classes(&self) -> [(ErrorClass, f64); 6] {
+        [
+            (ErrorClass::Throttle, self.throttle),
+            (ErrorClass::ServerError, self.server_error),
+            (ErrorClass::Timeout, self.timeout),
+            (ErrorClass::Overloaded, self.overloaded),
+            (ErrorClass::Reset, self.reset),
+            (ErrorClass::Silent, self.silent),
+        ]
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +140,22 @@ pub enum Outage {
     Refuse,
     /// Every request gets the provider's 503.
     Unavailable,
+    /// Connections are accepted and requests read, but nothing is ever answered: the
+    /// upstream that hangs. Hung requests stay hung when the outage ends (until their
+    /// client gives up); the endpoint's own `/_sim` routes keep answering.
+    Silent,
+}
+
+/// What an endpoint does with an assistant prefill.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Prefill {
+    /// Continue it, as Claude (on Vertex or Bedrock) and vLLM's
+    /// `continue_final_message` do.
+    #[default]
+    Accept,
+    /// Refuse it with the provider's own 400, as a model without prefill support does.
+    Reject,
 }
 
 /// The failure classes a simulator can inject, each rendered in the provider's own form.
@@ -94,6 +167,11 @@ pub enum ErrorClass {
     Timeout,
     Overloaded,
     Unavailable,
+    /// Not an answer: the connection is closed with a TCP RST after the request was
+    /// read, before any response byte.
+    Reset,
+    /// Not an answer: nothing is ever sent.
+    Silent,
 }
 
 impl ErrorClass {
@@ -104,26 +182,37 @@ impl ErrorClass {
             Self::Timeout => "timeout",
             Self::Overloaded => "overloaded",
             Self::Unavailable => "unavailable",
+            Self::Reset => "reset",
+            Self::Silent => "silent",
         }
     }
+
+    /// The classes a provider can send as an event in the middle of a stream.
+    pub fn is_in_stream(self) -> bool {
+        matches!(
+            self,
+            Self::Throttle | Self::ServerError | Self::Timeout | Self::Overloaded
+        )
+    }
 }
+
+/// The longest `next_errors` queue accepted.
+pub const MAX_NEXT_ERRORS: usize = 10_000;
 
 impl Faults {
     /// Checks every field; returns all problems, each naming its field.
     pub fn validate(&self) -> Result<(), String> {
         let mut problems = Vec::new();
-        let rates = [
-            ("errors.throttle", self.errors.throttle),
-            ("errors.server_error", self.errors.server_error),
-            ("errors.timeout", self.errors.timeout),
-            ("errors.overloaded", self.errors.overloaded),
-        ];
-        for (name, rate) in rates {
-            if !(0.0..=1.0).contains(&rate) {
+        let rates = self
+            .errors
+            .classes()
+            .map(|(class, rate)| (format!("errors.{}", class.as_str()), rate));
+        for (name, rate) in &rates {
+            if !(0.0..=1.0).contains(rate) {
                 problems.push(format!("{name}: {rate} is not a probability in [0, 1]"));
             }
         }
-        let sum: f64 = rates.iter().map(|(_, r)| r).sum();
+        let sum: f64 = rates.iter().map(|(_, r)| *r).sum();
         if sum > 1.0 + 1e-9 {
             problems.push(format!("errors: rates sum to {sum}, at most 1"));
         }
@@ -137,8 +226,17 @@ impl Faults {
         if self.capacity_tpm == Some(0) {
             problems.push("capacity_tpm: must be at least 1 (use null for unlimited)".into());
         }
-        if self.retry_after_s > 3600 {
-            problems.push("retry_after_s: at most 3600".into());
+        if !(self.retry_after_s.is_finite() && (0.0..=3600.0).contains(&self.retry_after_s)) {
+            problems.push(format!(
+                "retry_after_s: {} must be between 0 and 3600",
+                self.retry_after_s
+            ));
+        }
+        if self.next_errors.len() > MAX_NEXT_ERRORS {
+            problems.push(format!(
+                "next_errors: {} entries, at most {MAX_NEXT_ERRORS}",
+                self.next_errors.len()
+            ));
         }
         for (name, ms) in [
             ("latency_ms", self.latency_ms),
@@ -149,8 +247,11 @@ impl Faults {
                 problems.push(format!("{name}: {ms} exceeds 600000 (10 minutes)"));
             }
         }
-        if self.stream_error == ErrorClass::Unavailable {
-            problems.push("stream_error: `unavailable` is not an in-stream error; use throttle, server_error, timeout or overloaded".into());
+        if !self.stream_error.is_in_stream() {
+            problems.push(format!(
+                "stream_error: `{}` is not an in-stream error; use throttle, server_error, timeout or overloaded",
+                self.stream_error.as_str()
+            ));
         }
         if problems.is_empty() {
             Ok(())
@@ -225,6 +326,56 @@ mod tests {
         assert!(err.contains("errors.throttle"), "{err}");
         assert!(err.contains("sum to"), "{err}");
         assert!(err.contains("tokens_per_second"), "{err}");
+    }
+
+    #[test]
+    fn next_errors_and_fractional_retry_after_round_trip() {
+        let f = Faults::default()
+            .patched(&json!({"next_errors": ["throttle", "reset", "silent", "server_error"], "retry_after_s": 0.25}))
+            .unwrap();
+        assert_eq!(
+            f.next_errors,
+            [
+                ErrorClass::Throttle,
+                ErrorClass::Reset,
+                ErrorClass::Silent,
+                ErrorClass::ServerError
+            ]
+        );
+        let shown = serde_json::to_value(&f).unwrap();
+        assert_eq!(shown["retry_after_s"], 0.25);
+        assert_eq!(shown["next_errors"][1], "reset");
+        // Whole seconds stay integers, as they always were.
+        let whole = serde_json::to_value(Faults::default()).unwrap();
+        assert_eq!(whole["retry_after_s"].as_u64(), Some(1));
+        for bad in [json!({"retry_after_s": -1}), json!({"retry_after_s": 4000})] {
+            assert!(
+                Faults::default()
+                    .patched(&bad)
+                    .unwrap_err()
+                    .contains("retry_after_s")
+            );
+        }
+        assert!(
+            Faults::default()
+                .patched(&json!({"next_errors": ["sometimes"]}))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn connection_classes_are_rates_but_not_in_stream_errors() {
+        let f = Faults::default()
+            .patched(&json!({"errors": {"reset": 0.5, "silent": 0.5}, "outage": "silent", "prefill": "reject", "omit_terminal_event": true}))
+            .unwrap();
+        assert_eq!(f.errors.reset, 0.5);
+        assert_eq!(f.outage, Outage::Silent);
+        assert_eq!(f.prefill, Prefill::Reject);
+        let err = Faults::default()
+            .patched(&json!({"errors": {"reset": 0.6, "silent": 0.6}, "stream_error": "reset"}))
+            .unwrap_err();
+        assert!(err.contains("sum to"), "{err}");
+        assert!(err.contains("stream_error"), "{err}");
     }
 
     #[test]

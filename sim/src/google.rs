@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use serde_json::json;
 
-use crate::endpoint::SimError;
+use crate::endpoint::{SimError, unanswered};
 use crate::faults::ErrorClass;
 
 /// The HTTP status, the `google.rpc.Code` name and the message Google's front end
@@ -24,8 +24,9 @@ pub(crate) fn status(e: &SimError) -> (StatusCode, &'static str, String) {
             "RESOURCE_EXHAUSTED",
             "Resource exhausted. Please try again later.".into(),
         ),
+        // `reset` and `silent` are never rendered (see `unanswered`); a 500 if they were.
         SimError::Injected {
-            class: ErrorClass::ServerError,
+            class: ErrorClass::ServerError | ErrorClass::Reset | ErrorClass::Silent,
             ..
         } => (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -77,6 +78,9 @@ pub(crate) fn status(e: &SimError) -> (StatusCode, &'static str, String) {
 
 /// A `SimError` in Google's error format.
 pub fn error_response(e: &SimError) -> Response {
+    if let Some(unanswered) = unanswered(e) {
+        return unanswered;
+    }
     let (code, status, message) = status(e);
     let mut body =
         json!({ "error": { "code": code.as_u16(), "message": message, "status": status } });

@@ -154,6 +154,9 @@ async fn aws_sts(
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     if let Err(e) = arrive(&ep).await {
+        if let Some(unanswered) = crate::endpoint::unanswered(&e) {
+            return unanswered;
+        }
         return sts_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "ServiceUnavailable",
@@ -228,6 +231,9 @@ fn xml_escape(s: &str) -> String {
 /// GCP STS (RFC 8693 token exchange); the client may send a form or JSON.
 async fn gcp_sts(State(ep): State<Arc<Endpoint>>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(e) = arrive(&ep).await {
+        if let Some(unanswered) = crate::endpoint::unanswered(&e) {
+            return unanswered;
+        }
         return oauth_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "temporarily_unavailable",
@@ -426,6 +432,9 @@ async fn metadata_token(
 }
 
 fn plain_error(e: &SimError) -> Response {
+    if let Some(unanswered) = crate::endpoint::unanswered(e) {
+        return unanswered;
+    }
     let status = match e {
         SimError::Injected {
             class: crate::faults::ErrorClass::Throttle,

@@ -6,7 +6,9 @@
 //! - [`config`]: which endpoints to serve ([`config::SimConfig`]);
 //! - [`server::Sim`]: starts them, one listener each, plus the control API;
 //! - [`faults`]: what can be injected, set at start or at run time;
-//! - [`model`]: deterministic replies and the token count they agree with;
+//! - [`model`]: deterministic replies (and continuations of prefills) and the token
+//!   count they agree with;
+//! - [`request_log`]: what each endpoint saw, for tests to assert on;
 //! - [`load`]: the load generator.
 //!
 //! This crate must not depend on `router-core`: it is written from the providers'
@@ -30,9 +32,11 @@ pub mod identity;
 pub mod load;
 pub mod model;
 pub mod openai;
+pub mod request_log;
 pub mod server;
 pub mod vertex;
 
 pub use config::{AuthMode, EndpointSpec, Kind, SimConfig};
-pub use faults::{ErrorClass, Faults, Outage};
+pub use faults::{ErrorClass, Faults, Outage, Prefill};
+pub use request_log::Seen;
 pub use server::Sim;

@@ -20,6 +20,21 @@
 //! request forces one (tool choice any/required/named) or when the last user text
 //! names a tool; once a tool result is the last message it answers in text. A prompt
 //! containing [`CONTENT_FILTER_TRIGGER`] is refused as filtered content.
+//!
+//! # Continuations (assistant prefill)
+//! When a request ends with an assistant message the provider continues (Claude on
+//! Vertex or Bedrock; an OpenAI-compatible endpoint with vLLM's
+//! `continue_final_message`), that text is the [`Prompt::prefill`]. The reply is then
+//! generated for the conversation *without* it — the full answer that conversation
+//! gets — and only what comes after its first N tokens is returned, N being the
+//! prefill's token count. So for the same seed, model and conversation, a prefill that
+//! is the start of the answer is continued exactly: `prefill + continuation` is the full
+//! answer, and two simulators with the same model and seed continue each other's
+//! answers, whatever provider each speaks (given the same conversation: the same texts
+//! in the same order — a message sent as one text in one dialect and as several text
+//! blocks in another is not the same prompt). The prefill counts as prompt tokens;
+//! `max_tokens` and stop sequences apply to the continuation; a prefilled reply is text,
+//! never a tool call.
 
 use serde_json::{Map, Value, json};
 
@@ -102,6 +117,9 @@ pub struct Prompt {
     pub max_tokens: Option<u32>,
     pub stop: Vec<String>,
     pub json_mode: bool,
+    /// The final assistant text the reply continues (not in `texts`: the answer is
+    /// that of the conversation without it).
+    pub prefill: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -131,7 +149,8 @@ impl Prompt {
             .iter()
             .map(|t| count_tokens(&format!("{} {} {}", t.name, t.description, t.schema)))
             .sum();
-        texts + tools + self.images * IMAGE_TOKENS
+        let prefill = self.prefill.as_deref().map_or(0, count_tokens);
+        texts + tools + self.images * IMAGE_TOKENS + prefill
     }
 
     fn hash(&self, seed: u64) -> u64 {
@@ -221,7 +240,7 @@ pub fn generate(seed: u64, prompt: &Prompt) -> Completion {
             completion_tokens: 0,
         };
     }
-    if let Some(tool) = chosen_tool(prompt) {
+    if let Some(tool) = chosen_tool(prompt).filter(|_| prompt.prefill.is_none()) {
         let arguments = arguments_for(&tool.schema, hash);
         let completion_tokens = count_tokens(&tool.name) + count_tokens(&arguments.to_string());
         return Completion {
@@ -244,6 +263,10 @@ pub fn generate(seed: u64, prompt: &Prompt) -> Completion {
         sentences(&mut rng, natural_len)
     };
     let mut finish = Finish::Stop;
+    if let Some(prefill) = &prompt.prefill {
+        let skip = count_tokens(prefill) as usize;
+        text = token_pieces(&text).get(skip..).unwrap_or_default().concat();
+    }
 
     if let Some(max) = prompt.max_tokens
         && count_tokens(&text) > max
@@ -338,10 +361,30 @@ fn json_answer(rng: &mut SplitMix, tokens: u32) -> String {
         .replacen(":", ": ", 1)
 }
 
-/// Arguments satisfying a JSON schema's declared properties, deterministically.
+/// Arguments satisfying a schema's declared properties, deterministically: always an
+/// object (every provider's tool arguments are one, whatever the schema declares).
+///
+/// Schemas come as JSON Schema (`"type": "object"`) or as Vertex's OpenAPI subset, whose
+/// types are upper case (`"OBJECT"`, what the Google Gen AI SDK sends): both are read.
 fn arguments_for(schema: &Value, hash: u64) -> Value {
     let mut rng = SplitMix(hash ^ 0x5eed);
-    value_for(schema, &mut rng, 0)
+    match value_for(schema, &mut rng, 0) {
+        object @ Value::Object(_) => object,
+        _ => json!({}),
+    }
+}
+
+/// A schema's type, lower-cased (`OBJECT` → `object`); for a list, the first non-null.
+fn schema_type(schema: &Value) -> Option<String> {
+    match schema.get("type") {
+        Some(Value::String(t)) => Some(t.to_ascii_lowercase()),
+        Some(Value::Array(ts)) => ts
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_ascii_lowercase)
+            .find(|t| t != "null"),
+        _ => None,
+    }
 }
 
 fn value_for(schema: &Value, rng: &mut SplitMix, depth: u32) -> Value {
@@ -352,17 +395,12 @@ fn value_for(schema: &Value, rng: &mut SplitMix, depth: u32) -> Value {
     {
         return first.clone();
     }
-    let ty = match schema.get("type") {
-        Some(Value::String(t)) => t.as_str(),
-        Some(Value::Array(ts)) => ts
-            .iter()
-            .filter_map(Value::as_str)
-            .find(|t| *t != "null")
-            .unwrap_or("string"),
-        _ if schema.get("properties").is_some() => "object",
-        _ => "string",
+    let ty = match schema_type(schema) {
+        Some(t) => t,
+        None if schema.get("properties").is_some() => "object".into(),
+        None => "string".into(),
     };
-    match ty {
+    match ty.as_str() {
         "object" if depth < 4 => {
             let mut out = Map::new();
             if let Some(props) = schema.get("properties").and_then(Value::as_object) {
@@ -559,6 +597,76 @@ mod tests {
         assert_eq!(generate(1, &p).finish, Finish::Stop);
         p.tool_choice = ToolChoice::Any;
         assert_eq!(generate(1, &p).finish, Finish::ToolUse);
+    }
+
+    #[test]
+    fn upper_case_schema_types_give_the_same_shapes_and_arguments_are_always_objects() {
+        let tool = |schema: Value| Tool {
+            name: "get_weather".into(),
+            description: String::new(),
+            schema,
+        };
+        let arguments = |schema: Value| {
+            let mut p = prompt("use get_weather");
+            p.tools = vec![tool(schema)];
+            match generate(1, &p).output {
+                Output::ToolCall { arguments, .. } => arguments,
+                Output::Text(t) => panic!("no tool call: {t}"),
+            }
+        };
+        let upper = arguments(
+            json!({"type": "OBJECT", "properties": {"city": {"type": "STRING"}, "days": {"type": "INTEGER"}, "hot": {"type": "BOOLEAN"}}}),
+        );
+        assert!(upper["city"].is_string(), "{upper}");
+        assert!(upper["days"].is_u64(), "{upper}");
+        assert!(upper["hot"].is_boolean(), "{upper}");
+        let lower = arguments(
+            json!({"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}, "hot": {"type": "boolean"}}}),
+        );
+        assert_eq!(upper, lower);
+        assert_eq!(arguments(Value::Null), json!({}));
+        assert_eq!(arguments(json!({"type": "STRING"})), json!({}));
+    }
+
+    #[test]
+    fn a_prefill_is_continued_from_the_full_answer() {
+        let full = generate(5, &prompt("Summarise the quarter"))
+            .text()
+            .to_owned();
+        let pieces = token_pieces(&full);
+        let mut p = prompt("Summarise the quarter");
+        p.prefill = Some(pieces[..4].concat());
+        let c = generate(5, &p);
+        assert_eq!(format!("{}{}", pieces[..4].concat(), c.text()), full);
+        assert_eq!(c.completion_tokens, count_tokens(&full) - 4);
+        assert_eq!(c.prompt_tokens, count_tokens("Summarise the quarter") + 4);
+        assert_eq!(c.finish, Finish::Stop);
+
+        // Any prefill skips as many tokens as it has; max_tokens counts what follows.
+        p.prefill = Some("Something else entirely".into());
+        p.max_tokens = Some(2);
+        let c = generate(5, &p);
+        assert_eq!(c.text(), pieces[3..5].concat());
+        assert_eq!(c.finish, Finish::Length);
+
+        // A prefill as long as the answer leaves nothing to add.
+        p.prefill = Some(full.clone());
+        p.max_tokens = None;
+        let c = generate(5, &p);
+        assert_eq!((c.text(), c.completion_tokens), ("", 0));
+    }
+
+    #[test]
+    fn a_prefilled_reply_is_text_even_when_a_tool_would_be_called() {
+        let mut p = prompt("call get_weather");
+        p.tools = vec![Tool {
+            name: "get_weather".into(),
+            description: String::new(),
+            schema: json!({"type": "object"}),
+        }];
+        assert_eq!(generate(1, &p).finish, Finish::ToolUse);
+        p.prefill = Some("The".into());
+        assert_eq!(generate(1, &p).finish, Finish::Stop);
     }
 
     #[test]

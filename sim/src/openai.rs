@@ -7,6 +7,11 @@
 //! with `"choices": []` and the usage, and an error in the middle of a stream is a
 //! `data: {"error": {...}}` event. With `capacity_tpm` set, every response carries
 //! `x-ratelimit-*-tokens` headers; a 429 carries `retry-after` and `retry-after-ms`.
+//!
+//! A final assistant message is answered with a new turn, as OpenAI does — unless the
+//! request sets vLLM's `"continue_final_message": true`, which makes it a prefill the
+//! reply continues (refused under `prefill = "reject"`); vLLM's companion
+//! `add_generation_prompt` is accepted too, and may not also be `true`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,9 +26,10 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use serde_json::{Map, Value, json};
 
 use crate::auth;
-use crate::endpoint::{Endpoint, SimError, StreamDialect, json_object, sse, unix_now};
-use crate::faults::{ErrorClass, Faults};
+use crate::endpoint::{Endpoint, SimError, StreamDialect, json_object, sse, unanswered, unix_now};
+use crate::faults::{ErrorClass, Faults, Prefill};
 use crate::model::{Completion, Finish, Output, Prompt, Tool, ToolChoice};
+use crate::request_log;
 
 pub fn routes() -> Router<Arc<Endpoint>> {
     Router::new()
@@ -90,9 +96,21 @@ async fn handle(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response, SimError> {
+    // Parsed before anything can fail, so the request log says what the request was
+    // whatever it got; a malformed body is reported in its turn, after auth.
+    let parsed = json_object(body);
+    if let Ok(request) = &parsed {
+        request_log::note(|n| {
+            n.model = deployment
+                .or_else(|| request.get("model").and_then(Value::as_str))
+                .map(str::to_owned);
+            n.stream = request.get("stream").and_then(Value::as_bool);
+            n.prefill = continues_final_message(request);
+        });
+    }
     let faults: Faults = ep.arrive().await?;
     auth::check_bearer(ep, headers, Some("api-key"))?;
-    let request = json_object(body)?;
+    let request = parsed?;
     let model = match (deployment, request.get("model").and_then(Value::as_str)) {
         (Some(deployment), _) => {
             if !ep.spec.serves(deployment) {
@@ -118,6 +136,12 @@ async fn handle(
         }
     };
     let (prompt, options) = to_prompt(&model, &request)?;
+    if prompt.prefill.is_some() && faults.prefill == Prefill::Reject {
+        return Err(SimError::bad_param(
+            "continue_final_message",
+            "Assistant message prefill is not supported by this model: the conversation must end with a user or tool message.",
+        ));
+    }
     let meta = Meta {
         id: format!(
             "chatcmpl-{}",
@@ -151,6 +175,14 @@ async fn handle(
 struct Options {
     stream: bool,
     include_usage: bool,
+}
+
+/// Does the request ask (vLLM's way) for its final assistant message to be continued?
+fn continues_final_message(request: &Map<String, Value>) -> bool {
+    request
+        .get("continue_final_message")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
 }
 
 fn to_prompt(model: &str, request: &Map<String, Value>) -> Result<(Prompt, Options), SimError> {
@@ -188,6 +220,9 @@ fn to_prompt(model: &str, request: &Map<String, Value>) -> Result<(Prompt, Optio
         "safety_identifier",
         "verbosity",
         "data_sources",
+        // vLLM's extensions for assistant prefill.
+        "continue_final_message",
+        "add_generation_prompt",
     ];
     if let Some(unknown) = request.keys().find(|k| !KNOWN.contains(&k.as_str())) {
         return Err(SimError::bad_param(
@@ -210,6 +245,31 @@ fn to_prompt(model: &str, request: &Map<String, Value>) -> Result<(Prompt, Optio
             "messages",
             "[] is too short - 'messages'",
         ));
+    }
+    let continues = continues_final_message(request);
+    if continues {
+        if request
+            .get("add_generation_prompt")
+            .and_then(Value::as_bool)
+            == Some(true)
+        {
+            return Err(SimError::bad_param(
+                "continue_final_message",
+                "Cannot set both `continue_final_message` and `add_generation_prompt` to True.",
+            ));
+        }
+        let last = messages.last().expect("messages is not empty");
+        if last.get("role").and_then(Value::as_str) != Some("assistant")
+            || last
+                .get("tool_calls")
+                .and_then(Value::as_array)
+                .is_some_and(|c| !c.is_empty())
+        {
+            return Err(SimError::bad_param(
+                "continue_final_message",
+                "`continue_final_message` needs a final assistant message (text, no tool calls) to continue.",
+            ));
+        }
     }
     let mut open_tool_calls = false;
     for (i, message) in messages.iter().enumerate() {
@@ -246,6 +306,10 @@ fn to_prompt(model: &str, request: &Map<String, Value>) -> Result<(Prompt, Optio
                     ),
                 ));
             }
+        }
+        if continues && i == messages.len() - 1 {
+            prompt.prefill = Some(text);
+            continue;
         }
         if !text.is_empty() {
             prompt.texts.push(text.clone());
@@ -575,14 +639,17 @@ impl StreamDialect for Stream {
         if self.meta.include_usage {
             frames.push(self.chunk(json!([]), Some(usage(&self.completion))));
         }
-        frames.push(sse(None, "[DONE]"));
         frames
+    }
+
+    fn terminator(&mut self) -> Vec<Bytes> {
+        vec![sse(None, "[DONE]")]
     }
 
     fn error(&mut self, class: ErrorClass) -> Vec<Bytes> {
         let (_, body) = error_body(&SimError::Injected {
             class,
-            retry_after_s: 0,
+            retry_after_s: 0.0,
         });
         vec![sse(None, &body.to_string())]
     }
@@ -616,8 +683,9 @@ fn error_body(e: &SimError) -> (StatusCode, Value) {
             None,
             Some("rate_limit_exceeded"),
         ),
+        // `reset` and `silent` are never rendered (see `unanswered`); a 500 if they were.
         SimError::Injected {
-            class: ErrorClass::ServerError,
+            class: ErrorClass::ServerError | ErrorClass::Reset | ErrorClass::Silent,
             ..
         } => (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -705,12 +773,15 @@ fn error_body(e: &SimError) -> (StatusCode, Value) {
 }
 
 pub fn error_response(e: &SimError) -> Response {
+    if let Some(unanswered) = unanswered(e) {
+        return unanswered;
+    }
     let (status, body) = error_body(e);
     let mut response = (status, axum::Json(body)).into_response();
-    if let Some(secs) = e.retry_after() {
+    if let (Some(secs), Some(whole)) = (e.retry_after(), e.retry_after_whole_s()) {
         let headers = response.headers_mut();
-        headers.insert("retry-after", secs.into());
-        headers.insert("retry-after-ms", (secs * 1000).into());
+        headers.insert("retry-after", whole.into());
+        headers.insert("retry-after-ms", ((secs * 1000.0).round() as u64).into());
     }
     response
 }

@@ -9,15 +9,19 @@
 //! | `GET /_sim/faults` | current fault settings |
 //! | `PUT /_sim/faults` | replace them (missing fields take defaults) |
 //! | `PATCH /_sim/faults` | merge a partial setting (JSON merge patch) |
-//! | `GET /_sim/stats` | counters: requests, tokens, statuses, faults fired, credentials |
-//! | `POST /_sim/stats/reset` | zero the counters and the capacity window |
+//! | `GET /_sim/stats` | counters: requests, tokens, statuses, faults fired, credentials; and `log`, the last requests ([`crate::request_log`]) |
+//! | `POST /_sim/stats/reset` | zero the counters, the capacity window and the request log |
 //!
 //! The process-wide control listener (`control` in the config) serves the same under
 //! `/_sim/endpoints/{name}/...`, plus `GET /_sim/endpoints`. It is how an endpoint in a
 //! `refuse` outage (its own listener closed) is brought back.
 
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -32,14 +36,16 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
 
 use crate::config::{Kind, SimConfig};
-use crate::endpoint::{Endpoint, Registry};
+use crate::endpoint::{Endpoint, Registry, Unanswered};
 use crate::faults::{Faults, Outage};
+use crate::request_log::{self, Seen};
 use crate::{bedrock, google, identity, openai, vertex};
 
 /// A running simulator process (or an in-process one, in tests).
@@ -55,12 +61,13 @@ impl Sim {
     pub async fn start(config: SimConfig) -> anyhow::Result<Sim> {
         config.validate()?;
         let registry = Arc::new(Registry::default());
+        let epoch = tokio::time::Instant::now();
         let (shutdown, _) = watch::channel(false);
         let mut endpoints = Vec::new();
         let mut tasks = Vec::new();
         for spec in config.endpoints {
             let listen = spec.listen;
-            let ep = Endpoint::new(spec, config.seed, registry.clone());
+            let ep = Endpoint::started_at(spec, config.seed, registry.clone(), epoch);
             let listener = TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("binding endpoint {} to {listen}", ep.name()))?;
@@ -114,6 +121,11 @@ impl Sim {
         self.endpoint(name).url()
     }
 
+    /// What endpoint `name` saw: its request log, oldest first.
+    pub fn requests(&self, name: &str) -> Vec<Seen> {
+        self.endpoint(name).requests()
+    }
+
     pub fn control_url(&self) -> Option<String> {
         self.control.map(|a| format!("http://{a}"))
     }
@@ -139,7 +151,7 @@ fn provider_routes(kind: Kind) -> Router<Arc<Endpoint>> {
 fn endpoint_app(ep: Arc<Endpoint>) -> Router {
     let provider = provider_routes(ep.kind())
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(ep.clone(), count_status))
+        .layer(middleware::from_fn_with_state(ep.clone(), observe))
         .with_state(ep.clone());
     control_routes(ep).merge(provider)
 }
@@ -158,11 +170,53 @@ async fn not_found(State(ep): State<Arc<Endpoint>>, request: Request) -> Respons
     }
 }
 
-async fn count_status(State(ep): State<Arc<Endpoint>>, request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
+/// Around every provider request: writes it to the request log, counts its status, and
+/// carries out the faults that are not answers (a reset, a silence), which need the
+/// connection rather than a response.
+async fn observe(State(ep): State<Arc<Endpoint>>, request: Request, next: Next) -> Response {
+    let connection = request.extensions().get::<Connection>().cloned();
+    let seq = ep.log_arrival(request.method().as_str(), request.uri().path());
+    let (response, note) = request_log::with_note(seq, next.run(request)).await;
+    let unanswered = response.extensions().get::<Unanswered>().copied();
     let status = response.status().as_u16();
-    ep.record(|s| *s.statuses.entry(status).or_default() += 1);
-    response
+    let at = ep.since_start_ms();
+    ep.log_update(seq, |e| {
+        e.model = note.model;
+        e.stream = note.stream.unwrap_or(false);
+        e.prefill = note.prefill;
+        e.responded_ms = Some(at);
+        match unanswered {
+            Some(_) => e.outcome = note.outcome.unwrap_or("reset").into(),
+            None => {
+                e.status = Some(status);
+                e.outcome = match note.outcome {
+                    Some(outcome) => outcome.into(),
+                    None if response.status().is_success() => "ok".into(),
+                    None => format!("http_{status}"),
+                };
+            }
+        }
+    });
+    match unanswered {
+        None => {
+            ep.record(|s| *s.statuses.entry(status).or_default() += 1);
+            response
+        }
+        Some(Unanswered::Reset) => {
+            match connection {
+                Some(connection) => connection.reset(),
+                None => tracing::warn!(
+                    endpoint = ep.name(),
+                    "a reset was injected on a request without a connection: it stays silent"
+                ),
+            }
+            // The connection task drops this request with the connection.
+            std::future::pending().await
+        }
+        // Until the client gives up (hyper then drops this future) or the simulator
+        // shuts down (the connection task drops the connection).
+        Some(Unanswered::Silent) => std::future::pending().await,
+    }
 }
 
 fn control_routes(ep: Arc<Endpoint>) -> Router {
@@ -215,10 +269,9 @@ fn apply_faults(
         Ok(v) => v,
         Err(e) => return control_error(format!("malformed JSON: {e}")),
     };
-    match make(&ep.faults(), value) {
+    match ep.update_faults(|current| make(current, value)) {
         Ok(faults) => {
             tracing::info!(endpoint = ep.name(), faults = %serde_json::to_string(&faults).unwrap_or_default(), "faults changed");
-            ep.set_faults(faults.clone());
             axum::Json(faults).into_response()
         }
         Err(message) => control_error(message),
@@ -233,13 +286,20 @@ fn control_error(message: String) -> Response {
         .into_response()
 }
 
+/// The counters, plus `log`: the request log.
+fn stats_json(ep: &Endpoint) -> Value {
+    let mut stats = serde_json::to_value(ep.stats()).unwrap_or_else(|_| json!({}));
+    stats["log"] = serde_json::to_value(ep.requests()).unwrap_or_else(|_| json!([]));
+    stats
+}
+
 async fn stats(State(ep): State<Arc<Endpoint>>) -> Response {
-    axum::Json(ep.stats()).into_response()
+    axum::Json(stats_json(&ep)).into_response()
 }
 
 async fn reset_stats(State(ep): State<Arc<Endpoint>>) -> Response {
     ep.reset_stats();
-    axum::Json(ep.stats()).into_response()
+    axum::Json(stats_json(&ep)).into_response()
 }
 
 /// The process-wide control API: forwards `/_sim/endpoints/{name}/...` to that
@@ -382,7 +442,18 @@ fn spawn_connection(
     mut generation: watch::Receiver<u64>,
 ) {
     let _ = stream.set_nodelay(true);
+    let handle = Connection::default();
+    let stream = ResetOnDrop {
+        stream,
+        reset: handle.reset.clone(),
+    };
     tokio::spawn(async move {
+        let aborted = handle.aborted.clone();
+        // Every request carries its connection, so a handler can have it reset.
+        let app = app.map_request(move |mut request: http::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(handle.clone());
+            request
+        });
         let service = TowerToHyperService::new(app);
         let mut builder = auto::Builder::new(TokioExecutor::new());
         // A client speaking h2c may multiplex thousands of streams on one connection
@@ -393,6 +464,82 @@ fn spawn_connection(
             _ = connection => {}
             _ = shutdown.changed() => {}
             _ = generation.changed() => {}
+            // Dropping the connection drops the socket: with the reset flag set, an RST.
+            _ = aborted.notified() => {}
         }
     });
+}
+
+/// A request's way back to its TCP connection: what an injected `reset` pulls.
+#[derive(Clone, Default)]
+struct Connection {
+    reset: Arc<AtomicBool>,
+    aborted: Arc<Notify>,
+}
+
+impl Connection {
+    /// Closes the connection with a TCP RST (zero linger), whatever is in flight on it
+    /// (over HTTP/2, every stream of the connection).
+    fn reset(&self) {
+        self.reset.store(true, Ordering::SeqCst);
+        // A stored permit if the connection task is not waiting yet.
+        self.aborted.notify_one();
+    }
+}
+
+/// The accepted socket, which closes with an RST instead of a FIN when its
+/// connection was reset.
+struct ResetOnDrop {
+    stream: TcpStream,
+    reset: Arc<AtomicBool>,
+}
+
+impl Drop for ResetOnDrop {
+    fn drop(&mut self) {
+        if self.reset.load(Ordering::SeqCst)
+            && let Err(e) = self.stream.set_zero_linger()
+        {
+            tracing::warn!(error = %e, "cannot set SO_LINGER 0: the reset closes normally");
+        }
+    }
+}
+
+impl AsyncRead for ResetOnDrop {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ResetOnDrop {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
 }

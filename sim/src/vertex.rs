@@ -25,9 +25,10 @@ use serde_json::{Map, Value, json};
 use crate::anthropic;
 use crate::auth;
 use crate::endpoint::{Endpoint, SimError, StreamDialect, json_object, rfc3339, sse, unix_now};
-use crate::faults::ErrorClass;
+use crate::faults::{ErrorClass, Prefill};
 use crate::google;
 use crate::model::{Completion, Finish, Output, Prompt, Tool, ToolChoice};
+use crate::request_log;
 
 pub fn routes() -> Router<Arc<Endpoint>> {
     Router::new()
@@ -61,6 +62,17 @@ async fn predict(
             return google::error_response(&e);
         }
     };
+    // Parsed before anything can fail, so the request log says what the request was
+    // whatever it got; a malformed body is reported in its turn, after auth.
+    let parsed = json_object(&body);
+    request_log::note(|n| {
+        n.model = Some(model.to_owned());
+        n.stream = Some(route.stream());
+        n.prefill = parsed.as_ref().is_ok_and(|r| match route {
+            Route::Anthropic { .. } => anthropic::ends_with_prefill(r),
+            Route::Gemini { .. } => ends_with_model_turn(r),
+        });
+    });
     let result = async {
         let faults = ep.arrive().await?;
         auth::check_bearer(&ep, &headers, None)?;
@@ -72,7 +84,7 @@ async fn predict(
                 "Publisher Model `projects/{_project}/locations/{location}/publishers/{publisher}/models/{model}` not found."
             )));
         }
-        let request = json_object(&body)?;
+        let request = parsed?;
         match route {
             Route::Gemini { stream, sse } => gemini(&ep, faults, model, &request, stream, sse).await,
             Route::Anthropic { stream } => anthropic::handle(&ep, faults, model, &request, stream).await,
@@ -91,6 +103,52 @@ enum Route {
     Anthropic { stream: bool },
 }
 
+impl Route {
+    fn stream(self) -> bool {
+        match self {
+            Self::Gemini { stream, .. } | Self::Anthropic { stream } => stream,
+        }
+    }
+}
+
+/// Does a GenerateContent request end with a `model` turn? Gemini has no documented
+/// prefill: such a request is answered with a new turn, or refused under
+/// `prefill = "reject"`; the request log records it as a prefill either way.
+fn ends_with_model_turn(request: &Map<String, Value>) -> bool {
+    request
+        .get("contents")
+        .and_then(Value::as_array)
+        .and_then(|c| c.last())
+        .and_then(|c| c.get("role"))
+        .and_then(Value::as_str)
+        == Some("model")
+}
+
+/// A field of a Google API JSON object by its lowerCamelCase name, or by the
+/// snake_case original, which Google's JSON parser accepts too (the Gen AI SDK sends
+/// `parameters_json_schema`, for one).
+fn field<'a>(object: &'a Value, camel: &str) -> Option<&'a Value> {
+    object.get(camel).or_else(|| object.get(snake_case(camel)))
+}
+
+/// [`field`] of the request object itself.
+fn map_field<'a>(object: &'a Map<String, Value>, camel: &str) -> Option<&'a Value> {
+    object.get(camel).or_else(|| object.get(&snake_case(camel)))
+}
+
+fn snake_case(camel: &str) -> String {
+    let mut out = String::with_capacity(camel.len() + 4);
+    for c in camel.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 async fn gemini(
     ep: &Arc<Endpoint>,
     faults: crate::faults::Faults,
@@ -100,6 +158,12 @@ async fn gemini(
     sse: bool,
 ) -> Result<Response, SimError> {
     let prompt = gemini_prompt(model, request)?;
+    if faults.prefill == Prefill::Reject && ends_with_model_turn(request) {
+        return Err(SimError::bad_param(
+            "contents",
+            "Please ensure that the conversation ends with a user turn: this model does not continue a model turn (prefill).",
+        ));
+    }
     let response_id = ep.next_id(
         b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789",
         22,
@@ -154,7 +218,11 @@ fn gemini_prompt(model: &str, request: &Map<String, Value>) -> Result<Prompt, Si
         "labels",
         "model",
     ];
-    if let Some(unknown) = request.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+    if let Some(unknown) = request.keys().find(|k| {
+        !KNOWN
+            .iter()
+            .any(|known| known == k || snake_case(known) == **k)
+    }) {
         return Err(SimError::bad_request(format!(
             "Invalid JSON payload received. Unknown name \"{unknown}\": Cannot find field."
         )));
@@ -163,8 +231,7 @@ fn gemini_prompt(model: &str, request: &Map<String, Value>) -> Result<Prompt, Si
         model: model.to_owned(),
         ..Prompt::default()
     };
-    for part in request
-        .get("systemInstruction")
+    for part in map_field(request, "systemInstruction")
         .and_then(|s| s.get("parts"))
         .and_then(Value::as_array)
         .into_iter()
@@ -204,13 +271,13 @@ fn gemini_prompt(model: &str, request: &Map<String, Value>) -> Result<Prompt, Si
             if let Some(t) = part.get("text").and_then(Value::as_str) {
                 prompt.texts.push(t.to_owned());
                 text.push_str(t);
-            } else if part.get("inlineData").is_some() || part.get("fileData").is_some() {
+            } else if field(part, "inlineData").is_some() || field(part, "fileData").is_some() {
                 prompt.images += 1;
-            } else if let Some(call) = part.get("functionCall") {
+            } else if let Some(call) = field(part, "functionCall") {
                 prompt
                     .texts
                     .push(call.get("args").map(Value::to_string).unwrap_or_default());
-            } else if let Some(response) = part.get("functionResponse") {
+            } else if let Some(response) = field(part, "functionResponse") {
                 tool_result = true;
                 prompt.texts.push(
                     response
@@ -229,8 +296,8 @@ fn gemini_prompt(model: &str, request: &Map<String, Value>) -> Result<Prompt, Si
             prompt.last_is_tool_result = false;
         }
     }
-    if let Some(config) = request.get("generationConfig") {
-        if let Some(max) = config.get("maxOutputTokens") {
+    if let Some(config) = map_field(request, "generationConfig") {
+        if let Some(max) = field(config, "maxOutputTokens") {
             let max = max.as_u64().filter(|m| *m >= 1).ok_or_else(|| {
                 SimError::bad_param(
                     "generationConfig.max_output_tokens",
@@ -249,7 +316,7 @@ fn gemini_prompt(model: &str, request: &Map<String, Value>) -> Result<Prompt, Si
                 ),
             ));
         }
-        if let Some(p) = config.get("topP").and_then(Value::as_f64)
+        if let Some(p) = field(config, "topP").and_then(Value::as_f64)
             && !(0.0..=1.0).contains(&p)
         {
             return Err(SimError::bad_param(
@@ -259,8 +326,7 @@ fn gemini_prompt(model: &str, request: &Map<String, Value>) -> Result<Prompt, Si
                 ),
             ));
         }
-        if config
-            .get("candidateCount")
+        if field(config, "candidateCount")
             .and_then(Value::as_u64)
             .is_some_and(|n| n != 1)
         {
@@ -269,7 +335,7 @@ fn gemini_prompt(model: &str, request: &Map<String, Value>) -> Result<Prompt, Si
                 "Only one candidate can be specified in the current model.",
             ));
         }
-        match config.get("responseMimeType").and_then(Value::as_str) {
+        match field(config, "responseMimeType").and_then(Value::as_str) {
             None | Some("text/plain") => {}
             Some("application/json") => prompt.json_mode = true,
             Some(other) => {
@@ -281,8 +347,7 @@ fn gemini_prompt(model: &str, request: &Map<String, Value>) -> Result<Prompt, Si
                 ));
             }
         }
-        prompt.stop = config
-            .get("stopSequences")
+        prompt.stop = field(config, "stopSequences")
             .and_then(Value::as_array)
             .map(|s| {
                 s.iter()
@@ -298,8 +363,7 @@ fn gemini_prompt(model: &str, request: &Map<String, Value>) -> Result<Prompt, Si
         .into_iter()
         .flatten()
     {
-        for f in tool
-            .get("functionDeclarations")
+        for f in field(tool, "functionDeclarations")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
@@ -315,16 +379,20 @@ fn gemini_prompt(model: &str, request: &Map<String, Value>) -> Result<Prompt, Si
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .to_owned(),
-                schema: f.get("parameters").cloned().unwrap_or(Value::Null),
+                // `parameters` is Vertex's OpenAPI subset (types upper or lower case);
+                // `parametersJsonSchema` plain JSON Schema (what the Gen AI SDK sends
+                // for a Python function): either describes the arguments.
+                schema: field(f, "parameters")
+                    .or_else(|| field(f, "parametersJsonSchema"))
+                    .cloned()
+                    .unwrap_or(Value::Null),
             });
         }
     }
-    if let Some(calling) = request
-        .get("toolConfig")
-        .and_then(|t| t.get("functionCallingConfig"))
+    if let Some(calling) =
+        map_field(request, "toolConfig").and_then(|t| field(t, "functionCallingConfig"))
     {
-        let allowed: Vec<&str> = calling
-            .get("allowedFunctionNames")
+        let allowed: Vec<&str> = field(calling, "allowedFunctionNames")
             .and_then(Value::as_array)
             .map(|a| a.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
@@ -454,7 +522,7 @@ impl StreamDialect for GeminiStream {
     fn error(&mut self, class: ErrorClass) -> Vec<Bytes> {
         let (code, status, message) = google::status(&SimError::Injected {
             class,
-            retry_after_s: 0,
+            retry_after_s: 0.0,
         });
         vec![sse(
             None,

@@ -20,6 +20,8 @@
 //!   the browser and desktop tests;
 //! - [`webdriver`]: a small W3C WebDriver client (sessions, navigation, elements,
 //!   clicks and typing, scripts, screenshots) over blocking `reqwest`;
+//! - [`simulators`], [`python`]: the `crossbar-sim` binary alone, and the official
+//!   Python clients (from the virtualenv `cargo xtask setup` makes) run against it;
 //! - [`process`], [`paths`]: child processes, bounded waits, where things are.
 //!
 //! Three rules keep them from hanging, leaking or tripping over each other on a
@@ -44,6 +46,8 @@ pub mod console;
 pub mod demo;
 pub mod paths;
 pub mod process;
+pub mod python;
+pub mod simulators;
 pub mod webdriver;
 
 use std::sync::{Mutex, MutexGuard};

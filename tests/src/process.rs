@@ -243,6 +243,16 @@ impl Drop for TempDir {
 /// Runs a short command to completion within `timeout`, failing with its output if it
 /// fails or overruns.
 pub fn run_bounded(name: &str, command: &mut Command, timeout: Duration) -> anyhow::Result<()> {
+    run_bounded_output(name, command, timeout).map(drop)
+}
+
+/// As [`run_bounded`], returning what the command printed (stdout and stderr,
+/// interleaved as they came: its log).
+pub fn run_bounded_output(
+    name: &str,
+    command: &mut Command,
+    timeout: Duration,
+) -> anyhow::Result<String> {
     let mut guard = ChildGuard::spawn(name, command)?;
     let status = wait_until(timeout, &format!("{name} to finish"), || {
         Ok(guard.child.try_wait()?)
@@ -251,5 +261,6 @@ pub fn run_bounded(name: &str, command: &mut Command, timeout: Duration) -> anyh
     if !status.success() {
         bail!("{name} failed ({status}); {}", guard.log_excerpt());
     }
-    Ok(())
+    std::fs::read_to_string(guard.log())
+        .with_context(|| format!("cannot read {}", guard.log().display()))
 }

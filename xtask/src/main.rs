@@ -3,7 +3,8 @@
 //!
 //! - `setup`: installs what the build and the tests need and is missing — Debian
 //!   packages (WebKitGTK, Chromium, Xvfb...), the wasm32 target, the `wasm-bindgen` CLI
-//!   pinned to Cargo.lock. Idempotent and cheap when nothing is missing.
+//!   pinned to Cargo.lock, and a virtualenv with the pinned official Python clients
+//!   (`tests/python/requirements.txt`). Idempotent and cheap when nothing is missing.
 //! - `build`: the console (wasm + `wasm-bindgen` into `ui/dist`), the `crossbar` and
 //!   `crossbar-sim` binaries, and the desktop app (which embeds `ui/dist`).
 //! - `test`: setup, build, every unit and integration test, then the end-to-end tests
@@ -42,7 +43,8 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  setup   install what is missing: Debian packages, the wasm32 target, wasm-bindgen-cli
+  setup   install what is missing: Debian packages, the wasm32 target, wasm-bindgen-cli,
+          the official Python clients (a virtualenv in the target directory)
   build   build the console (ui/dist), crossbar, crossbar-sim and crossbar-desktop
   test    setup + build, then all tests, including the browser and desktop end-to-end tests
   demo    setup + build, then `crossbar demo`: simulated clouds, router, console, live traffic

@@ -1,6 +1,6 @@
 //! `cargo xtask setup`: install what is missing, and only that.
 //!
-//! Everything comes from the ordinary channels — apt, rustup, `cargo install` —
+//! Everything comes from the ordinary channels — apt, rustup, `cargo install`, pip —
 //! nothing is downloaded by hand. Run again, it only checks (a few hundred ms).
 
 use std::collections::BTreeSet;
@@ -13,7 +13,8 @@ use crate::workspace::{Workspace, cargo_installed_tool, output, run, step};
 
 /// Debian packages: WebKitGTK/GTK and friends to build the Tauri app, then what the
 /// end-to-end tests drive (Chromium + chromedriver, Xvfb, WebKitWebDriver, ImageMagick's
-/// `import`) and a font so screenshots have text.
+/// `import`), a font so screenshots have text, and Python's `venv` module (Debian
+/// ships it apart from `python3`) for the official Python clients' virtualenv.
 pub const APT_PACKAGES: &[&str] = &[
     "build-essential",
     "pkg-config",
@@ -30,7 +31,19 @@ pub const APT_PACKAGES: &[&str] = &[
     "chromium-driver",
     "imagemagick",
     "fonts-dejavu-core",
+    "python3-venv",
 ];
+
+/// The pinned official Python clients the end-to-end tests run against the
+/// simulators, relative to the workspace root.
+pub const PYTHON_REQUIREMENTS: &str = "tests/python/requirements.txt";
+
+/// The virtualenv they are installed in: `<target dir>/python-venv`, where the
+/// end-to-end tests look for it (`tests/src/python.rs`), and which CI's cached target
+/// directory keeps between runs.
+pub fn python_venv(ws: &Workspace) -> PathBuf {
+    ws.target_dir.join("python-venv")
+}
 
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
 
@@ -39,6 +52,69 @@ pub fn setup(ws: &Workspace) -> anyhow::Result<()> {
     step("setup: rust target wasm32-unknown-unknown", wasm_target)?;
     step("setup: rustfmt and clippy", rustfmt_and_clippy)?;
     step("setup: wasm-bindgen CLI", || wasm_bindgen_cli(ws).map(drop))?;
+    step("setup: official Python clients (virtualenv)", || {
+        python_clients(ws)
+    })?;
+    Ok(())
+}
+
+/// Makes sure [`python_venv`] holds exactly [`PYTHON_REQUIREMENTS`]: a copy of the
+/// requirements file inside the venv stamps what was installed, so a second run only
+/// compares two files and asks the venv's Python for its version. When the file has
+/// changed (or the venv is missing or broken), the venv is made afresh, so a pin that
+/// was dropped does not linger. The base interpreter is `$CROSSBAR_PYTHON`, else
+/// `python3` on PATH.
+fn python_clients(ws: &Workspace) -> anyhow::Result<()> {
+    let requirements_path = ws.root.join(PYTHON_REQUIREMENTS);
+    let requirements = std::fs::read_to_string(&requirements_path)
+        .with_context(|| format!("cannot read {}", requirements_path.display()))?;
+    let venv = python_venv(ws);
+    let python = venv.join("bin/python");
+    let stamp = venv.join("crossbar-requirements.txt");
+    let installed = std::fs::read_to_string(&stamp).ok();
+    if installed.as_deref() == Some(requirements.as_str())
+        && let Some(version) = output(Command::new(&python).arg("--version"))
+    {
+        eprintln!(
+            "the Python clients are installed ({}, {})",
+            version.trim(),
+            venv.display()
+        );
+        return Ok(());
+    }
+    if venv.exists() {
+        eprintln!(
+            "{} changed since {} was made (or the venv is broken): making it afresh",
+            PYTHON_REQUIREMENTS,
+            venv.display()
+        );
+        std::fs::remove_dir_all(&venv)
+            .with_context(|| format!("cannot remove {}", venv.display()))?;
+    }
+    let base = std::env::var_os("CROSSBAR_PYTHON").unwrap_or_else(|| "python3".into());
+    run(Command::new(&base).args(["-m", "venv"]).arg(&venv)).with_context(|| {
+        format!(
+            "cannot create a virtualenv with {}: is Python 3 installed, with its venv module \
+             (Debian: python3-venv)?",
+            base.to_string_lossy()
+        )
+    })?;
+    run(Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--no-input",
+            "--progress-bar",
+            "off",
+            "-r",
+        ])
+        .arg(&requirements_path))
+    .context("cannot install the Python clients (is PyPI reachable?)")?;
+    // Written last: an interrupted install is redone next time.
+    std::fs::write(&stamp, &requirements)
+        .with_context(|| format!("cannot write {}", stamp.display()))?;
     Ok(())
 }
 

@@ -3,6 +3,11 @@
 //! the URL. Errors of the model come in Anthropic's format; those of the Vertex front
 //! end (auth, quota, routing) in Google's. The request body is typed
 //! ([`MessagesRequest`]), like Bedrock's and OpenAI's.
+//!
+//! A tool's `input_schema` must be JSON Schema with `"type": "object"` exactly:
+//! parameters declared the Gemini way (upper-case OpenAPI types, `"OBJECT"`), or
+//! without a top-level type, are normalised to that ([`input_schema`]), so a client
+//! written for one provider still reaches Claude.
 
 use futures_util::future::BoxFuture;
 use serde::Serialize;
@@ -257,11 +262,7 @@ pub(crate) fn to_anthropic(
                 .map(|t| Tool {
                     name: &t.function.name,
                     description: t.function.description.as_deref().unwrap_or_default(),
-                    input_schema: t
-                        .function
-                        .parameters
-                        .clone()
-                        .unwrap_or_else(|| json!({"type": "object"})),
+                    input_schema: input_schema(t.function.parameters.as_ref()),
                 })
                 .collect()
         }),
@@ -277,6 +278,70 @@ pub(crate) fn to_anthropic(
                 },
             }),
     })
+}
+
+/// A function's parameters as Anthropic's `input_schema`: JSON Schema whose top level
+/// has `"type": "object"`. OpenAPI-style upper-case type names (`"OBJECT"`,
+/// `"STRING"`, what Gemini clients declare) are lowered throughout; a missing top-level
+/// type is added.
+fn input_schema(parameters: Option<&Value>) -> Value {
+    let mut schema = match parameters {
+        Some(Value::Object(p)) => Value::Object(p.clone()),
+        _ => json!({}),
+    };
+    lower_type_names(&mut schema);
+    if schema.get("type").is_none() {
+        schema["type"] = json!("object");
+    }
+    schema
+}
+
+const SCHEMA_TYPES: [&str; 7] = [
+    "object", "string", "number", "integer", "boolean", "array", "null",
+];
+
+/// Lowers every `type` that names a JSON Schema type in another case, in `schema` and
+/// in the schemas nested in it (properties, items, combinators, definitions); literal
+/// values (`enum`, `const`, `default`...) are left alone.
+fn lower_type_names(schema: &mut Value) {
+    let Value::Object(map) = schema else {
+        return;
+    };
+    for (key, value) in map.iter_mut() {
+        match key.as_str() {
+            "type" => match value {
+                Value::Array(types) => types.iter_mut().for_each(lower_type_name),
+                name => lower_type_name(name),
+            },
+            // Maps from names to schemas.
+            "properties" | "patternProperties" | "$defs" | "definitions" => {
+                if let Value::Object(named) = value {
+                    named.values_mut().for_each(lower_type_names);
+                }
+            }
+            // A schema, or a list of them.
+            "items"
+            | "additionalProperties"
+            | "not"
+            | "contains"
+            | "anyOf"
+            | "oneOf"
+            | "allOf"
+            | "prefixItems" => match value {
+                Value::Array(schemas) => schemas.iter_mut().for_each(lower_type_names),
+                schema => lower_type_names(schema),
+            },
+            _ => {}
+        }
+    }
+}
+
+fn lower_type_name(name: &mut Value) {
+    if let Value::String(name) = name
+        && let Some(known) = SCHEMA_TYPES.iter().find(|k| k.eq_ignore_ascii_case(name))
+    {
+        *name = (*known).to_owned();
+    }
 }
 
 fn finish_reason(reason: &str) -> FinishReason {
@@ -630,6 +695,42 @@ mod tests {
     use super::*;
     use crate::api::Content;
     use serde_json::json;
+
+    #[test]
+    fn input_schemas_are_json_schema_objects_whatever_case_the_client_used() {
+        let gemini_style = json!({
+            "type": "OBJECT",
+            "properties": {
+                "city": {"type": "STRING", "enum": ["OBJECT", "Lisbon"]},
+                "type": {"type": "String", "default": {"type": "KEPT"}},
+                "days": {"type": ["INTEGER", "NULL"]},
+                "stops": {"type": "ARRAY", "items": {"type": "OBJECT", "properties": {"at": {"type": "NUMBER"}}}},
+                "any": {"anyOf": [{"type": "BOOLEAN"}, {"type": "STRING"}]},
+            },
+            "required": ["city"],
+        });
+        assert_eq!(
+            input_schema(Some(&gemini_style)),
+            json!({
+                "type": "object",
+                "properties": {
+                    "city": {"type": "string", "enum": ["OBJECT", "Lisbon"]},
+                    "type": {"type": "string", "default": {"type": "KEPT"}},
+                    "days": {"type": ["integer", "null"]},
+                    "stops": {"type": "array", "items": {"type": "object", "properties": {"at": {"type": "number"}}}},
+                    "any": {"anyOf": [{"type": "boolean"}, {"type": "string"}]},
+                },
+                "required": ["city"],
+            })
+        );
+        let json_schema = json!({"type": "object", "properties": {"city": {"type": "string"}}});
+        assert_eq!(input_schema(Some(&json_schema)), json_schema);
+        assert_eq!(
+            input_schema(Some(&json!({"properties": {}}))),
+            json!({"type": "object", "properties": {}})
+        );
+        assert_eq!(input_schema(None), json!({"type": "object"}));
+    }
 
     #[test]
     fn tool_results_become_user_tool_result_blocks() {

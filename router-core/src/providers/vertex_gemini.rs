@@ -7,6 +7,13 @@
 //! `response_format` JSON → `responseMimeType`. Gemini gives function calls no ids,
 //! so Crossbar numbers them `call_{n}`. The request body is typed
 //! ([`GenerateContentRequest`]), like Bedrock's and OpenAI's.
+//!
+//! Function parameters are passed as the client declared them: Vertex reads JSON
+//! Schema's lower-case types and its own upper-case OpenAPI ones (`"OBJECT"`) alike. A
+//! call's `args` is an object (a `Struct`); one that is not — a JSON-encoded string
+//! from a non-conforming upstream, say — is decoded if it holds an object and refused
+//! as an upstream error otherwise, never handed to the client as arguments it cannot
+//! parse ([`function_call`]).
 
 use std::collections::HashMap;
 
@@ -374,24 +381,35 @@ fn usage(metadata: &Value) -> Option<Usage> {
     ))
 }
 
-/// A function call, numbered `call_{n}` (Gemini gives calls no ids).
-fn function_call(call: &Value, n: impl std::fmt::Display) -> ToolCall {
-    ToolCall {
+/// A function call, numbered `call_{n}` (Gemini gives calls no ids). Its arguments
+/// are `args` as JSON text: an object, or `{}` when absent; an object sent as a JSON
+/// string is decoded; anything else is the upstream's error.
+fn function_call(call: &Value, n: impl std::fmt::Display) -> Result<ToolCall, Error> {
+    let name = call
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let arguments = match call.get("args") {
+        None | Some(Value::Null) => "{}".to_owned(),
+        Some(args @ Value::Object(_)) => args.to_string(),
+        Some(Value::String(text))
+            if serde_json::from_str::<Value>(text).is_ok_and(|v| v.is_object()) =>
+        {
+            text.clone()
+        }
+        Some(other) => {
+            return Err(Error::new(
+                ErrorKind::UpstreamError,
+                format!("function call `{name}`: args must be an object, got {other}"),
+            ));
+        }
+    };
+    Ok(ToolCall {
         id: format!("call_{n}"),
         kind: ToolKind::Function,
-        function: FunctionCall {
-            name: call
-                .get("name")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
-            arguments: call
-                .get("args")
-                .cloned()
-                .unwrap_or_else(|| json!({}))
-                .to_string(),
-        },
-    }
+        function: FunctionCall { name, arguments },
+    })
 }
 
 fn from_gemini(reply: &Value, model: &str) -> Result<ChatResponse, Error> {
@@ -420,7 +438,7 @@ fn from_gemini(reply: &Value, model: &str) -> Result<ChatResponse, Error> {
             text.push_str(t);
         }
         if let Some(call) = part.get("functionCall") {
-            calls.push(function_call(call, calls.len()));
+            calls.push(function_call(call, calls.len())?);
         }
     }
     let reason = candidate
@@ -545,7 +563,10 @@ impl Decoder for GeminiDecoder {
                 )));
             }
             if let Some(call) = part.get("functionCall") {
-                let call = function_call(call, self.calls);
+                let call = match function_call(call, self.calls) {
+                    Ok(call) => call,
+                    Err(e) => return out.push(Err(e)),
+                };
                 let delta = ToolCallDelta {
                     index: self.calls,
                     id: Some(call.id),
@@ -586,6 +607,27 @@ impl Decoder for GeminiDecoder {
 mod tests {
     use super::*;
     use crate::api::{Content, FunctionDefinition, ToolDefinition};
+
+    #[test]
+    fn function_call_args_must_be_an_object() {
+        let call = |args: Value| function_call(&json!({"name": "f", "args": args}), 0);
+        assert_eq!(
+            call(json!({"city": "Lisbon"})).unwrap().function.arguments,
+            r#"{"city":"Lisbon"}"#
+        );
+        assert_eq!(
+            call(json!(r#"{"city": "Lisbon"}"#))
+                .unwrap()
+                .function
+                .arguments,
+            r#"{"city": "Lisbon"}"#
+        );
+        assert_eq!(call(Value::Null).unwrap().function.arguments, "{}");
+        for bad in [json!("brief"), json!([1]), json!(3)] {
+            let err = call(bad.clone()).unwrap_err();
+            assert_eq!(err.kind, ErrorKind::UpstreamError, "{bad}");
+        }
+    }
 
     #[test]
     fn tool_results_are_named_after_their_call_and_roles_merge() {
