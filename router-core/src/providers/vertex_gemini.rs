@@ -565,7 +565,7 @@ impl Decoder for GeminiDecoder {
             if let Some(call) = part.get("functionCall") {
                 let call = match function_call(call, self.calls) {
                     Ok(call) => call,
-                    Err(e) => return out.push(Err(e)),
+                    Err(e) => return out.push(Decoded::Failed(e)),
                 };
                 let delta = ToolCallDelta {
                     index: self.calls,
