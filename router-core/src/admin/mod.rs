@@ -6,12 +6,14 @@
 use serde::{Deserialize, Serialize};
 
 mod health;
+mod playbook;
 
 /// What a publish changed: the configuration diff (see [`crate::config::diff`]).
 pub use crate::config::Change;
 pub use health::{
     BreakerEvent, BreakerView, Override, Reason, Signal, StateName, Transition, WindowStats,
 };
+pub use playbook::{GateResult, Gates};
 
 /// How a request was routed: the gateway's `x-crossbar-*` headers.
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]

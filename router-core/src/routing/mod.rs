@@ -11,6 +11,8 @@
 //!   the splice that joins the two;
 //! - [`drill`]: disaster-recovery drills as an overlay on the plan;
 //! - [`parity`]: a shadow's answer compared with the incumbent's;
+//! - [`rollout`]: a staged rollout's next step (hold, advance, roll back) from its
+//!   gates;
 //! - [`rolls`]: the seeded dice of all of the above.
 //!
 //! [`clock`] is the one seam through which routing reads time and waits for it, and
@@ -26,6 +28,7 @@ pub mod drill;
 pub mod engine;
 pub mod parity;
 pub mod plan;
+pub mod rollout;
 pub mod rolls;
 pub mod select;
 mod settings;
