@@ -197,16 +197,16 @@ mod tests {
     fn a_stage_holds_until_its_time_and_its_requests_are_in() {
         let c = arm(49, 0, 400.0, 2_000.0);
         assert!(matches!(
-            evaluate(&plan(), 0, 0 * S, 61 * S, &c, &healthy(), None),
+            evaluate(&plan(), 0, Duration::ZERO, 61 * S, &c, &healthy(), None),
             Verdict::Hold(_)
         ));
         let c = arm(50, 0, 400.0, 2_000.0);
         assert!(matches!(
-            evaluate(&plan(), 0, 0 * S, 59 * S, &c, &healthy(), None),
+            evaluate(&plan(), 0, Duration::ZERO, 59 * S, &c, &healthy(), None),
             Verdict::Hold(_)
         ));
         assert!(matches!(
-            evaluate(&plan(), 0, 0 * S, 60 * S, &c, &healthy(), None),
+            evaluate(&plan(), 0, Duration::ZERO, 60 * S, &c, &healthy(), None),
             Verdict::Advance { to: 1, .. }
         ));
     }
@@ -214,7 +214,7 @@ mod tests {
     #[test]
     fn the_last_stage_completes_the_rollout() {
         let c = arm(500, 1, 400.0, 2_000.0);
-        let v = evaluate(&plan(), 4, 0 * S, 120 * S, &c, &healthy(), None);
+        let v = evaluate(&plan(), 4, Duration::ZERO, 120 * S, &c, &healthy(), None);
         assert!(matches!(v, Verdict::Complete(_)), "{v:?}");
     }
 
@@ -222,7 +222,7 @@ mod tests {
     fn no_gate_is_judged_before_the_candidate_has_enough_requests() {
         let failing = arm(19, 19, 9_000.0, 90_000.0);
         assert_eq!(
-            evaluate(&plan(), 2, 0 * S, S, &failing, &healthy(), None),
+            evaluate(&plan(), 2, Duration::ZERO, S, &failing, &healthy(), None),
             Verdict::Hold(Vec::new())
         );
     }
@@ -231,7 +231,8 @@ mod tests {
     fn a_breach_rolls_back_as_soon_as_it_is_measurable_naming_the_gate() {
         // Mid-stage, long before its minimum time: the breach is enough.
         let c = arm(20, 4, 400.0, 2_000.0);
-        let Verdict::RollBack(gate) = evaluate(&plan(), 2, 0 * S, 3 * S, &c, &healthy(), None)
+        let Verdict::RollBack(gate) =
+            evaluate(&plan(), 2, Duration::ZERO, 3 * S, &c, &healthy(), None)
         else {
             panic!("rolled back");
         };
@@ -247,7 +248,8 @@ mod tests {
         };
         let p = RolloutPlan { gates, ..plan() };
         let c = arm(100, 10, 400.0, 2_000.0);
-        let Verdict::RollBack(gate) = evaluate(&p, 1, 0 * S, S, &c, &healthy(), None) else {
+        let Verdict::RollBack(gate) = evaluate(&p, 1, Duration::ZERO, S, &c, &healthy(), None)
+        else {
             panic!("rolled back");
         };
         assert_eq!(gate.name, "error_rate_increase");
@@ -257,7 +259,8 @@ mod tests {
     #[test]
     fn a_slow_candidate_rolls_back_on_its_ttft_or_latency_ratio() {
         let slow_ttft = arm(100, 0, 700.0, 2_000.0);
-        let Verdict::RollBack(g) = evaluate(&plan(), 1, 0 * S, S, &slow_ttft, &healthy(), None)
+        let Verdict::RollBack(g) =
+            evaluate(&plan(), 1, Duration::ZERO, S, &slow_ttft, &healthy(), None)
         else {
             panic!("rolled back");
         };
@@ -266,7 +269,8 @@ mod tests {
             ("ttft_p90_ratio", 1.75, 1.5)
         );
         let slow = arm(100, 0, 400.0, 3_200.0);
-        let Verdict::RollBack(g) = evaluate(&plan(), 1, 0 * S, S, &slow, &healthy(), None) else {
+        let Verdict::RollBack(g) = evaluate(&plan(), 1, Duration::ZERO, S, &slow, &healthy(), None)
+        else {
             panic!("rolled back");
         };
         assert_eq!(g.name, "latency_p90_ratio");
@@ -279,7 +283,8 @@ mod tests {
             ..Gates::default()
         };
         let p = RolloutPlan { gates, ..plan() };
-        let Verdict::RollBack(g) = evaluate(&p, 0, 0 * S, S, &healthy(), &healthy(), None) else {
+        let Verdict::RollBack(g) = evaluate(&p, 0, Duration::ZERO, S, &healthy(), &healthy(), None)
+        else {
             panic!("rolled back");
         };
         assert_eq!(
@@ -304,12 +309,13 @@ mod tests {
         };
         let p = RolloutPlan { gates, ..plan() };
         let c = arm(100, 0, 400.0, 2_000.0);
-        let Verdict::RollBack(g) = evaluate(&p, 0, 0 * S, S, &c, &healthy(), Some(false)) else {
+        let Verdict::RollBack(g) = evaluate(&p, 0, Duration::ZERO, S, &c, &healthy(), Some(false))
+        else {
             panic!("rolled back");
         };
         assert_eq!(g.name, "shadow_parity");
         assert!(matches!(
-            evaluate(&p, 0, 0 * S, 61 * S, &c, &healthy(), Some(true)),
+            evaluate(&p, 0, Duration::ZERO, 61 * S, &c, &healthy(), Some(true)),
             Verdict::Advance { to: 1, .. }
         ));
     }
@@ -318,7 +324,7 @@ mod tests {
     fn every_passing_gate_is_reported_with_its_value_and_threshold() {
         let c = arm(100, 1, 420.0, 2_100.0);
         let Verdict::Advance { gates, .. } =
-            evaluate(&plan(), 0, 0 * S, 61 * S, &c, &healthy(), None)
+            evaluate(&plan(), 0, Duration::ZERO, 61 * S, &c, &healthy(), None)
         else {
             panic!("advanced");
         };
