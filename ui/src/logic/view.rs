@@ -10,6 +10,8 @@ pub enum View {
     Spend,
     History,
     Audit,
+    /// Admin tokens and gateway keys (permissions `manage_tokens`, `manage_keys`).
+    Access,
 }
 
 impl View {
@@ -22,6 +24,7 @@ impl View {
             ("spend", _) => View::Spend,
             ("history", _) => View::History,
             ("audit", _) => View::Audit,
+            ("access", _) => View::Access,
             _ => View::Overview,
         }
     }
@@ -34,6 +37,7 @@ impl View {
             View::Spend => "#/spend".to_owned(),
             View::History => "#/history".to_owned(),
             View::Audit => "#/audit".to_owned(),
+            View::Access => "#/access".to_owned(),
         }
     }
 
@@ -45,6 +49,7 @@ impl View {
             View::Spend => "spend",
             View::History => "history",
             View::Audit => "audit",
+            View::Access => "access",
         }
     }
 }
@@ -62,6 +67,7 @@ mod tests {
             View::Spend,
             View::History,
             View::Audit,
+            View::Access,
         ] {
             assert_eq!(View::from_hash(&v.hash()), v);
         }
