@@ -1127,4 +1127,36 @@ async fn upstream_error_text_never_reaches_the_client_but_stays_in_the_ledger() 
     let record = record.expect("the failed request is in the ledger");
     let detail = record.attempts[0].message.clone().unwrap_or_default();
     assert!(detail.contains("arn:aws:iam::123456789012"), "{detail}");
+    // ... and the admin API (the console's failed-requests view) shows it, with the
+    // credential redacted.
+    let (status, failed) = h
+        .admin(
+            "viewer",
+            reqwest::Method::GET,
+            &format!("/requests/failed?request_id={request_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{failed}");
+    let attempt = &failed[0]["attempts"][0];
+    assert_eq!(
+        (failed[0]["outcome"].as_str(), attempt["endpoint"].as_str()),
+        (Some("upstream_auth"), Some("leaky"))
+    );
+    let shown = attempt["detail"].as_str().unwrap_or_default();
+    assert!(
+        shown.contains("arn:aws:iam::123456789012") && !shown.contains("sk-proj"),
+        "{shown}"
+    );
+    let (_, recent) = h
+        .admin("viewer", reqwest::Method::GET, "/requests/failed", None)
+        .await;
+    assert!(
+        recent
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["request_id"] == request_id.as_str()),
+        "{recent}"
+    );
 }

@@ -657,6 +657,57 @@ fn admin_manages_tokens_and_keys_and_the_token_stays_in_the_tab() -> anyhow::Res
     let status = demo.chat_with_key(&key, "summarize")?;
     ensure!(status == 401, "a revoked key still works: {status}");
 
+    // A request every endpoint of its feature fails (`extract`, EU-bound: Bedrock in
+    // eu-central-1, Claude and Gemini in europe-west4, all made to answer 503): the
+    // client gets the class and Crossbar's words; the Failures page shows the operator
+    // what each endpoint said.
+    let down = json!({"outage": "unavailable"});
+    let up = json!({"outage": "none"});
+    let bedrock = FaultGuard::set(&demo, "bedrock-eu-central-1", down.clone(), up.clone())?;
+    let vertex = FaultGuard::set(&demo, "vertex-europe-west4", down, up)?;
+    let refused = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/chat/completions", demo.url))
+        .bearer_auth(demo.key("compliance"))
+        .json(&json!({
+            "model": "extract",
+            "messages": [{"role": "user", "content": "Extract the fields."}],
+            "max_tokens": 8,
+        }))
+        .send()?;
+    bedrock.clear()?;
+    vertex.clear()?;
+    let request_id = refused
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let answer: Value = refused.json()?;
+    ensure!(
+        answer["error"]["code"] == "unavailable",
+        "the request to a feature whose every endpoint is down answered {answer}"
+    );
+    session.click_on("#nav-failures", UI_TIMEOUT)?;
+    console::type_into(&session, "#failures-request-id", &request_id)?;
+    let row = format!("#failures-table tr[data-request-id=\"{request_id}\"] .attempt-detail");
+    // The ledger is written in batches: look it up again until it is there.
+    let detail = wait_until(
+        UI_TIMEOUT,
+        "the failed request on the Failures page",
+        || {
+            session.click_on("#failures-page button[type=\"submit\"]", UI_TIMEOUT)?;
+            thread::sleep(Duration::from_millis(300));
+            match session.find(&row)? {
+                Some(element) => Ok(Some(session.text(&element)?)),
+                None => Ok(None),
+            }
+        },
+    )
+    .with_context(|| format!("the page reads: {}", console::page_text(&session)))?;
+    ensure!(!detail.trim().is_empty(), "the attempt's detail is empty");
+    println!("the operator sees: {detail}");
+    save_screenshot(&session, "browser-failures.png")?;
+
     // "Remember": the browser keeps the token, in local storage, until sign-out.
     session.click_on("#sign-out", UI_TIMEOUT)?;
     let (in_tab, remembered, _) = stored_tokens(&session)?;

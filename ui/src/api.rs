@@ -11,9 +11,9 @@ use std::fmt;
 use router_core::admin::BreakerEvent;
 use router_core::admin::{
     AdminTokenInfo, AuditEntry, ConfigVersion, ConfigVersionSummary, CreateKeyRequest,
-    CreateTokenRequest, CreatedKey, CreatedToken, EndpointHealth, FeatureEdit, FeatureLive,
-    GatewayKeyInfo, OverrideRequest, PublishRequest, PublishResult, RollbackRequest, SpendGroup,
-    SpendReport, ValidationResult, WhoAmI,
+    CreateTokenRequest, CreatedKey, CreatedToken, EndpointHealth, FailedRequest, FeatureEdit,
+    FeatureLive, GatewayKeyInfo, OverrideRequest, PublishRequest, PublishResult, RollbackRequest,
+    SpendGroup, SpendReport, ValidationResult, WhoAmI,
 };
 use router_core::config::{Problem, RouterConfig};
 use serde::Serialize;
@@ -307,6 +307,19 @@ impl Api {
 
     pub async fn audit(&self, limit: u32) -> Result<Vec<AuditEntry>, ApiError> {
         self.get(&format!("/audit?limit={limit}")).await
+    }
+
+    /// The newest failed requests with their attempts' detail, or only `request_id`.
+    pub async fn failed_requests(
+        &self,
+        limit: u32,
+        request_id: Option<&str>,
+    ) -> Result<Vec<FailedRequest>, ApiError> {
+        let mut path = format!("/requests/failed?limit={limit}");
+        if let Some(id) = request_id {
+            path.push_str(&format!("&request_id={}", encode(id)));
+        }
+        self.get(&path).await
     }
 
     /// Admin tokens, revoked and expired ones included (never the tokens).

@@ -10,6 +10,7 @@ use crate::api::Api;
 use crate::audit::AuditPage;
 use crate::context::live::{Link, provide_live, use_live};
 use crate::context::session::{provide_session, use_session};
+use crate::failures::FailuresPage;
 use crate::features::FeaturePage;
 use crate::history::HistoryPage;
 use crate::logic::format;
@@ -108,6 +109,7 @@ fn Console(api: Api) -> impl IntoView {
                 {nav("nav-features", "features", "#/features", "Features")}
                 {nav("nav-spend", "spend", "#/spend", "Spend")}
                 {nav("nav-history", "history", "#/history", "History")}
+                {nav("nav-failures", "failures", "#/failures", "Failures")}
                 {nav("nav-audit", "audit", "#/audit", "Audit")}
                 <Show when=move || {
                     session.may(Action::ManageTokens) || session.may(Action::ManageKeys)
@@ -152,6 +154,7 @@ fn Console(api: Api) -> impl IntoView {
                 "spend" => view! { <SpendPage /> }.into_any(),
                 "history" => view! { <HistoryPage /> }.into_any(),
                 "audit" => view! { <AuditPage /> }.into_any(),
+                "failures" => view! { <FailuresPage /> }.into_any(),
                 "access" => view! { <AccessPage /> }.into_any(),
                 _ => view! { <OverviewPage /> }.into_any(),
             }}

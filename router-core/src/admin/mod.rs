@@ -468,3 +468,38 @@ pub struct CreatedToken {
     /// The token: shown this once, stored only as a hash.
     pub token: String,
 }
+
+/// A request that failed, as operators see it (`GET /admin/v1/requests/failed`): what
+/// the client was told (the class), and what each attempt's endpoint said, which the
+/// client was not told.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailedRequest {
+    /// The `x-request-id` the client got.
+    pub request_id: String,
+    pub at_ms: i64,
+    pub team: String,
+    pub feature: String,
+    pub variant: String,
+    /// The class the client got (`code`).
+    pub outcome: String,
+    /// The HTTP status the client got.
+    pub status: u16,
+    pub attempts: Vec<FailedAttempt>,
+}
+
+/// One attempt of a [`FailedRequest`].
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailedAttempt {
+    pub endpoint: String,
+    /// `ok`, or the error class.
+    pub outcome: String,
+    pub upstream_status: Option<u16>,
+    pub latency_ms: f64,
+    /// A retry of the same endpoint (not a failover).
+    pub retry: bool,
+    /// What the endpoint (or Crossbar) said, credentials redacted: the detail the
+    /// client did not get.
+    pub detail: Option<String>,
+}

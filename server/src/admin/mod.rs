@@ -19,7 +19,8 @@
 //!   configuration, versions, validate, publish, rollback), [`features`] (a feature's
 //!   edit, live traffic per feature), [`endpoints`] (health, breaker overrides,
 //!   breaker events), [`events`] (the server-sent event stream), [`spend`] (JSON and
-//!   CSV), [`audit`], [`feedback`], [`keys`] (gateway keys), [`tokens`] (admin tokens).
+//!   CSV), [`audit`], [`feedback`], [`keys`] (gateway keys), [`tokens`] (admin tokens),
+//!   [`requests`] (failed requests with their upstream detail).
 
 mod audit;
 mod auth;
@@ -32,6 +33,7 @@ mod features;
 mod feedback;
 mod keys;
 pub mod openapi;
+mod requests;
 mod spend;
 #[cfg(test)]
 mod tests;
@@ -259,6 +261,20 @@ pub static ROUTES: &[AdminRoute] = &[
         handler: || {
             get_with(spend::csv, |op| {
                 op.summary("The spend report as a CSV download.")
+            })
+        },
+    },
+    AdminRoute {
+        method: Method::GET,
+        path: "/requests/failed",
+        action: Action::Read,
+        token_in_query: false,
+        handler: || {
+            get_with(requests::failed, |op| {
+                op.summary(
+                    "Failed requests, newest first, with what each attempt's endpoint said (credentials redacted): \
+                     the detail the gateway's client did not get.",
+                )
             })
         },
     },

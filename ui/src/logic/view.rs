@@ -10,6 +10,8 @@ pub enum View {
     Spend,
     History,
     Audit,
+    /// Failed requests with their attempts' detail.
+    Failures,
     /// Admin tokens and gateway keys (permissions `manage_tokens`, `manage_keys`).
     Access,
 }
@@ -24,6 +26,7 @@ impl View {
             ("spend", _) => View::Spend,
             ("history", _) => View::History,
             ("audit", _) => View::Audit,
+            ("failures", _) => View::Failures,
             ("access", _) => View::Access,
             _ => View::Overview,
         }
@@ -37,6 +40,7 @@ impl View {
             View::Spend => "#/spend".to_owned(),
             View::History => "#/history".to_owned(),
             View::Audit => "#/audit".to_owned(),
+            View::Failures => "#/failures".to_owned(),
             View::Access => "#/access".to_owned(),
         }
     }
@@ -49,6 +53,7 @@ impl View {
             View::Spend => "spend",
             View::History => "history",
             View::Audit => "audit",
+            View::Failures => "failures",
             View::Access => "access",
         }
     }
@@ -67,6 +72,7 @@ mod tests {
             View::Spend,
             View::History,
             View::Audit,
+            View::Failures,
             View::Access,
         ] {
             assert_eq!(View::from_hash(&v.hash()), v);
