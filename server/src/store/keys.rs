@@ -5,6 +5,11 @@
 //! URL-safe alphabet (240 bits, from the OS-seeded CSPRNG), so a fast hash is enough:
 //! there is nothing to brute-force. Plaintexts: `cb-...` (gateway keys), `cba-...`
 //! (admin tokens), shown once at creation.
+//!
+//! Both can be revoked (`revoked_at_ms`) and can expire (`expires_at_ms`, migration
+//! 0005): from then on they are refused as if revoked. Revocation is for good: seeding
+//! a revoked hash again (a configuration file's, a bootstrap token's at the next
+//! start) updates its name and role and leaves it revoked.
 
 use anyhow::{Context, bail};
 use rand::Rng;
