@@ -803,6 +803,42 @@ impl ErrorKind {
         }
     }
 
+    /// What a client is told about a failure of this kind when the only other text
+    /// there is came from an upstream's body (which can carry masked key suffixes,
+    /// role ARNs, internal addresses): the class, in words, and nothing the cloud said.
+    pub fn safe_message(self) -> &'static str {
+        match self {
+            Self::RateLimited => "the upstream endpoint is rate limiting requests; retry later",
+            Self::CapacityExhausted => "the provisioned capacity is exhausted; retry later",
+            Self::Overloaded => "the model is overloaded; retry later",
+            Self::Unavailable => "the upstream endpoint is unavailable",
+            Self::UpstreamError => "the upstream endpoint failed to answer",
+            Self::Timeout => "the upstream endpoint did not answer in time",
+            Self::ContextLengthExceeded => "the request does not fit the model's context window",
+            Self::ContentFiltered => {
+                "the provider's content filter refused the request or its answer"
+            }
+            Self::InvalidRequest => "the upstream endpoint refused the request as invalid",
+            Self::UnsupportedParameter => {
+                "the endpoint does not support a parameter of the request"
+            }
+            Self::UpstreamAuth => "the gateway could not authenticate to the upstream endpoint",
+            Self::NotFound => "the upstream endpoint does not know the model or deployment",
+            Self::StreamInterrupted => "the upstream stream was interrupted",
+            Self::Internal => "an internal error occurred in the gateway",
+            Self::NoEligibleEndpoint => "no endpoint may serve this request",
+            Self::QuotaExceeded => "the key or team is over its limit",
+            Self::Unauthorized => "the gateway key is missing, unknown or revoked",
+            Self::Forbidden => "this key may not do this",
+            Self::PayloadTooLarge => "the request body is too large",
+        }
+    }
+
+    /// The kind named `s` (its [`Self::as_str`]).
+    pub fn parse(s: &str) -> Option<ErrorKind> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
     /// The OpenAI error `type` field.
     pub fn openai_type(self) -> &'static str {
         match self.fault() {

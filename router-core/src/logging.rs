@@ -82,9 +82,132 @@ impl std::fmt::Display for Escaped<'_> {
     }
 }
 
+/// Upstream text (an error body from a cloud) as it may go into a log line: anything
+/// that looks like a credential is replaced by `[redacted]` — API keys (`sk-...`, also
+/// masked ones), Crossbar's own keys and tokens (`cb-...`, `cba-...`), AWS access key
+/// ids, Google access tokens, JWTs, the word after `Bearer`, the value after
+/// `key=` / `token:` / `secret=` / `password=` / `signature=` / `credential=`, and
+/// long mixed-case runs of letters and digits (secret keys, signatures). Write it
+/// through [`escaped`] as well: redaction does not escape.
+pub fn redacted(text: &str) -> String {
+    const REDACTED: &str = "[redacted]";
+    let is_word =
+        |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~' | '+' | '/' | '*');
+    let mut out = String::with_capacity(text.len());
+    // The previous word (lowercased) and the separator after it.
+    let mut previous = String::new();
+    let mut separator = String::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let end = rest.find(|c: char| !is_word(c)).unwrap_or(rest.len());
+        if end == 0 {
+            let c = rest.chars().next().unwrap_or(' ');
+            out.push(c);
+            separator.push(c);
+            rest = &rest[c.len_utf8()..];
+            continue;
+        }
+        let word = &rest[..end];
+        let after_label = separator.contains('=') || separator.contains(':');
+        let scheme = word.eq_ignore_ascii_case("bearer") || word.eq_ignore_ascii_case("basic");
+        let labelled = (matches!(previous.as_str(), "bearer" | "basic")
+            && separator.trim().is_empty())
+            || (!scheme
+                && after_label
+                && [
+                    "key",
+                    "token",
+                    "secret",
+                    "password",
+                    "signature",
+                    "credential",
+                    "authorization",
+                ]
+                .iter()
+                .any(|label| previous.ends_with(label)));
+        if labelled || looks_like_a_credential(word) {
+            out.push_str(REDACTED);
+        } else {
+            out.push_str(word);
+        }
+        previous = word.to_ascii_lowercase();
+        separator.clear();
+        rest = &rest[end..];
+    }
+    out
+}
+
+fn looks_like_a_credential(word: &str) -> bool {
+    let starts = |prefix: &str| word.starts_with(prefix) && word.len() >= prefix.len() + 8;
+    if [
+        "sk-", "sk_", "rk-", "pk-", "cb-", "cba-", "ya29.", "AIza", "ghp_", "xox",
+    ]
+    .iter()
+    .any(|p| starts(p))
+    {
+        return true;
+    }
+    // AWS access key ids: AKIA / ASIA and 16 more upper-case letters or digits.
+    if (word.starts_with("AKIA") || word.starts_with("ASIA"))
+        && word.len() >= 20
+        && word[..20]
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+    {
+        return true;
+    }
+    // JWTs: three base64url parts, the first a JSON object (`eyJ`).
+    if word.starts_with("eyJ") && word.matches('.').count() >= 2 {
+        return true;
+    }
+    // Anything long, mixing upper case, lower case and digits: a secret, a signature.
+    let (mut upper, mut lower, mut digit) = (false, false, false);
+    for b in word.bytes() {
+        upper |= b.is_ascii_uppercase();
+        lower |= b.is_ascii_lowercase();
+        digit |= b.is_ascii_digit();
+    }
+    word.len() >= 32 && upper && lower && digit
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_in_upstream_text_are_redacted_and_the_rest_kept() {
+        let text = "Incorrect API key provided: sk-proj-****************abcd. \
+                    Authorization: Bearer abc.def.ghi; X-Amz-Security-Token=FwoGZXIvYXdzEJr; \
+                    key AKIAIOSFODNN7EXAMPLE secret wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY \
+                    token ya29.a0AfH6SMBx-long-google-token api_key=hunter2 \
+                    jwt eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiIxIn0.sig ours cba-abcdefghijklmnop";
+        let r = redacted(text);
+        for secret in [
+            "sk-proj",
+            "abcd",
+            "abc.def.ghi",
+            "FwoGZXIvYXdzEJr",
+            "AKIAIOSFODNN7EXAMPLE",
+            "wJalrXUtnFEMI",
+            "ya29.",
+            "hunter2",
+            "eyJhbGci",
+            "cba-abcdefghijklmnop",
+        ] {
+            assert!(!r.contains(secret), "{secret} left in {r}");
+        }
+        for kept in [
+            "Incorrect API key provided:",
+            "Authorization: Bearer",
+            "api_key=",
+        ] {
+            assert!(r.contains(kept), "{kept} missing from {r}");
+        }
+        // Ordinary error text, ids and numbers stay as they are.
+        let plain = "The input token count (9) exceeds the maximum number of tokens allowed (5). \
+                     request 0f8fad5b-d9cb-469f-a165-70867728950e at 10.0.0.5:8080";
+        assert_eq!(redacted(plain), plain);
+    }
 
     #[test]
     fn user_text_in_logs_cannot_start_a_new_line() {

@@ -43,8 +43,9 @@ use crate::{Options, Server, shutdown_signal};
 /// every port chosen at start.
 const SIM_CONFIG: &str = include_str!("../../sim/demo.toml");
 
-/// Environment variable holding the demo's Azure OpenAI key (set by the demo itself).
-const AZURE_KEY_ENV: &str = "CROSSBAR_DEMO_AZURE_KEY";
+/// Environment variable holding the demo's Azure OpenAI key (set by the demo itself),
+/// under the default `--key-env-prefix`.
+const AZURE_KEY_ENV: &str = "CROSSBAR_KEY_DEMO_AZURE";
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct DemoArgs {
@@ -346,9 +347,15 @@ pub fn router_config(sim: &Sim, wif_file: &str) -> RouterConfig {
     config
 }
 
+/// The demo's credentials directory (`--credentials-dir`): the federation file lives
+/// here.
+fn credentials_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("crossbar-demo-{}", std::process::id()))
+}
+
 /// A workload-identity-federation credentials file pointing at the simulated STS.
 fn write_wif_file(identity_url: &str) -> anyhow::Result<String> {
-    let dir = std::env::temp_dir().join(format!("crossbar-demo-{}", std::process::id()));
+    let dir = credentials_dir();
     std::fs::create_dir_all(&dir)?;
     let token = dir.join("oidc-token");
     std::fs::write(&token, "eyJhbGciOiJSUzI1NiJ9.demo-workload.sig")?;
@@ -384,6 +391,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         bootstrap_admin_token: None,
         workers: 0,
         upstream_http1_when_idle: false,
+        // The simulated clouds listen on plain http:// on this machine, and the
+        // federation file is the demo's own.
+        security: crate::policy::Security {
+            credentials: crate::policy::CredentialPolicy {
+                credentials_dir: Some(credentials_dir()),
+                allow_plain_http_credentials: true,
+                ..crate::policy::CredentialPolicy::default()
+            },
+            cors_origins: Vec::new(),
+        },
     })
     .await?;
     let addr = server.local_addr()?;

@@ -20,6 +20,7 @@ use router_core::config::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::policy::CredentialPolicy;
 use crate::publish::{self, Proposal, Published};
 use crate::store::Store;
 
@@ -134,6 +135,7 @@ pub async fn load_or_seed(
     store: &Store,
     file: Option<&ConfigFile>,
     publish_file: bool,
+    policy: &CredentialPolicy,
 ) -> anyhow::Result<(i64, RouterConfig)> {
     if let Some(file) = file {
         file.validate()?;
@@ -157,6 +159,7 @@ pub async fn load_or_seed(
         (None, Some(file)) => {
             let Published { version, .. } = publish_from_file(
                 store,
+                policy,
                 file,
                 "seed",
                 "seeded from the configuration file",
@@ -170,6 +173,7 @@ pub async fn load_or_seed(
             if publish_file {
                 let Published { version, changes } = publish_from_file(
                     store,
+                    policy,
                     file,
                     "publish",
                     "published from the configuration file (--publish-config)",
@@ -201,6 +205,7 @@ pub async fn load_or_seed(
 /// entry; the engine that serves it is built from the version returned).
 async fn publish_from_file(
     store: &Store,
+    policy: &CredentialPolicy,
     file: &ConfigFile,
     action: &str,
     message: &str,
@@ -209,6 +214,7 @@ async fn publish_from_file(
     let author = format!("file:{}", file.path.display());
     publish::seed(
         store,
+        policy,
         Proposal {
             config: file.router.clone(),
             author: &author,
@@ -280,20 +286,31 @@ sha256 = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     async fn the_file_seeds_an_empty_store_and_the_store_wins_afterwards() {
         let store = Store::open_in_memory().await.unwrap();
         let mut f = ConfigFile::parse(Path::new("c.toml"), FILE).unwrap();
-        let (v, _) = load_or_seed(&store, Some(&f), false).await.unwrap();
+        let (v, _) = load_or_seed(&store, Some(&f), false, &CredentialPolicy::default())
+            .await
+            .unwrap();
         assert_eq!(v, 1);
         f.router.features[0].description = "changed in the file".into();
-        let (v, served) = load_or_seed(&store, Some(&f), false).await.unwrap();
+        let (v, served) = load_or_seed(&store, Some(&f), false, &CredentialPolicy::default())
+            .await
+            .unwrap();
         assert_eq!((v, served.features[0].description.as_str()), (1, ""));
-        let (v, served) = load_or_seed(&store, Some(&f), true).await.unwrap();
+        let (v, served) = load_or_seed(&store, Some(&f), true, &CredentialPolicy::default())
+            .await
+            .unwrap();
         assert_eq!(
             (v, served.features[0].description.as_str()),
             (2, "changed in the file")
         );
         assert!(
-            load_or_seed(&Store::open_in_memory().await.unwrap(), None, false)
-                .await
-                .is_err()
+            load_or_seed(
+                &Store::open_in_memory().await.unwrap(),
+                None,
+                false,
+                &CredentialPolicy::default()
+            )
+            .await
+            .is_err()
         );
     }
 }

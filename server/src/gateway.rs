@@ -5,6 +5,13 @@
 //! `retry-after` where it applies — including a malformed body, a missing key or an
 //! unknown feature. A failure after the first streamed token ends the stream with a
 //! `data: {"error": ...}` event: never a silent truncation.
+//!
+//! What a client reads is Crossbar's own words only ([`public_error`]): the class
+//! (`code`), which endpoints failed with which class, our own timeouts, validation
+//! errors, unknown features. Text that came from an upstream's body — where clouds
+//! put masked key suffixes, role ARNs and internal addresses — is replaced by the
+//! class's safe message; the full detail goes to the log (credentials redacted,
+//! control characters escaped) and stays in the ledger's attempt records.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -58,11 +65,185 @@ impl From<router_core::routing::engine::Unserved> for GatewayError {
     }
 }
 
+impl GatewayError {
+    /// Logs what the client will not see of this error (the upstream's own text), if
+    /// anything: the request id, the class, where, and the detail, redacted.
+    fn log_detail(&self, request_id: &str) {
+        log_upstream_detail(request_id, &self.error);
+    }
+}
+
+/// One log line with what [`public_error`] keeps from the client, when it keeps
+/// anything: credentials redacted, control characters escaped.
+fn log_upstream_detail(request_id: &str, error: &Error) {
+    let public = public_message(error);
+    if public == error.message {
+        return;
+    }
+    let detail = router_core::logging::redacted(&error.message);
+    tracing::warn!(
+        request_id,
+        code = error.kind.as_str(),
+        endpoint = error.endpoint.as_deref().unwrap_or(""),
+        upstream_status = error.upstream_status,
+        upstream_code = %router_core::logging::escaped(error.upstream_code.as_deref().unwrap_or("")),
+        detail = %router_core::logging::escaped(&detail),
+        "request failed upstream (the client got the class and a safe message)"
+    );
+}
+
+/// What a gateway client may read of `error`: the same class, status, retry hint and
+/// (when it is a plain field name) parameter, with the message in Crossbar's own
+/// words ([`public_message`]).
+pub fn public_error(error: &Error) -> Error {
+    let mut public = error.clone();
+    public.message = public_message(error);
+    if error.upstream_status.is_some() {
+        public.param = error.param.clone().filter(|p| {
+            !p.is_empty()
+                && p.len() <= 64
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'[' | b']'))
+        });
+    }
+    public
+}
+
+/// The message a client reads:
+/// - Crossbar's own errors (no attempt was made, or the attempt failed in Crossbar:
+///   a timeout, a capability the endpoint lacks, a field the request lacks) as they
+///   are;
+/// - when every attempt failed, the list of attempts with each endpoint and class
+///   (`all 2 attempt(s) failed: a: rate_limited; b: timeout (no answer within
+///   5000 ms)`), our own timeouts' words kept, any other text dropped;
+/// - anything else an endpoint returned: its class's safe message
+///   ([`ErrorKind::safe_message`]).
+pub fn public_message(error: &Error) -> String {
+    let message = error.message.as_str();
+    if let Some(listed) = attempts_listed(message) {
+        return listed;
+    }
+    let attempted = error.endpoint.is_some() || error.provider.is_some();
+    if error.upstream_status.is_none()
+        && (!attempted
+            || own_timeout(message)
+            || error.kind == ErrorKind::UnsupportedParameter
+            || (error.kind == ErrorKind::InvalidRequest && error.param.is_some()))
+    {
+        return message.to_owned();
+    }
+    error.kind.safe_message().to_owned()
+}
+
+/// Our own words for an attempt that timed out (the engine's).
+fn own_timeout(message: &str) -> bool {
+    [
+        "no answer within ",
+        "no first token within ",
+        "the stream stalled: nothing for ",
+    ]
+    .iter()
+    .any(|prefix| {
+        message
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_suffix(" ms"))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    })
+}
+
+/// The routing engine's message for a request whose attempts all failed, rebuilt
+/// from its own parts: `all N attempt(s) failed: A: kind (text); B: kind (text)` or
+/// `the feature's deadline of D ms passed; attempts: ...`. Each attempt keeps its
+/// endpoint and class, and its text only when it is one of our timeouts. `None` when
+/// `message` is not such a list. A list that cannot be read back exactly gives the
+/// count and the classes' safe summary instead: never any of its text.
+fn attempts_listed(message: &str) -> Option<String> {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    // What leads the list, the separator before it, how many it must hold, the list.
+    let (lead, separator, count, list) = if let Some(rest) = message.strip_prefix("all ") {
+        let (n, list) = rest.split_once(" attempt(s) failed: ")?;
+        if !digits(n) {
+            return None;
+        }
+        let lead = format!("all {n} attempt(s) failed");
+        (lead, ": ", n.parse::<usize>().ok(), list)
+    } else if let Some(rest) = message.strip_prefix("the feature's deadline of ") {
+        let (d, after) = rest.split_once(" ms passed")?;
+        if !digits(d) {
+            return None;
+        }
+        let lead = format!("the feature's deadline of {d} ms passed");
+        let Some(list) = after.strip_prefix("; attempts: ") else {
+            // No attempt had failed yet: our words only.
+            return after.is_empty().then_some(lead);
+        };
+        (lead, "; attempts: ", None, list)
+    } else {
+        return None;
+    };
+    let attempts = read_attempts(list).filter(|a| count.is_none_or(|n| a.len() == n));
+    let Some(attempts) = attempts else {
+        return Some(format!(
+            "{lead} (the attempts' details are in the router's log)"
+        ));
+    };
+    let parts: Vec<String> = attempts
+        .into_iter()
+        .map(|(endpoint, kind, text)| {
+            if own_timeout(text) {
+                format!("{endpoint}: {kind} ({text})")
+            } else {
+                format!("{endpoint}: {kind}")
+            }
+        })
+        .collect();
+    Some(format!("{lead}{separator}{}", parts.join("; ")))
+}
+
+/// `A: kind (text); B: kind (text)` as (endpoint, kind, text), or `None` when it does
+/// not read exactly that way. Endpoint names are letters, digits, '-', '_' and '.'
+/// (config validation), kinds are [`ErrorKind`]'s names.
+fn read_attempts(list: &str) -> Option<Vec<(&str, ErrorKind, &str)>> {
+    // Where each attempt starts: the beginning, or after "); " — and there an
+    // endpoint name, ": ", a kind and " (".
+    let head_at = |at: usize| -> Option<(&str, ErrorKind, usize)> {
+        let rest = &list[at..];
+        let name_len = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+            .unwrap_or(rest.len());
+        let (name, rest) = rest.split_at(name_len);
+        let rest = rest.strip_prefix(": ")?;
+        let (kind, _) = rest.split_once(" (")?;
+        let kind = ErrorKind::parse(kind)?;
+        let text_at = at + name_len + 2 + kind.as_str().len() + 2;
+        (!name.is_empty()).then_some((name, kind, text_at))
+    };
+    let mut starts = vec![0];
+    starts.extend(list.match_indices("); ").map(|(i, _)| i + 3));
+    let heads: Vec<(usize, (&str, ErrorKind, usize))> = starts
+        .into_iter()
+        .filter_map(|at| Some((at, head_at(at)?)))
+        .collect();
+    if heads.first().is_none_or(|(at, _)| *at != 0) || !list.ends_with(')') {
+        return None;
+    }
+    let mut out = Vec::with_capacity(heads.len());
+    for (i, (_, (name, kind, text_at))) in heads.iter().enumerate() {
+        let text_end = match heads.get(i + 1) {
+            Some((next, _)) => next - 3,
+            None => list.len() - 1,
+        };
+        out.push((*name, *kind, list.get(*text_at..text_end)?));
+    }
+    Some(out)
+}
+
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         let status =
             StatusCode::from_u16(self.error.kind.http_status()).unwrap_or(StatusCode::BAD_GATEWAY);
-        let mut response = (status, axum::Json(self.error.to_openai_json())).into_response();
+        let body = public_error(&self.error).to_openai_json();
+        let mut response = (status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
         if let Some(after) = self.error.retry_after {
             let secs = after.as_secs_f64().ceil().max(1.0) as u64;
@@ -154,7 +335,10 @@ pub async fn chat_completions(
     let id = crate::stack::request_id_of(&parts.headers);
     match handle_chat(&state, &parts.headers, body, &id).await {
         Ok(response) => response,
-        Err(e) => e.into_response(),
+        Err(e) => {
+            e.log_detail(&id);
+            e.into_response()
+        }
     }
 }
 
@@ -252,7 +436,7 @@ async fn handle_chat(
     let served = state.engine.run(&ctx, request.clone()).await?;
     let completion = match served.answer {
         Answer::Stream(stream) => {
-            let mut response = sse_response(stream, include_usage);
+            let mut response = sse_response(stream, include_usage, id.to_owned());
             route_headers(response.headers_mut(), &served.route);
             return Ok(response);
         }
@@ -274,21 +458,27 @@ async fn handle_chat(
 /// A committed stream as server-sent events: its chunks, `[DONE]` only after a clean
 /// end, and an error event (after the first token nothing can fail over) as the
 /// stream's last word.
-fn sse_response(stream: RoutedStream, include_usage: bool) -> Response {
-    let events = futures_util::stream::unfold(Some(stream), move |stream| async move {
-        let mut stream = stream?;
-        loop {
-            return match stream.next().await {
-                Some(Ok(chunk)) => {
-                    // Usage comes as a last chunk without choices: only when asked.
-                    if chunk.choices.is_empty() && chunk.usage.is_some() && !include_usage {
-                        continue;
+fn sse_response(stream: RoutedStream, include_usage: bool, request_id: String) -> Response {
+    let events = futures_util::stream::unfold(Some(stream), move |stream| {
+        let request_id = request_id.clone();
+        async move {
+            let mut stream = stream?;
+            loop {
+                return match stream.next().await {
+                    Some(Ok(chunk)) => {
+                        // Usage comes as a last chunk without choices: only when asked.
+                        if chunk.choices.is_empty() && chunk.usage.is_some() && !include_usage {
+                            continue;
+                        }
+                        Some((Ok::<_, Infallible>(sse_data(&chunk)), Some(stream)))
                     }
-                    Some((Ok::<_, Infallible>(sse_data(&chunk)), Some(stream)))
-                }
-                Some(Err(e)) => Some((Ok(sse_data(&e.to_openai_json())), None)),
-                None => Some((Ok(stream_end(&stream.report())), None)),
-            };
+                    Some(Err(e)) => {
+                        log_upstream_detail(&request_id, &e);
+                        Some((Ok(sse_data(&public_error(&e).to_openai_json())), None))
+                    }
+                    None => Some((Ok(stream_end(&stream.report())), None)),
+                };
+            }
         }
     });
     let mut response = Response::new(Body::from_stream(events));
@@ -442,6 +632,98 @@ mod tests {
         let e = parse_body::<ChatRequest>(b"{\"model\": \"\xff\", \"messages\": []}").unwrap_err();
         assert!(e.message.starts_with("malformed JSON"), "{e:?}");
         assert_eq!(e.param.as_deref(), Some("model"));
+    }
+
+    /// What clouds put in error bodies never reaches a client: only the class, the
+    /// endpoints and our own words.
+    #[test]
+    fn upstream_text_is_replaced_and_crossbars_own_words_kept() {
+        let leaky = "Incorrect API key provided: sk-proj-****abcd; role arn:aws:iam::123456789012:role/crossbar at http://10.0.0.5:8080";
+        // One attempt, its upstream's text.
+        let single = Error::new(ErrorKind::UpstreamAuth, leaky)
+            .at("openai", "oa")
+            .with_upstream(Some(401), Some("invalid_api_key".into()));
+        let public = public_error(&single);
+        assert_eq!(public.message, ErrorKind::UpstreamAuth.safe_message());
+        assert_eq!(
+            (public.kind, public.upstream_status),
+            (ErrorKind::UpstreamAuth, Some(401))
+        );
+        // A transport failure's text names an internal address: replaced too.
+        let refused = Error::new(
+            ErrorKind::Unavailable,
+            "connecting to 10.0.0.5:8080: refused",
+        )
+        .at("openai", "oa");
+        assert_eq!(
+            public_message(&refused),
+            ErrorKind::Unavailable.safe_message()
+        );
+        // Every attempt failed: endpoints and classes stay, and our timeouts' words.
+        let all = Error::new(
+            ErrorKind::Timeout,
+            format!("all 3 attempt(s) failed: a: upstream_auth ({leaky}); b-2.x: rate_limited (slow down (really); a: timeout (no first token within 2000 ms)"),
+        )
+        .at("openai", "a");
+        assert_eq!(
+            public_message(&all),
+            "all 3 attempt(s) failed: a: upstream_auth; b-2.x: rate_limited; a: timeout (no first token within 2000 ms)"
+        );
+        let deadline = Error::new(
+            ErrorKind::Timeout,
+            format!(
+                "the feature's deadline of 30000 ms passed; attempts: a: unavailable ({leaky})"
+            ),
+        );
+        assert_eq!(
+            public_message(&deadline),
+            "the feature's deadline of 30000 ms passed; attempts: a: unavailable"
+        );
+        // A list that does not read back exactly (an upstream forged an entry) gives
+        // the count only.
+        let forged = Error::new(
+            ErrorKind::Unavailable,
+            "all 1 attempt(s) failed: a: unavailable (x); b: timeout (sk-secret)",
+        );
+        let message = public_message(&forged);
+        assert!(
+            message.starts_with("all 1 attempt(s) failed") && !message.contains("sk-secret"),
+            "{message}"
+        );
+        // Crossbar's own errors are kept as they are.
+        for own in [
+            Error::new(
+                ErrorKind::NotFound,
+                "unknown feature `nope`: `model` names a Crossbar feature",
+            )
+            .with_param("model"),
+            Error::invalid("messages", "messages must not be empty"),
+            Error::new(
+                ErrorKind::QuotaExceeded,
+                "key `k` is over its limit of 3 per minute",
+            ),
+            Error::new(ErrorKind::Timeout, "no answer within 5000 ms").at("openai", "a"),
+            Error::unsupported(
+                "tools",
+                "endpoint `a` (openai) does not support tool calling",
+            )
+            .at("openai", "a"),
+            Error::new(
+                ErrorKind::Timeout,
+                "the feature's deadline of 100 ms passed",
+            ),
+        ] {
+            assert_eq!(public_message(&own), own.message, "{own:?}");
+        }
+        // An upstream's parameter name stays when it is only a name.
+        let mut field = Error::new(ErrorKind::InvalidRequest, "bad").with_upstream(Some(400), None);
+        field.param = Some("contents[0].parts".into());
+        assert_eq!(
+            public_error(&field).param.as_deref(),
+            Some("contents[0].parts")
+        );
+        field.param = Some("x; see https://internal.example".into());
+        assert_eq!(public_error(&field).param, None);
     }
 
     #[test]

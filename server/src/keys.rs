@@ -22,8 +22,18 @@ use crate::store::{Store, parse_sha256_hex, sha256};
 /// A resolved admin caller.
 #[derive(Debug, Clone)]
 pub struct AdminIdentity {
+    /// The token's id (`at_...`); empty for a caller not known by a token.
+    pub id: String,
     pub name: String,
     pub role: Role,
+    /// When the token stops working (ms since the Unix epoch).
+    pub expires_at_ms: Option<i64>,
+}
+
+/// Whether something that expires at `expires_at_ms` is still in force now. Reads
+/// the clock only for what expires.
+fn in_force(expires_at_ms: Option<i64>) -> bool {
+    expires_at_ms.is_none_or(|t| crate::unix_ms() < t)
 }
 
 type Digest = [u8; 32];
@@ -87,10 +97,15 @@ impl Keys {
             .admin_token_hashes()
             .await?
             .into_iter()
-            .filter_map(|(hash, name, role)| {
+            .filter_map(|(hash, t)| {
                 Some((
-                    digest(&hash, "admin token", &name)?,
-                    AdminIdentity { name, role },
+                    digest(&hash, "admin token", &t.name)?,
+                    AdminIdentity {
+                        id: t.id,
+                        name: t.name,
+                        role: t.role,
+                        expires_at_ms: t.expires_at_ms,
+                    },
                 ))
             })
             .collect();
@@ -114,12 +129,24 @@ impl Keys {
         })
     }
 
+    /// The key a client presented, unless unknown, revoked or expired. Revocations
+    /// through this process's admin API reload the map at once; the periodic reload
+    /// brings other replicas' within seconds; expiry is checked here, at each lookup.
     pub fn gateway_key(&self, secret: &str) -> Option<Arc<GatewayKeyInfo>> {
-        self.gateway.load().get(&sha256(secret)).cloned()
+        self.gateway
+            .load()
+            .get(&sha256(secret))
+            .filter(|k| in_force(k.expires_at_ms))
+            .cloned()
     }
 
+    /// The holder of an admin token, unless unknown, revoked or expired.
     pub fn admin_token(&self, secret: &str) -> Option<AdminIdentity> {
-        self.admin.load().get(&sha256(secret)).cloned()
+        self.admin
+            .load()
+            .get(&sha256(secret))
+            .filter(|t| in_force(t.expires_at_ms))
+            .cloned()
     }
 
     /// Checks the request-rate limits of a key and its team, and the team's token
@@ -210,6 +237,7 @@ mod tests {
             created_at_ms: 0,
             revoked: false,
             requests_per_minute: rpm,
+            expires_at_ms: None,
         }
     }
 
@@ -279,5 +307,26 @@ mod tests {
         assert!(store.revoke_gateway_key(&created.id).await.unwrap());
         keys.reload().await.unwrap();
         assert!(keys.gateway_key(&secret).is_none());
+    }
+
+    #[tokio::test]
+    async fn an_expired_key_or_token_is_refused_without_a_reload() {
+        let store = Store::open_in_memory().await.unwrap();
+        let soon = crate::unix_ms() + 300;
+        let (_, key) = store
+            .create_expiring_gateway_key("search", "ci", None, Some(soon))
+            .await
+            .unwrap();
+        let (_, token) = store
+            .create_expiring_admin_token("temp", Role::Admin, Some(soon))
+            .await
+            .unwrap();
+        let keys = Keys::load(store).await.unwrap();
+        assert!(keys.gateway_key(&key).is_some());
+        assert!(keys.admin_token(&token).is_some());
+        #[allow(clippy::disallowed_methods, reason = "waits for a wall-clock expiry")]
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(keys.gateway_key(&key).is_none());
+        assert!(keys.admin_token(&token).is_none());
     }
 }

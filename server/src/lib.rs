@@ -8,6 +8,9 @@
 //! - [`admin`]: `/admin/v1/...` with roles, and its OpenAPI document;
 //! - [`publish`]: the one way a configuration version goes live (admin API, file
 //!   seeding, the replica follower);
+//! - [`policy`]: the operator's start-up security settings: where endpoint
+//!   credentials may come from and go to, and which browser origins may call the
+//!   admin API;
 //! - [`store`]: SQLite (WAL) through sqlx: config versions, audit log, keys, usage
 //!   ledger (batched off the hot path) and per-minute rollups;
 //! - [`live`]: the telemetry sink and in-memory live windows;
@@ -33,6 +36,7 @@ pub mod gateway;
 pub mod keys;
 pub mod live;
 pub mod metrics;
+pub mod policy;
 pub mod publish;
 pub mod stack;
 pub mod store;
@@ -56,13 +60,13 @@ use router_core::routing::engine::Engine;
 
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
-use tower_http::cors::CorsLayer;
 use tower_http::services::{ServeDir, ServeFile};
 
 pub use router_core::telemetry::record::unix_ms;
 
 use crate::keys::Keys;
 use crate::live::{Live, ServerSink};
+use crate::policy::Security;
 use crate::stack::StackSettings;
 use crate::store::{LedgerHandle, Store};
 
@@ -83,10 +87,25 @@ pub struct AppState {
     pub publishing: tokio::sync::Mutex<()>,
 }
 
+/// The HTTP application with the default [`Security`] settings: see [`app_with`].
+pub fn app(state: Arc<AppState>, ui_dir: Option<&Path>) -> Router {
+    app_with(state, ui_dir, &Security::default())
+}
+
 /// The HTTP application: the gateway, the admin API, health and metrics, then the
 /// console's files (any other path gets `index.html`, so the console's client-side
 /// routes survive a reload).
-pub fn app(state: Arc<AppState>, ui_dir: Option<&Path>) -> Router {
+///
+/// Browser-facing protections, from `security`:
+/// - the admin API answers cross-origin requests only from the desktop app's origins
+///   and the operator's `--cors-origin`s ([`policy::cors_layer`]); the console itself
+///   is same-origin and needs none;
+/// - the console's files carry a strict Content-Security-Policy
+///   ([`policy::console_csp`]: its own scripts and wasm, connections to itself and the
+///   configured origins, no frames), and with the admin API's answers
+///   `X-Frame-Options: DENY`, `X-Content-Type-Options: nosniff` and
+///   `Referrer-Policy: no-referrer` ([`policy::browser_headers`]).
+pub fn app_with(state: Arc<AppState>, ui_dir: Option<&Path>, security: &Security) -> Router {
     let api = Router::new()
         .route(gateway::CHAT_COMPLETIONS, post(gateway::chat_completions))
         .route("/v1/models", get(gateway::models))
@@ -97,13 +116,20 @@ pub fn app(state: Arc<AppState>, ui_dir: Option<&Path>) -> Router {
         .method_not_allowed_fallback(gateway::method_not_allowed)
         // The gateway checks the size itself, to answer in the OpenAI shape.
         .layer(DefaultBodyLimit::disable());
-    // The desktop console runs at tauri://localhost: it may call the admin API.
     let admin = admin::router(state.clone())
-        .layer(CorsLayer::very_permissive().max_age(Duration::from_secs(600)));
+        // The publish paths apply the operator's credential policy.
+        .layer(axum::Extension(Arc::new(security.credentials.clone())))
+        .layer(policy::browser_headers())
+        .layer(policy::cors_layer(&security.cors_origins));
     let mut app = api.nest("/admin/v1", admin);
     if let Some(ui_dir) = ui_dir {
         let console = ServeDir::new(ui_dir).fallback(ServeFile::new(ui_dir.join(INDEX_HTML)));
-        app = app.fallback_service(console);
+        app = app.fallback_service(
+            tower::ServiceBuilder::new()
+                .layer(policy::browser_headers())
+                .layer(policy::csp_header(&security.cors_origins))
+                .service(console),
+        );
     }
     app.layer(
         tower_http::trace::TraceLayer::new_for_http()
@@ -172,14 +198,23 @@ pub struct Options {
     /// as a new version when it differs from the active one.
     pub config: Option<file::ConfigFile>,
     pub publish_file: bool,
-    /// An admin token to create (role admin) at start-up, e.g. from `CROSSBAR_ADMIN_TOKEN`.
+    /// An admin token to create (role admin) at start-up, e.g. from `CROSSBAR_ADMIN_TOKEN`;
+    /// at least [`MIN_BOOTSTRAP_TOKEN_LEN`] characters. Once revoked (through the admin
+    /// API), it stays revoked however often the server starts with it.
     pub bootstrap_admin_token: Option<String>,
+    /// The operator's security settings (`crossbar serve` flags only, never the
+    /// published configuration nor the admin API).
+    pub security: Security,
     /// Serving threads, each with its own runtime; 0: one per CPU.
     pub workers: usize,
     /// On h2c endpoints, send a request that finds nothing else in flight from its
     /// serving thread over HTTP/1.1 instead (`providers::TransportSettings`).
     pub upstream_http1_when_idle: bool,
 }
+
+/// The shortest bootstrap admin token accepted: a guessable one would open the whole
+/// admin API.
+pub const MIN_BOOTSTRAP_TOKEN_LEN: usize = 32;
 
 /// A bound, not yet running server: binding first lets the caller learn the real
 /// address (port 0 picks a free port) before serving.
@@ -197,21 +232,46 @@ impl Server {
         if let Some(ui_dir) = &options.ui_dir {
             check_ui_dir(ui_dir)?;
         }
+        let mut security = options.security;
+        security.credentials = security.credentials.checked()?;
+        policy::check_origins(&security.cors_origins)?;
+        if let Some(token) = &options.bootstrap_admin_token
+            && token.trim().chars().count() < MIN_BOOTSTRAP_TOKEN_LEN
+        {
+            bail!(
+                "the bootstrap admin token (CROSSBAR_ADMIN_TOKEN) is shorter than {MIN_BOOTSTRAP_TOKEN_LEN} \
+                 characters: use a random one, e.g. `openssl rand -base64 33`"
+            );
+        }
         let store = match &options.db {
             Some(path) => Store::open(path).await?,
             None => Store::open_in_memory().await?,
         };
-        let (version, raw) =
-            file::load_or_seed(&store, options.config.as_ref(), options.publish_file).await?;
+        let (version, raw) = file::load_or_seed(
+            &store,
+            options.config.as_ref(),
+            options.publish_file,
+            &security.credentials,
+        )
+        .await?;
         if let Some(token) = &options.bootstrap_admin_token {
+            let hash = store::sha256_hex(token.trim());
+            if store.admin_token_hash_revoked(&hash).await? {
+                tracing::warn!(
+                    "the bootstrap admin token (CROSSBAR_ADMIN_TOKEN) was revoked and stays revoked; \
+                     unset it, or set a new one"
+                );
+            }
             store
-                .insert_admin_token_hash(
-                    "bootstrap",
-                    router_core::admin::Role::Admin,
-                    &store::sha256_hex(token),
-                )
+                .insert_admin_token_hash("bootstrap", router_core::admin::Role::Admin, &hash)
                 .await?;
         }
+        security.credentials.check(&raw).map_err(|p| {
+            anyhow::anyhow!(
+                "the active configuration (version {version}) breaks this server's credential policy \
+                 (--key-env-prefix, --credentials-dir, --allow-plain-http-credentials):\n{p}"
+            )
+        })?;
         let config = Config::validate(raw).map_err(|p| {
             anyhow::anyhow!("the active configuration (version {version}) is invalid:\n{p}")
         })?;
@@ -258,11 +318,11 @@ impl Server {
             keys.spawn_refresh(Duration::from_secs(5)),
             spawn_breaker_ticker(state.clone()),
             spawn_health_prober(state.clone()),
-            spawn_config_follower(state.clone()),
+            spawn_config_follower(state.clone(), security.credentials.clone()),
         ];
         Ok(Server {
             listener,
-            router: app(state.clone(), options.ui_dir.as_deref()),
+            router: app_with(state.clone(), options.ui_dir.as_deref(), &security),
             workers: options.workers,
             state,
             background,
@@ -578,7 +638,10 @@ fn spawn_health_prober(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
 /// Several replicas share one database: each follows the newest published version,
 /// through the publish path's own steps ([`publish::follow`]: validate, prepare,
 /// activate, notify; another replica has already recorded it).
-fn spawn_config_follower(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
+fn spawn_config_follower(
+    state: Arc<AppState>,
+    policy: policy::CredentialPolicy,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(2));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -591,7 +654,7 @@ fn spawn_config_follower(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
                 continue;
             }
             let version = active.version;
-            if let Err(err) = publish::follow(&state, active).await {
+            if let Err(err) = publish::follow(&state, &policy, active).await {
                 tracing::error!(version, %err, "cannot apply a published version");
             }
         }

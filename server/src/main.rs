@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use router_core::admin::Role;
 use server::file::ConfigFile;
+use server::policy::{CredentialPolicy, Security};
 use server::store::Store;
 use server::{Options, Server, shutdown_signal};
 use tracing_subscriber::EnvFilter;
@@ -61,6 +62,32 @@ enum Command {
             value_parser = clap::builder::BoolishValueParser::new()
         )]
         upstream_http1_when_idle: bool,
+        /// Endpoints' `api-key-env` may name only environment variables starting
+        /// with this prefix (never CROSSBAR_ADMIN_TOKEN). A start-up setting: neither
+        /// the configuration nor the admin API can change it.
+        #[arg(long, env = "CROSSBAR_KEY_ENV_PREFIX", default_value = server::policy::DEFAULT_KEY_ENV_PREFIX)]
+        key_env_prefix: String,
+        /// Endpoints' `gcp-credentials-file` may name only files inside this
+        /// directory; without it, no credentials file is read.
+        #[arg(long, env = "CROSSBAR_CREDENTIALS_DIR")]
+        credentials_dir: Option<PathBuf>,
+        /// Let endpoints that send credentials use plain http:// base URLs (local
+        /// endpoints, simulators). Off: credentials go over https:// only.
+        #[arg(
+            long,
+            env = "CROSSBAR_ALLOW_PLAIN_HTTP_CREDENTIALS",
+            value_parser = clap::builder::BoolishValueParser::new()
+        )]
+        allow_plain_http_credentials: bool,
+        /// A browser origin (`https://ops.example.com`) whose pages may call the admin
+        /// API, besides this server's own and the desktop app's; repeatable (the
+        /// variable takes a comma-separated list).
+        #[arg(
+            long = "cors-origin",
+            env = "CROSSBAR_CORS_ORIGINS",
+            value_delimiter = ','
+        )]
+        cors_origins: Vec<String>,
     },
     /// Configuration files and versions.
     Config {
@@ -149,6 +176,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             no_console,
             workers,
             upstream_http1_when_idle,
+            key_env_prefix,
+            credentials_dir,
+            allow_plain_http_credentials,
+            cors_origins,
         } => {
             let config = config.map(|p| ConfigFile::load(&p)).transpose()?;
             let server = Server::start(Options {
@@ -162,6 +193,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .filter(|t| !t.is_empty()),
                 workers,
                 upstream_http1_when_idle,
+                security: Security {
+                    credentials: CredentialPolicy {
+                        key_env_prefix,
+                        credentials_dir,
+                        allow_plain_http_credentials,
+                    },
+                    cors_origins,
+                },
             })
             .await?;
             let addr = server.local_addr()?;
@@ -241,5 +280,65 @@ mod tests {
             "serve",
             "--upstream-http1-when-idle"
         ]));
+    }
+
+    /// The credential policy and the CORS allow-list are start-up flags, with safe
+    /// defaults: keys only from `CROSSBAR_KEY_*`, no credentials file, https only, no
+    /// origin besides the desktop app's.
+    #[test]
+    fn security_settings_are_serve_flags_with_safe_defaults() {
+        for var in [
+            "CROSSBAR_KEY_ENV_PREFIX",
+            "CROSSBAR_CREDENTIALS_DIR",
+            "CROSSBAR_ALLOW_PLAIN_HTTP_CREDENTIALS",
+            "CROSSBAR_CORS_ORIGINS",
+        ] {
+            if std::env::var_os(var).is_some() {
+                return;
+            }
+        }
+        let parsed = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
+            Command::Serve {
+                key_env_prefix,
+                credentials_dir,
+                allow_plain_http_credentials,
+                cors_origins,
+                ..
+            } => (
+                key_env_prefix,
+                credentials_dir,
+                allow_plain_http_credentials,
+                cors_origins,
+            ),
+            _ => unreachable!("a serve command"),
+        };
+        assert_eq!(
+            parsed(&["crossbar", "serve"]),
+            ("CROSSBAR_KEY_".to_owned(), None, false, Vec::new())
+        );
+        assert_eq!(
+            parsed(&[
+                "crossbar",
+                "serve",
+                "--key-env-prefix",
+                "ACME_LLM_",
+                "--credentials-dir",
+                "/etc/crossbar/gcp",
+                "--allow-plain-http-credentials",
+                "--cors-origin",
+                "https://a.example",
+                "--cors-origin",
+                "https://b.example",
+            ]),
+            (
+                "ACME_LLM_".to_owned(),
+                Some(PathBuf::from("/etc/crossbar/gcp")),
+                true,
+                vec![
+                    "https://a.example".to_owned(),
+                    "https://b.example".to_owned()
+                ]
+            )
+        );
     }
 }

@@ -521,6 +521,7 @@ mod tests {
             bootstrap_admin_token: None,
             workers: 1,
             upstream_http1_when_idle: false,
+            security: crate::policy::Security::default(),
         })
         .await
         .unwrap();

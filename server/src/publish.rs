@@ -1,6 +1,7 @@
 //! The one way a configuration version becomes live:
 //!
-//! 1. **validate** with the router's rules (every problem, with its path);
+//! 1. **validate** with the router's rules and the operator's credential policy
+//!    ([`CredentialPolicy`]: every problem, with its path);
 //! 2. **prepare**: connect what the new version needs ([`Engine::prepare`]) without
 //!    serving it yet, so a version that cannot run is refused before it is stored;
 //! 3. **record**: one store transaction writes the version and its audit entry (who,
@@ -27,6 +28,7 @@ use router_core::config::{Config, Problems, RouterConfig};
 use router_core::routing::engine::{Engine, Prepared};
 
 use crate::AppState;
+use crate::policy::CredentialPolicy;
 use crate::store::{NewVersion, NewVersionError, Store};
 
 /// A configuration proposed as the next version, with who proposes it and why.
@@ -93,9 +95,13 @@ impl fmt::Display for PublishError {
 impl std::error::Error for PublishError {}
 
 /// Validate → prepare → record → activate → notify.
-pub async fn publish(state: &AppState, proposal: Proposal<'_>) -> Result<Published, PublishError> {
+pub async fn publish(
+    state: &AppState,
+    policy: &CredentialPolicy,
+    proposal: Proposal<'_>,
+) -> Result<Published, PublishError> {
     let _one_at_a_time = state.publishing.lock().await;
-    let config = validate(&proposal.config)?;
+    let config = validate(&proposal.config, policy)?;
     let prepared = prepare(&state.engine, config).await?;
     let published = record(&state.store, &proposal).await?;
     go_live(state, prepared, published.version.version);
@@ -111,19 +117,28 @@ pub async fn publish(state: &AppState, proposal: Proposal<'_>) -> Result<Publish
 
 /// Validate → record, before any engine exists (start-up): the caller serves the
 /// version returned.
-pub async fn seed(store: &Store, proposal: Proposal<'_>) -> Result<Published, PublishError> {
-    validate(&proposal.config)?;
+pub async fn seed(
+    store: &Store,
+    policy: &CredentialPolicy,
+    proposal: Proposal<'_>,
+) -> Result<Published, PublishError> {
+    validate(&proposal.config, policy)?;
     record(store, &proposal).await
 }
 
 /// Validate → prepare → activate → notify a version already in the store (another
-/// replica published it). A version not newer than the one serving is skipped.
-pub async fn follow(state: &AppState, stored: ConfigVersion) -> Result<(), PublishError> {
+/// replica published it). A version not newer than the one serving is skipped; one
+/// that breaks this server's credential policy is not served.
+pub async fn follow(
+    state: &AppState,
+    policy: &CredentialPolicy,
+    stored: ConfigVersion,
+) -> Result<(), PublishError> {
     let _one_at_a_time = state.publishing.lock().await;
     if stored.version <= state.engine.snapshot().version {
         return Ok(());
     }
-    let config = validate(&stored.config)?;
+    let config = validate(&stored.config, policy)?;
     let prepared = prepare(&state.engine, config).await?;
     go_live(state, prepared, stored.version);
     tracing::info!(
@@ -133,8 +148,17 @@ pub async fn follow(state: &AppState, stored: ConfigVersion) -> Result<(), Publi
     Ok(())
 }
 
-fn validate(config: &RouterConfig) -> Result<Config, PublishError> {
-    Config::validate(config.clone()).map_err(PublishError::Invalid)
+/// The router's rules, then the credential policy: every problem of both.
+pub fn validate(config: &RouterConfig, policy: &CredentialPolicy) -> Result<Config, PublishError> {
+    let mut refused = policy.problems(config);
+    match Config::validate(config.clone()) {
+        Ok(config) if refused.is_empty() => Ok(config),
+        Ok(_) => Err(PublishError::Invalid(Problems(refused))),
+        Err(mut problems) => {
+            problems.0.append(&mut refused);
+            Err(PublishError::Invalid(problems))
+        }
+    }
 }
 
 async fn prepare(engine: &Engine, config: Config) -> Result<Prepared, PublishError> {

@@ -1052,3 +1052,145 @@ async fn a_malformed_chunk_mid_stream_is_skipped_counted_and_never_reaches_the_c
         "{metrics}"
     );
 }
+
+/// An upstream that answers every request with `status` and `body`, like a cloud
+/// whose error text says too much. Returns its base URL.
+async fn leaky_upstream(status: &'static str, body: &'static str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                // Read the request head and its body (by Content-Length), then answer.
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let Ok(n) = socket.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&seen).to_string();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse::<usize>().ok())?
+                            })
+                            .unwrap_or(0);
+                        if seen.len() >= end + 4 + length {
+                            break;
+                        }
+                    }
+                }
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// Clouds' error bodies carry masked key suffixes, role ARNs and internal addresses:
+/// a client gets the class and a safe message; the detail stays in the ledger's
+/// attempt records (and the log) for operators.
+#[tokio::test]
+async fn upstream_error_text_never_reaches_the_client_but_stays_in_the_ledger() {
+    const LEAKY: &str = r#"{"error":{"message":"Incorrect API key provided: sk-proj-****************wxyz. Assumed role arn:aws:iam::123456789012:role/crossbar-prod via http://10.20.30.40:8443","type":"invalid_request_error","code":"invalid_api_key"}}"#;
+    let upstream = leaky_upstream("401 Unauthorized", LEAKY).await;
+    let h = start("sanitize", &["leaky"], |c| {
+        c.endpoints[0].base_url = Some(upstream.clone());
+        c.retry.max_retries = 0;
+    })
+    .await;
+    let secrets = ["sk-proj", "wxyz", "arn:aws", "123456789012", "10.20.30.40"];
+    let r = h.chat(user_message("hello")).await;
+    assert_eq!(r.status(), 502);
+    let request_id = header(&r, "x-request-id").to_owned();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "upstream_auth", "{body}");
+    let text = body.to_string();
+    for secret in secrets {
+        assert!(
+            !text.contains(secret),
+            "{secret} reached the client: {text}"
+        );
+    }
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("leaky") && m.contains("upstream_auth")),
+        "which endpoint failed, by class: {body}"
+    );
+    // Streaming: the same.
+    let mut stream = user_message("hello");
+    stream["stream"] = json!(true);
+    let r = h.chat(stream).await;
+    let text = r.text().await.unwrap();
+    for secret in secrets {
+        assert!(
+            !text.contains(secret),
+            "{secret} reached the client: {text}"
+        );
+    }
+
+    // The operator's view: the ledger's attempt keeps what the upstream said.
+    let store = server::store::Store::open(&h._dir.0.join("crossbar.db"))
+        .await
+        .unwrap();
+    let mut record = None;
+    for _ in 0..100 {
+        record = store.ledger_record(&request_id).await.unwrap();
+        if record.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let record = record.expect("the failed request is in the ledger");
+    let detail = record.attempts[0].message.clone().unwrap_or_default();
+    assert!(detail.contains("arn:aws:iam::123456789012"), "{detail}");
+    // ... and the admin API (the console's failed-requests view) shows it, with the
+    // credential redacted.
+    let (status, failed) = h
+        .admin(
+            "viewer",
+            reqwest::Method::GET,
+            &format!("/requests/failed?request_id={request_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{failed}");
+    let attempt = &failed[0]["attempts"][0];
+    assert_eq!(
+        (failed[0]["outcome"].as_str(), attempt["endpoint"].as_str()),
+        (Some("upstream_auth"), Some("leaky"))
+    );
+    let shown = attempt["detail"].as_str().unwrap_or_default();
+    assert!(
+        shown.contains("arn:aws:iam::123456789012") && !shown.contains("sk-proj"),
+        "{shown}"
+    );
+    let (_, recent) = h
+        .admin("viewer", reqwest::Method::GET, "/requests/failed", None)
+        .await;
+    assert!(
+        recent
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["request_id"] == request_id.as_str()),
+        "{recent}"
+    );
+}

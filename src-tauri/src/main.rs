@@ -6,11 +6,20 @@
 //! its admin API like any other client (the router URL and token come from the
 //! console's sign-in, kept as connection profiles).
 //!
-//! What the shell adds is what only a native app can do, as two commands the console
+//! What the shell adds is what only a native app can do, as commands the console
 //! invokes:
 //! - `notify {title, body}`: a native notification (a breaker opened);
 //! - `set_status {level, summary}`: the overall state (ok / degraded / down), shown in
-//!   the window title and the tray icon's tooltip and menu.
+//!   the window title and the tray icon's tooltip and menu;
+//! - `keychain_get {profile}`, `keychain_set {profile, token}`,
+//!   `keychain_delete {profile}`: a connection's remembered admin token in the OS
+//!   keychain (the `keyring` crate), never in the webview's storage. Where there is no
+//!   keychain (a Linux desktop without a Secret Service, a CI machine) they fail fast
+//!   with a message saying so, and the console keeps the token for the session only.
+//!
+//! The window's page runs under a Content-Security-Policy (`tauri.conf.json`): its
+//! own scripts and wasm only, connections to the routers people sign in to (any
+//! http(s) URL) and to Tauri's IPC.
 //!
 //! End-to-end tests drive it through WebKitWebDriver: with
 //! `TAURI_WEBVIEW_AUTOMATION=true` the webview accepts automation sessions.
@@ -83,6 +92,74 @@ fn set_status(app: AppHandle, tray: State<'_, Tray>, level: String, summary: Str
     }
 }
 
+/// The keychain service under which the console's tokens are saved, one entry per
+/// connection profile.
+const KEYCHAIN_SERVICE: &str = "dev.crossbar.console";
+
+/// How long a keychain call may take: a desktop bus that never answers must not hang
+/// the sign-in.
+const KEYCHAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs `op` on the entry of `profile`, off the window's thread and bounded in time;
+/// every failure is a message for the person.
+async fn keychain<T: Send + 'static>(
+    profile: String,
+    op: impl FnOnce(&keyring::Entry) -> keyring::Result<T> + Send + 'static,
+) -> Result<T, String> {
+    if profile.is_empty() {
+        return Err("a remembered token needs a connection name".into());
+    }
+    let (done, answer) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let result = keyring::Entry::new(KEYCHAIN_SERVICE, &profile).and_then(|entry| op(&entry));
+        let _ = done.send(result);
+    });
+    let answer =
+        tauri::async_runtime::spawn_blocking(move || answer.recv_timeout(KEYCHAIN_TIMEOUT))
+            .await
+            .map_err(|e| format!("the keychain call failed: {e}"))?;
+    match answer {
+        Ok(result) => result.map_err(|e| match e {
+            keyring::Error::NoDefaultStore => match keyring::Entry::store_status() {
+                Err(why) => format!(
+                    "there is no OS keychain here (on Linux a Secret Service, such as GNOME Keyring \
+                     or KWallet, must be running: {why})"
+                ),
+                Ok(()) => "there is no OS keychain here".to_owned(),
+            },
+            other => format!("the OS keychain refused: {other}"),
+        }),
+        Err(_) => Err("the OS keychain did not answer in time".into()),
+    }
+}
+
+/// The token remembered for `profile`, if any.
+#[tauri::command]
+async fn keychain_get(profile: String) -> Result<Option<String>, String> {
+    keychain(profile, |entry| match entry.get_password() {
+        Ok(token) => Ok(Some(token)),
+        Err(keyring::Error::NoEntry) => Ok(None),
+        Err(e) => Err(e),
+    })
+    .await
+}
+
+/// Remembers `token` for `profile` (replacing any).
+#[tauri::command]
+async fn keychain_set(profile: String, token: String) -> Result<(), String> {
+    keychain(profile, move |entry| entry.set_password(&token)).await
+}
+
+/// Forgets `profile`'s token; nothing remembered is fine.
+#[tauri::command]
+async fn keychain_delete(profile: String) -> Result<(), String> {
+    keychain(profile, |entry| match entry.delete_credential() {
+        Ok(()) | Err(keyring::Error::NoEntry) => Ok(()),
+        Err(e) => Err(e),
+    })
+    .await
+}
+
 fn build_tray(app: &tauri::App) -> tauri::Result<(TrayIcon, MenuItem<tauri::Wry>)> {
     let status = MenuItem::with_id(
         app,
@@ -132,7 +209,13 @@ fn main() {
             }
             Ok(())
         })
-        .invoke_handler(tauri::generate_handler![notify, set_status])
+        .invoke_handler(tauri::generate_handler![
+            notify,
+            set_status,
+            keychain_get,
+            keychain_set,
+            keychain_delete
+        ])
         .run(tauri::generate_context!())
         .expect("the Crossbar desktop app failed to start");
 }

@@ -347,6 +347,25 @@ impl Demo {
         Ok(served)
     }
 
+    /// One chat completion for `feature` with any gateway `key`: the status.
+    pub fn chat_with_key(&self, key: &str, feature: &str) -> anyhow::Result<u16> {
+        let url = format!("{}/v1/chat/completions", self.url);
+        let response = self
+            .http
+            .post(&url)
+            .bearer_auth(key)
+            .json(&json!({
+                "model": feature,
+                "messages": [{"role": "user", "content": "Say something short about keys."}],
+                "max_tokens": 8,
+            }))
+            .send()
+            .with_context(|| format!("POST {url} ({feature})"))?;
+        let status = response.status().as_u16();
+        let _ = response.bytes();
+        Ok(status)
+    }
+
     /// Sends `count` requests for `feature` from `threads` clients at once, user ids
     /// `{user_prefix}-0` .. `-{count-1}`, and returns how each was served.
     pub fn chat_burst(

@@ -129,10 +129,49 @@ fn desktop_console_connects_to_a_running_router() -> anyhow::Result<()> {
     import_window(&display, "Crossbar", "desktop-window.png")
         .context("no X window titled \"Crossbar\"")?;
 
-    // A person types the router's URL and an admin token; the desktop app asks for the
-    // URL because its own page is not served by any router.
+    // The window's page runs under the app's Content-Security-Policy: an injected
+    // inline script does not run.
+    let ran = session.execute(
+        "window.__crossbarInline = false;
+         const s = document.createElement('script');
+         s.textContent = 'window.__crossbarInline = true;';
+         document.head.appendChild(s);
+         return window.__crossbarInline === true;",
+        json!([]),
+    )?;
+    ensure!(
+        ran == Value::Bool(false),
+        "an injected inline script ran in the desktop window"
+    );
+
+    // A person types the router's URL and an admin token, and asks the app to remember
+    // it; the desktop app asks for the URL because its own page is not served by any
+    // router.
+    session.click_on("#signin-remember", UI_TIMEOUT)?;
     console::sign_in(&session, Some(&demo.url), demo.token("admin"), "admin")
         .with_context(|| driver.log_excerpt())?;
+    // The token is never in the app's storage: the OS keychain has it, or — with no
+    // keychain on this machine (no Secret Service under a bare X server) — the window
+    // keeps it for the session and says so.
+    let local = session.execute(
+        "return JSON.stringify(Object.assign({}, localStorage));",
+        json!([]),
+    )?;
+    let local = local.as_str().unwrap_or_default();
+    ensure!(
+        local.contains("crossbar.profiles") && !local.contains(demo.token("admin")),
+        "the desktop app's local storage: {local}"
+    );
+    if let Some(warning) = session.find("#session-warning")? {
+        let text = session.text(&warning)?;
+        ensure!(
+            text.contains("keychain"),
+            "unexpected sign-in warning: {text}"
+        );
+        println!("no OS keychain here: {text}");
+    } else {
+        println!("the token was saved in the OS keychain");
+    }
     console::wait_for_overview(&session, &demo::ENDPOINTS).with_context(|| {
         format!(
             "the desktop console signed in but shows no live overview; {}",

@@ -2,16 +2,18 @@
 //! `Result<T, ApiError>`. Errors are never swallowed: the caller shows them.
 //!
 //! Every request carries `Authorization: Bearer <token>`; the event stream, which
-//! `EventSource` cannot give headers, takes `?access_token=` ([`Api::events_url`]).
+//! `EventSource` cannot give headers, takes `?access_token=` ([`Api::events_url`]):
+//! the only route where the router accepts a token in the URL.
 //! The JSON types are `router-core`'s, shared with the server.
 
 use std::fmt;
 
 use router_core::admin::BreakerEvent;
 use router_core::admin::{
-    AuditEntry, ConfigVersion, ConfigVersionSummary, EndpointHealth, FeatureEdit, FeatureLive,
-    OverrideRequest, PublishRequest, PublishResult, RollbackRequest, SpendGroup, SpendReport,
-    ValidationResult, WhoAmI,
+    AdminTokenInfo, AuditEntry, ConfigVersion, ConfigVersionSummary, CreateKeyRequest,
+    CreateTokenRequest, CreatedKey, CreatedToken, EndpointHealth, FailedRequest, FeatureEdit,
+    FeatureLive, GatewayKeyInfo, OverrideRequest, PublishRequest, PublishResult, RollbackRequest,
+    SpendGroup, SpendReport, ValidationResult, WhoAmI,
 };
 use router_core::config::{Problem, RouterConfig};
 use serde::Serialize;
@@ -305,6 +307,59 @@ impl Api {
 
     pub async fn audit(&self, limit: u32) -> Result<Vec<AuditEntry>, ApiError> {
         self.get(&format!("/audit?limit={limit}")).await
+    }
+
+    /// The newest failed requests with their attempts' detail, or only `request_id`.
+    pub async fn failed_requests(
+        &self,
+        limit: u32,
+        request_id: Option<&str>,
+    ) -> Result<Vec<FailedRequest>, ApiError> {
+        let mut path = format!("/requests/failed?limit={limit}");
+        if let Some(id) = request_id {
+            path.push_str(&format!("&request_id={}", encode(id)));
+        }
+        self.get(&path).await
+    }
+
+    /// Admin tokens, revoked and expired ones included (never the tokens).
+    pub async fn tokens(&self) -> Result<Vec<AdminTokenInfo>, ApiError> {
+        self.get("/tokens").await
+    }
+
+    /// A new admin token: the answer holds the token, shown this once.
+    pub async fn create_token(
+        &self,
+        request: &CreateTokenRequest,
+    ) -> Result<CreatedToken, ApiError> {
+        self.send_json("POST", "/tokens", Some(request)).await
+    }
+
+    pub async fn revoke_token(&self, id: &str) -> Result<(), ApiError> {
+        self.send_empty("DELETE", &format!("/tokens/{}", encode(id)))
+            .await
+    }
+
+    /// Gateway keys, revoked and expired ones included (never the keys).
+    pub async fn keys(&self) -> Result<Vec<GatewayKeyInfo>, ApiError> {
+        self.get("/keys").await
+    }
+
+    /// A new gateway key: the answer holds the key, shown this once.
+    pub async fn create_key(&self, request: &CreateKeyRequest) -> Result<CreatedKey, ApiError> {
+        self.send_json("POST", "/keys", Some(request)).await
+    }
+
+    pub async fn revoke_key(&self, id: &str) -> Result<(), ApiError> {
+        self.send_empty("DELETE", &format!("/keys/{}", encode(id)))
+            .await
+    }
+
+    /// A request whose answer has no body (204).
+    async fn send_empty(&self, method: &str, path: &str) -> Result<(), ApiError> {
+        self.fetch(method, path, None, "application/json")
+            .await
+            .map(|_| ())
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {

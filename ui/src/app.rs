@@ -5,10 +5,12 @@ use leptos::prelude::*;
 use router_core::admin::Action;
 
 use crate::READY_ID;
+use crate::access::AccessPage;
 use crate::api::Api;
 use crate::audit::AuditPage;
 use crate::context::live::{Link, provide_live, use_live};
 use crate::context::session::{provide_session, use_session};
+use crate::failures::FailuresPage;
 use crate::features::FeaturePage;
 use crate::history::HistoryPage;
 use crate::logic::format;
@@ -107,7 +109,11 @@ fn Console(api: Api) -> impl IntoView {
                 {nav("nav-features", "features", "#/features", "Features")}
                 {nav("nav-spend", "spend", "#/spend", "Spend")}
                 {nav("nav-history", "history", "#/history", "History")}
+                {nav("nav-failures", "failures", "#/failures", "Failures")}
                 {nav("nav-audit", "audit", "#/audit", "Audit")}
+                <Show when=move || {
+                    session.may(Action::ManageTokens) || session.may(Action::ManageKeys)
+                }>{nav("nav-access", "access", "#/access", "Access")}</Show>
             </nav>
             <div class="topbar-right">
                 <span
@@ -121,18 +127,35 @@ fn Console(api: Api) -> impl IntoView {
                 <span id="role-badge" class="role" title=move || permissions_title(&who.get())>
                     {move || who.get().map(|w| w.role.as_str())}
                 </span>
-                <button class="ghost small" on:click=move |_| session.sign_out(None)>
+                <button id="sign-out" class="ghost small" on:click=move |_| session.sign_out(None)>
                     "Sign out"
                 </button>
             </div>
         </header>
         <ConnectionBanner />
+        {move || {
+            session
+                .warning
+                .get()
+                .map(|w| {
+                    view! {
+                        <div class="banner banner-error" role="status" id="session-warning">
+                            <span>{w}</span>
+                            <button class="ghost small" on:click=move |_| session.warning.set(None)>
+                                "Dismiss"
+                            </button>
+                        </div>
+                    }
+                })
+        }}
         <main class="content" class:stale=move || live.link.get() == Link::Reconnecting>
             {move || match section.get() {
                 "features" => view! { <FeaturePage name=feature.get() /> }.into_any(),
                 "spend" => view! { <SpendPage /> }.into_any(),
                 "history" => view! { <HistoryPage /> }.into_any(),
                 "audit" => view! { <AuditPage /> }.into_any(),
+                "failures" => view! { <FailuresPage /> }.into_any(),
+                "access" => view! { <AccessPage /> }.into_any(),
                 _ => view! { <OverviewPage /> }.into_any(),
             }}
         </main>
@@ -153,7 +176,8 @@ fn permissions_title(who: &Option<router_core::admin::WhoAmI>) -> String {
             Action::EditFeature => "edit features",
             Action::Rollback => "roll back",
             Action::Publish => "publish",
-            Action::ManageKeys => "manage keys",
+            Action::ManageKeys => "manage gateway keys",
+            Action::ManageTokens => "manage admin tokens",
         })
         .collect();
     format!("May: {}", names.join(", "))

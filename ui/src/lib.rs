@@ -11,16 +11,20 @@
 //!   spend series, the desktop status level), unit-tested natively;
 //! - [`platform`]: browser and desktop glue (storage, Tauri bridge, downloads);
 //! - one folder per page: [`signin`], [`overview`], [`features`], [`spend`],
-//!   [`history`], [`audit`]; shared widgets in [`components`];
+//!   [`history`], [`audit`], [`failures`] (failed requests with their upstream
+//!   detail), [`access`] (admin tokens, gateway keys); shared widgets in
+//!   [`components`];
 //! - [`app`]: the shell (top bar, navigation, connection banner).
 //!
 //! Selectors the end-to-end tests rely on are listed in `ui/README.md`.
 
+pub mod access;
 pub mod api;
 pub mod app;
 pub mod audit;
 pub mod components;
 pub mod context;
+pub mod failures;
 pub mod features;
 pub mod history;
 pub mod logic;

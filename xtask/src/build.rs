@@ -13,7 +13,7 @@ use crate::setup::wasm_bindgen_cli;
 use crate::workspace::{Workspace, run, step};
 
 /// Hand-written files of the console, copied next to what `wasm-bindgen` generates.
-const UI_STATIC_FILES: [&str; 2] = ["index.html", "style.css"];
+const UI_STATIC_FILES: [&str; 3] = ["index.html", "boot.js", "style.css"];
 
 /// What the build produced.
 pub struct Built {

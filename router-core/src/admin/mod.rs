@@ -94,7 +94,7 @@ impl Role {
             Action::EditFeature | Action::Rollback => {
                 matches!(self, Role::Experimenter | Role::Admin)
             }
-            Action::Publish | Action::ManageKeys => self == Role::Admin,
+            Action::Publish | Action::ManageKeys | Action::ManageTokens => self == Role::Admin,
         }
     }
 }
@@ -111,11 +111,14 @@ pub enum Action {
     EditFeature,
     Rollback,
     Publish,
+    /// Gateway keys: list, create, revoke.
     ManageKeys,
+    /// Admin API tokens: list, create, revoke.
+    ManageTokens,
 }
 
 impl Action {
-    pub const ALL: [Action; 7] = [
+    pub const ALL: [Action; 8] = [
         Action::Read,
         Action::Override,
         Action::Feedback,
@@ -123,6 +126,7 @@ impl Action {
         Action::Rollback,
         Action::Publish,
         Action::ManageKeys,
+        Action::ManageTokens,
     ];
 }
 
@@ -412,6 +416,16 @@ pub struct GatewayKeyInfo {
     pub created_at_ms: i64,
     pub revoked: bool,
     pub requests_per_minute: Option<u32>,
+    /// When the key stops working (ms since the Unix epoch); `None`: never.
+    #[serde(default)]
+    pub expires_at_ms: Option<i64>,
+}
+
+impl GatewayKeyInfo {
+    /// Whether the key is accepted at `now_ms`: not revoked, not expired.
+    pub fn in_force(&self, now_ms: i64) -> bool {
+        !self.revoked && self.expires_at_ms.is_none_or(|t| now_ms < t)
+    }
 }
 
 /// `POST /admin/v1/keys`.
@@ -423,6 +437,10 @@ pub struct CreateKeyRequest {
     pub name: String,
     #[serde(default)]
     pub requests_per_minute: Option<u32>,
+    /// When the key stops working (ms since the Unix epoch, in the future); omitted:
+    /// never.
+    #[serde(default)]
+    pub expires_at_ms: Option<i64>,
 }
 
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -431,4 +449,81 @@ pub struct CreatedKey {
     pub info: GatewayKeyInfo,
     /// The key: shown this once, stored only as a hash.
     pub key: String,
+}
+
+/// An admin API token as listed (the token itself is shown once, at creation).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdminTokenInfo {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub created_at_ms: i64,
+    /// When the token stops working (ms since the Unix epoch); `None`: never.
+    pub expires_at_ms: Option<i64>,
+    pub revoked: bool,
+}
+
+impl AdminTokenInfo {
+    /// Whether the token is accepted at `now_ms`: not revoked, not expired.
+    pub fn in_force(&self, now_ms: i64) -> bool {
+        !self.revoked && self.expires_at_ms.is_none_or(|t| now_ms < t)
+    }
+}
+
+/// `POST /admin/v1/tokens`.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTokenRequest {
+    /// Who holds it (shown in the audit log).
+    pub name: String,
+    pub role: Role,
+    /// When the token stops working (ms since the Unix epoch, in the future);
+    /// omitted: never.
+    #[serde(default)]
+    pub expires_at_ms: Option<i64>,
+}
+
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreatedToken {
+    pub info: AdminTokenInfo,
+    /// The token: shown this once, stored only as a hash.
+    pub token: String,
+}
+
+/// A request that failed, as operators see it (`GET /admin/v1/requests/failed`): what
+/// the client was told (the class), and what each attempt's endpoint said, which the
+/// client was not told.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailedRequest {
+    /// The `x-request-id` the client got.
+    pub request_id: String,
+    pub at_ms: i64,
+    pub team: String,
+    pub feature: String,
+    pub variant: String,
+    /// The class the client got (`code`).
+    pub outcome: String,
+    /// The HTTP status the client got.
+    pub status: u16,
+    pub attempts: Vec<FailedAttempt>,
+}
+
+/// One attempt of a [`FailedRequest`].
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailedAttempt {
+    pub endpoint: String,
+    /// `ok`, or the error class.
+    pub outcome: String,
+    pub upstream_status: Option<u16>,
+    pub latency_ms: f64,
+    /// A retry of the same endpoint (not a failover).
+    pub retry: bool,
+    /// What the endpoint (or Crossbar) said, credentials redacted: the detail the
+    /// client did not get.
+    pub detail: Option<String>,
 }

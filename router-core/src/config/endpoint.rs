@@ -327,6 +327,17 @@ impl EndpointConfig {
         }
     }
 
+    /// Whether requests to this endpoint carry a credential (a cloud token, a
+    /// signature, an API key): every method but `none`, and `default` except on
+    /// OpenAI-compatible endpoints, where it means none.
+    pub fn sends_credentials(&self) -> bool {
+        match self.auth {
+            AuthConfig::None => false,
+            AuthConfig::Default => self.provider != Provider::Openai,
+            _ => true,
+        }
+    }
+
     /// A provisioned endpoint reports a full ceiling as `capacity_exhausted` (spill),
     /// an on-demand one as `rate_limited` (back off).
     pub fn is_provisioned(&self) -> bool {
@@ -386,6 +397,53 @@ impl EndpointConfig {
         }
         if self.region.trim().is_empty() {
             bad("region", "must not be empty".into());
+        } else if !is_region(&self.region) {
+            // Vertex puts the region in the host name (`{region}-aiplatform...`) and
+            // the path, the AWS SDK in the host name: anything but a plain region name
+            // could move the request, and its credentials, to another host.
+            bad(
+                "region",
+                format!(
+                    "`{}` must be a cloud region name: lowercase letters, digits and '-' (at most {MAX_NAME_LEN})",
+                    self.region
+                ),
+            );
+        }
+        if let Some(why) = self.model_charset_problem() {
+            bad("model", why);
+        }
+        if let Some(project) = &self.project
+            && !project.is_empty()
+            && !is_gcp_project(project)
+        {
+            bad(
+                "project",
+                format!(
+                    "`{project}` must be a GCP project id: lowercase letters, digits and '-' \
+                     (optionally after a `domain.example:` prefix)"
+                ),
+            );
+        }
+        if let Some(azure) = &self.azure {
+            // Both go into the request URL.
+            if !is_url_segment(&azure.deployment) {
+                bad(
+                    "azure.deployment",
+                    format!(
+                        "`{}` must be a deployment name: letters, digits, '-', '_' and '.'",
+                        azure.deployment
+                    ),
+                );
+            }
+            if !is_url_segment(&azure.api_version) {
+                bad(
+                    "azure.api_version",
+                    format!(
+                        "`{}` must be an API version such as `2024-10-21`",
+                        azure.api_version
+                    ),
+                );
+            }
         }
         if self.geography.is_empty()
             || !self
@@ -508,6 +566,88 @@ impl EndpointConfig {
     }
 }
 
+/// Longest region, project, model or deployment name accepted.
+const MAX_NAME_LEN: usize = 128;
+
+/// A cloud region name (`us-east-1`, `europe-west4`, `eastus`, `global`).
+fn is_region(region: &str) -> bool {
+    region.len() <= MAX_NAME_LEN
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !region.starts_with('-')
+}
+
+/// A GCP project id (`crossbar-prod`), or a domain-scoped one (`example.com:crossbar`).
+fn is_gcp_project(project: &str) -> bool {
+    let id = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    if project.len() > MAX_NAME_LEN {
+        return false;
+    }
+    match project.split_once(':') {
+        None => id(project),
+        Some((domain, name)) => {
+            id(name)
+                && !domain.is_empty()
+                && domain
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        }
+    }
+}
+
+/// One path segment or query value of a URL, with nothing to escape and no way out
+/// of its segment: letters, digits, '-', '_', '.' and (with `extra`) a few more; never
+/// `.` or `..`.
+fn is_segment_with(s: &str, extra: &[u8]) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_NAME_LEN
+        && s != "."
+        && s != ".."
+        && !s.contains("..")
+        && s.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') || extra.contains(&b)
+        })
+}
+
+fn is_url_segment(s: &str) -> bool {
+    is_segment_with(s, &[])
+}
+
+impl EndpointConfig {
+    /// Why the model id cannot be put where the provider puts it, if it cannot:
+    /// Vertex puts it in the URL's path (`.../models/{model}:{method}`); the AWS SDK
+    /// percent-encodes it, but an id with anything outside the ids and ARNs Bedrock
+    /// knows is refused all the same.
+    fn model_charset_problem(&self) -> Option<String> {
+        if self.model.trim().is_empty() {
+            return None; // said already
+        }
+        match self.provider {
+            Provider::VertexGemini | Provider::VertexAnthropic
+                if !is_segment_with(&self.model, b"@") =>
+            {
+                Some(format!(
+                    "`{}` must be a Vertex model name: letters, digits, '-', '_', '.' and '@'",
+                    self.model
+                ))
+            }
+            Provider::Bedrock if !is_segment_with(&self.model, b":/@") => Some(format!(
+                "`{}` must be a Bedrock model id, inference profile or ARN: letters, digits, '-', '_', '.', ':', '/' and '@'",
+                self.model
+            )),
+            Provider::Openai if self.model.chars().any(char::is_control) => {
+                Some("must not contain control characters".into())
+            }
+            _ => None,
+        }
+    }
+}
+
 /// The usual geography of a cloud region name, for defaults and the demo: AWS
 /// (`eu-central-1`), GCP (`europe-west4`) and Azure (`westeurope`) spellings.
 pub fn geography_of(region: &str) -> &'static str {
@@ -586,6 +726,87 @@ mod tests {
         assert!(
             serde_json::from_str::<AuthConfig>(r#"{"method":"aws","secret_access_key":"x"}"#)
                 .is_err()
+        );
+    }
+
+    /// Vertex builds its URL (host name included) from region, project and model: a
+    /// crafted value must not move the request, and the GCP token with it, elsewhere.
+    #[test]
+    fn region_project_and_model_that_would_change_the_url_are_refused() {
+        let vertex = |region: &str, project: &str, model: &str| {
+            let mut e = EndpointConfig::new("v", Provider::VertexGemini, model, region);
+            e.project = Some(project.into());
+            e.geography = "us".into();
+            e.problems("endpoints[0]")
+                .iter()
+                .map(|p| p.path.clone())
+                .collect::<Vec<_>>()
+        };
+        assert!(vertex("us-central1", "crossbar-prod", "gemini-2.0-flash-001").is_empty());
+        assert!(
+            vertex(
+                "global",
+                "example.com:crossbar",
+                "claude-3-5-sonnet-v2@20241022"
+            )
+            .is_empty()
+        );
+        for (region, project, model, field) in [
+            ("evil.example/x#", "p", "gemini", "endpoints[0].region"),
+            (
+                "us-central1.attacker.example",
+                "p",
+                "gemini",
+                "endpoints[0].region",
+            ),
+            ("US-CENTRAL1", "p", "gemini", "endpoints[0].region"),
+            (
+                "us-central1",
+                "p/../../other",
+                "gemini",
+                "endpoints[0].project",
+            ),
+            ("us-central1", "p?x=", "gemini", "endpoints[0].project"),
+            (
+                "us-central1",
+                "p",
+                "../../../v1/projects/x",
+                "endpoints[0].model",
+            ),
+            (
+                "us-central1",
+                "p",
+                "gemini:streamGenerateContent?alt=",
+                "endpoints[0].model",
+            ),
+            ("us-central1", "p", "..", "endpoints[0].model"),
+        ] {
+            let problems = vertex(region, project, model);
+            assert!(
+                problems.iter().any(|p| p == field),
+                "{region} / {project} / {model}: expected {field} in {problems:?}"
+            );
+        }
+        let mut bedrock = EndpointConfig::new(
+            "b",
+            Provider::Bedrock,
+            "arn:aws:bedrock:us-east-1:123456789012:provisioned-model/abc",
+            "us-east-1",
+        );
+        assert!(bedrock.problems("e").is_empty());
+        bedrock.region = "us-east-1.evil.example#".into();
+        assert!(bedrock.problems("e").iter().any(|p| p.path == "e.region"));
+        let mut azure = EndpointConfig::new("a", Provider::Openai, "gpt-4o", "eastus");
+        azure.base_url = Some("https://x.openai.azure.com".into());
+        azure.azure = Some(AzureDeployment {
+            deployment: "gpt-4o/../../admin".into(),
+            api_version: "2024-10-21&x=1".into(),
+        });
+        let paths: Vec<String> = azure.problems("e").iter().map(|p| p.path.clone()).collect();
+        assert!(
+            paths.contains(&"e.azure.deployment".to_owned())
+                && paths.contains(&"e.azure.api_version".to_owned()),
+            "{paths:?}"
         );
     }
 

@@ -31,7 +31,7 @@ pub use endpoint::{
 pub use feature::{ExperimentConfig, FeatureConfig, TeamConfig, Thresholds, VariantConfig};
 pub use playbook::{Rollout, RolloutConfig, Shadow, ShadowConfig};
 pub use policy::{BreakerParams, BreakerPolicy, RetryPolicy};
-pub use validate::{Config, Endpoint, EndpointId, Feature, Variant};
+pub use validate::{Config, Endpoint, EndpointId, Feature, Variant, endpoint_path};
 
 use std::fmt;
 

@@ -606,6 +606,12 @@ fn check_retry(bad: &mut dyn FnMut(String, String), r: &RetryPolicy) {
 }
 
 /// `name` when it is usable as a path segment, else the index (`[3]`).
+/// Where the problems of the `index`th endpoint, named `name`, are reported:
+/// `endpoints.NAME` (`endpoints.[i]` when the name itself is not valid).
+pub fn endpoint_path(name: &str, index: usize) -> String {
+    format!("endpoints.{}", display_key(name, index))
+}
+
 fn display_key(name: &str, index: usize) -> String {
     if valid_name(name) {
         name.to_owned()

@@ -46,14 +46,27 @@ impl FromRequestParts<Arc<AppState>> for Caller {
 /// Documented by the route table (every route has the guard's 401 and 403).
 impl OperationInput for Caller {}
 
+/// What a route's guard knows: the state, the route's action, and whether the route
+/// takes the token in its query (the route table's `token_in_query`).
+#[derive(Clone)]
+pub struct Guarded {
+    pub state: Arc<AppState>,
+    pub action: Action,
+    pub token_in_query: bool,
+}
+
 /// Every admin route's guard: authenticates, then checks the route's action.
 pub async fn guard(
-    State((state, action)): State<(Arc<AppState>, Action)>,
+    State(Guarded {
+        state,
+        action,
+        token_in_query,
+    }): State<Guarded>,
     request: Request,
     next: Next,
 ) -> Response {
     let (mut parts, body) = request.into_parts();
-    let identity = match authenticate(&state, &parts).and_then(|identity| {
+    let identity = match authenticate(&state, &parts, token_in_query).and_then(|identity| {
         permit(identity.role, action)?;
         Ok(identity)
     }) {
@@ -85,31 +98,77 @@ fn action_words(action: Action) -> &'static str {
         Action::EditFeature => "edit features",
         Action::Rollback => "roll back the configuration",
         Action::Publish => "publish whole configurations",
-        Action::ManageKeys => "manage keys",
+        Action::ManageKeys => "manage gateway keys",
+        Action::ManageTokens => "manage admin tokens",
     }
 }
 
-/// Who is calling, from `Authorization: Bearer` or (for EventSource, which cannot
-/// send headers) `?access_token=`.
-fn authenticate(state: &AppState, parts: &Parts) -> Result<AdminIdentity, AdminError> {
-    let from_query = parts
-        .uri
-        .query()
-        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("access_token=")));
-    let Some(token) = bearer(&parts.headers).or(from_query) else {
-        return Err(AdminError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
+/// Who is calling, from `Authorization: Bearer`, or on a route that takes it there
+/// (the event stream: EventSource cannot send headers), `?access_token=`,
+/// percent-decoded. Anywhere else a token in the query is refused, not ignored, so a
+/// client that leaks it into URLs finds out at once.
+fn authenticate(
+    state: &AppState,
+    parts: &Parts,
+    token_in_query: bool,
+) -> Result<AdminIdentity, AdminError> {
+    let unauthorized = |message: &str| {
+        AdminError::new(StatusCode::UNAUTHORIZED, "unauthorized", message.to_owned())
+    };
+    let from_query = parts.uri.query().and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("access_token="))
+            .map(percent_decoded)
+    });
+    let from_query = match from_query {
+        Some(_) if !token_in_query => {
+            return Err(unauthorized(
+                "admin tokens are not accepted in the query string here: send `Authorization: Bearer <token>`",
+            ));
+        }
+        Some(None) => {
+            return Err(unauthorized(
+                "the `access_token` parameter is not valid percent-encoding",
+            ));
+        }
+        Some(Some(token)) => Some(token),
+        None => None,
+    };
+    let Some(token) = bearer(&parts.headers).map(str::to_owned).or(from_query) else {
+        return Err(unauthorized(
             "missing admin token: send `Authorization: Bearer <token>`",
         ));
     };
-    state.keys.admin_token(token).ok_or_else(|| {
-        AdminError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "unknown or revoked admin token",
-        )
-    })
+    state
+        .keys
+        .admin_token(&token)
+        .ok_or_else(|| unauthorized("unknown, revoked or expired admin token"))
+}
+
+/// A query value's text: `%XX` decoded, `+` a space; `None` if that is not UTF-8 or
+/// an escape is broken.
+fn percent_decoded(value: &str) -> Option<String> {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// `GET /whoami`: the caller, their role, and every action it allows.
@@ -122,4 +181,25 @@ pub async fn whoami(Caller(caller): Caller) -> axum::Json<router_core::admin::Wh
         name: caller.name,
         role: caller.role,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decoded;
+
+    #[test]
+    fn query_tokens_are_percent_decoded() {
+        assert_eq!(
+            percent_decoded("cba-a%2Bb%2F%3D").as_deref(),
+            Some("cba-a+b/=")
+        );
+        assert_eq!(percent_decoded("a+b").as_deref(), Some("a b"));
+        assert_eq!(
+            percent_decoded("plain-token_1").as_deref(),
+            Some("plain-token_1")
+        );
+        assert_eq!(percent_decoded("bad%2"), None);
+        assert_eq!(percent_decoded("bad%zz"), None);
+        assert_eq!(percent_decoded("%ff"), None);
+    }
 }

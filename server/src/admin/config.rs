@@ -10,12 +10,12 @@ use router_core::admin::{
     ConfigVersion, ConfigVersionSummary, PublishRequest, PublishResult, RollbackRequest,
     ValidationResult,
 };
-use router_core::config::{Config, RouterConfig};
+use router_core::config::RouterConfig;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::auth::Caller;
-use super::{AdminError, AdminJson, AdminPath, AdminQuery};
+use super::{AdminError, AdminJson, AdminPath, AdminQuery, Policy};
 use crate::AppState;
 use crate::publish::{self, Proposal};
 
@@ -66,15 +66,24 @@ pub async fn version(
         .ok_or_else(|| AdminError::not_found(format!("no version {}", p.version)))
 }
 
-pub async fn validate(AdminJson(config): AdminJson<RouterConfig>) -> Json<ValidationResult> {
-    Json(match Config::validate(config) {
+/// The router's rules and this server's credential policy, as a publish applies them.
+pub async fn validate(
+    axum::Extension(policy): Policy,
+    AdminJson(config): AdminJson<RouterConfig>,
+) -> Json<ValidationResult> {
+    Json(match publish::validate(&config, &policy) {
         Ok(_) => ValidationResult {
             ok: true,
             problems: Vec::new(),
         },
-        Err(p) => ValidationResult {
+        Err(publish::PublishError::Invalid(p)) => ValidationResult {
             ok: false,
             problems: p.0,
+        },
+        // Validation alone fails in no other way.
+        Err(other) => ValidationResult {
+            ok: false,
+            problems: vec![router_core::config::Problem::new("", other.to_string())],
         },
     })
 }
@@ -82,10 +91,12 @@ pub async fn validate(AdminJson(config): AdminJson<RouterConfig>) -> Json<Valida
 pub async fn publish(
     State(state): State<Arc<AppState>>,
     Caller(caller): Caller,
+    axum::Extension(policy): Policy,
     AdminJson(req): AdminJson<PublishRequest>,
 ) -> Result<Json<PublishResult>, AdminError> {
     let published = publish::publish(
         &state,
+        &policy,
         Proposal {
             config: req.config,
             author: &caller.name,
@@ -104,6 +115,7 @@ pub async fn publish(
 pub async fn rollback(
     State(state): State<Arc<AppState>>,
     Caller(caller): Caller,
+    axum::Extension(policy): Policy,
     AdminJson(req): AdminJson<RollbackRequest>,
 ) -> Result<Json<PublishResult>, AdminError> {
     let old = state
@@ -121,6 +133,7 @@ pub async fn rollback(
     };
     let published = publish::publish(
         &state,
+        &policy,
         Proposal {
             config: old.config,
             author: &caller.name,

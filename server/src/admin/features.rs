@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::auth::Caller;
 use super::config::{active_version, result};
-use super::{AdminError, AdminJson, AdminPath};
+use super::{AdminError, AdminJson, AdminPath, Policy};
 use crate::publish::{self, Proposal};
 use crate::{AppState, unix_ms};
 
@@ -26,6 +26,7 @@ pub struct FeatureName {
 pub async fn edit(
     State(state): State<Arc<AppState>>,
     Caller(caller): Caller,
+    axum::Extension(policy): Policy,
     AdminPath(FeatureName { name }): AdminPath<FeatureName>,
     AdminJson(edit): AdminJson<FeatureEdit>,
 ) -> Result<Json<PublishResult>, AdminError> {
@@ -42,6 +43,7 @@ pub async fn edit(
     };
     let published = publish::publish(
         &state,
+        &policy,
         Proposal {
             config,
             author: &caller.name,

@@ -1,5 +1,6 @@
-//! Gateway keys: listed (never the keys themselves), created (the key shown once),
-//! revoked. Creations and revocations are audited.
+//! Gateway keys: listed (never the keys themselves), created with an optional expiry
+//! (the key shown once), revoked. Creations and revocations are audited, and this
+//! router's in-memory keys are reloaded at once.
 
 use std::sync::Arc;
 
@@ -35,9 +36,16 @@ pub async fn create(
             ),
         ));
     }
+    super::tokens::check_name(&req.name)?;
+    super::tokens::check_expiry(req.expires_at_ms)?;
     let (info, key) = state
         .store
-        .create_gateway_key(&req.team, &req.name, req.requests_per_minute)
+        .create_expiring_gateway_key(
+            &req.team,
+            req.name.trim(),
+            req.requests_per_minute,
+            req.expires_at_ms,
+        )
         .await?;
     state
         .store
@@ -46,7 +54,12 @@ pub async fn create(
             role: caller.role.as_str(),
             action: "create_key",
             target: &info.id,
-            message: &format!("key `{}` for team `{}`", info.name, info.team),
+            message: &format!(
+                "key `{}` for team `{}`{}",
+                info.name,
+                info.team,
+                super::tokens::expiry_words(info.expires_at_ms)
+            ),
             ..Default::default()
         })
         .await?;

@@ -19,7 +19,8 @@
 //!   configuration, versions, validate, publish, rollback), [`features`] (a feature's
 //!   edit, live traffic per feature), [`endpoints`] (health, breaker overrides,
 //!   breaker events), [`events`] (the server-sent event stream), [`spend`] (JSON and
-//!   CSV), [`audit`], [`feedback`], [`keys`].
+//!   CSV), [`audit`], [`feedback`], [`keys`] (gateway keys), [`tokens`] (admin tokens),
+//!   [`requests`] (failed requests with their upstream detail).
 
 mod audit;
 mod auth;
@@ -32,9 +33,11 @@ mod features;
 mod feedback;
 mod keys;
 pub mod openapi;
+mod requests;
 mod spend;
 #[cfg(test)]
 mod tests;
+mod tokens;
 
 use std::sync::Arc;
 
@@ -50,18 +53,25 @@ pub use error::{AdminError, AdminErrorBody};
 pub use events::live_snapshot;
 pub use extract::{AdminJson, AdminPath, AdminQuery};
 
+/// The operator's credential policy, which the publish paths apply (`lib.rs` puts it
+/// in every admin request's extensions).
+pub type Policy = axum::Extension<Arc<crate::policy::CredentialPolicy>>;
+
 use crate::AppState;
 use openapi::{conflict, invalid_config, not_found};
 
 /// Where [`router`] is nested (`lib.rs`), and so the prefix of the document's paths.
 pub const PREFIX: &str = "/admin/v1";
 
-/// One admin route: its method and path, the action its guard requires, and its
-/// handler with its documentation.
+/// One admin route: its method and path, the action its guard requires, where its
+/// guard reads the token, and its handler with its documentation.
 pub struct AdminRoute {
     pub method: Method,
     pub path: &'static str,
     pub action: Action,
+    /// The guard also takes the token as `?access_token=` (percent-decoded): only the
+    /// event stream, which `EventSource` opens without headers.
+    pub token_in_query: bool,
     pub handler: fn() -> ApiMethodRouter<Arc<AppState>>,
 }
 
@@ -71,6 +81,7 @@ pub static ROUTES: &[AdminRoute] = &[
         method: Method::GET,
         path: "/whoami",
         action: Action::Read,
+        token_in_query: false,
         handler: || {
             get_with(auth::whoami, |op| {
                 op.summary("Who the token belongs to, its role and what it may do.")
@@ -81,6 +92,7 @@ pub static ROUTES: &[AdminRoute] = &[
         method: Method::GET,
         path: "/config",
         action: Action::Read,
+        token_in_query: false,
         handler: || {
             get_with(config::active, |op| {
                 op.summary("The active configuration version.")
@@ -91,6 +103,7 @@ pub static ROUTES: &[AdminRoute] = &[
         method: Method::POST,
         path: "/config",
         action: Action::Publish,
+        token_in_query: false,
         handler: || {
             post_with(config::publish, |op| {
                 op.summary("Publish a whole configuration as a new version (validated, audited, live at once).")
@@ -103,6 +116,7 @@ pub static ROUTES: &[AdminRoute] = &[
         method: Method::POST,
         path: "/config/validate",
         action: Action::Read,
+        token_in_query: false,
         handler: || {
             post_with(config::validate, |op| {
                 op.summary(
@@ -115,6 +129,7 @@ pub static ROUTES: &[AdminRoute] = &[
         method: Method::POST,
         path: "/config/rollback",
         action: Action::Rollback,
+        token_in_query: false,
         handler: || {
             post_with(config::rollback, |op| {
                 op.summary("Republish an earlier version as a new version.")
@@ -128,6 +143,7 @@ pub static ROUTES: &[AdminRoute] = &[
         method: Method::GET,
         path: "/config/versions",
         action: Action::Read,
+        token_in_query: false,
         handler: || {
             get_with(config::versions, |op| {
                 op.summary("Configuration versions, newest first.")
@@ -138,6 +154,7 @@ pub static ROUTES: &[AdminRoute] = &[
         method: Method::GET,
         path: "/config/versions/{version}",
         action: Action::Read,
+        token_in_query: false,
         handler: || {
             get_with(config::version, |op| {
                 op.summary("One configuration version.")
@@ -149,6 +166,7 @@ pub static ROUTES: &[AdminRoute] = &[
         method: Method::PUT,
         path: "/features/{name}",
         action: Action::EditFeature,
+        token_in_query: false,
         handler: || {
             put_with(features::edit, |op| {
                 op.summary("Set a feature's binding and experiment, as a new version.")
@@ -162,6 +180,7 @@ pub static ROUTES: &[AdminRoute] = &[
         method: Method::GET,
         path: "/features/live",
         action: Action::Read,
+        token_in_query: false,
         handler: || {
             get_with(features::live, |op| {
                 op.summary("Per-feature traffic of the last minute: observed split, fallback depth, errors.")
@@ -172,6 +191,7 @@ pub static ROUTES: &[AdminRoute] = &[
         method: Method::GET,
         path: "/endpoints",
         action: Action::Read,
+        token_in_query: false,
         handler: || {
             get_with(endpoints::health, |op| {
                 op.summary(
@@ -184,6 +204,7 @@ pub static ROUTES: &[AdminRoute] = &[
         method: Method::PUT,
         path: "/endpoints/{name}/breaker",
         action: Action::Override,
+        token_in_query: false,
         handler: || {
             put_with(endpoints::set_breaker, |op| {
                 op.summary(
@@ -197,6 +218,7 @@ pub static ROUTES: &[AdminRoute] = &[
         method: Method::GET,
         path: "/breaker-events",
         action: Action::Read,
+        token_in_query: false,
         handler: || {
             get_with(endpoints::breaker_events, |op| {
                 op.summary("Breaker transitions, newest first.")
@@ -207,6 +229,9 @@ pub static ROUTES: &[AdminRoute] = &[
         method: Method::GET,
         path: "/events",
         action: Action::Read,
+        // EventSource cannot send headers. Nowhere else: a token in a URL ends up in
+        // proxies' logs and browser history.
+        token_in_query: true,
         handler: || {
             get_with(events::stream, |op| {
                 op.summary(
@@ -221,6 +246,7 @@ pub static ROUTES: &[AdminRoute] = &[
         method: Method::GET,
         path: "/spend",
         action: Action::Read,
+        token_in_query: false,
         handler: || {
             get_with(spend::report, |op| {
                 op.summary("Spend over [`from_ms`, `to_ms`), grouped by `group_by`.")
@@ -231,6 +257,7 @@ pub static ROUTES: &[AdminRoute] = &[
         method: Method::GET,
         path: "/spend.csv",
         action: Action::Read,
+        token_in_query: false,
         handler: || {
             get_with(spend::csv, |op| {
                 op.summary("The spend report as a CSV download.")
@@ -239,8 +266,23 @@ pub static ROUTES: &[AdminRoute] = &[
     },
     AdminRoute {
         method: Method::GET,
+        path: "/requests/failed",
+        action: Action::Read,
+        token_in_query: false,
+        handler: || {
+            get_with(requests::failed, |op| {
+                op.summary(
+                    "Failed requests, newest first, with what each attempt's endpoint said (credentials redacted): \
+                     the detail the gateway's client did not get.",
+                )
+            })
+        },
+    },
+    AdminRoute {
+        method: Method::GET,
         path: "/audit",
         action: Action::Read,
+        token_in_query: false,
         handler: || {
             get_with(audit::entries, |op| {
                 op.summary("The audit log, newest first.")
@@ -251,6 +293,7 @@ pub static ROUTES: &[AdminRoute] = &[
         method: Method::POST,
         path: "/feedback",
         action: Action::Feedback,
+        token_in_query: false,
         handler: || {
             post_with(feedback::record, |op| {
                 op.summary(
@@ -269,6 +312,7 @@ pub static ROUTES: &[AdminRoute] = &[
         method: Method::GET,
         path: "/keys",
         action: Action::ManageKeys,
+        token_in_query: false,
         handler: || {
             get_with(keys::list, |op| {
                 op.summary("Gateway keys (never the keys themselves).")
@@ -279,6 +323,7 @@ pub static ROUTES: &[AdminRoute] = &[
         method: Method::POST,
         path: "/keys",
         action: Action::ManageKeys,
+        token_in_query: false,
         handler: || {
             post_with(keys::create, |op| {
                 op.summary("Create a gateway key for a team; the key is in this answer only.")
@@ -289,10 +334,45 @@ pub static ROUTES: &[AdminRoute] = &[
         method: Method::DELETE,
         path: "/keys/{id}",
         action: Action::ManageKeys,
+        token_in_query: false,
         handler: || {
             delete_with(keys::revoke, |op| {
-                op.summary("Revoke a gateway key.")
+                op.summary("Revoke a gateway key (refused at once on this router, within seconds on the others).")
                     .with(|op| not_found(op, "No key has this id."))
+            })
+        },
+    },
+    AdminRoute {
+        method: Method::GET,
+        path: "/tokens",
+        action: Action::ManageTokens,
+        token_in_query: false,
+        handler: || {
+            get_with(tokens::list, |op| {
+                op.summary("Admin API tokens, revoked and expired ones included (never the tokens themselves).")
+            })
+        },
+    },
+    AdminRoute {
+        method: Method::POST,
+        path: "/tokens",
+        action: Action::ManageTokens,
+        token_in_query: false,
+        handler: || {
+            post_with(tokens::create, |op| {
+                op.summary("Create an admin API token with a role and an optional expiry; the token is in this answer only.")
+            })
+        },
+    },
+    AdminRoute {
+        method: Method::DELETE,
+        path: "/tokens/{id}",
+        action: Action::ManageTokens,
+        token_in_query: false,
+        handler: || {
+            delete_with(tokens::revoke, |op| {
+                op.summary("Revoke an admin API token (refused at once on this router, within seconds on the others).")
+                    .with(|op| not_found(op, "No token has this id."))
             })
         },
     },
@@ -320,7 +400,11 @@ fn assemble(state: Option<&Arc<AppState>>) -> (axum::Router<Arc<AppState>>, Open
         let mut methods = (route.handler)();
         if let Some(state) = state {
             methods = methods.route_layer(axum::middleware::from_fn_with_state(
-                (state.clone(), route.action),
+                auth::Guarded {
+                    state: state.clone(),
+                    action: route.action,
+                    token_in_query: route.token_in_query,
+                },
                 auth::guard,
             ));
         }

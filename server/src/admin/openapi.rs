@@ -48,8 +48,10 @@ pub fn describe<'t>(mut api: TransformOpenApi<'t>, routes: &[AdminRoute]) -> Tra
         title: "Crossbar admin API".to_owned(),
         description: Some(
             "Configuration, versions, publishing and rollback, breaker overrides, live health, spend, \
-             the audit log, feedback and gateway keys. Every route takes `Authorization: Bearer \
-             <admin token>`; `x-crossbar-permission` names the action the token's role must allow."
+             the audit log, feedback, gateway keys and admin tokens. Every route takes `Authorization: \
+             Bearer <admin token>` (the event stream also `?access_token=`, for EventSource; no other \
+             route takes a token in the URL); `x-crossbar-permission` names the action the token's \
+             role must allow."
                 .to_owned(),
         ),
         version: router_core::VERSION.to_owned(),

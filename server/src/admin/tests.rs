@@ -74,6 +74,7 @@ impl TestApp {
             bootstrap_admin_token: None,
             workers: 1,
             upstream_http1_when_idle: false,
+            security: crate::policy::Security::default(),
         })
         .await
         .unwrap();
@@ -477,4 +478,382 @@ fn the_openapi_document_gives_each_route_only_the_responses_it_can_answer() {
     let events = &doc["paths"][format!("{PREFIX}/events")]["get"];
     assert!(events["responses"]["200"]["content"]["text/event-stream"].is_object());
     assert_eq!(events["parameters"][0]["name"], "access_token");
+}
+
+impl TestApp {
+    /// `method PREFIX{path}` with `token` (any token, not only the roles' own).
+    async fn call_with(
+        &self,
+        token: &str,
+        method: &Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let request = Request::builder()
+            .method(method)
+            .uri(format!("{PREFIX}{path}"))
+            .header(header::AUTHORIZATION, format!("Bearer {token}"));
+        let request = match body {
+            Some(b) => request
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(b.to_string())),
+            None => request.body(Body::empty()),
+        }
+        .unwrap();
+        let response = self.app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        (status, body)
+    }
+}
+
+#[tokio::test]
+async fn admin_tokens_are_created_listed_and_revoked_with_effect_on_the_next_request() {
+    let t = TestApp::start().await;
+    let create = json!({"name": "ci-bot", "role": "operator"});
+    let (status, _) = t
+        .call(
+            Some(Role::Operator),
+            &Method::POST,
+            "/tokens",
+            Some(create.clone()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "only admins manage tokens");
+    let (status, created) = t
+        .call(Some(Role::Admin), &Method::POST, "/tokens", Some(create))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    let secret = created["token"].as_str().unwrap().to_owned();
+    let id = created["info"]["id"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("cba-"), "{created}");
+    let (status, who) = t.call_with(&secret, &Method::GET, "/whoami", None).await;
+    assert_eq!(
+        (status, who["role"].as_str()),
+        (StatusCode::OK, Some("operator"))
+    );
+
+    // Listed without the token or its hash.
+    let (status, list) = t
+        .call(Some(Role::Admin), &Method::GET, "/tokens", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let text = list.to_string();
+    assert!(
+        !text.contains(&secret) && !text.contains(&sha256_hex(&secret)),
+        "{text}"
+    );
+    let listed = list.as_array().unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|t| t["id"] == id.as_str() && t["revoked"] == false)
+    );
+
+    // Revoked: refused on the very next request, not after a refresh.
+    let (status, _) = t
+        .call(
+            Some(Role::Admin),
+            &Method::DELETE,
+            &format!("/tokens/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = t.call_with(&secret, &Method::GET, "/whoami", None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unauthorized"))
+    );
+    let (status, _) = t
+        .call(
+            Some(Role::Admin),
+            &Method::DELETE,
+            &format!("/tokens/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "already revoked");
+    let (_, audit) = t
+        .call(Some(Role::Viewer), &Method::GET, "/audit", None)
+        .await;
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert!(
+        actions.starts_with(&["revoke_token", "create_token"]),
+        "{actions:?}"
+    );
+
+    // Expiry: in the past is refused; a token that expires stops working by itself.
+    let past = crate::unix_ms() - 1_000;
+    let (status, body) = t
+        .call(
+            Some(Role::Admin),
+            &Method::POST,
+            "/tokens",
+            Some(json!({"name": "late", "role": "viewer", "expires_at_ms": past})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["param"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("expires_at_ms"))
+    );
+    let soon = crate::unix_ms() + 300;
+    let (status, created) = t
+        .call(
+            Some(Role::Admin),
+            &Method::POST,
+            "/tokens",
+            Some(json!({"name": "brief", "role": "viewer", "expires_at_ms": soon})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    assert_eq!(created["info"]["expires_at_ms"], soon);
+    let brief = created["token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        t.call_with(&brief, &Method::GET, "/whoami", None).await.0,
+        StatusCode::OK
+    );
+    #[allow(clippy::disallowed_methods, reason = "waits for a wall-clock expiry")]
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(
+        t.call_with(&brief, &Method::GET, "/whoami", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Gateway keys take an expiry too.
+    let (status, key) = t
+        .call(
+            Some(Role::Admin),
+            &Method::POST,
+            "/keys",
+            Some(json!({"team": "search", "name": "temp", "expires_at_ms": crate::unix_ms() + 60_000})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{key}");
+    assert!(key["info"]["expires_at_ms"].is_i64(), "{key}");
+}
+
+#[tokio::test]
+async fn a_token_in_the_query_string_is_taken_only_by_the_event_stream_and_decoded() {
+    let t = TestApp::start().await;
+    let viewer = token(Role::Viewer);
+    let request = |path: String| {
+        Request::get(format!("{PREFIX}{path}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    // Anywhere else it is refused, even when it is a valid token.
+    let response = t
+        .app
+        .clone()
+        .oneshot(request(format!("/config?access_token={viewer}")))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    // The event stream takes it percent-encoded, as a browser's URL API writes it.
+    let encoded: String = viewer
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    assert_ne!(encoded, viewer);
+    let response = t
+        .app
+        .clone()
+        .oneshot(request(format!("/events?access_token={encoded}")))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()[header::CONTENT_TYPE]
+            .as_bytes()
+            .starts_with(b"text/event-stream")
+    );
+}
+
+/// An admin token must not be able to point an endpoint at any environment variable,
+/// send credentials over plain http, or read any file.
+#[tokio::test]
+async fn a_configuration_that_breaks_the_credential_policy_is_refused_with_its_problems() {
+    let t = TestApp::start().await;
+    let mut config = config();
+    config.endpoints[0].auth = AuthConfig::ApiKeyEnv {
+        env: "AWS_SECRET_ACCESS_KEY".into(),
+    };
+    config.endpoints[0].base_url = Some("http://attacker.example".into());
+    let mut vertex = EndpointConfig::new("v-ep", Provider::VertexGemini, "gemini", "us-central1");
+    vertex.project = Some("p".into());
+    vertex.auth = AuthConfig::GcpCredentialsFile {
+        path: "/etc/shadow".into(),
+    };
+    config.endpoints.push(vertex);
+    let base = t.active().await.version;
+    let (status, body) = t
+        .call(
+            Some(Role::Admin),
+            &Method::POST,
+            "/config",
+            Some(json!({"config": config, "base_version": base, "message": "exfiltrate"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let paths: BTreeSet<&str> = body["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["path"].as_str().unwrap())
+        .collect();
+    for want in [
+        "endpoints.a-ep.auth.env",
+        "endpoints.a-ep.base_url",
+        "endpoints.v-ep.auth.path",
+    ] {
+        assert!(paths.contains(want), "{want} missing from {paths:?}");
+    }
+    assert_eq!(t.active().await.version, base, "nothing was published");
+    // The console's validation says the same before anyone publishes.
+    let (status, body) = t
+        .call(
+            Some(Role::Viewer),
+            &Method::POST,
+            "/config/validate",
+            Some(serde_json::to_value(&config).unwrap()),
+        )
+        .await;
+    assert_eq!(
+        (status, body["ok"].as_bool()),
+        (StatusCode::OK, Some(false))
+    );
+    assert!(
+        body.to_string().contains("endpoints.a-ep.auth.env"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn the_admin_api_answers_only_its_own_and_the_desktop_apps_origins() {
+    let t = TestApp::start().await;
+    let security = crate::policy::Security {
+        cors_origins: vec!["https://ops.example.com".into()],
+        ..Default::default()
+    };
+    let dir = std::env::temp_dir().join(format!("crossbar-console-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("index.html"), "<!doctype html><title>x</title>").unwrap();
+    let app = crate::app_with(t._server.state.clone(), Some(&dir), &security);
+    let preflight = |origin: &str| {
+        Request::builder()
+            .method(Method::OPTIONS)
+            .uri(format!("{PREFIX}/whoami"))
+            .header(header::ORIGIN, origin)
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "GET")
+            .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "authorization")
+            .body(Body::empty())
+            .unwrap()
+    };
+    for (origin, allowed) in [
+        ("https://evil.example", false),
+        ("null", false),
+        ("tauri://localhost", true),
+        ("http://tauri.localhost", true),
+        ("https://ops.example.com", true),
+    ] {
+        let response = app.clone().oneshot(preflight(origin)).await.unwrap();
+        let allow = response
+            .headers()
+            .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+            .map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(allow.as_deref(), allowed.then_some(origin), "{origin}");
+        assert!(
+            !response
+                .headers()
+                .contains_key(header::ACCESS_CONTROL_ALLOW_CREDENTIALS),
+            "{origin}"
+        );
+    }
+    // The console: a strict CSP and the anti-framing, anti-sniffing headers.
+    let response = app
+        .clone()
+        .oneshot(Request::get("/").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let h = response.headers();
+    let csp = h[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+    for part in [
+        "default-src 'none'",
+        "script-src 'self' 'wasm-unsafe-eval'",
+        "connect-src 'self' https://ops.example.com",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(csp.contains(part), "{part} missing from {csp}");
+    }
+    assert!(
+        !csp.contains("unsafe-inline") && !csp.contains("'unsafe-eval'"),
+        "{csp}"
+    );
+    assert_eq!(h[header::X_FRAME_OPTIONS], "DENY");
+    assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    assert_eq!(h[header::REFERRER_POLICY], "no-referrer");
+    // The admin API's answers carry the same browser headers.
+    let response = app
+        .oneshot(
+            Request::get(format!("{PREFIX}/whoami"))
+                .header(
+                    header::AUTHORIZATION,
+                    format!("Bearer {}", token(Role::Viewer)),
+                )
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers()[header::X_CONTENT_TYPE_OPTIONS],
+        "nosniff"
+    );
+    assert_eq!(response.headers()[header::X_FRAME_OPTIONS], "DENY");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_short_bootstrap_token_is_refused_at_start_up() {
+    let start = |token: &str| {
+        Server::start(Options {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ui_dir: None,
+            db: None,
+            config: Some(ConfigFile {
+                path: PathBuf::from("bootstrap-test.toml"),
+                router: config(),
+                gateway_keys: Vec::new(),
+                admin_tokens: Vec::new(),
+            }),
+            publish_file: false,
+            bootstrap_admin_token: Some(token.to_owned()),
+            workers: 1,
+            upstream_http1_when_idle: false,
+            security: crate::policy::Security::default(),
+        })
+    };
+    let err = start("admin123")
+        .await
+        .err()
+        .expect("a short token is refused");
+    assert!(err.to_string().contains("shorter than 32"), "{err}");
+    let long = "cba-bootstrap-0123456789abcdefghijklmnopqrstuvwxyz";
+    let server = start(long).await.unwrap();
+    assert!(server.state.keys.admin_token(long).is_some());
 }

@@ -20,6 +20,7 @@ mod audit;
 mod config;
 mod keys;
 mod ledger;
+mod requests;
 mod spend;
 #[cfg(test)]
 mod tests;

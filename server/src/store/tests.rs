@@ -370,7 +370,13 @@ async fn admin_tokens_resolve_to_their_name_and_role() {
         .insert_admin_token_hash("boot", Role::Admin, &sha256_hex("cba-bootstrap"))
         .await
         .unwrap();
-    let mut map = store.admin_token_hashes().await.unwrap();
+    let mut map: Vec<(String, String, Role)> = store
+        .admin_token_hashes()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(hash, t)| (hash, t.name, t.role))
+        .collect();
     map.sort();
     let mut want = vec![
         (sha256_hex(&token), "pat".to_owned(), Role::Experimenter),
@@ -382,6 +388,63 @@ async fn admin_tokens_resolve_to_their_name_and_role() {
     assert_eq!(store.admin_token_hashes().await.unwrap().len(), 1);
     assert!(store.revoke_admin_token(&id).await.unwrap());
     assert_eq!(store.admin_token(&token).await.unwrap(), None);
+    // Listed with their state, never with a hash or the token.
+    let listed = store.admin_tokens().await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().all(|t| t.revoked));
+    // Seeding a revoked token's hash again (a bootstrap token at the next start) does
+    // not bring it back.
+    store
+        .insert_admin_token_hash("boot", Role::Admin, &sha256_hex("cba-bootstrap"))
+        .await
+        .unwrap();
+    assert_eq!(store.admin_token("cba-bootstrap").await.unwrap(), None);
+    assert!(
+        store
+            .admin_token_hash_revoked(&sha256_hex("cba-bootstrap"))
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn expired_tokens_and_keys_are_refused_and_listed_with_their_expiry() {
+    let store = Store::open_in_memory().await.unwrap();
+    let past = crate::unix_ms() - 1;
+    let future = crate::unix_ms() + 3_600_000;
+    let (old, old_token) = store
+        .create_expiring_admin_token("old", Role::Admin, Some(past))
+        .await
+        .unwrap();
+    let (new, new_token) = store
+        .create_expiring_admin_token("new", Role::Viewer, Some(future))
+        .await
+        .unwrap();
+    assert_eq!(store.admin_token(&old_token).await.unwrap(), None);
+    assert_eq!(
+        store.admin_token(&new_token).await.unwrap(),
+        Some(("new".to_owned(), Role::Viewer))
+    );
+    // Both may be created in the same millisecond: compared as a set.
+    let listed = store.admin_tokens().await.unwrap();
+    let mut listed: Vec<_> = listed
+        .iter()
+        .map(|t| (t.id.as_str(), t.expires_at_ms))
+        .collect();
+    listed.sort();
+    let mut expected = vec![
+        (old.id.as_str(), Some(past)),
+        (new.id.as_str(), Some(future)),
+    ];
+    expected.sort();
+    assert_eq!(listed, expected);
+    let (key, secret) = store
+        .create_expiring_gateway_key("search", "temp", None, Some(past))
+        .await
+        .unwrap();
+    assert_eq!(key.expires_at_ms, Some(past));
+    assert!(!key.in_force(crate::unix_ms()));
+    assert_eq!(store.gateway_key(&secret).await.unwrap(), None);
 }
 
 const T0: i64 = 1_700_000_000_000 / 3_600_000 * 3_600_000;

@@ -112,16 +112,16 @@ pub fn FeatureLivePanel(
                                             {l.variants
                                                 .iter()
                                                 .map(|v| {
-                                                    let conf = format!("width: {:.1}%", v.configured_percent.clamp(0.0, 100.0));
-                                                    let obs = format!("width: {:.1}%", v.observed_percent.clamp(0.0, 100.0));
+                                                    let conf = format!("{:.1}%", v.configured_percent.clamp(0.0, 100.0));
+                                                    let obs = format!("{:.1}%", v.observed_percent.clamp(0.0, 100.0));
                                                     view! {
                                                         <tr data-live-variant=v.name.clone()>
                                                             <td>{v.name.clone()}</td>
                                                             <td class="num">{format::percent(v.configured_percent)}</td>
                                                             <td class="num">{format::percent(v.observed_percent)}</td>
                                                             <td class="bars">
-                                                                <div class="bar configured" style=conf></div>
-                                                                <div class="bar observed" style=obs></div>
+                                                                <div class="bar configured" style:width=conf></div>
+                                                                <div class="bar observed" style:width=obs></div>
                                                             </td>
                                                             <td class="num">{format::int(v.requests)}</td>
                                                             <td class="num">{share(v.errors, v.requests)}</td>
@@ -175,12 +175,12 @@ fn FallbackDepth(depths: Vec<u64>) -> impl IntoView {
                 .enumerate()
                 .map(|(i, n)| {
                     let label = if i == 0 { "primary".to_owned() } else { format!("backup {i}") };
-                    let width = format!("width: {:.1}%", n as f64 * 100.0 / total as f64);
+                    let width = format!("{:.1}%", n as f64 * 100.0 / total as f64);
                     let deep = i > 0;
                     view! {
                         <li>
                             <span class="depth-label">{label}</span>
-                            <div class="depth-bar"><div class="depth-fill" class:deep=deep style=width></div></div>
+                            <div class="depth-bar"><div class="depth-fill" class:deep=deep style:width=width></div></div>
                             <span class="depth-value">{share(n, total)} " · " {format::int(n)}</span>
                         </li>
                     }

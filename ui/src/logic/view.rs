@@ -10,6 +10,10 @@ pub enum View {
     Spend,
     History,
     Audit,
+    /// Failed requests with their attempts' detail.
+    Failures,
+    /// Admin tokens and gateway keys (permissions `manage_tokens`, `manage_keys`).
+    Access,
 }
 
 impl View {
@@ -22,6 +26,8 @@ impl View {
             ("spend", _) => View::Spend,
             ("history", _) => View::History,
             ("audit", _) => View::Audit,
+            ("failures", _) => View::Failures,
+            ("access", _) => View::Access,
             _ => View::Overview,
         }
     }
@@ -34,6 +40,8 @@ impl View {
             View::Spend => "#/spend".to_owned(),
             View::History => "#/history".to_owned(),
             View::Audit => "#/audit".to_owned(),
+            View::Failures => "#/failures".to_owned(),
+            View::Access => "#/access".to_owned(),
         }
     }
 
@@ -45,6 +53,8 @@ impl View {
             View::Spend => "spend",
             View::History => "history",
             View::Audit => "audit",
+            View::Failures => "failures",
+            View::Access => "access",
         }
     }
 }
@@ -62,6 +72,8 @@ mod tests {
             View::Spend,
             View::History,
             View::Audit,
+            View::Failures,
+            View::Access,
         ] {
             assert_eq!(View::from_hash(&v.hash()), v);
         }

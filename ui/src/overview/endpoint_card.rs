@@ -137,10 +137,10 @@ pub fn EndpointCard(name: String) -> impl IntoView {
                     e.as_ref()
                         .filter(|e| e.breaker.state == StateName::Ramp)
                         .map(|e| {
-                            let width = format!("width: {:.0}%", e.breaker.admission * 100.0);
+                            let width = format!("{:.0}%", e.breaker.admission * 100.0);
                             view! {
                                 <div class="ramp-bar" title="Share of requests admitted">
-                                    <div class="ramp-fill" style=width></div>
+                                    <div class="ramp-fill" style:width=width></div>
                                 </div>
                             }
                         })
@@ -204,14 +204,14 @@ pub fn EndpointCard(name: String) -> impl IntoView {
             {move || {
                 ep.with(|e| {
                     let u = e.as_ref()?.capacity_utilisation?;
-                    let width = format!("width: {:.0}%", (u * 100.0).clamp(0.0, 100.0));
+                    let width = format!("{:.0}%", (u * 100.0).clamp(0.0, 100.0));
                     let bar_class = if u > 0.9 { "capacity-bar hot" } else { "capacity-bar" };
                     Some(
                         view! {
                             <div class="capacity" title="Share of the provisioned tokens-per-minute ceiling in use">
                                 <span class="muted">"capacity"</span>
                                 <div class=bar_class>
-                                    <div class="capacity-fill" style=width></div>
+                                    <div class="capacity-fill" style:width=width></div>
                                 </div>
                                 <span>{format::fraction(u)}</span>
                             </div>

@@ -1,6 +1,7 @@
 use leptos::prelude::*;
 
 use crate::context::session::use_session;
+use crate::platform::desktop;
 use crate::platform::storage::{self, Profile};
 
 const DEFAULT_URL: &str = "http://127.0.0.1:8080";
@@ -23,21 +24,39 @@ pub fn SignIn() -> impl IntoView {
             .map(|p| p.url.clone())
             .unwrap_or_else(|| DEFAULT_URL.to_owned()),
     );
-    let token = RwSignal::new(last.map(|p| p.token).unwrap_or_default());
+    // Tokens are not in the profiles: a remembered one comes from the OS keychain.
+    let token = RwSignal::new(String::new());
+    let remember = RwSignal::new(false);
     let error = RwSignal::new(None::<String>);
     let busy = RwSignal::new(false);
 
+    // Fills in the token the keychain remembers for `profile`, if any.
+    let fill_remembered = move |profile: String| {
+        leptos::task::spawn_local(async move {
+            if let Ok(Some(saved)) = desktop::keychain::get(&profile).await
+                && name.get_untracked() == profile
+            {
+                token.set(saved);
+                remember.set(true);
+            }
+        });
+    };
+    if desktop && let Some(p) = &last {
+        fill_remembered(p.name.clone());
+    }
+
     let choose = move |chosen: String| {
+        token.set(String::new());
+        remember.set(false);
         if let Some(p) =
             profiles.with_untracked(|all| all.iter().find(|p| p.name == chosen).cloned())
         {
-            name.set(p.name);
+            name.set(p.name.clone());
             url.set(p.url);
-            token.set(p.token);
+            fill_remembered(p.name);
         } else {
             name.set(String::new());
             url.set(DEFAULT_URL.to_owned());
-            token.set(String::new());
         }
         error.set(None);
     };
@@ -60,10 +79,14 @@ pub fn SignIn() -> impl IntoView {
             let n = name.get_untracked().trim().to_owned();
             if n.is_empty() { url_value.clone() } else { n }
         });
+        let remember_value = remember.get_untracked();
         busy.set(true);
         error.set(None);
         leptos::task::spawn_local(async move {
-            if let Err(e) = session.sign_in(&url_value, &token_value, profile).await {
+            if let Err(e) = session
+                .sign_in(&url_value, &token_value, profile, remember_value)
+                .await
+            {
                 let message = if e.is_unauthorized() {
                     format!(
                         "That token was not accepted: the router answered 401 unauthorized. {e}"
@@ -82,6 +105,9 @@ pub fn SignIn() -> impl IntoView {
         storage::delete_profile(&n);
         profiles.set(storage::profiles());
         choose(String::new());
+        leptos::task::spawn_local(async move {
+            let _ = desktop::keychain::delete(&n).await;
+        });
     };
 
     view! {
@@ -156,11 +182,15 @@ pub fn SignIn() -> impl IntoView {
                         bind:value=token
                     />
                 </label>
+                <label class="inline">
+                    <input id="signin-remember" type="checkbox" bind:checked=remember />
+                    {if desktop { "Remember the token in the OS keychain" } else { "Remember me on this browser" }}
+                </label>
                 <p class="hint">
                     {if desktop {
-                        "Connections, tokens included, are saved in this app's local storage so you can switch routers quickly; delete a connection to forget its token."
+                        "Connections (name and URL) are saved in this app. A remembered token is kept in the OS keychain, never in the app's storage; otherwise it is forgotten when the window closes. Delete a connection to forget both."
                     } else {
-                        "The token is kept in this tab's session storage only: closing the tab forgets it."
+                        "Unticked, the token is kept in this tab only and forgotten when the tab closes. Ticked, this browser keeps it until you sign out: only on a device that is yours."
                     }}
                 </p>
                 <div class="actions">
