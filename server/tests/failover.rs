@@ -308,7 +308,7 @@ async fn row_persistent_429_without_retry_after_backs_off_then_fails_over() {
         assert_eq!(outcomes(&backup), ["ok"], "{mode:?}");
         let moved = backup[0].at_ms - seen[2].at_ms;
         assert!(
-            moved < 300.0,
+            moved < 500.0,
             "{mode:?}: the backup was asked {moved} ms after the last refusal"
         );
         assert!(got.elapsed < Duration::from_secs(2), "{mode:?}: {got:#?}");
@@ -448,7 +448,7 @@ async fn row_a_silent_primary_is_left_after_the_default_first_byte_timeout() {
         assert_eq!(outcomes(&backup), ["ok"], "{mode:?}");
         let waited = backup[0].at_ms - seen[0].at_ms;
         assert!(
-            (limit - 50.0..limit + 1_500.0).contains(&waited),
+            (limit - 300.0..limit + 1_500.0).contains(&waited),
             "{mode:?}: moved on after {waited} ms (limit {limit})"
         );
         assert!(
@@ -487,7 +487,7 @@ async fn row_first_token_after_20s_loses_to_the_backup_by_the_default_ttft_limit
         assert_eq!(outcomes(&backup), ["ok"], "{mode:?}");
         let waited = backup[0].at_ms - seen[0].at_ms;
         assert!(
-            (9_950.0..12_000.0).contains(&waited),
+            (9_700.0..12_000.0).contains(&waited),
             "{mode:?}: moved on after {waited} ms"
         );
     })
