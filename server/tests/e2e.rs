@@ -8,276 +8,34 @@
     reason = "the real binary is driven over real sockets in real time"
 )]
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::str::FromStr;
 use std::time::Duration;
 
-use async_openai::Client;
-use async_openai::config::OpenAIConfig;
 use async_openai::types::chat::{
     ChatCompletionRequestUserMessageArgs, ChatCompletionStreamOptions,
     CreateChatCompletionRequestArgs,
 };
+use common::{Harness, ROLES, header, price, user_message};
 use futures_util::StreamExt;
 use router_core::config::{
-    AuthConfig, BreakerParams, Capacity, EndpointConfig, ExperimentConfig, FeatureConfig, Pricing,
-    Provider, RouterConfig, TeamConfig, VariantConfig,
+    BreakerParams, Capacity, ExperimentConfig, Pricing, RouterConfig, VariantConfig,
 };
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
-use server::store::sha256_hex;
-use sim::{AuthMode, EndpointSpec, Kind, Sim, SimConfig};
-
-const ROLES: [&str; 4] = ["viewer", "operator", "experimenter", "admin"];
-
-struct Harness {
-    sim: Sim,
-    child: Child,
-    base: String,
-    key: String,
-    tokens: HashMap<&'static str, String>,
-    http: reqwest::Client,
-    _dir: tempdir::Dir,
-}
-
-mod tempdir {
-    pub struct Dir(pub std::path::PathBuf);
-    impl Dir {
-        pub fn new(name: &str) -> Self {
-            let p = std::env::temp_dir().join(format!(
-                "crossbar-e2e-{name}-{}-{:x}",
-                std::process::id(),
-                fastrand::u64(..)
-            ));
-            std::fs::create_dir_all(&p).unwrap();
-            Self(p)
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn price() -> Pricing {
-    Pricing {
-        input_per_million: Decimal::from_str("2.50").unwrap(),
-        output_per_million: Decimal::from_str("10.00").unwrap(),
-        cached_input_per_million: None,
-        hourly: None,
-    }
-}
 
 /// Simulated OpenAI endpoints `names` (`eu-*` in europe-west4, others in eastus), one
-/// feature `summarize` bound to them in order, and `edit` to shape the rest.
+/// feature `summarize` bound to them in order, and `edit` to shape the rest. Upstream
+/// requests here time out after 5 s.
 async fn start(test: &str, names: &[&str], edit: impl FnOnce(&mut RouterConfig)) -> Harness {
-    let sim = Sim::start(SimConfig {
-        seed: 3,
-        control: None,
-        endpoints: names
-            .iter()
-            .map(|n| {
-                let mut spec = EndpointSpec::new(*n, Kind::Openai);
-                spec.auth = AuthMode::None;
-                spec
-            })
-            .collect(),
-    })
-    .await
-    .unwrap();
-    let endpoints = names
-        .iter()
-        .map(|n| {
-            let region = if n.starts_with("eu") {
-                "europe-west4"
-            } else {
-                "eastus"
-            };
-            let mut e = EndpointConfig::new(n, Provider::Openai, "gpt-4o-mini", region);
-            e.base_url = Some(sim.url(n));
-            e.auth = AuthConfig::None;
-            e.pricing = price();
+    common::start(test, names, |c| {
+        for e in &mut c.endpoints {
             e.timeouts.request_ms = 5_000;
-            e
-        })
-        .collect();
-    let mut config = RouterConfig {
-        endpoints,
-        features: vec![FeatureConfig::new("summarize", names)],
-        teams: vec![TeamConfig {
-            name: "search".into(),
-            requests_per_minute: None,
-            tokens_per_minute: None,
-        }],
-        ..RouterConfig::default()
-    };
-    edit(&mut config);
-
-    let dir = tempdir::Dir::new(test);
-    let key = format!("cb-test-{:016x}", fastrand::u64(..));
-    let tokens: HashMap<&'static str, String> = ROLES
-        .iter()
-        .map(|r| (*r, format!("cba-{r}-{:016x}", fastrand::u64(..))))
-        .collect();
-    let mut file = toml::to_string(&config).unwrap();
-    file.push_str(&format!(
-        "\n[[gateway_keys]]\nteam = \"search\"\nname = \"search-test\"\nsha256 = \"{}\"\n",
-        sha256_hex(&key)
-    ));
-    for (role, token) in &tokens {
-        file.push_str(&format!(
-            "\n[[admin_tokens]]\nname = \"{role}-person\"\nrole = \"{role}\"\nsha256 = \"{}\"\n",
-            sha256_hex(token)
-        ));
-    }
-    let config_path = dir.0.join("crossbar.toml");
-    std::fs::write(&config_path, file).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_crossbar"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--no-console",
-            "--config",
-        ])
-        .arg(&config_path)
-        .arg("--db")
-        .arg(dir.0.join("crossbar.db"))
-        .env("CROSSBAR_LOG", "warn")
-        // Several serving threads whatever the machine: connections are handed
-        // between them, and shutdown waits for all of them.
-        .env("CROSSBAR_WORKERS", "3")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let base = tokio::task::spawn_blocking(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        let line = lines.next().expect("crossbar printed nothing").unwrap();
-        let base = line
-            .strip_prefix("crossbar: listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {line}"))
-            .trim_end_matches('/')
-            .to_owned();
-        // Keep draining so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        base
+        }
+        edit(c);
     })
     .await
-    .unwrap();
-    Harness {
-        sim,
-        child,
-        base,
-        key,
-        tokens,
-        http: reqwest::Client::new(),
-        _dir: dir,
-    }
-}
-
-impl Harness {
-    fn faults(&self, endpoint: &str, patch: Value) {
-        let ep = self.sim.endpoint(endpoint);
-        ep.set_faults(ep.faults().patched(&patch).unwrap());
-    }
-
-    fn answered(&self, endpoint: &str) -> u64 {
-        self.sim.endpoint(endpoint).stats().statuses.values().sum()
-    }
-
-    fn openai(&self) -> Client<OpenAIConfig> {
-        Client::with_config(
-            OpenAIConfig::new()
-                .with_api_base(format!("{}/v1", self.base))
-                .with_api_key(&self.key),
-        )
-    }
-
-    async fn chat(&self, body: Value) -> reqwest::Response {
-        self.http
-            .post(format!("{}/v1/chat/completions", self.base))
-            .bearer_auth(&self.key)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn admin(
-        &self,
-        role: &str,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let mut req = self
-            .http
-            .request(method, format!("{}/admin/v1{path}", self.base))
-            .bearer_auth(&self.tokens[role]);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
-    /// `POST /admin/v1{path}` with `body`, as `role`.
-    async fn admin_post(&self, role: &str, path: &str, body: Value) -> (u16, Value) {
-        self.admin(role, reqwest::Method::POST, path, Some(body))
-            .await
-    }
-
-    /// `PUT /admin/v1/features/summarize` with `edit`, as `role`.
-    async fn edit_summarize(&self, role: &str, edit: Value) -> (u16, Value) {
-        self.admin(
-            role,
-            reqwest::Method::PUT,
-            "/features/summarize",
-            Some(edit),
-        )
-        .await
-    }
-
-    async fn breaker_state(&self, endpoint: &str) -> String {
-        let (_, endpoints) = self
-            .admin("viewer", reqwest::Method::GET, "/endpoints", None)
-            .await;
-        endpoints
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["name"] == endpoint)
-            .map(|e| e["breaker"]["state"].as_str().unwrap().to_owned())
-            .unwrap()
-    }
-}
-
-fn header<'a>(r: &'a reqwest::Response, name: &str) -> &'a str {
-    r.headers()
-        .get(name)
-        .map(|v| v.to_str().unwrap())
-        .unwrap_or("")
-}
-
-fn user_message(text: &str) -> Value {
-    json!({"model": "summarize", "messages": [{"role": "user", "content": text}], "max_tokens": 30})
 }
 
 #[tokio::test]
@@ -968,13 +726,16 @@ async fn shutdown_drains_open_streams_and_flushes_the_ledger() {
         "the open stream completed"
     );
     let status = tokio::task::spawn_blocking({
-        let mut child = std::mem::replace(&mut h.child, Command::new("true").spawn().unwrap());
+        let mut child = std::mem::replace(
+            &mut h.child,
+            std::process::Command::new("true").spawn().unwrap(),
+        );
         move || child.wait().unwrap()
     })
     .await
     .unwrap();
     assert!(status.success(), "{status}");
-    let store = server::store::Store::open(&h._dir.0.join("crossbar.db"))
+    let store = server::store::Store::open(&h.dir.0.join("crossbar.db"))
         .await
         .unwrap();
     assert_eq!(

@@ -64,14 +64,18 @@ impl SimError {
         }
     }
 
-    /// The `retry-after` to advertise, if any, in seconds (fractions allowed).
+    /// The `retry-after` to advertise, if any, in seconds (fractions allowed); none
+    /// when the setting is zero.
     pub fn retry_after(&self) -> Option<f64> {
         match self {
             Self::Injected {
                 class: ErrorClass::Throttle | ErrorClass::Overloaded,
                 retry_after_s,
             }
-            | Self::Capacity { retry_after_s, .. } => Some(*retry_after_s),
+            | Self::Capacity { retry_after_s, .. } => {
+                // Zero: the error does not say when to come back.
+                (*retry_after_s > 0.0).then_some(*retry_after_s)
+            }
             _ => None,
         }
     }
@@ -572,7 +576,7 @@ async fn drive_stream(
 ) -> &'static str {
     const GONE: &str = "client_gone";
     let start = Instant::now();
-    let first = start + Duration::from_millis(faults.ttft_ms);
+    let mut first = start + Duration::from_millis(faults.ttft_ms);
     let interval = token_interval(faults);
     let send_all = |frames: Vec<Bytes>| async move {
         for frame in frames {
@@ -600,6 +604,16 @@ async fn drive_stream(
             ep.count_injected("stream_error");
             let _ = send_all(dialect.error(faults.stream_error)).await;
             return "stream_error";
+        }
+        if due(faults.stall_after_tokens) {
+            ep.count_injected("stall");
+            // The connection stays open and silent; a client that gives up ends it.
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(faults.stall_ms)) => {}
+                () = tx.closed() => return GONE,
+            }
+            // The pace resumes after the pause, rather than catching up in a burst.
+            first += Duration::from_millis(faults.stall_ms);
         }
         let Some(piece) = pieces.get(sent as usize) else {
             break;

@@ -8,9 +8,9 @@
 //! `next_errors` queue (taken off it) → authentication → request validation (and
 //! `prefill`) → `capacity_tpm` → one roll of `errors` → reply. For a stream the first
 //! token comes `ttft_ms` after the headers, the next ones at `tokens_per_second`;
-//! `cut_after_tokens`, `end_stream_after_tokens`, `malformed_after_tokens` and
-//! `stream_error_after_tokens` then shape its end, and `omit_terminal_event` drops its
-//! last marker.
+//! `stall_after_tokens` pauses it mid-answer for `stall_ms`; `cut_after_tokens`,
+//! `end_stream_after_tokens`, `malformed_after_tokens` and `stream_error_after_tokens`
+//! then shape its end, and `omit_terminal_event` drops its last marker.
 //!
 //! Two error classes act on the connection rather than answering: `reset` closes it
 //! with a TCP RST once the request has been read, before any response byte (over
@@ -41,7 +41,8 @@ pub struct Faults {
     pub next_errors: Vec<ErrorClass>,
     /// The `retry-after` a throttle, overload or capacity error advertises, in seconds;
     /// fractions allowed. Headers in whole seconds round up (`retry-after: 1` for 0.5);
-    /// OpenAI's `retry-after-ms` carries the exact value.
+    /// OpenAI's `retry-after-ms` carries the exact value. `0`: the error says nothing
+    /// about when to come back (no `retry-after` header at all), as many do.
     #[serde(serialize_with = "whole_or_fraction")]
     pub retry_after_s: f64,
     /// How long a `timeout`-class request hangs before the provider's timeout error.
@@ -52,6 +53,12 @@ pub struct Faults {
     pub capacity_tpm: Option<u64>,
     /// Drop the connection after this many streamed tokens (no terminal event).
     pub cut_after_tokens: Option<u32>,
+    /// Stop sending after this many streamed tokens, the connection open, for
+    /// `stall_ms`; then the stream goes on where it stopped: an upstream that stalls
+    /// mid-answer.
+    pub stall_after_tokens: Option<u32>,
+    /// How long a `stall_after_tokens` stall lasts.
+    pub stall_ms: u64,
     /// End the stream cleanly after this many tokens but without its terminal events.
     pub end_stream_after_tokens: Option<u32>,
     /// Emit one malformed chunk/frame after this many tokens, then carry on.
@@ -84,6 +91,8 @@ impl Default for Faults {
             outage: Outage::None,
             capacity_tpm: None,
             cut_after_tokens: None,
+            stall_after_tokens: None,
+            stall_ms: 30_000,
             end_stream_after_tokens: None,
             malformed_after_tokens: None,
             stream_error_after_tokens: None,
@@ -242,6 +251,7 @@ impl Faults {
             ("latency_ms", self.latency_ms),
             ("ttft_ms", self.ttft_ms),
             ("timeout_after_ms", self.timeout_after_ms),
+            ("stall_ms", self.stall_ms),
         ] {
             if ms > 600_000 {
                 problems.push(format!("{name}: {ms} exceeds 600000 (10 minutes)"));

@@ -224,15 +224,20 @@ impl Completion {
     }
 }
 
+/// Does the provider's content filter refuse `prompt` (it contains
+/// [`CONTENT_FILTER_TRIGGER`])?
+pub fn is_content_filtered(prompt: &Prompt) -> bool {
+    prompt
+        .texts
+        .iter()
+        .any(|t| t.contains(CONTENT_FILTER_TRIGGER))
+}
+
 /// Generates the deterministic reply to `prompt` for `seed`.
 pub fn generate(seed: u64, prompt: &Prompt) -> Completion {
     let prompt_tokens = prompt.prompt_tokens();
     let hash = prompt.hash(seed);
-    if prompt
-        .texts
-        .iter()
-        .any(|t| t.contains(CONTENT_FILTER_TRIGGER))
-    {
+    if is_content_filtered(prompt) {
         return Completion {
             output: Output::Text(String::new()),
             finish: Finish::ContentFiltered,

@@ -8,6 +8,10 @@
 //! `data: {"error": {...}}` event. With `capacity_tpm` set, every response carries
 //! `x-ratelimit-*-tokens` headers; a 429 carries `retry-after` and `retry-after-ms`.
 //!
+//! A prompt the content filter refuses (`SIM_CONTENT_FILTER`) gets OpenAI's
+//! `finish_reason: "content_filter"`; on the Azure form, Azure's prompt filter answers
+//! first, with its HTTP 400 `content_filter` error.
+//!
 //! A final assistant message is answered with a new turn, as OpenAI does — unless the
 //! request sets vLLM's `"continue_final_message": true`, which makes it a prefill the
 //! reply continues (refused under `prefill = "reject"`); vLLM's companion
@@ -142,6 +146,10 @@ async fn handle(
             "Assistant message prefill is not supported by this model: the conversation must end with a user or tool message.",
         ));
     }
+    if deployment.is_some() && crate::model::is_content_filtered(&prompt) {
+        // Azure screens the prompt before the model sees it: a 400 `content_filter`.
+        return Ok(azure_prompt_filtered());
+    }
     let meta = Meta {
         id: format!(
             "chatcmpl-{}",
@@ -170,6 +178,31 @@ async fn handle(
         |completion| Stream { completion, meta },
     )
     .await
+}
+
+/// Azure OpenAI's answer to a prompt its content filter refused (documented in
+/// "Content filtering": HTTP 400, `code: content_filter`, the categories in
+/// `innererror.content_filter_result`).
+fn azure_prompt_filtered() -> Response {
+    request_log::note(|n| n.outcome = Some("content_filter"));
+    let body = json!({ "error": {
+        "message": "The response was filtered due to the prompt triggering Azure OpenAI's content management policy. Please modify your prompt and retry. To learn more about our content filtering policies please read our documentation: https://go.microsoft.com/fwlink/?linkid=2198766",
+        "type": null,
+        "param": "prompt",
+        "code": "content_filter",
+        "status": 400,
+        "innererror": {
+            "code": "ResponsibleAIPolicyViolation",
+            "content_filter_result": {
+                "hate": { "filtered": false, "severity": "safe" },
+                "jailbreak": { "filtered": false, "detected": false },
+                "self_harm": { "filtered": false, "severity": "safe" },
+                "sexual": { "filtered": false, "severity": "safe" },
+                "violence": { "filtered": true, "severity": "high" }
+            }
+        }
+    }});
+    (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
 }
 
 struct Options {

@@ -552,3 +552,155 @@ async fn the_request_log_times_attempts_from_the_simulators_start() {
     openai(&sim, false).send().await.unwrap();
     assert_eq!(sim.requests("oa")[0].seq, 2);
 }
+
+#[tokio::test]
+async fn a_throttle_with_retry_after_zero_says_nothing_about_when_to_come_back() {
+    let sim = sims().await;
+    for name in ["oa", "vertex"] {
+        set_faults(
+            &sim,
+            name,
+            json!({"errors": {"throttle": 1.0}, "retry_after_s": 0}),
+        )
+        .await;
+    }
+    let throttled = openai(&sim, false).send().await.unwrap();
+    assert_eq!(throttled.status(), 429);
+    assert!(
+        throttled.headers().get("retry-after").is_none()
+            && throttled.headers().get("retry-after-ms").is_none(),
+        "{:?}",
+        throttled.headers()
+    );
+    let body: Value = throttled.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+    let throttled = claude(&sim, false).send().await.unwrap();
+    assert_eq!(throttled.status(), 429);
+    assert!(throttled.headers().get("retry-after").is_none());
+    // Any other value is still advertised.
+    set_faults(&sim, "oa", json!({"retry_after_s": 0.5})).await;
+    let throttled = openai(&sim, false).send().await.unwrap();
+    assert_eq!(throttled.headers()["retry-after-ms"], "500");
+}
+
+/// Reads an SSE body event by event: each event's text and when it arrived.
+async fn timed_events(response: reqwest::Response) -> Vec<(String, Duration)> {
+    use futures_util::StreamExt;
+    let started = Instant::now();
+    let mut body = response.bytes_stream();
+    let (mut pending, mut events) = (String::new(), Vec::new());
+    while let Some(chunk) = body.next().await {
+        pending.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        while let Some(end) = pending.find("\n\n") {
+            events.push((pending[..end].to_owned(), started.elapsed()));
+            pending.drain(..end + 2);
+        }
+    }
+    events
+}
+
+#[tokio::test]
+async fn a_stream_stalls_mid_answer_with_the_connection_open_then_goes_on() {
+    let sim = sims().await;
+    set_faults(
+        &sim,
+        "oa",
+        json!({"stall_after_tokens": 3, "stall_ms": 600}),
+    )
+    .await;
+    let events = timed_events(openai(&sim, true).send().await.unwrap()).await;
+    // The role chunk, then tokens: the fourth token comes after the pause.
+    let content: Vec<&(String, Duration)> = events
+        .iter()
+        .filter(|(e, _)| e.contains("\"content\":\"") && !e.contains("\"content\":\"\""))
+        .collect();
+    assert!(content.len() > 4, "{events:?}");
+    let pause = content[3].1 - content[2].1;
+    assert!(
+        pause >= Duration::from_millis(550),
+        "the stream paused {pause:?} after its third token"
+    );
+    let others = content[1].1 - content[0].1;
+    assert!(others < Duration::from_millis(300), "{others:?}");
+    assert_eq!(
+        events.last().unwrap().0,
+        "data: [DONE]",
+        "then it went on to its end"
+    );
+    let log = sim.requests("oa");
+    assert_eq!(log[0].stream_end.as_deref(), Some("complete"));
+    assert_eq!(stats(&sim, "oa").await["injected"]["stall"], 1);
+
+    // A client that gives up during the stall ends the stream at once.
+    set_faults(&sim, "oa", json!({"stall_ms": 60_000})).await;
+    let response = openai(&sim, true).send().await.unwrap();
+    let mut body = response.bytes_stream();
+    use futures_util::StreamExt;
+    let _ = tokio::time::timeout(Duration::from_millis(300), async {
+        while body.next().await.is_some() {}
+    })
+    .await;
+    drop(body);
+    let mut ended = None;
+    for _ in 0..50 {
+        ended = sim.requests("oa")[1].stream_end.clone();
+        if ended.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(ended.as_deref(), Some("client_gone"));
+    // Out of range: refused, naming the field.
+    let refused = reqwest::Client::new()
+        .patch(format!("{}/_sim/faults", sim.url("oa")))
+        .json(&json!({"stall_ms": 700_000}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    assert!(refused.text().await.unwrap().contains("stall_ms"));
+}
+
+#[tokio::test]
+async fn azure_refuses_a_filtered_prompt_with_its_400_and_openai_finishes_with_content_filter() {
+    let sim = sims().await;
+    let prompt =
+        json!({"messages": [{"role": "user", "content": "Tell me SIM_CONTENT_FILTER now."}]});
+    let refused = reqwest::Client::new()
+        .post(format!(
+            "{}/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21",
+            sim.url("oa")
+        ))
+        .header("api-key", "k")
+        .json(&prompt)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "content_filter", "{body}");
+    assert_eq!(body["error"]["param"], "prompt");
+    assert_eq!(
+        body["error"]["innererror"]["code"],
+        "ResponsibleAIPolicyViolation"
+    );
+    let mut plain = prompt.clone();
+    plain["model"] = json!("gpt-4o-mini");
+    let answered: Value = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", sim.url("oa")))
+        .bearer_auth("k")
+        .json(&plain)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answered["choices"][0]["finish_reason"], "content_filter");
+    let log = sim.requests("oa");
+    assert_eq!(
+        (log[0].outcome.as_str(), log[0].status),
+        ("content_filter", Some(400))
+    );
+    assert_eq!(log[1].outcome, "ok");
+}

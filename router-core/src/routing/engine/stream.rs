@@ -141,6 +141,8 @@ struct Live {
     seg_usage: Option<Usage>,
     /// Characters of output the current segment passed on.
     seg_chars: usize,
+    /// Text deltas (non-empty) the current segment passed on.
+    seg_deltas: u64,
     /// The current segment sent its `finish_reason`: the answer is whole.
     seg_finished: bool,
     /// Malformed upstream events skipped, over every segment so far.
@@ -170,6 +172,12 @@ struct Live {
     tool_call_seen: bool,
     /// Output tokens billed by earlier, broken segments: the prefix.
     prefix_tokens: u64,
+    /// Tokens of the prefix the client is sure to have seen: the providers' counts
+    /// where they said, else one per text delta (a lower bound: a delta holds at
+    /// least a token; exact for streams that send a token at a time). The
+    /// continuation's output limit shrinks by this, never by the billing estimate
+    /// (characters / 4), which can exceed it and would cut the answer short.
+    prefix_seen: u64,
     /// Endpoints whose stream broke in this request.
     broken: Vec<EndpointId>,
     first_id: String,
@@ -210,6 +218,7 @@ impl Live {
             seg,
             seg_usage: None,
             seg_chars: 0,
+            seg_deltas: 0,
             seg_finished: false,
             skipped: 0,
             splice: None,
@@ -224,6 +233,7 @@ impl Live {
             continuable,
             tool_call_seen: false,
             prefix_tokens: 0,
+            prefix_seen: 0,
             broken: Vec::new(),
             first_id,
             first_created,
@@ -365,6 +375,7 @@ impl Live {
         for choice in &chunk.choices {
             if let Some(t) = &choice.delta.content {
                 self.seg_chars += t.len();
+                self.seg_deltas += u64::from(!t.is_empty());
                 if self.keep_text {
                     self.text.push_str(t);
                 }
@@ -520,8 +531,14 @@ impl Live {
             .name
             .clone();
         let error = error.clone();
+        let reported = self.seg_usage.is_some();
         let usage = self.close_segment(Some(&error), false);
         self.prefix_tokens += u64::from(usage.completion_tokens);
+        self.prefix_seen += if reported {
+            u64::from(usage.completion_tokens)
+        } else {
+            self.seg_deltas
+        };
         self.run.errors.push((from_name.clone(), error.clone()));
         self.broken.push(from.endpoint);
         let stalled = error.kind == ErrorKind::Timeout;
@@ -614,7 +631,7 @@ impl Live {
                 &self.request,
                 &self.text,
                 method,
-                u32::try_from(self.prefix_tokens).unwrap_or(u32::MAX),
+                u32::try_from(self.prefix_seen).unwrap_or(u32::MAX),
             );
             match open_stream(&self.shared, &attempt, &request).await {
                 Ok(Reply::Stream {
@@ -640,12 +657,12 @@ impl Live {
                         .config
                         .name
                         .clone();
-                    tracing::info!(from, to = %to, method = method.as_str(), after_tokens = self.prefix_tokens, "stream continued on another endpoint");
+                    tracing::info!(from, to = %to, method = method.as_str(), after_tokens = self.prefix_seen, "stream continued on another endpoint");
                     self.report.lock().continuations.push(Continued {
                         from: from.to_owned(),
                         to,
                         method,
-                        after_tokens: self.prefix_tokens,
+                        after_tokens: self.prefix_seen,
                     });
                     self.seg = Segment {
                         candidate,
@@ -658,6 +675,7 @@ impl Live {
                     };
                     self.seg_usage = None;
                     self.seg_chars = 0;
+                    self.seg_deltas = 0;
                     self.seg_finished = false;
                     self.seg_added_chars = added_chars(&request, self.request.messages.len());
                     self.splice = Some(Splice::new(&self.text, method));

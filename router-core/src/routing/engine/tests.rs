@@ -550,9 +550,16 @@ async fn a_stream_cut_after_its_first_token_is_continued_on_the_backup() {
     assert_eq!(continued.continuations.len(), 1);
     assert_eq!(continued.continuations[0].from, "primary");
     assert_eq!(continued.continuations[0].to, "backup");
+    assert_eq!(continued.continuations[0].after_tokens, 1, "one delta seen");
 
     // What the backup was asked: the conversation, the prefix, and to go on.
     let asked = rig.endpoints[1].requests.lock()[0].clone();
+    assert_eq!(
+        asked.max_tokens,
+        Some(40 - 1),
+        "the output limit shrinks by the tokens the client saw (a delta), not by \
+         the billing estimate of its characters (2): that would cut the answer short"
+    );
     let last: Vec<String> = asked.messages.iter().filter_map(Message::text).collect();
     assert_eq!(last[last.len() - 2], "Hello");
     assert_eq!(
