@@ -35,7 +35,7 @@ type Limiter = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>
 fn digest(hex: &str, kind: &str, name: &str) -> Option<Digest> {
     let digest = parse_sha256_hex(hex);
     if digest.is_none() {
-        tracing::warn!(%kind, %name, "a stored hash is not a SHA-256 in hex; ignored");
+        tracing::warn!(%kind, name = %router_core::logging::escaped(name), "a stored hash is not a SHA-256 in hex; ignored");
     }
     digest
 }

@@ -32,6 +32,7 @@ pub mod file;
 pub mod gateway;
 pub mod keys;
 pub mod live;
+pub mod logs;
 pub mod metrics;
 pub mod publish;
 pub mod stack;

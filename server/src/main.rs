@@ -14,7 +14,6 @@ use router_core::admin::Role;
 use server::file::ConfigFile;
 use server::store::Store;
 use server::{Options, Server, shutdown_signal};
-use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(name = "crossbar", version = router_core::VERSION, about = "Crossbar: multi-cloud LLM routing layer")]
@@ -103,15 +102,22 @@ fn main() -> ExitCode {
         // Long-running: restarts with the allocator's settings unless they are set.
         allocator::ensure_tuned();
     }
-    // Logs go to stderr; stdout carries only the lines scripts read.
-    tracing_subscriber::fmt()
-        // Whatever level CROSSBAR_LOG asks for, targets that print credentials stay capped.
-        .with_env_filter(EnvFilter::new(router_core::logging::directives(
-            &std::env::var("CROSSBAR_LOG").unwrap_or_else(|_| "info".into()),
-        )))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    // Logs go to stderr; stdout carries only the lines scripts read. Whatever
+    // CROSSBAR_LOG asks for, targets that print credentials stay capped (logs.rs).
+    {
+        use tracing_subscriber::Layer;
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        let requested = std::env::var("CROSSBAR_LOG").unwrap_or_else(|_| "info".into());
+        tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_filter(server::logs::filter(&requested)),
+            )
+            .init();
+    }
 
     if let Command::Demo(args) = &cli.command {
         // The demo's simulated identity services stand in for the cloud's: point the
