@@ -384,6 +384,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         bootstrap_admin_token: None,
         workers: 0,
         upstream_http1_when_idle: false,
+        limits: crate::limits::Limits::default(),
     })
     .await?;
     let addr = server.local_addr()?;

@@ -497,6 +497,7 @@ mod tests {
             bootstrap_admin_token: None,
             workers: 1,
             upstream_http1_when_idle: false,
+            limits: crate::limits::Limits::default(),
         })
         .await
         .unwrap();

@@ -51,7 +51,7 @@ pub use events::live_snapshot;
 pub use extract::{AdminJson, AdminPath, AdminQuery};
 
 use crate::AppState;
-use openapi::{conflict, invalid_config, not_found};
+use openapi::{conflict, invalid_config, not_found, unavailable};
 
 /// Where [`router`] is nested (`lib.rs`), and so the prefix of the document's paths.
 pub const PREFIX: &str = "/admin/v1";
@@ -214,6 +214,12 @@ pub static ROUTES: &[AdminRoute] = &[
                      `config` ({version}). Takes the token as `access_token` too (EventSource sends no headers).",
                 )
                 .with(events::document_access_token)
+                .with(|op| {
+                    unavailable(
+                        op,
+                        "As many event streams are open as the server serves (`--max-event-streams`).",
+                    )
+                })
             })
         },
     },

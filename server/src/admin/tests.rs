@@ -52,6 +52,10 @@ fn config() -> RouterConfig {
 
 impl TestApp {
     async fn start() -> TestApp {
+        Self::start_with(crate::limits::Limits::default()).await
+    }
+
+    async fn start_with(limits: crate::limits::Limits) -> TestApp {
         let file = ConfigFile {
             path: PathBuf::from("admin-test.toml"),
             router: config(),
@@ -74,6 +78,7 @@ impl TestApp {
             bootstrap_admin_token: None,
             workers: 1,
             upstream_http1_when_idle: false,
+            limits,
         })
         .await
         .unwrap();
@@ -203,7 +208,7 @@ async fn the_changes_a_feature_edit_publishes_and_audits_are_what_the_console_pr
                 },
             ],
         }),
-        base_version: Some(base.version),
+        base_version: base.version,
         message: "an A/B test".into(),
     };
     // What the console's feature editor shows: the draft applied to the version it
@@ -477,4 +482,154 @@ fn the_openapi_document_gives_each_route_only_the_responses_it_can_answer() {
     let events = &doc["paths"][format!("{PREFIX}/events")]["get"];
     assert!(events["responses"]["200"]["content"]["text/event-stream"].is_object());
     assert_eq!(events["parameters"][0]["name"], "access_token");
+}
+
+/// Every write of the configuration names the version it was based on: without one
+/// it is refused (400 naming `base_version`), and nothing is published. A feature
+/// edit without one used to publish over whatever was active, silently undoing a
+/// concurrent change.
+#[tokio::test]
+async fn a_write_without_the_version_it_was_based_on_is_refused() {
+    let t = TestApp::start().await;
+    let active = t.active().await;
+    for (method, path, body) in [
+        (
+            Method::PUT,
+            "/features/summarize",
+            json!({"binding": ["b-ep"], "experiment": null}),
+        ),
+        (
+            Method::POST,
+            "/config",
+            json!({"config": active.config, "message": "no base"}),
+        ),
+        (Method::POST, "/config/rollback", json!({"to_version": 1})),
+    ] {
+        let (status, body) = t.call(Some(Role::Admin), &method, path, Some(body)).await;
+        assert_eq!(
+            (status, body["error"]["param"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("base_version")),
+            "{method} {path}: {body}"
+        );
+    }
+    assert_eq!(
+        t.active().await.version,
+        active.version,
+        "nothing was published"
+    );
+
+    // A stale one is a conflict naming the current version, for a whole publish too.
+    let (status, body) = t
+        .call(
+            Some(Role::Admin),
+            &Method::POST,
+            "/config",
+            Some(json!({"config": active.config, "base_version": active.version - 1})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["current_version"].as_i64()),
+        (StatusCode::CONFLICT, Some(active.version)),
+        "{body}"
+    );
+}
+
+/// Spend ranges are checked before any arithmetic: the default start is computed
+/// only when none is given, ends outside [0, 2100) and spans over two years are a
+/// 400 naming the parameter. `from_ms=i64::MIN&to_ms=i64::MAX` used to overflow
+/// (a panic in a debug build, unbounded buckets in a release one).
+#[tokio::test]
+async fn spend_ranges_are_validated_and_never_overflow() {
+    let t = TestApp::start().await;
+    let (min, max) = (i64::MIN, i64::MAX);
+    for (query, param) in [
+        (format!("from_ms={min}&to_ms={max}"), "to_ms"),
+        (format!("to_ms={min}"), "to_ms"),
+        (format!("from_ms=0&to_ms={max}"), "to_ms"),
+        (format!("from_ms={min}&to_ms=1000"), "from_ms"),
+        ("from_ms=-1&to_ms=1000".to_owned(), "from_ms"),
+        ("from_ms=0&to_ms=4102444800000".to_owned(), "from_ms"),
+        ("from_ms=5000&to_ms=5000".to_owned(), "from_ms"),
+    ] {
+        for route in ["/spend", "/spend.csv"] {
+            let (status, body) = t
+                .call(
+                    Some(Role::Viewer),
+                    &Method::GET,
+                    &format!("{route}?{query}"),
+                    None,
+                )
+                .await;
+            assert_eq!(
+                (status, body["error"]["param"].as_str()),
+                (StatusCode::BAD_REQUEST, Some(param)),
+                "{route}?{query}: {body}"
+            );
+        }
+    }
+    for query in ["to_ms=1000", "from_ms=0&to_ms=63158400000", ""] {
+        let (status, body) = t
+            .call(
+                Some(Role::Viewer),
+                &Method::GET,
+                &format!("/spend?{query}"),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{query}: {body}");
+        assert!(body["series"].as_array().unwrap().len() <= 120, "{body}");
+    }
+}
+
+/// Event streams are capped (a 503 past the cap, a place freed when one ends), and
+/// every open one ends when shutdown begins: a console left open used to hold a
+/// shutdown up for ever.
+#[tokio::test]
+async fn event_streams_are_capped_and_end_when_shutdown_begins() {
+    let t = TestApp::start_with(crate::limits::Limits {
+        max_event_streams: 2,
+        ..crate::limits::Limits::default()
+    })
+    .await;
+    let open = || async {
+        let request = Request::get(format!("{PREFIX}/events"))
+            .header(
+                header::AUTHORIZATION,
+                format!("Bearer {}", token(Role::Viewer)),
+            )
+            .body(Body::empty())
+            .unwrap();
+        t.app.clone().oneshot(request).await.unwrap()
+    };
+    let first = open().await;
+    let second = open().await;
+    assert_eq!(
+        (first.status(), second.status()),
+        (StatusCode::OK, StatusCode::OK)
+    );
+    let refused = open().await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = refused.into_body().collect().await.unwrap().to_bytes();
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    drop(first);
+    let third = open().await;
+    assert_eq!(third.status(), StatusCode::OK, "a place was freed");
+
+    t._server.state.shutdown.send_replace(true);
+    for stream in [second, third] {
+        let ended = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            stream.into_body().collect(),
+        )
+        .await;
+        assert!(ended.is_ok(), "the stream ended with the shutdown");
+    }
+    assert_eq!(
+        t._server
+            .state
+            .event_streams
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
 }
