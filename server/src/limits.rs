@@ -47,19 +47,20 @@ impl Default for Limits {
     }
 }
 
-/// File descriptors kept free of client connections: upstream connections, the
-/// database, the console's files, the listener.
+/// File descriptors kept free of client connections (at most a quarter of the
+/// limit): upstream connections, the database, the console's files, the listener.
 pub const FD_RESERVE: usize = 1_024;
 
 impl Limits {
     /// These limits with `max_connections` lowered to what the process's
-    /// file-descriptor limit allows (less [`FD_RESERVE`]): past it, accepting would
-    /// fail, and so would the upstream connections the breakers judge endpoints by.
+    /// file-descriptor limit allows, less a reserve: past it, accepting would fail,
+    /// and so would the upstream connections the breakers judge endpoints by. The
+    /// soft limit is raised to the hard one first, as far as the system allows.
     pub fn fitted_to_fd_limit(mut self) -> Self {
-        if let Some(fds) = fd_limit() {
-            let fit = fds.saturating_sub(FD_RESERVE).max(1);
+        if let Some(fds) = raise_fd_limit() {
+            let fit = fds.saturating_sub(FD_RESERVE.min(fds / 4)).max(1);
             if self.max_connections > fit {
-                tracing::warn!(
+                tracing::info!(
                     requested = self.max_connections,
                     allowed = fit,
                     fd_limit = fds,
@@ -72,21 +73,36 @@ impl Limits {
     }
 }
 
-/// The process's soft limit on open files, if it can be read.
+/// Raises the process's soft limit on open files to its hard limit, and returns the
+/// soft limit then in force, if it can be read.
 #[cfg(unix)]
-fn fd_limit() -> Option<usize> {
+fn raise_fd_limit() -> Option<usize> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    // SAFETY: getrlimit writes into the struct it is given, which outlives the call.
-    let read = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-    (read == 0 && limit.rlim_cur != libc::RLIM_INFINITY)
+    // SAFETY: getrlimit and setrlimit read and write the struct they are given, which
+    // outlives the calls.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return None;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    (limit.rlim_cur != libc::RLIM_INFINITY)
         .then(|| usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX))
 }
 
 #[cfg(not(unix))]
-fn fd_limit() -> Option<usize> {
+fn raise_fd_limit() -> Option<usize> {
     None
 }
 

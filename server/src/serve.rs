@@ -545,39 +545,44 @@ impl Activity {
 /// Completes (and so closes the connection) when the connection has not begun a
 /// request within `first_request` of opening, or has had no request in flight for
 /// `idle` (checked every quarter of it). Pending forever with both off.
-#[allow(
-    clippy::disallowed_methods,
-    reason = "a connection's timeouts are an I/O edge, in real time"
-)]
 async fn watchdog(
     activity: &Activity,
     first_request: Option<Duration>,
     idle: Option<Duration>,
 ) -> &'static str {
-    if let Some(wait) = first_request {
-        tokio::time::sleep(wait).await;
-        if activity.load() == 0 {
-            return "no request began within the header-read timeout";
-        }
-    }
-    let Some(idle) = idle else {
-        return std::future::pending().await;
-    };
-    const CHECKS: u32 = 4;
-    let mut seen = activity.load();
-    let mut quiet = 0;
-    loop {
-        tokio::time::sleep(idle / CHECKS).await;
-        let now = activity.load();
-        if now == seen && now & IN_FLIGHT == 0 {
-            quiet += 1;
-            if quiet >= CHECKS {
-                return "idle for the idle timeout";
+    let first = async {
+        if let Some(wait) = first_request {
+            pause(wait).await;
+            if activity.load() == 0 {
+                return "no request began within the header-read timeout";
             }
-        } else {
-            quiet = 0;
-            seen = now;
         }
+        std::future::pending().await
+    };
+    let idle = async {
+        let Some(idle) = idle else {
+            return std::future::pending().await;
+        };
+        const CHECKS: u32 = 4;
+        let mut seen = activity.load();
+        let mut quiet = 0;
+        loop {
+            pause(idle / CHECKS).await;
+            let now = activity.load();
+            if now == seen && now & IN_FLIGHT == 0 {
+                quiet += 1;
+                if quiet >= CHECKS {
+                    return "idle for the idle timeout";
+                }
+            } else {
+                quiet = 0;
+                seen = now;
+            }
+        }
+    };
+    tokio::select! {
+        why = first => why,
+        why = idle => why,
     }
 }
 
