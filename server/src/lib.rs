@@ -39,6 +39,7 @@ pub mod limits;
 pub mod live;
 pub mod logs;
 pub mod metrics;
+pub mod overrides;
 pub mod publish;
 mod serve;
 pub mod stack;
@@ -94,6 +95,9 @@ pub struct AppState {
     pub event_streams: std::sync::atomic::AtomicUsize,
     /// `true` once shutdown has begun: event streams end, `/readyz` says `draining`.
     pub shutdown: tokio::sync::watch::Sender<bool>,
+    /// The revision of the breaker override applied last, per endpoint
+    /// ([`overrides`]).
+    pub overrides: parking_lot::Mutex<std::collections::HashMap<String, i64>>,
 }
 
 impl AppState {
@@ -121,6 +125,7 @@ impl AppState {
             limits,
             event_streams: std::sync::atomic::AtomicUsize::new(0),
             shutdown: tokio::sync::watch::Sender::new(false),
+            overrides: parking_lot::Mutex::default(),
         }
     }
 
@@ -305,10 +310,13 @@ impl Server {
         let listener = TcpListener::bind(options.listen)
             .await
             .with_context(|| format!("cannot listen on {}", options.listen))?;
+        // Breaker overrides stored by this or another process before it started.
+        let overrides = overrides::load(&state).await?;
         let background = vec![
             keys.spawn_refresh(Duration::from_secs(5)),
             spawn_breaker_ticker(state.clone()),
             spawn_config_follower(state.clone()),
+            overrides::spawn_follower(state.clone(), overrides, Duration::from_secs(1)),
         ];
         Ok(Server {
             listener,

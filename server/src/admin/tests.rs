@@ -56,6 +56,11 @@ impl TestApp {
     }
 
     async fn start_with(limits: crate::limits::Limits) -> TestApp {
+        Self::start_on(None, limits).await
+    }
+
+    /// On the SQLite file `db` (in memory for `None`).
+    async fn start_on(db: Option<PathBuf>, limits: crate::limits::Limits) -> TestApp {
         let file = ConfigFile {
             path: PathBuf::from("admin-test.toml"),
             router: config(),
@@ -72,7 +77,7 @@ impl TestApp {
         let server = Server::start(Options {
             listen: "127.0.0.1:0".parse().unwrap(),
             ui_dir: None,
-            db: None,
+            db,
             config: Some(file),
             publish_file: false,
             bootstrap_admin_token: None,
@@ -632,4 +637,197 @@ async fn event_streams_are_capped_and_end_when_shutdown_begins() {
             .load(std::sync::atomic::Ordering::Relaxed),
         0
     );
+}
+
+/// The breaker of endpoint `name` as `t`'s engine has it.
+fn breaker(t: &TestApp, name: &str) -> router_core::admin::BreakerView {
+    t._server
+        .state
+        .engine
+        .health()
+        .into_iter()
+        .find(|h| h.name == name)
+        .unwrap()
+        .breaker
+}
+
+fn force_open(reason: &str) -> Value {
+    json!({"mode": "force_open", "reason": reason})
+}
+
+/// An override is stored and audited first, and applied only then: when the store
+/// cannot take it, nothing changes (it used to be applied, and then its audit write
+/// fail).
+#[tokio::test]
+async fn a_breaker_override_the_store_cannot_take_is_not_applied() {
+    let t = TestApp::start().await;
+    t._server.state.store.close().await;
+    let (status, body) = t
+        .call(
+            Some(Role::Operator),
+            &Method::PUT,
+            "/endpoints/a-ep/breaker",
+            Some(force_open("incident 7")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    let b = breaker(&t, "a-ep");
+    assert_eq!(
+        (b.override_mode, b.state),
+        (
+            router_core::admin::Override::Auto,
+            router_core::admin::StateName::Closed
+        )
+    );
+}
+
+/// Several processes share one store: an override made through one is applied by
+/// the others within a couple of seconds, and by a process started afterwards; its
+/// audit entry is there.
+#[tokio::test]
+async fn an_override_is_followed_by_every_process_sharing_the_store_and_survives_a_restart() {
+    let dir = std::env::temp_dir().join(format!(
+        "crossbar-admin-overrides-{}-{:x}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    let db = dir.join("crossbar.db");
+    let limits = crate::limits::Limits::default();
+    let a = TestApp::start_on(Some(db.clone()), limits).await;
+    let b = TestApp::start_on(Some(db.clone()), limits).await;
+    let (status, body) = a
+        .call(
+            Some(Role::Operator),
+            &Method::PUT,
+            "/endpoints/a-ep/breaker",
+            Some(force_open("incident 7\nERROR a forged line")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["breaker"]["override"], "force_open", "{body}");
+    let mut followed = false;
+    for _ in 0..40 {
+        if breaker(&b, "a-ep").override_mode == router_core::admin::Override::ForceOpen {
+            followed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(followed, "the other process applied the override");
+    assert_eq!(
+        breaker(&b, "a-ep").state,
+        router_core::admin::StateName::Open
+    );
+
+    let restarted = TestApp::start_on(Some(db.clone()), limits).await;
+    assert_eq!(
+        breaker(&restarted, "a-ep").override_mode,
+        router_core::admin::Override::ForceOpen,
+        "applied at start"
+    );
+    let (_, audit) = restarted
+        .call(Some(Role::Viewer), &Method::GET, "/audit", None)
+        .await;
+    assert_eq!(audit[0]["action"], "breaker_override", "{audit}");
+    assert_eq!(audit[0]["actor"], "operator-person", "{audit}");
+
+    // Back to auto, through the restarted one: the first follows.
+    let (status, _) = restarted
+        .call(
+            Some(Role::Operator),
+            &Method::PUT,
+            "/endpoints/a-ep/breaker",
+            Some(json!({"mode": "auto", "reason": "resolved"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let mut back = false;
+    for _ in 0..40 {
+        if breaker(&a, "a-ep").override_mode == router_core::admin::Override::Auto {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(back, "the first process followed the return to auto");
+    drop((a, b, restarted));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn an_override_of_an_unknown_endpoint_is_a_404_and_stores_nothing() {
+    let t = TestApp::start().await;
+    let (status, _) = t
+        .call(
+            Some(Role::Operator),
+            &Method::PUT,
+            "/endpoints/nope/breaker",
+            Some(force_open("x")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        t._server
+            .state
+            .store
+            .breaker_overrides_since(0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// An override's reason is the operator's text: in log lines it is escaped, so a
+/// newline in it cannot forge a second line.
+#[tokio::test]
+async fn an_overrides_reason_cannot_forge_a_log_line() {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+    use tracing_subscriber::layer::SubscriberExt;
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+    impl Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    let t = TestApp::start().await;
+    let stored = t
+        ._server
+        .state
+        .store
+        .set_breaker_override(
+            "a-ep",
+            router_core::admin::Override::ForceOpen,
+            "incident 7\nERROR forged: all is well",
+            crate::store::NewAudit {
+                actor: "operator-person",
+                role: "operator",
+                action: "breaker_override",
+                target: "a-ep",
+                message: "force_open",
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::registry().with(
+        tracing_subscriber::fmt::layer()
+            .with_writer(move || writer.clone())
+            .with_ansi(false),
+    );
+    tracing::subscriber::with_default(subscriber, || {
+        crate::overrides::apply(&t._server.state, &stored).unwrap();
+    });
+    let out = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert!(out.contains("incident 7\\nERROR forged"), "{out}");
+    assert!(out.lines().all(|l| !l.starts_with("ERROR forged")), "{out}");
 }

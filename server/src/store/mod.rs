@@ -1,6 +1,6 @@
 //! The server's state in SQL: configuration versions, the audit log, gateway keys and
 //! admin tokens, the usage ledger (one row per request, with per-minute and per-hour
-//! rollups), breaker events, feedback, and spend reports.
+//! rollups), breaker events and overrides, feedback, and spend reports.
 //!
 //! SQLite in WAL mode through `sqlx` is the embedded default; the schema
 //! (`migrations/`, see its README for the rules) stays portable to PostgreSQL.
@@ -20,6 +20,7 @@ mod audit;
 mod config;
 mod keys;
 mod ledger;
+mod overrides;
 mod spend;
 #[cfg(test)]
 mod tests;
@@ -39,6 +40,7 @@ use sqlx::{Sqlite, Transaction};
 pub use audit::NewAudit;
 pub use config::{NewVersion, NewVersionError};
 pub use ledger::{LedgerHandle, is_error};
+pub use overrides::{StoredOverride, mode_name};
 
 /// How long a connection waits for SQLite's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
