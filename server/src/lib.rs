@@ -98,6 +98,23 @@ pub struct AppState {
     /// The revision of the breaker override applied last, per endpoint
     /// ([`overrides`]).
     pub overrides: parking_lot::Mutex<std::collections::HashMap<String, i64>>,
+    /// What the retention task did, for `/readyz`.
+    pub retention: parking_lot::Mutex<RetentionStatus>,
+}
+
+/// The retention task's work so far, as `/readyz` shows it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RetentionStatus {
+    /// The policy of the last run (the active configuration's `[retention]`).
+    pub policy: Option<router_core::config::Retention>,
+    /// When the last run ended (ms since the Unix epoch).
+    pub last_run_ms: Option<i64>,
+    /// Rows the last run deleted, per table.
+    pub last_deleted: store::Deleted,
+    /// Rows deleted since start, per table.
+    pub deleted: store::Deleted,
+    /// Why the last run failed, if it did.
+    pub last_error: Option<String>,
 }
 
 impl AppState {
@@ -126,6 +143,7 @@ impl AppState {
             event_streams: std::sync::atomic::AtomicUsize::new(0),
             shutdown: tokio::sync::watch::Sender::new(false),
             overrides: parking_lot::Mutex::default(),
+            retention: parking_lot::Mutex::default(),
         }
     }
 
@@ -184,10 +202,12 @@ async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let ledger = state.ledger.stats();
     let draining = state.shutting_down();
     let ready = version > 0 && !draining;
+    let retention = state.retention.lock().clone();
     let body = serde_json::json!({
         "status": if draining { "draining" } else if ready { "ready" } else { "not_ready" },
         "config_version": version,
         "ledger": ledger,
+        "retention": retention,
     });
     let status = if ready {
         StatusCode::OK
@@ -317,6 +337,7 @@ impl Server {
             spawn_breaker_ticker(state.clone()),
             spawn_config_follower(state.clone()),
             overrides::spawn_follower(state.clone(), overrides, Duration::from_secs(1)),
+            spawn_retention(state.clone(), RETENTION_EVERY),
         ];
         Ok(Server {
             listener,
@@ -416,6 +437,46 @@ fn spawn_breaker_ticker(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
             state.engine.tick();
         }
     })
+}
+
+/// How often the retention task runs (and once at start).
+pub const RETENTION_EVERY: Duration = Duration::from_secs(3_600);
+
+/// Deletes what the active configuration's `[retention]` no longer keeps, at start
+/// and every `every`; `/readyz` shows what it did ([`RetentionStatus`]). Several
+/// replicas may run it on one store: a delete finds nothing the second time.
+fn spawn_retention(state: Arc<AppState>, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            run_retention(&state).await;
+        }
+    })
+}
+
+/// One retention run, recorded in `state.retention`.
+pub async fn run_retention(state: &AppState) {
+    let policy = state.engine.snapshot().config.raw().retention;
+    let result = state.store.apply_retention(&policy, unix_ms()).await;
+    let mut status = state.retention.lock();
+    status.policy = Some(policy);
+    status.last_run_ms = Some(unix_ms());
+    match result {
+        Ok(deleted) => {
+            if deleted != store::Deleted::default() {
+                tracing::info!(?deleted, "retention: old rows deleted");
+            }
+            status.deleted.add(&deleted);
+            status.last_deleted = deleted;
+            status.last_error = None;
+        }
+        Err(err) => {
+            tracing::warn!(error = %format!("{err:#}"), "retention: the run failed; the next one retries");
+            status.last_error = Some(format!("{err:#}"));
+        }
+    }
 }
 
 /// Several replicas share one database: each follows the newest published version,

@@ -831,3 +831,24 @@ async fn an_overrides_reason_cannot_forge_a_log_line() {
     assert!(out.contains("incident 7\\nERROR forged"), "{out}");
     assert!(out.lines().all(|l| !l.starts_with("ERROR forged")), "{out}");
 }
+
+/// `/readyz` shows the retention policy and what the task (run at start) did.
+#[tokio::test]
+async fn readyz_shows_the_retention_policy_and_the_last_run() {
+    let t = TestApp::start().await;
+    let mut body = Value::Null;
+    for _ in 0..50 {
+        let request = Request::get("/readyz").body(Body::empty()).unwrap();
+        let response = t.app.clone().oneshot(request).await.unwrap();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        body = serde_json::from_slice(&bytes).unwrap();
+        if !body["retention"]["last_run_ms"].is_null() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(body["status"], "ready", "{body}");
+    assert_eq!(body["retention"]["policy"]["ledger_days"], 30, "{body}");
+    assert!(body["retention"]["last_run_ms"].is_i64(), "{body}");
+    assert_eq!(body["retention"]["last_deleted"]["ledger"], 0, "{body}");
+}
