@@ -1044,7 +1044,7 @@ fn raise_fd_limit() -> u64 {
         libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
     }
-    limit.rlim_cur as u64
+    limit.rlim_cur
 }
 
 fn addr(h: &Harness) -> String {
@@ -1382,11 +1382,7 @@ async fn a_stream_past_its_features_maximum_duration_ends_with_an_upstream_error
         .expect("the stream ended")
         .unwrap();
     assert!(started.elapsed() < Duration::from_secs(5));
-    let last = text
-        .lines()
-        .filter(|l| l.starts_with("data: "))
-        .next_back()
-        .unwrap();
+    let last = text.lines().rfind(|l| l.starts_with("data: ")).unwrap();
     let error: Value = serde_json::from_str(last.trim_start_matches("data: ")).unwrap();
     assert_eq!(error["error"]["code"], "upstream_error", "{text}");
     assert!(!text.contains("[DONE]"), "{text}");

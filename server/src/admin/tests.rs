@@ -639,6 +639,15 @@ async fn event_streams_are_capped_and_end_when_shutdown_begins() {
     );
 }
 
+/// A real-time wait for what background tasks do in real time (followers, retention).
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the server's background tasks run in real time"
+)]
+async fn pause(ms: u64) {
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+}
+
 /// The breaker of endpoint `name` as `t`'s engine has it.
 fn breaker(t: &TestApp, name: &str) -> router_core::admin::BreakerView {
     t._server
@@ -711,7 +720,7 @@ async fn an_override_is_followed_by_every_process_sharing_the_store_and_survives
             followed = true;
             break;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        pause(100).await;
     }
     assert!(followed, "the other process applied the override");
     assert_eq!(
@@ -747,7 +756,7 @@ async fn an_override_is_followed_by_every_process_sharing_the_store_and_survives
             back = true;
             break;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        pause(100).await;
     }
     assert!(back, "the first process followed the return to auto");
     drop((a, b, restarted));
@@ -845,7 +854,7 @@ async fn readyz_shows_the_retention_policy_and_the_last_run() {
         if !body["retention"]["last_run_ms"].is_null() {
             break;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        pause(50).await;
     }
     assert_eq!(body["status"], "ready", "{body}");
     assert_eq!(body["retention"]["policy"]["ledger_days"], 30, "{body}");
