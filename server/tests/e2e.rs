@@ -1387,3 +1387,36 @@ async fn a_stream_past_its_features_maximum_duration_ends_with_an_upstream_error
     assert_eq!(error["error"]["code"], "upstream_error", "{text}");
     assert!(!text.contains("[DONE]"), "{text}");
 }
+
+/// An HTTP/2 peer that stops answering PINGs — gone without a FIN, say — is
+/// disconnected after the keep-alive interval and as long again, even with a
+/// stream open (there was no HTTP/2 keep-alive: such a connection stayed for ever).
+#[tokio::test]
+async fn an_http2_peer_that_stops_answering_pings_is_disconnected() {
+    let h = start_with(
+        "h2-ping",
+        &["primary"],
+        |_| {},
+        &["--http2-keep-alive", "1s"],
+    )
+    .await;
+    let tcp = tokio::net::TcpStream::connect(addr(&h)).await.unwrap();
+    let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
+    let mut connection = Box::pin(connection);
+    let request = axum::http::Request::get(format!(
+        "{}/admin/v1/events?access_token={}",
+        h.base, h.tokens["viewer"]
+    ))
+    .body(())
+    .unwrap();
+    let (response, _) = client.send_request(request, true).unwrap();
+    let response = tokio::select! {
+        response = response => response.unwrap(),
+        ended = &mut connection => panic!("the connection ended first: {ended:?}"),
+    };
+    assert_eq!(response.status(), 200);
+    // The connection is no longer driven: the server's PINGs go unanswered.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let ended = tokio::time::timeout(Duration::from_secs(5), &mut connection).await;
+    assert!(ended.is_ok(), "the server closed the connection");
+}
