@@ -577,6 +577,11 @@ mod tests {
     /// The server's state over one unreachable endpoint, team `t` configured, and
     /// a key of `t` and one of a team `gone` that the configuration no longer has.
     async fn state() -> (Arc<AppState>, String, String) {
+        state_with(None).await
+    }
+
+    /// As [`state`], team `t` with a token limit of `tpm`.
+    async fn state_with(tpm: Option<u64>) -> (Arc<AppState>, String, String) {
         use router_core::config::{
             AuthConfig, Config, EndpointConfig, FeatureConfig, Provider, RouterConfig, TeamConfig,
         };
@@ -589,7 +594,7 @@ mod tests {
             teams: vec![TeamConfig {
                 name: "t".into(),
                 requests_per_minute: None,
-                tokens_per_minute: None,
+                tokens_per_minute: tpm,
             }],
             ..RouterConfig::default()
         };
@@ -663,6 +668,21 @@ mod tests {
         };
         assert_eq!(models(&orphan).await.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(models(&kept).await.status(), StatusCode::OK);
+    }
+
+    /// The token charge of a request is corrected once it is answered: one that
+    /// reached no endpoint used nothing, and gets its whole estimate back (it used
+    /// to keep it, and the team's next request was refused).
+    #[tokio::test]
+    async fn a_request_that_is_not_served_gives_its_token_estimate_back() {
+        // Each request is estimated at ~280 tokens (its characters / 4, plus 256
+        // for its missing `max_tokens`): one fits in 300 a minute, two do not.
+        let (state, key, _) = state_with(Some(300)).await;
+        for _ in 0..3 {
+            let (status, body) = chat(&state, &key).await;
+            assert_ne!(body["error"]["code"], "quota_exceeded", "{body}");
+            assert!(status.is_server_error(), "{status} {body}");
+        }
     }
 
     #[test]
