@@ -6,6 +6,12 @@
 //! build their `tracing` filter with [`directives`], which caps those targets however
 //! verbose the operator's `RUST_LOG` is (the secretless-auth test runs at TRACE through
 //! this filter and checks that no issued credential appears).
+//!
+//! Directives alone are not a cap: an `EnvFilter` span directive (`[http]=trace`)
+//! enables every target inside the span whatever a target directive says. So
+//! [`directives`] drops span directives naming a sensitive target, and the server
+//! applies [`CREDENTIAL_SENSITIVE`] as a second, separate filter that the operator's
+//! directives cannot reach (`server/src/logs.rs`).
 
 /// Targets known to log credential material below INFO, and the level they are held at.
 pub const CREDENTIAL_SENSITIVE: &[(&str, &str)] = &[

@@ -401,6 +401,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             },
             cors_origins: Vec::new(),
         },
+        limits: crate::limits::Limits::default(),
     })
     .await?;
     let addr = server.local_addr()?;

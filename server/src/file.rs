@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use router_core::admin::Role;
 use router_core::config::{
-    BreakerPolicy, Config, EndpointConfig, FeatureConfig, Privacy, RetryPolicy, RouterConfig,
-    TeamConfig,
+    BreakerPolicy, Config, EndpointConfig, FeatureConfig, Privacy, Retention, RetryPolicy,
+    RouterConfig, TeamConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -70,6 +70,8 @@ struct Raw {
     #[serde(default)]
     privacy: Privacy,
     #[serde(default)]
+    retention: Retention,
+    #[serde(default)]
     gateway_keys: Vec<KeySeed>,
     #[serde(default)]
     admin_tokens: Vec<TokenSeed>,
@@ -105,6 +107,7 @@ impl ConfigFile {
                 breaker: raw.breaker,
                 retry: raw.retry,
                 privacy: raw.privacy,
+                retention: raw.retention,
             },
             gateway_keys: raw.gateway_keys,
             admin_tokens: raw.admin_tokens,

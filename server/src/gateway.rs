@@ -15,6 +15,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -23,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use router_core::admin::RouteInfo;
 use router_core::api::{ChatRequest, Error, ErrorKind};
+use router_core::config::DEFAULT_MAX_STREAM_MS;
 use router_core::routing::capacity::estimate_tokens;
 use router_core::routing::engine::stream::StreamReport;
 use router_core::routing::engine::{Answer, RequestContext, RoutedStream};
@@ -406,17 +408,16 @@ async fn handle_chat(
         return Err(Error::invalid("messages", "messages must not be empty").into());
     }
     let snapshot = state.engine.snapshot();
-    let team = snapshot.config.team(&key.team);
+    // A key's team sets its limits: a team removed from the configuration takes its
+    // keys with it (they used to go on, with no limits at all).
+    let Some(team) = snapshot.config.team(&key.team) else {
+        return Err(removed_team(&key.team).into());
+    };
     let estimate = estimate_tokens(
         body.len(), // a cheap upper bound of the prompt's characters
         request.output_limit(),
     );
-    state.keys.allow(
-        &key,
-        team.and_then(|t| t.requests_per_minute),
-        team.and_then(|t| t.tokens_per_minute),
-        estimate,
-    )?;
+    let charge = state.keys.allow(&key, team, estimate)?;
     let sticky = request.user.clone().or_else(|| {
         headers
             .get("x-crossbar-user")
@@ -432,16 +433,45 @@ async fn handle_chat(
     };
 
     let include_usage = request.include_usage();
+    // A stream's end by the feature's maximum duration, counted from now.
+    let stream_limit = request
+        .is_stream()
+        .then(|| stream_deadline(state, &snapshot, &request));
     let request = Arc::new(request);
-    let served = state.engine.run(&ctx, request.clone()).await?;
+    let served = match state.engine.run(&ctx, request.clone()).await {
+        Ok(served) => served,
+        Err(unserved) => {
+            // Nothing was served: the team's tokens are given back.
+            charge.settle(&state.keys, 0);
+            return Err(unserved.into());
+        }
+    };
     let completion = match served.answer {
         Answer::Stream(stream) => {
-            let mut response = sse_response(stream, include_usage, id.to_owned());
+            let (deadline, max) =
+                stream_limit.unwrap_or_else(|| stream_deadline(state, &snapshot, &request));
+            let limits = StreamLimits {
+                engine: state.engine.clone(),
+                deadline,
+                max,
+                usage: StreamUsage {
+                    keys: state.keys.clone(),
+                    charge: Some(charge),
+                    prompt_chars: body.len(),
+                    completion_chars: 0,
+                    total_tokens: None,
+                },
+            };
+            let mut response = sse_response(stream, include_usage, limits, id.to_owned());
             route_headers(response.headers_mut(), &served.route);
             return Ok(response);
         }
         Answer::Whole(completion) => completion,
     };
+    let used = completion
+        .response()
+        .usage
+        .map_or(charge.estimate(), |u| u64::from(u.total_tokens));
     let mut response = json_response(completion.response());
     route_headers(response.headers_mut(), &served.route);
     // The accounting (done when the completion is dropped), and freeing the request,
@@ -449,34 +479,134 @@ async fn handle_chat(
     // runtime runs when the connection's task next yields, which is after hyper has
     // written the response. At one request at a time that takes them off the
     // client's wait (BENCHMARKS.md).
+    let keys = state.keys.clone();
     tokio::spawn(async move {
+        // The team's token charge corrected by the answer's usage.
+        charge.settle(&keys, used);
         drop((completion, request, ctx, raw));
     });
     Ok(response)
 }
 
+/// The engine-clock time by which a stream of `request` must end, and the feature's
+/// maximum duration (validation keeps it within a day).
+fn stream_deadline(
+    state: &AppState,
+    snapshot: &router_core::routing::engine::Snapshot,
+    request: &ChatRequest,
+) -> (Duration, Duration) {
+    let ms = snapshot
+        .config
+        .feature(&request.model)
+        .map_or(DEFAULT_MAX_STREAM_MS, |f| f.max_stream_ms)
+        .min(router_core::config::MAX_STREAM_MS);
+    let max = Duration::from_millis(ms);
+    (state.engine.clock().now().saturating_add(max), max)
+}
+
+/// The 401 for a key whose team is no longer in the configuration.
+fn removed_team(team: &str) -> Error {
+    Error::new(
+        ErrorKind::Unauthorized,
+        format!(
+            "this key's team `{team}` is not in the configuration any more: its keys are refused"
+        ),
+    )
+}
+
+/// What a stream may take: its end by the feature's maximum duration (on the
+/// engine's clock), and the team's token charge to correct by its usage.
+struct StreamLimits {
+    engine: router_core::routing::engine::Engine,
+    /// Engine-clock time by which the stream must have ended.
+    deadline: Duration,
+    max: Duration,
+    usage: StreamUsage,
+}
+
+/// A stream's usage as it passes, and the team's token charge, corrected when the
+/// stream ends — however it ends: by the provider's usage when it said, else by
+/// Crossbar's count of what was sent (a quarter of the characters).
+struct StreamUsage {
+    keys: Arc<crate::keys::Keys>,
+    charge: Option<crate::keys::TokenCharge>,
+    prompt_chars: usize,
+    completion_chars: usize,
+    total_tokens: Option<u64>,
+}
+
+impl StreamUsage {
+    fn saw(&mut self, chunk: &router_core::api::ChatChunk) {
+        if let Some(usage) = chunk.usage {
+            self.total_tokens = Some(u64::from(usage.total_tokens));
+        }
+        for choice in &chunk.choices {
+            self.completion_chars += choice.delta.content.as_ref().map_or(0, String::len);
+        }
+    }
+}
+
+impl Drop for StreamUsage {
+    fn drop(&mut self) {
+        if let Some(charge) = self.charge.take() {
+            let used = self.total_tokens.unwrap_or_else(|| {
+                (self.prompt_chars as u64).div_ceil(4) + (self.completion_chars as u64).div_ceil(4)
+            });
+            charge.settle(&self.keys, used);
+        }
+    }
+}
+
 /// A committed stream as server-sent events: its chunks, `[DONE]` only after a clean
 /// end, and an error event (after the first token nothing can fail over) as the
-/// stream's last word.
-fn sse_response(stream: RoutedStream, include_usage: bool, request_id: String) -> Response {
-    let events = futures_util::stream::unfold(Some(stream), move |stream| {
+/// stream's last word — an `upstream_error` when the stream outlives the feature's
+/// maximum duration.
+fn sse_response(
+    stream: RoutedStream,
+    include_usage: bool,
+    limits: StreamLimits,
+    request_id: String,
+) -> Response {
+    use futures_util::future::{Either, select};
+
+    let deadline = limits.engine.clock().sleep_until(limits.deadline);
+    let state = (Some(stream), deadline, limits);
+    let events = futures_util::stream::unfold(state, move |(stream, mut deadline, mut limits)| {
         let request_id = request_id.clone();
         async move {
             let mut stream = stream?;
             loop {
-                return match stream.next().await {
+                let next = match select(stream.next(), &mut deadline).await {
+                    Either::Left((next, _)) => next,
+                    Either::Right(((), _)) => {
+                        // Dropping the stream ends it upstream; the router records it.
+                        drop(stream);
+                        let error = Error::new(
+                            ErrorKind::UpstreamError,
+                            format!(
+                                "the stream lasted longer than the feature's maximum of {} ms and was ended",
+                                limits.max.as_millis()
+                            ),
+                        );
+                        let event = sse_data(&error.to_openai_json());
+                        return Some((Ok::<_, Infallible>(event), (None, deadline, limits)));
+                    }
+                };
+                return match next {
                     Some(Ok(chunk)) => {
+                        limits.usage.saw(&chunk);
                         // Usage comes as a last chunk without choices: only when asked.
                         if chunk.choices.is_empty() && chunk.usage.is_some() && !include_usage {
                             continue;
                         }
-                        Some((Ok::<_, Infallible>(sse_data(&chunk)), Some(stream)))
+                        Some((Ok(sse_data(&chunk)), (Some(stream), deadline, limits)))
                     }
                     Some(Err(e)) => {
                         log_upstream_detail(&request_id, &e);
-                        Some((Ok(sse_data(&public_error(&e).to_openai_json())), None))
+                        let event = sse_data(&public_error(&e).to_openai_json());
+                        Some((Ok(event), (None, deadline, limits)))
                     }
-                    None => Some((Ok(stream_end(&stream.report())), None)),
+                    None => Some((Ok(stream_end(&stream.report())), (None, deadline, limits))),
                 };
             }
         }
@@ -564,15 +694,17 @@ async fn drain(body: Body) {
 
 /// `GET /v1/models`: the features, in OpenAI's list shape.
 pub async fn models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let authorised = bearer(&headers).is_some_and(|k| state.keys.gateway_key(k).is_some());
-    if !authorised {
+    let Some(key) = bearer(&headers).and_then(|k| state.keys.gateway_key(k)) else {
         return GatewayError::from(Error::new(
             ErrorKind::Unauthorized,
             "missing or unknown gateway key: send `Authorization: Bearer <key>`",
         ))
         .into_response();
-    }
+    };
     let snapshot = state.engine.snapshot();
+    if snapshot.config.team(&key.team).is_none() {
+        return GatewayError::from(removed_team(&key.team)).into_response();
+    }
     let data: Vec<_> = snapshot
         .config
         .raw()
@@ -724,6 +856,117 @@ mod tests {
         );
         field.param = Some("x; see https://internal.example".into());
         assert_eq!(public_error(&field).param, None);
+    }
+
+    /// The server's state over one unreachable endpoint, team `t` configured, and
+    /// a key of `t` and one of a team `gone` that the configuration no longer has.
+    async fn state() -> (Arc<AppState>, String, String) {
+        state_with(None).await
+    }
+
+    /// As [`state`], team `t` with a token limit of `tpm`.
+    async fn state_with(tpm: Option<u64>) -> (Arc<AppState>, String, String) {
+        use router_core::config::{
+            AuthConfig, Config, EndpointConfig, FeatureConfig, Provider, RouterConfig, TeamConfig,
+        };
+        let mut endpoint = EndpointConfig::new("e", Provider::Openai, "m", "eastus");
+        endpoint.base_url = Some("http://127.0.0.1:9".into());
+        endpoint.auth = AuthConfig::None;
+        let raw = RouterConfig {
+            endpoints: vec![endpoint],
+            features: vec![FeatureConfig::new("f", &["e"])],
+            teams: vec![TeamConfig {
+                name: "t".into(),
+                requests_per_minute: None,
+                tokens_per_minute: tpm,
+            }],
+            ..RouterConfig::default()
+        };
+        let store = crate::store::Store::open_in_memory().await.unwrap();
+        let (ledger, _writer) = store.ledger_writer(16);
+        let live = Arc::new(crate::live::Live::default());
+        let sink = Arc::new(crate::live::ServerSink {
+            ledger: ledger.clone(),
+            live: live.clone(),
+            events: tokio::sync::broadcast::channel(1).0,
+        });
+        let engine =
+            router_core::routing::engine::Engine::new(Config::validate(raw).unwrap(), 1, sink)
+                .await
+                .unwrap();
+        let (_, kept) = store.create_gateway_key("t", "k", None).await.unwrap();
+        let (_, orphan) = store.create_gateway_key("gone", "k", None).await.unwrap();
+        let keys = crate::keys::Keys::load(store.clone()).await.unwrap();
+        let state = Arc::new(AppState::new(
+            engine,
+            store,
+            keys,
+            live,
+            ledger,
+            tokio::sync::broadcast::channel(1).0,
+            tokio::sync::broadcast::channel(1).0,
+            crate::limits::Limits::default(),
+        ));
+        (state, kept, orphan)
+    }
+
+    async fn chat(state: &Arc<AppState>, key: &str) -> (StatusCode, serde_json::Value) {
+        let request = axum::http::Request::post(CHAT_COMPLETIONS)
+            .header(header::AUTHORIZATION, format!("Bearer {key}"))
+            .body(Body::from(
+                r#"{"model": "f", "messages": [{"role": "user", "content": "hi"}]}"#,
+            ))
+            .unwrap();
+        let response = chat_completions(State(state.clone()), request).await;
+        let status = response.status();
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    /// A team's limits live in the configuration: when the team is removed, its
+    /// keys are refused (they used to go on working with no limits at all).
+    #[tokio::test]
+    async fn a_key_of_a_team_removed_from_the_configuration_is_refused() {
+        let (state, kept, orphan) = state().await;
+        let (status, body) = chat(&state, &orphan).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("`gone`"),
+            "{body}"
+        );
+        let (status, body) = chat(&state, &kept).await;
+        assert_ne!(status, StatusCode::UNAUTHORIZED, "{body}");
+        let models = |key: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::AUTHORIZATION,
+                HeaderValue::from_str(&format!("Bearer {key}")).unwrap(),
+            );
+            models(State(state.clone()), headers)
+        };
+        assert_eq!(models(&orphan).await.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(models(&kept).await.status(), StatusCode::OK);
+    }
+
+    /// The token charge of a request is corrected once it is answered: one that
+    /// reached no endpoint used nothing, and gets its whole estimate back (it used
+    /// to keep it, and the team's next request was refused).
+    #[tokio::test]
+    async fn a_request_that_is_not_served_gives_its_token_estimate_back() {
+        // Each request is estimated at ~280 tokens (its characters / 4, plus 256
+        // for its missing `max_tokens`): one fits in 300 a minute, two do not.
+        let (state, key, _) = state_with(Some(300)).await;
+        for _ in 0..3 {
+            let (status, body) = chat(&state, &key).await;
+            assert_ne!(body["error"]["code"], "quota_exceeded", "{body}");
+            assert!(status.is_server_error(), "{status} {body}");
+        }
     }
 
     #[test]

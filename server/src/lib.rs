@@ -22,8 +22,12 @@
 //! Latency and operations details:
 //! - TCP_NODELAY is set on every accepted socket: without it, small chunked responses
 //!   on keep-alive connections stall on delayed ACKs (~44 ms per request, measured).
-//! - Shutdown is graceful: on Ctrl-C or SIGTERM the listener closes, in-flight
-//!   requests and open streams finish, then the ledger is flushed.
+//! - Shutdown is graceful and bounded: on Ctrl-C or SIGTERM the listener closes,
+//!   event streams end, in-flight requests and open streams get `--drain-timeout` to
+//!   finish (then they are cut, and recorded as cancelled), then the ledger is
+//!   flushed; a second signal cuts at once ([`Server::run_until`], `serve.rs`).
+//! - Connections are bounded in number, per client address and in time
+//!   ([`limits`]).
 //! - The hot path reads an immutable config snapshot and never waits on the database.
 
 // `api::Error` is a flat ~150-byte struct on the failure path only (see router-core).
@@ -34,10 +38,14 @@ pub mod demo;
 pub mod file;
 pub mod gateway;
 pub mod keys;
+pub mod limits;
 pub mod live;
+pub mod logs;
 pub mod metrics;
+pub mod overrides;
 pub mod policy;
 pub mod publish;
+mod serve;
 pub mod stack;
 pub mod store;
 
@@ -85,6 +93,68 @@ pub struct AppState {
     /// Serialises publishes in this process (the store refuses stale ones across
     /// replicas).
     pub publishing: tokio::sync::Mutex<()>,
+    /// The limits and timeouts the server runs with.
+    pub limits: limits::Limits,
+    /// `/admin/v1/events` streams open now (at most `limits.max_event_streams`).
+    pub event_streams: std::sync::atomic::AtomicUsize,
+    /// `true` once shutdown has begun: event streams end, `/readyz` says `draining`.
+    pub shutdown: tokio::sync::watch::Sender<bool>,
+    /// The revision of the breaker override applied last, per endpoint
+    /// ([`overrides`]).
+    pub overrides: parking_lot::Mutex<std::collections::HashMap<String, i64>>,
+    /// What the retention task did, for `/readyz`.
+    pub retention: parking_lot::Mutex<RetentionStatus>,
+}
+
+/// The retention task's work so far, as `/readyz` shows it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RetentionStatus {
+    /// The policy of the last run (the active configuration's `[retention]`).
+    pub policy: Option<router_core::config::Retention>,
+    /// When the last run ended (ms since the Unix epoch).
+    pub last_run_ms: Option<i64>,
+    /// Rows the last run deleted, per table.
+    pub last_deleted: store::Deleted,
+    /// Rows deleted since start, per table.
+    pub deleted: store::Deleted,
+    /// Why the last run failed, if it did.
+    pub last_error: Option<String>,
+}
+
+impl AppState {
+    /// The state of a server: `limits` as given, nothing open, not shutting down.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        engine: Engine,
+        store: Store,
+        keys: Arc<Keys>,
+        live: Arc<Live>,
+        ledger: LedgerHandle,
+        sink_events: broadcast::Sender<BreakerEvent>,
+        config_events: broadcast::Sender<i64>,
+        limits: limits::Limits,
+    ) -> AppState {
+        AppState {
+            engine,
+            store,
+            keys,
+            live,
+            ledger,
+            sink_events,
+            config_events,
+            publishing: tokio::sync::Mutex::new(()),
+            limits,
+            event_streams: std::sync::atomic::AtomicUsize::new(0),
+            shutdown: tokio::sync::watch::Sender::new(false),
+            overrides: parking_lot::Mutex::default(),
+            retention: parking_lot::Mutex::default(),
+        }
+    }
+
+    /// Whether shutdown has begun.
+    pub fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
 }
 
 /// The HTTP application with the default [`Security`] settings: see [`app_with`].
@@ -151,15 +221,19 @@ async fn healthz() -> Json<Health> {
     })
 }
 
-/// Ready when a configuration is serving and the ledger writer keeps up.
+/// Ready when a configuration is serving and the server is not shutting down; with
+/// the ledger writer's counters.
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let version = state.engine.snapshot().version;
     let ledger = state.ledger.stats();
-    let ready = version > 0;
+    let draining = state.shutting_down();
+    let ready = version > 0 && !draining;
+    let retention = state.retention.lock().clone();
     let body = serde_json::json!({
-        "status": if ready { "ready" } else { "not_ready" },
+        "status": if draining { "draining" } else if ready { "ready" } else { "not_ready" },
         "config_version": version,
         "ledger": ledger,
+        "retention": retention,
     });
     let status = if ready {
         StatusCode::OK
@@ -210,6 +284,8 @@ pub struct Options {
     /// On h2c endpoints, send a request that finds nothing else in flight from its
     /// serving thread over HTTP/1.1 instead (`providers::TransportSettings`).
     pub upstream_http1_when_idle: bool,
+    /// Connection caps, timeouts, the drain deadline ([`limits::Limits`]).
+    pub limits: limits::Limits,
 }
 
 /// The shortest bootstrap admin token accepted: a guessable one would open the whole
@@ -301,24 +377,28 @@ impl Server {
         .await
         .map_err(|e| anyhow::anyhow!("cannot connect the configured endpoints: {e}"))?;
         let keys = Keys::load(store.clone()).await?;
-        let state = Arc::new(AppState {
+        let state = Arc::new(AppState::new(
             engine,
             store,
-            keys: keys.clone(),
+            keys.clone(),
             live,
             ledger,
             sink_events,
             config_events,
-            publishing: tokio::sync::Mutex::new(()),
-        });
+            options.limits.fitted_to_fd_limit(),
+        ));
         let listener = TcpListener::bind(options.listen)
             .await
             .with_context(|| format!("cannot listen on {}", options.listen))?;
+        // Breaker overrides stored by this or another process before it started.
+        let overrides = overrides::load(&state).await?;
         let background = vec![
             keys.spawn_refresh(Duration::from_secs(5)),
             spawn_breaker_ticker(state.clone()),
             spawn_health_prober(state.clone()),
             spawn_config_follower(state.clone(), security.credentials.clone()),
+            overrides::spawn_follower(state.clone(), overrides, Duration::from_secs(1)),
+            spawn_retention(state.clone(), RETENTION_EVERY),
         ];
         Ok(Server {
             listener,
@@ -334,22 +414,68 @@ impl Server {
         Ok(self.listener.local_addr()?)
     }
 
-    /// Serves until `shutdown` completes, lets in-flight requests and streams finish,
-    /// then flushes the ledger.
+    /// Serves until `shutdown` completes, lets in-flight requests and streams finish
+    /// (within `limits.drain_timeout`), then flushes the ledger.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let service = stack::service(self.state.clone(), self.router, StackSettings::default());
-        serve(self.listener, service, self.workers, shutdown).await?;
+        self.run_until(shutdown, std::future::pending()).await
+    }
+
+    /// Serves until `shutdown` completes, then drains: event streams end at once,
+    /// in-flight requests and streams get `limits.drain_timeout` to finish — unless
+    /// `cut` completes first (a second signal) — and what is still open is cut (the
+    /// router records each cut request). Then the ledger is flushed: all of it after
+    /// a clean drain, what it can within [`CUT_FLUSH`] after a cut.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        cut: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let state = self.state.clone();
+        let settings = StackSettings {
+            body_read_timeout: state.limits.body_read_timeout,
+            ..StackSettings::default()
+        };
+        let service = stack::service(state.clone(), self.router, settings);
+        let announced = {
+            let state = state.clone();
+            async move {
+                shutdown.await;
+                // Event streams end, /readyz says draining.
+                state.shutdown.send_replace(true);
+            }
+        };
+        let drained = serve::serve(
+            self.listener,
+            service,
+            self.workers,
+            state.limits,
+            announced,
+            cut,
+        )
+        .await?;
         for task in self.background {
             task.abort();
         }
-        let stats = self.state.ledger.stats();
+        let stats = state.ledger.stats();
         tracing::info!(queued = stats.queued, "draining the usage ledger");
-        self.state.ledger.clone().shutdown().await;
+        let flushed = state.ledger.clone().shutdown();
+        match drained {
+            serve::Drained::Clean => flushed.await,
+            serve::Drained::Cut => {
+                if tokio::time::timeout(CUT_FLUSH, flushed).await.is_err() {
+                    tracing::error!(
+                        queued = state.ledger.stats().queued,
+                        "the usage ledger did not flush in time; exiting without the rest"
+                    );
+                    return Ok(());
+                }
+            }
+        }
         let _ = self.ledger_task.await;
-        let stats = self.state.ledger.stats();
+        let stats = state.ledger.stats();
         tracing::info!(
             written = stats.written,
             dropped = stats.dropped,
@@ -359,256 +485,8 @@ impl Server {
     }
 }
 
-/// Serves `service` on `listener` with `workers` serving threads until `shutdown`
-/// completes, then lets open requests and streams finish.
-///
-/// Thread per core: each serving thread runs its own single-threaded tokio runtime,
-/// and a connection lives on one of them for its whole life, with the upstream
-/// connections its requests use (the plain-HTTP endpoint clients keep a pool per
-/// thread, see router-core's `transport`). A request then crosses no thread on its way: the
-/// client's socket, the handler and the upstream h2 connection wake each other on
-/// one thread, without the futex round trips and work stealing of a shared
-/// multi-threaded scheduler (16 % of the gateway's CPU at c=32 with one).
-///
-/// The accept loop runs on the caller's runtime and hands each connection to the
-/// thread with the fewest open connections, so long-lived streams spread evenly.
-async fn serve<S>(
-    listener: TcpListener,
-    service: S,
-    workers: usize,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()>
-where
-    S: Stack,
-{
-    let threads = if workers == 0 {
-        std::thread::available_parallelism().map_or(1, usize::from)
-    } else {
-        workers
-    };
-    // Every thread keeps its runtime, and so its upstream connections, until all of
-    // them have drained: a connection handed between pools must stay driven.
-    let drained = Arc::new(tokio::sync::Barrier::new(threads));
-    let mut pool = Vec::with_capacity(threads);
-    for index in 0..threads {
-        pool.push(ServingThread::start(
-            index,
-            service.clone(),
-            drained.clone(),
-        )?);
-    }
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = &mut shutdown => break,
-        };
-        let stream = match accepted.and_then(|(stream, _)| stream.into_std()) {
-            Ok(stream) => stream,
-            Err(err) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(%err, "accept failed");
-                #[allow(clippy::disallowed_methods, reason = "the accept loop is an I/O edge")]
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let mut stream = Some(stream);
-        while let Some(unserved) = stream.take() {
-            let Some(least_busy) = pool
-                .iter()
-                .filter(|t| t.serving())
-                .min_by_key(|t| t.open.load(std::sync::atomic::Ordering::Relaxed))
-            else {
-                tracing::error!("no serving thread is left; connection refused");
-                break;
-            };
-            stream = least_busy.hand_over(unserved).err();
-        }
-    }
-    drop(listener);
-    tracing::info!("stopped accepting; waiting for open requests and streams to finish");
-    // All threads hear first, then each is waited for: each waits for the others.
-    let ended: Vec<_> = pool.into_iter().map(ServingThread::finish).collect();
-    for thread in ended {
-        let _ = thread.await;
-    }
-    Ok(())
-}
-
-/// The service every connection serves: [`stack::service`].
-trait Stack:
-    tower::Service<
-        axum::http::Request<hyper::body::Incoming>,
-        Response = axum::http::Response<stack::StackBody>,
-        Error = std::convert::Infallible,
-        Future: Send,
-    > + Clone
-    + Send
-    + 'static
-{
-}
-
-impl<S> Stack for S where
-    S: tower::Service<
-            axum::http::Request<hyper::body::Incoming>,
-            Response = axum::http::Response<stack::StackBody>,
-            Error = std::convert::Infallible,
-            Future: Send,
-        > + Clone
-        + Send
-        + 'static
-{
-}
-
-/// What every connection serves: the [`stack`] over the dispatch, as hyper wants it.
-type ConnectionService<S> = hyper_util::service::TowerToHyperService<S>;
-
-/// One serving thread: a single-threaded runtime that serves the connections it is
-/// handed.
-struct ServingThread {
-    connections: tokio::sync::mpsc::UnboundedSender<std::net::TcpStream>,
-    /// Connections open on this thread.
-    open: Arc<std::sync::atomic::AtomicUsize>,
-    /// Closed when the thread has ended.
-    ended: tokio::sync::oneshot::Receiver<()>,
-}
-
-impl ServingThread {
-    fn start<S: Stack>(
-        index: usize,
-        service: S,
-        drained: Arc<tokio::sync::Barrier>,
-    ) -> anyhow::Result<ServingThread> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("cannot start a serving thread's runtime")?;
-        let (connections, incoming) = tokio::sync::mpsc::unbounded_channel();
-        let (ended_tx, ended) = tokio::sync::oneshot::channel::<()>();
-        let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counter = open.clone();
-        std::thread::Builder::new()
-            .name(format!("crossbar-serve-{index}"))
-            .spawn(move || {
-                runtime.block_on(async move {
-                    use futures_util::FutureExt;
-                    let serving = serve_connections(incoming, service, counter);
-                    // A panic here ends this thread's serving, not the process: its
-                    // connections go to the others, and shutdown still completes.
-                    if std::panic::AssertUnwindSafe(serving)
-                        .catch_unwind()
-                        .await
-                        .is_err()
-                    {
-                        tracing::error!(thread = index, "a serving thread's loop panicked");
-                    }
-                    drained.wait().await;
-                });
-                // Dropping the runtime ends what is left on it (idle upstream
-                // connections) before the thread reports its end.
-                drop(runtime);
-                drop(ended_tx);
-            })
-            .context("cannot start a serving thread")?;
-        Ok(ServingThread {
-            connections,
-            open,
-            ended,
-        })
-    }
-
-    /// Hands `stream` to this thread, or gives it back if the thread has stopped
-    /// serving (its loop panicked and dropped its end of the channel).
-    fn hand_over(&self, stream: std::net::TcpStream) -> Result<(), std::net::TcpStream> {
-        use std::sync::atomic::Ordering::Relaxed;
-        self.open.fetch_add(1, Relaxed);
-        self.connections.send(stream).map_err(|unsent| {
-            self.open.fetch_sub(1, Relaxed);
-            tracing::error!("a serving thread has stopped; its connections go to the others");
-            unsent.0
-        })
-    }
-
-    /// Whether the thread still takes connections.
-    fn serving(&self) -> bool {
-        !self.connections.is_closed()
-    }
-
-    /// Tells the thread that no more connections come; what it returns completes once
-    /// the thread has served its open ones and ended.
-    fn finish(self) -> tokio::sync::oneshot::Receiver<()> {
-        drop(self.connections);
-        self.ended
-    }
-}
-
-/// A serving thread's loop: HTTP/1.1 (keep-alive) and HTTP/2 (h2c), TCP_NODELAY on
-/// every socket, and a graceful end that lets open requests — streams included —
-/// finish once no more connections come.
-///
-/// Written out rather than `axum::serve`: that one keeps every connection in a task
-/// whose state costs ~40 KB of memory even when idle, ~15× what this loop's costs
-/// (measured with 5,000 idle connections); at 10,000 open streams that is the
-/// difference between fitting in 300 MB or not.
-async fn serve_connections<S: Stack>(
-    mut incoming: tokio::sync::mpsc::UnboundedReceiver<std::net::TcpStream>,
-    service: S,
-    open: Arc<std::sync::atomic::AtomicUsize>,
-) {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use hyper_util::server::conn::auto;
-
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let wake_guard = tokio::spawn(keep_a_timer_armed());
-    while let Some(stream) = incoming.recv().await {
-        let stream = match tokio::net::TcpStream::from_std(stream) {
-            Ok(stream) => stream,
-            Err(err) => {
-                tracing::warn!(%err, "cannot serve an accepted socket");
-                open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-                continue;
-            }
-        };
-        if let Err(err) = stream.set_nodelay(true) {
-            tracing::warn!(%err, "cannot set TCP_NODELAY on an accepted socket");
-        }
-        let connection = builder
-            .serve_connection_with_upgrades(
-                TokioIo::new(stream),
-                ConnectionService::new(service.clone()),
-            )
-            .into_owned();
-        let connection = graceful.watch(connection);
-        let open = open.clone();
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::trace!(%err, "connection ended with an error");
-            }
-            open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        });
-    }
-    graceful.shutdown().await;
-    wake_guard.abort();
-}
-
-/// Keeps a timer due within a second on the serving thread's runtime.
-///
-/// tokio's timer wakes its driver (an `eventfd` write, and one more `epoll_wait`) when
-/// a timer is set earlier than the earliest it knew of when it last went idle. At
-/// one request at a time the thread goes idle with no timer at all, so each of the
-/// request's timeouts (the attempt's, the upstream exchange's) cost that wakeup: two
-/// system calls and a loop of the runtime per request, on the request's critical
-/// path. A timer that is always due within a second, earlier than any request's
-/// timeout, keeps that from happening, at the price of one wakeup a second.
-async fn keep_a_timer_armed() {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-    }
-}
+/// After a cut, how long the ledger may take to write what is queued.
+pub const CUT_FLUSH: Duration = Duration::from_secs(5);
 
 /// Time-driven breaker transitions (open → ramp, stage advances) happen even when
 /// an endpoint gets no traffic.
@@ -633,6 +511,46 @@ fn spawn_health_prober(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
             state.engine.probe().await;
         }
     })
+}
+
+/// How often the retention task runs (and once at start).
+pub const RETENTION_EVERY: Duration = Duration::from_secs(3_600);
+
+/// Deletes what the active configuration's `[retention]` no longer keeps, at start
+/// and every `every`; `/readyz` shows what it did ([`RetentionStatus`]). Several
+/// replicas may run it on one store: a delete finds nothing the second time.
+fn spawn_retention(state: Arc<AppState>, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            run_retention(&state).await;
+        }
+    })
+}
+
+/// One retention run, recorded in `state.retention`.
+pub async fn run_retention(state: &AppState) {
+    let policy = state.engine.snapshot().config.raw().retention;
+    let result = state.store.apply_retention(&policy, unix_ms()).await;
+    let mut status = state.retention.lock();
+    status.policy = Some(policy);
+    status.last_run_ms = Some(unix_ms());
+    match result {
+        Ok(deleted) => {
+            if deleted != store::Deleted::default() {
+                tracing::info!(?deleted, "retention: old rows deleted");
+            }
+            status.deleted.add(&deleted);
+            status.last_deleted = deleted;
+            status.last_error = None;
+        }
+        Err(err) => {
+            tracing::warn!(error = %format!("{err:#}"), "retention: the run failed; the next one retries");
+            status.last_error = Some(format!("{err:#}"));
+        }
+    }
 }
 
 /// Several replicas share one database: each follows the newest published version,
@@ -664,30 +582,92 @@ fn spawn_config_follower(
 /// Completes on Ctrl-C (SIGINT) or SIGTERM, the signals a terminal, systemd or a
 /// container runtime send.
 pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!(%err, "cannot listen for Ctrl-C");
+    shutdown_signals().0.await;
+}
+
+/// Two futures: the first completes on the first SIGINT or SIGTERM (begin a graceful
+/// shutdown), the second on the one after it (stop waiting). Must be called inside a
+/// tokio runtime: a task listens from the call on.
+pub fn shutdown_signals() -> (
+    impl Future<Output = ()> + Send + 'static,
+    impl Future<Output = ()> + Send + 'static,
+) {
+    let (count, heard) = tokio::sync::watch::channel(0u32);
+    tokio::spawn(async move {
+        let mut signals = Signals::listen();
+        loop {
+            signals.next().await;
+            let n = {
+                count.send_modify(|n| *n += 1);
+                *count.borrow()
+            };
+            if n == 1 {
+                tracing::info!(
+                    "shutting down: draining open requests (a second signal stops at once)"
+                );
+            } else {
+                tracing::warn!("a second signal: stopping now");
+            }
+        }
+    });
+    let wait = |at_least: u32| {
+        let mut heard = heard.clone();
+        async move {
+            // The sender lives as long as the listening task, which never ends.
+            let _ = heard.wait_for(|n| *n >= at_least).await;
+        }
+    };
+    (wait(1), wait(2))
+}
+
+/// The process's SIGINT and SIGTERM (Ctrl-C elsewhere), listened to from creation.
+struct Signals {
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn listen() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let listen = |kind: SignalKind, name: &str| {
+                signal(kind)
+                    .inspect_err(|err| tracing::error!(%err, "cannot listen for {name}"))
+                    .ok()
+            };
+            Signals {
+                terminate: listen(SignalKind::terminate(), "SIGTERM"),
+                interrupt: listen(SignalKind::interrupt(), "SIGINT"),
+            }
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    /// The next signal; pending forever if none can be listened for.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn one(signal: &mut Option<tokio::signal::unix::Signal>) {
+                let received = match signal {
+                    Some(s) => s.recv().await.is_some(),
+                    None => false,
+                };
+                if !received {
+                    std::future::pending::<()>().await;
+                }
+            }
+            tokio::select! {
+                () = one(&mut self.terminate) => {}
+                () = one(&mut self.interrupt) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut sigterm) => {
-                sigterm.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(%err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
     }
-    tracing::info!("shutting down");
 }

@@ -4,11 +4,17 @@
 //!
 //! Every method here is called on the hot path (once per request): each takes one
 //! short mutex and never awaits. The durable copy goes to the ledger writer's channel.
+//!
+//! The mutexes are `parking_lot`'s, which a panic does not poison: were one request's
+//! accounting to panic while holding a lock (its handler gets a 500 from the stack's
+//! panic catch), every later request still takes the lock as usual, instead of
+//! panicking on a poisoned `std::sync::Mutex` for the rest of the process's life.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use router_core::admin::BreakerEvent;
 use router_core::admin::{ContinuationEvent, FeatureLive, VariantLive};
 use router_core::config::Config;
@@ -165,7 +171,7 @@ impl Live {
         }
         let second = r.at_ms.div_euclid(1000);
         {
-            let mut features = self.features.lock().expect("live lock");
+            let mut features = self.features.lock();
             if !features.contains_key(&r.feature) {
                 features.insert(r.feature.clone(), FeatureRing::new());
             }
@@ -207,7 +213,7 @@ impl Live {
             r.outcome.as_str(),
         ]
         .join(KEY_SEPARATOR);
-        let mut all = self.totals.lock().expect("totals lock");
+        let mut all = self.totals.lock();
         let totals = all.requests.entry(key).or_default();
         totals.count += 1;
         totals.prompt_tokens += r.prompt_tokens;
@@ -223,7 +229,7 @@ impl Live {
     /// Keeps a continued stream's continuations for the timeline: each attempt that
     /// continued, from the last earlier attempt that had streamed output.
     fn note_continuations(&self, r: &RequestRecord) {
-        let mut recent = self.continuations.lock().expect("live lock");
+        let mut recent = self.continuations.lock();
         for (i, a) in r.attempts.iter().enumerate() {
             let Some(method) = &a.continuation else {
                 continue;
@@ -253,16 +259,11 @@ impl Live {
 
     /// The most recent stream continuations, newest last.
     pub fn recent_continuations(&self) -> Vec<ContinuationEvent> {
-        self.continuations
-            .lock()
-            .expect("live lock")
-            .iter()
-            .cloned()
-            .collect()
+        self.continuations.lock().iter().cloned().collect()
     }
 
     fn count_transition(&self, e: &BreakerEvent) {
-        let mut totals = self.totals.lock().expect("totals lock");
+        let mut totals = self.totals.lock();
         *totals
             .transitions
             .entry((e.endpoint.clone(), e.transition.to.as_str().to_owned()))
@@ -271,14 +272,14 @@ impl Live {
 
     /// Runs `f` over the cumulative totals (`/metrics`, at scrape time).
     pub fn with_totals<R>(&self, f: impl FnOnce(&MetricTotals) -> R) -> R {
-        f(&self.totals.lock().expect("totals lock"))
+        f(&self.totals.lock())
     }
 
     /// Every configured feature's last minute, at wall-clock `now_ms`.
     pub fn features(&self, config: &Config, now_ms: i64) -> Vec<FeatureLive> {
         let now_second = now_ms.div_euclid(1000);
         let oldest = now_second - LIVE_WINDOW_S as i64 + 1;
-        let features = self.features.lock().expect("live lock");
+        let features = self.features.lock();
         config
             .features()
             .iter()
@@ -345,5 +346,44 @@ impl Live {
                 live
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(feature: &str) -> RequestRecord {
+        RequestRecord {
+            request_id: "req_1".into(),
+            at_ms: 1_700_000_000_000,
+            feature: feature.into(),
+            variant: "default".into(),
+            endpoint: Some("e".into()),
+            outcome: "ok".into(),
+            status: 200,
+            latency_ms: 12.0,
+            ..RequestRecord::default()
+        }
+    }
+
+    /// One request's accounting panicking with the locks held (a bug, a bad
+    /// record) must not take every later request down with it: a poisoned
+    /// `std::sync::Mutex` behind `.expect("lock")` did exactly that.
+    #[test]
+    fn a_panic_while_a_lock_is_held_does_not_break_later_requests() {
+        let live = Arc::new(Live::default());
+        live.observe(&record("summarize"));
+        let held = live.clone();
+        let panicked = std::thread::spawn(move || {
+            let _features = held.features.lock();
+            let _totals = held.totals.lock();
+            panic!("a request's accounting fails with the locks held");
+        })
+        .join();
+        assert!(panicked.is_err());
+        live.observe(&record("recap"));
+        assert_eq!(live.with_totals(|t| t.requests().len()), 2);
+        assert_eq!(live.features.lock().len(), 2);
     }
 }

@@ -8,14 +8,15 @@ use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use router_core::admin::Role;
 use server::file::ConfigFile;
+use server::limits::Limits;
 use server::policy::{CredentialPolicy, Security};
 use server::store::Store;
-use server::{Options, Server, shutdown_signal};
-use tracing_subscriber::EnvFilter;
+use server::{Options, Server, shutdown_signals};
 
 #[derive(Parser)]
 #[command(name = "crossbar", version = router_core::VERSION, about = "Crossbar: multi-cloud LLM routing layer")]
@@ -88,6 +89,8 @@ enum Command {
             value_delimiter = ','
         )]
         cors_origins: Vec<String>,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// Configuration files and versions.
     Config {
@@ -107,6 +110,64 @@ enum Command {
     /// A self-contained demo: simulated clouds, the router, the console, live traffic
     /// with scripted incidents. No cloud account needed.
     Demo(server::demo::DemoArgs),
+}
+
+/// Connection caps and timeouts (`server::limits`; README, "Limits and timeouts").
+/// Durations take `ms`, `s` or `m` (a plain number is seconds); `0` turns a timeout
+/// off.
+#[derive(clap::Args, Debug)]
+struct LimitArgs {
+    /// A new connection must begin a request within this; an HTTP/1.1 request head
+    /// (and the next one on a kept-alive connection) must arrive within it too.
+    #[arg(long, env = "CROSSBAR_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = duration)]
+    header_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    #[arg(long, env = "CROSSBAR_IDLE_TIMEOUT", default_value = "60s", value_parser = duration)]
+    idle_timeout: Duration,
+    /// HTTP/2: a PING after this much silence; unanswered for as long again, the
+    /// connection is closed.
+    #[arg(long, env = "CROSSBAR_HTTP2_KEEP_ALIVE", default_value = "20s", value_parser = duration)]
+    http2_keep_alive: Duration,
+    /// A request body that sends nothing for this long fails.
+    #[arg(long, env = "CROSSBAR_BODY_READ_TIMEOUT", default_value = "30s", value_parser = duration)]
+    body_read_timeout: Duration,
+    /// Open client connections, at most (lowered to fit the file-descriptor limit).
+    #[arg(long, env = "CROSSBAR_MAX_CONNECTIONS", default_value_t = 20_000)]
+    max_connections: usize,
+    /// Open connections from one client address, at most; 0: no per-address cap.
+    /// Behind a load balancer every client shares its addresses.
+    #[arg(
+        long,
+        env = "CROSSBAR_MAX_CONNECTIONS_PER_IP",
+        default_value_t = 10_000
+    )]
+    max_connections_per_ip: usize,
+    /// On SIGTERM, how long open requests and streams may take to finish before they
+    /// are cut (a second signal cuts at once).
+    #[arg(long, env = "CROSSBAR_DRAIN_TIMEOUT", default_value = "25s", value_parser = duration)]
+    drain_timeout: Duration,
+    /// Open `/admin/v1/events` streams (consoles), at most.
+    #[arg(long, env = "CROSSBAR_MAX_EVENT_STREAMS", default_value_t = 64)]
+    max_event_streams: usize,
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    server::limits::parse_duration(text)
+}
+
+impl LimitArgs {
+    fn limits(&self) -> Limits {
+        Limits {
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            http2_keep_alive_interval: self.http2_keep_alive,
+            body_read_timeout: self.body_read_timeout,
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            drain_timeout: self.drain_timeout,
+            max_event_streams: self.max_event_streams,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -130,15 +191,22 @@ fn main() -> ExitCode {
         // Long-running: restarts with the allocator's settings unless they are set.
         allocator::ensure_tuned();
     }
-    // Logs go to stderr; stdout carries only the lines scripts read.
-    tracing_subscriber::fmt()
-        // Whatever level CROSSBAR_LOG asks for, targets that print credentials stay capped.
-        .with_env_filter(EnvFilter::new(router_core::logging::directives(
-            &std::env::var("CROSSBAR_LOG").unwrap_or_else(|_| "info".into()),
-        )))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    // Logs go to stderr; stdout carries only the lines scripts read. Whatever
+    // CROSSBAR_LOG asks for, targets that print credentials stay capped (logs.rs).
+    {
+        use tracing_subscriber::Layer;
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        let requested = std::env::var("CROSSBAR_LOG").unwrap_or_else(|_| "info".into());
+        tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_filter(server::logs::filter(&requested)),
+            )
+            .init();
+    }
 
     if let Command::Demo(args) = &cli.command {
         // The demo's simulated identity services stand in for the cloud's: point the
@@ -180,6 +248,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             credentials_dir,
             allow_plain_http_credentials,
             cors_origins,
+            limits,
         } => {
             let config = config.map(|p| ConfigFile::load(&p)).transpose()?;
             let server = Server::start(Options {
@@ -201,6 +270,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     },
                     cors_origins,
                 },
+                limits: limits.limits(),
             })
             .await?;
             let addr = server.local_addr()?;
@@ -208,7 +278,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if !no_console {
                 println!("crossbar: console at http://{addr}/");
             }
-            server.run(shutdown_signal()).await
+            let (first, second) = shutdown_signals();
+            server.run_until(first, second).await
         }
         Command::Config {
             command: ConfigCommand::Validate { file },
@@ -275,6 +346,7 @@ mod tests {
             _ => unreachable!("a serve command"),
         };
         assert!(!when_idle(&["crossbar", "serve"]));
+        // (The limits' flags are checked below.)
         assert!(when_idle(&[
             "crossbar",
             "serve",
@@ -340,5 +412,34 @@ mod tests {
                 ]
             )
         );
+    }
+
+    /// The flags' defaults are the library's documented ones.
+    #[test]
+    fn serve_takes_the_documented_limits_by_default_and_each_as_a_flag() {
+        let limits = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
+            Command::Serve { limits, .. } => limits.limits(),
+            _ => unreachable!("a serve command"),
+        };
+        if std::env::vars().all(|(k, _)| !k.starts_with("CROSSBAR_")) {
+            assert_eq!(limits(&["crossbar", "serve"]), Limits::default());
+        }
+        let set = limits(&[
+            "crossbar",
+            "serve",
+            "--header-read-timeout",
+            "2s",
+            "--idle-timeout",
+            "500ms",
+            "--drain-timeout",
+            "0",
+            "--max-connections-per-ip",
+            "8",
+        ]);
+        assert_eq!(set.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(set.idle_timeout, Duration::from_millis(500));
+        assert_eq!(set.drain_timeout, Duration::ZERO);
+        assert_eq!(set.max_connections_per_ip, 8);
+        assert!(Cli::try_parse_from(["crossbar", "serve", "--idle-timeout", "soon"]).is_err());
     }
 }

@@ -522,6 +522,7 @@ mod tests {
             workers: 1,
             upstream_http1_when_idle: false,
             security: crate::policy::Security::default(),
+            limits: crate::limits::Limits::default(),
         })
         .await
         .unwrap();

@@ -12,7 +12,10 @@
 //!    connection, the serving thread and every other request carry on;
 //! 3. **timeout** — a backstop on the time to a response head (the gateway's own
 //!    deadlines end a request long before it; this catches a handler that hangs);
-//! 4. **dispatch** — `POST /v1/chat/completions` goes straight to its handler (the
+//! 4. **body-read timeout** — a request body that sends nothing for
+//!    `body_read_timeout` fails to read (a 400 on the gateway), so a client cannot
+//!    hold a handler, and its connection, by sending a body slowly or not at all;
+//! 5. **dispatch** — `POST /v1/chat/completions` goes straight to its handler (the
 //!    hot path: axum's route matching and the trace layer's bookkeeping were 2.6 % of
 //!    the gateway's CPU at c=32), everything else through the [`crate::app`] router
 //!    (the gateway's other routes, the admin API, the console).
@@ -34,7 +37,7 @@ use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::PropagateRequestIdLayer;
 use tower_http::set_header::SetRequestHeaderLayer;
-use tower_http::timeout::TimeoutLayer;
+use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 use tracing::Instrument;
 
 use crate::{AppState, gateway};
@@ -49,12 +52,15 @@ pub type StackBody = tower_http::body::UnsyncBoxBody<bytes::Bytes, tower::BoxErr
 pub struct StackSettings {
     /// The backstop on a response head: longer than any feature's deadline.
     pub response_timeout: Duration,
+    /// The longest a request body may send nothing (`crate::limits::Limits`).
+    pub body_read_timeout: Duration,
 }
 
 impl Default for StackSettings {
     fn default() -> Self {
         Self {
             response_timeout: Duration::from_secs(600),
+            body_read_timeout: crate::limits::Limits::default().body_read_timeout,
         }
     }
 }
@@ -87,7 +93,19 @@ where
             StatusCode::GATEWAY_TIMEOUT,
             settings.response_timeout,
         ))
+        .layer(RequestBodyTimeoutLayer::new(body_timeout(
+            settings.body_read_timeout,
+        )))
         .service(Dispatch { state, router })
+}
+
+/// The body-read timeout, a year when it is off (zero).
+fn body_timeout(d: Duration) -> Duration {
+    if d.is_zero() {
+        Duration::from_secs(365 * 86_400)
+    } else {
+        d
+    }
 }
 
 /// The chat route straight to its handler, the rest through the router.
@@ -231,16 +249,16 @@ mod tests {
         let (_, key) = store.create_gateway_key("t", "k", None).await.unwrap();
         let keys = Keys::load(store.clone()).await.unwrap();
         let (ledger, _writer) = store.ledger_writer(16);
-        let state = Arc::new(AppState {
+        let state = Arc::new(AppState::new(
             engine,
             store,
             keys,
-            live: Arc::new(Live::default()),
+            Arc::new(Live::default()),
             ledger,
-            sink_events: tokio::sync::broadcast::channel(1).0,
-            config_events: tokio::sync::broadcast::channel(1).0,
-            publishing: tokio::sync::Mutex::new(()),
-        });
+            tokio::sync::broadcast::channel(1).0,
+            tokio::sync::broadcast::channel(1).0,
+            crate::limits::Limits::default(),
+        ));
         (state, key)
     }
 

@@ -10,6 +10,7 @@
 
 mod common;
 
+use std::process::Command;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -25,11 +26,19 @@ use router_core::config::{
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
-/// Simulated OpenAI endpoints `names` (`eu-*` in europe-west4, others in eastus), one
-/// feature `summarize` bound to them in order, and `edit` to shape the rest. Upstream
-/// requests here time out after 5 s.
 async fn start(test: &str, names: &[&str], edit: impl FnOnce(&mut RouterConfig)) -> Harness {
-    common::start(test, names, |c| {
+    start_with(test, names, edit, &[]).await
+}
+
+/// As [`start`], with more `crossbar serve` arguments.
+async fn start_with(
+    test: &str,
+    names: &[&str],
+    edit: impl FnOnce(&mut RouterConfig),
+    args: &[&str],
+) -> Harness {
+    let upstreams = names.iter().map(|n| common::Upstream::openai(n)).collect();
+    common::start_with_args(test, upstreams, args, |c| {
         for e in &mut c.endpoints {
             e.timeouts.request_ms = 5_000;
         }
@@ -908,7 +917,7 @@ async fn upstream_error_text_never_reaches_the_client_but_stays_in_the_ledger() 
     }
 
     // The operator's view: the ledger's attempt keeps what the upstream said.
-    let store = server::store::Store::open(&h._dir.0.join("crossbar.db"))
+    let store = server::store::Store::open(&h.dir.0.join("crossbar.db"))
         .await
         .unwrap();
     let mut record = None;
@@ -954,4 +963,393 @@ async fn upstream_error_text_never_reaches_the_client_but_stays_in_the_ledger() 
             .any(|r| r["request_id"] == request_id.as_str()),
         "{recent}"
     );
+}
+
+/// Raises this process's open-file limit to its hard limit (the child inherits it).
+fn raise_fd_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+    }
+    limit.rlim_cur
+}
+
+fn addr(h: &Harness) -> String {
+    h.base.trim_start_matches("http://").to_owned()
+}
+
+/// Whether `socket` is closed by the server within `within`: it reads end-of-file
+/// (or a reset), not a timeout.
+fn closed_within(socket: &mut std::net::TcpStream, within: Duration) -> bool {
+    use std::io::Read;
+    socket.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 512];
+    loop {
+        match socket.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+async fn healthz(h: &Harness) -> u16 {
+    reqwest::Client::new()
+        .get(format!("{}/healthz", h.base))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .map_or(0, |r| r.status().as_u16())
+}
+
+/// 2,000 sockets that connect and say nothing: the server keeps answering
+/// `/healthz`, and closes every one of them once the header-read timeout has passed
+/// (they used to stay open for ever, and enough of them exhausted the process's
+/// file descriptors).
+#[tokio::test]
+async fn silent_sockets_are_closed_and_health_checks_keep_answering() {
+    let fds = raise_fd_limit();
+    assert!(
+        fds >= 5_000,
+        "the test needs 5,000 file descriptors, has {fds}"
+    );
+    let h = start_with(
+        "silent",
+        &["primary"],
+        |_| {},
+        &["--header-read-timeout", "3s"],
+    )
+    .await;
+    let target = addr(&h);
+    let opened = std::time::Instant::now();
+    let mut sockets = tokio::task::spawn_blocking(move || {
+        (0..2_000)
+            .map(|_| std::net::TcpStream::connect(&target).unwrap())
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    for _ in 0..5 {
+        assert_eq!(
+            healthz(&h).await,
+            200,
+            "/healthz under 2,000 silent sockets"
+        );
+    }
+    let closed = tokio::task::spawn_blocking(move || {
+        let deadline = opened + Duration::from_secs(20);
+        let mut closed = 0;
+        for s in &mut sockets {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            closed += usize::from(closed_within(s, left.max(Duration::from_millis(1))));
+        }
+        closed
+    })
+    .await
+    .unwrap();
+    assert_eq!(closed, 2_000, "every silent socket was closed within 20 s");
+    assert_eq!(healthz(&h).await, 200);
+}
+
+/// Past the per-address cap a new connection is answered a 503 and closed at once;
+/// when one closes, there is room again.
+#[tokio::test]
+async fn a_connection_past_the_per_address_cap_gets_a_503_and_is_closed() {
+    let h = start_with(
+        "cap",
+        &["primary"],
+        |_| {},
+        &["--max-connections-per-ip", "3"],
+    )
+    .await;
+    let target = addr(&h);
+    let (held, refused) = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let held: Vec<_> = (0..3)
+            .map(|_| std::net::TcpStream::connect(&target).unwrap())
+            .collect();
+        std::thread::sleep(Duration::from_millis(200));
+        let mut extra = std::net::TcpStream::connect(&target).unwrap();
+        extra
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut answer = String::new();
+        let _ = extra.read_to_string(&mut answer);
+        (held, answer)
+    })
+    .await
+    .unwrap();
+    assert!(
+        refused.starts_with("HTTP/1.1 503") && refused.contains("\"code\":\"unavailable\""),
+        "{refused}"
+    );
+    assert_ne!(healthz(&h).await, 200, "still full");
+    drop(held);
+    let mut answered = 0;
+    for _ in 0..50 {
+        answered = healthz(&h).await;
+        if answered == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(answered, 200, "room again once the held connections closed");
+}
+
+/// A kept-alive connection with no request in flight is closed after the idle
+/// timeout; one whose request body stalls gets a 400 after the body-read timeout.
+#[tokio::test]
+async fn idle_connections_are_closed_and_a_stalled_body_times_out() {
+    let h = start_with(
+        "idle",
+        &["primary"],
+        |_| {},
+        &[
+            "--idle-timeout",
+            "1s",
+            "--header-read-timeout",
+            "30s",
+            "--body-read-timeout",
+            "1s",
+        ],
+    )
+    .await;
+    let (target, key) = (addr(&h), h.key.clone());
+    let (idle_closed, stalled) = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut idle = std::net::TcpStream::connect(&target).unwrap();
+        idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+            .unwrap();
+        idle.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut buf = [0u8; 1024];
+        let n = idle.read(&mut buf).unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        let idle_closed = closed_within(&mut idle, Duration::from_secs(4));
+
+        let mut slow = std::net::TcpStream::connect(&target).unwrap();
+        write!(
+            slow,
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\n\
+             content-type: application/json\r\ncontent-length: 200\r\n\r\n{{\"model\": "
+        )
+        .unwrap();
+        slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut answer = Vec::new();
+        let _ = slow.read_to_end(&mut answer);
+        (idle_closed, String::from_utf8_lossy(&answer).into_owned())
+    })
+    .await
+    .unwrap();
+    assert!(idle_closed, "the idle connection was closed");
+    assert!(stalled.starts_with("HTTP/1.1 400"), "{stalled}");
+}
+
+/// SIGTERM with a console's event stream open, a connection that never sent a
+/// request and an upstream stream that does not end for minutes: the server stops
+/// within the drain deadline (it used to wait for ever), the event stream ends, the
+/// cut stream is in the ledger.
+#[tokio::test]
+async fn shutdown_ends_within_the_drain_deadline_whatever_is_open() {
+    let mut h = start_with(
+        "drain-cut",
+        &["primary"],
+        |_| {},
+        &["--drain-timeout", "2s"],
+    )
+    .await;
+    h.faults("primary", json!({"tokens_per_second": 1}));
+    let endless = h
+        .chat(json!({"model": "summarize", "stream": true,
+            "messages": [{"role": "user", "content": "Tell me a long story"}], "max_tokens": 1000}))
+        .await;
+    assert_eq!(endless.status(), 200);
+    let mut endless = endless.bytes_stream();
+    endless.next().await.unwrap().unwrap();
+    let events = h
+        .http
+        .get(format!(
+            "{}/admin/v1/events?access_token={}",
+            h.base, h.tokens["viewer"]
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    let mut events = events.bytes_stream();
+    events.next().await.unwrap().unwrap();
+    let _silent = std::net::TcpStream::connect(addr(&h)).unwrap();
+
+    let asked = std::time::Instant::now();
+    unsafe {
+        libc::kill(h.child.id() as i32, libc::SIGTERM);
+    }
+    let events_ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(_)) = events.next().await {}
+    })
+    .await;
+    assert!(events_ended.is_ok(), "the event stream ended");
+    let endless_ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(_)) = endless.next().await {}
+    })
+    .await;
+    assert!(endless_ended.is_ok(), "the endless stream was cut");
+    let mut child = std::mem::replace(&mut h.child, Command::new("true").spawn().unwrap());
+    let status = tokio::task::spawn_blocking(move || {
+        for _ in 0..100 {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        None
+    })
+    .await
+    .unwrap();
+    let status = status.expect("the server exited within 10 s of SIGTERM");
+    assert!(status.success(), "{status}");
+    assert!(
+        asked.elapsed() >= Duration::from_millis(1_500),
+        "it waited for the drain deadline first"
+    );
+    let store = server::store::Store::open(&h.dir.0.join("crossbar.db"))
+        .await
+        .unwrap();
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT outcome, completion_tokens FROM usage_ledger")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].0, "cancelled", "{rows:?}");
+    assert!(rows[0].1 > 0, "what was streamed is billed: {rows:?}");
+}
+
+/// A second signal stops the server at once, without waiting out the drain
+/// deadline, and what it cut is still in the ledger.
+#[tokio::test]
+async fn a_second_signal_stops_at_once_and_flushes_the_ledger() {
+    let mut h = start_with(
+        "drain-twice",
+        &["primary"],
+        |_| {},
+        &["--drain-timeout", "60s"],
+    )
+    .await;
+    h.faults("primary", json!({"tokens_per_second": 1}));
+    let endless = h
+        .chat(json!({"model": "summarize", "stream": true,
+            "messages": [{"role": "user", "content": "Tell me a long story"}], "max_tokens": 1000}))
+        .await;
+    let mut endless = endless.bytes_stream();
+    endless.next().await.unwrap().unwrap();
+    let pid = h.child.id() as i32;
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert!(h.child.try_wait().unwrap().is_none(), "still draining");
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    let mut child = std::mem::replace(&mut h.child, Command::new("true").spawn().unwrap());
+    let status = tokio::task::spawn_blocking(move || {
+        for _ in 0..50 {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        None
+    })
+    .await
+    .unwrap();
+    assert!(
+        status
+            .expect("exited within 5 s of the second signal")
+            .success()
+    );
+    let store = server::store::Store::open(&h.dir.0.join("crossbar.db"))
+        .await
+        .unwrap();
+    let outcome: String = sqlx::query_scalar("SELECT outcome FROM usage_ledger")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(outcome, "cancelled");
+}
+
+/// A stream that outlives its feature's maximum duration ends with an
+/// `upstream_error` event and no `[DONE]` (an upstream that never finishes used to
+/// hold the stream open for as long as it liked).
+#[tokio::test]
+async fn a_stream_past_its_features_maximum_duration_ends_with_an_upstream_error() {
+    let h = start("max-stream", &["primary"], |c| {
+        c.features[0].max_stream_ms = Some(1_500);
+    })
+    .await;
+    h.faults("primary", json!({"tokens_per_second": 2}));
+    let started = std::time::Instant::now();
+    let r = h
+        .chat(json!({"model": "summarize", "stream": true,
+            "messages": [{"role": "user", "content": "Tell me a long story"}], "max_tokens": 1000}))
+        .await;
+    assert_eq!(r.status(), 200);
+    let text = tokio::time::timeout(Duration::from_secs(10), r.text())
+        .await
+        .expect("the stream ended")
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let last = text.lines().rfind(|l| l.starts_with("data: ")).unwrap();
+    let error: Value = serde_json::from_str(last.trim_start_matches("data: ")).unwrap();
+    assert_eq!(error["error"]["code"], "upstream_error", "{text}");
+    assert!(!text.contains("[DONE]"), "{text}");
+}
+
+/// An HTTP/2 peer that stops answering PINGs — gone without a FIN, say — is
+/// disconnected after the keep-alive interval and as long again, even with a
+/// stream open (there was no HTTP/2 keep-alive: such a connection stayed for ever).
+#[tokio::test]
+async fn an_http2_peer_that_stops_answering_pings_is_disconnected() {
+    let h = start_with(
+        "h2-ping",
+        &["primary"],
+        |_| {},
+        &["--http2-keep-alive", "1s"],
+    )
+    .await;
+    let tcp = tokio::net::TcpStream::connect(addr(&h)).await.unwrap();
+    let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
+    let mut connection = Box::pin(connection);
+    let request = axum::http::Request::get(format!(
+        "{}/admin/v1/events?access_token={}",
+        h.base, h.tokens["viewer"]
+    ))
+    .body(())
+    .unwrap();
+    let (response, _) = client.send_request(request, true).unwrap();
+    let response = tokio::select! {
+        response = response => response.unwrap(),
+        ended = &mut connection => panic!("the connection ended first: {ended:?}"),
+    };
+    assert_eq!(response.status(), 200);
+    // The connection is no longer driven: the server's PINGs go unanswered.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let ended = tokio::time::timeout(Duration::from_secs(5), &mut connection).await;
+    assert!(ended.is_ok(), "the server closed the connection");
 }

@@ -812,12 +812,17 @@ async fn row_a_context_overflow_is_not_retried_and_falls_back_only_where_configu
         let got = ask(&h, ask_body(mode, &long_prompt(), 30)).await;
         assert_eq!(got.status, 400, "{mode:?}: {got:#?}");
         assert_eq!(got.error["code"], "context_length_exceeded", "{mode:?}");
+        // The class is the reason; the upstream's own text stays in the operator's
+        // log (issue 18: clients get a safe message, never the upstream's words).
+        let message = got.error["message"].as_str().unwrap();
         assert!(
-            got.error["message"]
-                .as_str()
-                .unwrap()
-                .contains("maximum context length"),
-            "{mode:?}: the upstream's reason: {}",
+            message.contains("context window"),
+            "{mode:?}: {}",
+            got.error
+        );
+        assert!(
+            !message.contains("maximum context length"),
+            "{mode:?}: the upstream's text leaked: {}",
             got.error
         );
         assert_eq!(
@@ -863,12 +868,15 @@ async fn row_a_content_filter_refusal_is_neither_retried_nor_failed_over() {
         .await;
         assert_eq!(got.status, 400, "{mode:?}: {got:#?}");
         assert_eq!(got.error["code"], "content_filtered", "{mode:?}: {got:#?}");
+        let message = got.error["message"].as_str().unwrap();
         assert!(
-            got.error["message"]
-                .as_str()
-                .unwrap()
-                .contains("content management policy"),
+            message.contains("content filter"),
             "{mode:?}: {}",
+            got.error
+        );
+        assert!(
+            !message.contains("content management policy"),
+            "{mode:?}: the upstream's text leaked: {}",
             got.error
         );
         assert_eq!(

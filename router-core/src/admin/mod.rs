@@ -172,9 +172,10 @@ pub struct ConfigVersionSummary {
 #[serde(deny_unknown_fields)]
 pub struct PublishRequest {
     pub config: crate::config::RouterConfig,
-    /// The version the edit started from: a publish on top of a newer version is
-    /// refused (409) instead of silently overwriting someone else's change.
-    pub base_version: Option<i64>,
+    /// The version the edit started from (required): a publish on top of a newer
+    /// version is refused (409, with the current version) instead of silently
+    /// overwriting someone else's change.
+    pub base_version: i64,
     #[serde(default)]
     pub message: String,
 }
@@ -186,7 +187,8 @@ pub struct PublishRequest {
 pub struct FeatureEdit {
     pub binding: Vec<String>,
     pub experiment: Option<crate::config::ExperimentConfig>,
-    pub base_version: Option<i64>,
+    /// The version the edit started from (required; see [`PublishRequest`]).
+    pub base_version: i64,
     #[serde(default)]
     pub message: String,
 }
@@ -198,7 +200,9 @@ pub struct FeatureEdit {
 pub struct RollbackRequest {
     /// The version to restore; it is republished as a new version.
     pub to_version: i64,
-    pub base_version: Option<i64>,
+    /// The version active when the rollback was asked for (required; see
+    /// [`PublishRequest`]).
+    pub base_version: i64,
     #[serde(default)]
     pub message: String,
 }

@@ -45,6 +45,12 @@ pub struct FeatureConfig {
     /// is a failure like a cut (and is continued on a backup). Default 5 s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_idle_timeout_ms: Option<u64>,
+    /// Longest a stream may last, from the request's arrival: past it the stream
+    /// ends with an `upstream_error` event (an upstream that keeps a stream alive
+    /// without ever finishing it cannot hold a connection for ever). Default 15
+    /// minutes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_stream_ms: Option<u64>,
     /// Continue a text stream that breaks after its first token on a backup, so the
     /// client gets one uninterrupted answer (default). Off: such a stream ends with
     /// an error event. Tool calls and JSON output are never continued.
@@ -94,6 +100,7 @@ impl FeatureConfig {
             attempt_timeout_ms: None,
             ttft_timeout_ms: None,
             stream_idle_timeout_ms: None,
+            max_stream_ms: None,
             continue_streams: true,
             context_fallback: false,
             shadows: Vec::new(),

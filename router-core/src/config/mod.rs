@@ -31,7 +31,10 @@ pub use endpoint::{
 pub use feature::{ExperimentConfig, FeatureConfig, TeamConfig, Thresholds, VariantConfig};
 pub use playbook::{Rollout, RolloutConfig, Shadow, ShadowConfig};
 pub use policy::{BreakerParams, BreakerPolicy, RetryPolicy};
-pub use validate::{Config, Endpoint, EndpointId, Feature, Variant, endpoint_path};
+pub use validate::{
+    Config, DEFAULT_MAX_STREAM_MS, Endpoint, EndpointId, Feature, MAX_STREAM_MS, Variant,
+    endpoint_path,
+};
 
 use std::fmt;
 
@@ -55,6 +58,9 @@ pub struct RouterConfig {
     pub retry: RetryPolicy,
     #[serde(default)]
     pub privacy: Privacy,
+    /// How long the store keeps the usage ledger, its rollups and breaker events.
+    #[serde(default)]
+    pub retention: Retention,
 }
 
 impl RouterConfig {
@@ -80,6 +86,36 @@ pub struct Privacy {
     /// turns it on: by default only counts, timings and costs are kept.
     #[serde(default)]
     pub store_text: bool,
+}
+
+/// How long the store keeps what the traffic leaves behind, in days; `0` keeps it
+/// forever. A background task of the server deletes older rows (about once an hour)
+/// and `/readyz` reports what it did. Spend reports read the rollups: a range older
+/// than `minute_rollup_days` is reported from the hourly rollups only (its whole
+/// hours), one older than `hour_rollup_days` as empty.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    /// One row per request (`usage_ledger`), with its attempts: the largest table.
+    pub ledger_days: u32,
+    /// Per-minute rollups (`usage_minute`): spend over short ranges.
+    pub minute_rollup_days: u32,
+    /// Per-hour rollups (`usage_hour`): spend over long ranges.
+    pub hour_rollup_days: u32,
+    /// Breaker transitions (`breaker_events`) and feedback votes (`feedback`).
+    pub event_days: u32,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            ledger_days: 30,
+            minute_rollup_days: 35,
+            hour_rollup_days: 800,
+            event_days: 90,
+        }
+    }
 }
 
 /// One validation problem: where (a dotted path into [`RouterConfig`]) and why.

@@ -17,12 +17,97 @@ pub const DEFAULT_TTFT_TIMEOUT_MS: u64 = 10_000;
 /// Longest silence inside a started stream: models pause for milliseconds between
 /// tokens, a stall for good.
 pub const DEFAULT_STREAM_IDLE_TIMEOUT_MS: u64 = 5_000;
+/// Longest a stream may last when the feature does not say: long answers at a slow
+/// model's pace fit, a stream that never ends does not.
+pub const DEFAULT_MAX_STREAM_MS: u64 = 15 * 60_000;
+/// The most a feature may set as its maximum stream duration: a day.
+pub const MAX_STREAM_MS: u64 = 86_400_000;
 /// A whole answer's base allowance and its allowance per requested output token
 /// (50 tokens a second: slower than any healthy model writes).
 pub const WHOLE_ATTEMPT_BASE_MS: u64 = 10_000;
 pub const WHOLE_ATTEMPT_PER_TOKEN_MS: u64 = 20;
 /// The output limit assumed when a request sets none (for timeouts and estimates).
 pub const DEFAULT_OUTPUT_TOKENS: u32 = 256;
+
+/// The most of each part a configuration may hold: far beyond any real one (the
+/// demo has 8 endpoints and 4 features), and what keeps one validation — which any
+/// viewer of the admin API may ask for — a bounded amount of work.
+pub const MAX_ENDPOINTS: usize = 1_000;
+pub const MAX_FEATURES: usize = 1_000;
+pub const MAX_TEAMS: usize = 10_000;
+/// Per feature: its binding's endpoints (and each variant's), its experiment's
+/// variants, its data boundary's geographies.
+pub const MAX_BINDING: usize = 100;
+pub const MAX_VARIANTS: usize = 100;
+pub const MAX_GEOGRAPHIES: usize = 100;
+
+/// Every part of `raw` larger than its limit, counted without looking further
+/// (work proportional to the number of parts, not their product).
+fn oversized(raw: &RouterConfig) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut at_most = |path: String, what: &str, n: usize, max: usize| {
+        if n > max {
+            problems.push(Problem::new(
+                path,
+                format!("{n} {what}: at most {max} are allowed"),
+            ));
+        }
+    };
+    at_most(
+        "endpoints".into(),
+        "endpoints",
+        raw.endpoints.len(),
+        MAX_ENDPOINTS,
+    );
+    at_most(
+        "features".into(),
+        "features",
+        raw.features.len(),
+        MAX_FEATURES,
+    );
+    at_most("teams".into(), "teams", raw.teams.len(), MAX_TEAMS);
+    at_most(
+        "breaker.endpoints".into(),
+        "endpoint policies",
+        raw.breaker.endpoints.len(),
+        MAX_ENDPOINTS,
+    );
+    for (i, f) in raw.features.iter().take(MAX_FEATURES).enumerate() {
+        let path = format!("features.{}", display_key(&f.name, i));
+        at_most(
+            format!("{path}.binding"),
+            "endpoints",
+            f.binding.len(),
+            MAX_BINDING,
+        );
+        at_most(
+            format!("{path}.geographies"),
+            "geographies",
+            f.geographies.len(),
+            MAX_GEOGRAPHIES,
+        );
+        if let Some(exp) = &f.experiment {
+            at_most(
+                format!("{path}.experiment.variants"),
+                "variants",
+                exp.variants.len(),
+                MAX_VARIANTS,
+            );
+            for (k, v) in exp.variants.iter().take(MAX_VARIANTS).enumerate() {
+                at_most(
+                    format!(
+                        "{path}.experiment.variants.{}.binding",
+                        display_key(&v.name, k)
+                    ),
+                    "endpoints",
+                    v.binding.len(),
+                    MAX_BINDING,
+                );
+            }
+        }
+    }
+    problems
+}
 
 /// A validated configuration: what the engine runs on. Immutable; a publish builds a
 /// new one and swaps it in.
@@ -62,6 +147,8 @@ pub struct Feature {
     pub attempt_timeout_ms: Option<u64>,
     pub ttft_timeout_ms: u64,
     pub stream_idle_timeout_ms: u64,
+    /// Longest a stream may last from the request's arrival.
+    pub max_stream_ms: u64,
     pub continue_streams: bool,
     pub context_fallback: bool,
     pub shadows: Vec<Shadow>,
@@ -103,7 +190,14 @@ impl Feature {
 impl Config {
     /// Validates `raw`, reporting every problem at once.
     pub fn validate(raw: RouterConfig) -> Result<Config, Problems> {
+        // Too large a configuration is refused before anything else is checked.
+        let problems = oversized(&raw);
+        if !problems.is_empty() {
+            return Err(Problems(problems));
+        }
         let mut problems: Vec<Problem> = Vec::new();
+        let team_names: std::collections::HashSet<&str> =
+            raw.teams.iter().map(|t| t.name.as_str()).collect();
         let bad = &mut |path: String, message: String| problems.push(Problem::new(path, message));
 
         // Endpoints: each on its own, then names, then spill targets.
@@ -196,7 +290,7 @@ impl Config {
             let geographies: Option<BTreeSet<String>> =
                 (!f.geographies.is_empty()).then(|| f.geographies.iter().cloned().collect());
             if let Some(owner) = &f.owner
-                && !raw.teams.iter().any(|t| &t.name == owner)
+                && !team_names.contains(owner.as_str())
             {
                 bad(
                     format!("{path}.owner"),
@@ -231,10 +325,19 @@ impl Config {
                 ("attempt_timeout_ms", f.attempt_timeout_ms),
                 ("ttft_timeout_ms", f.ttft_timeout_ms),
                 ("stream_idle_timeout_ms", f.stream_idle_timeout_ms),
+                ("max_stream_ms", f.max_stream_ms),
             ] {
                 if value == Some(0) {
                     bad(format!("{path}.{field}"), "must be positive".into());
                 }
+            }
+            if let Some(ms) = f.max_stream_ms
+                && ms > MAX_STREAM_MS
+            {
+                bad(
+                    format!("{path}.max_stream_ms"),
+                    format!("{ms} is more than a day ({MAX_STREAM_MS})"),
+                );
             }
 
             let check_binding =
@@ -386,6 +489,7 @@ impl Config {
                 stream_idle_timeout_ms: f
                     .stream_idle_timeout_ms
                     .unwrap_or(DEFAULT_STREAM_IDLE_TIMEOUT_MS),
+                max_stream_ms: f.max_stream_ms.unwrap_or(DEFAULT_MAX_STREAM_MS),
                 continue_streams: f.continue_streams,
                 context_fallback: f.context_fallback,
                 shadows,
@@ -667,6 +771,63 @@ mod tests {
             .iter()
             .map(ToString::to_string)
             .collect()
+    }
+
+    /// Validation is open to every viewer of the admin API: its work must not grow
+    /// with a product of the configuration's parts (features × teams, binding ×
+    /// geographies), and a configuration beyond any real one is refused at once.
+    #[test]
+    fn an_oversized_configuration_is_refused_before_any_other_check() {
+        let mut raw = base();
+        raw.teams = (0..MAX_TEAMS + 1)
+            .map(|i| TeamConfig {
+                name: format!("t{i}"),
+                requests_per_minute: None,
+                tokens_per_minute: None,
+            })
+            .collect();
+        raw.features = (0..MAX_FEATURES + 1)
+            .map(|i| {
+                let mut f = FeatureConfig::new(&format!("f{i}"), &["us-a"]);
+                f.owner = Some(format!("t{MAX_TEAMS}"));
+                f
+            })
+            .collect();
+        raw.features[0].binding = vec!["us-a".into(); MAX_BINDING + 1];
+        assert_eq!(
+            problems(raw),
+            [
+                format!(
+                    "features: {} features: at most {MAX_FEATURES} are allowed",
+                    MAX_FEATURES + 1
+                ),
+                format!(
+                    "teams: {} teams: at most {MAX_TEAMS} are allowed",
+                    MAX_TEAMS + 1
+                ),
+                format!(
+                    "features.f0.binding: {} endpoints: at most {MAX_BINDING} are allowed",
+                    MAX_BINDING + 1
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_feature_owner_must_be_a_team() {
+        let mut raw = base();
+        raw.teams.push(TeamConfig {
+            name: "docs".into(),
+            requests_per_minute: None,
+            tokens_per_minute: None,
+        });
+        raw.features[0].owner = Some("docs".into());
+        assert!(Config::validate(raw.clone()).is_ok());
+        raw.features[0].owner = Some("nobody".into());
+        assert_eq!(
+            problems(raw),
+            ["features.summarize.owner: no team is named `nobody`"]
+        );
     }
 
     #[test]

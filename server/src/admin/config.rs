@@ -104,7 +104,7 @@ pub async fn publish(
             action: "publish",
             target: "config",
             message: &req.message,
-            base_version: req.base_version,
+            base_version: Some(req.base_version),
             restored_from: None,
         },
     )
@@ -141,7 +141,7 @@ pub async fn rollback(
             action: "rollback",
             target: "config",
             message: &message,
-            base_version: req.base_version,
+            base_version: Some(req.base_version),
             restored_from: Some(req.to_version),
         },
     )

@@ -1,17 +1,19 @@
-//! Endpoints: live health, breaker overrides (audited), and breaker transitions.
+//! Endpoints: live health, breaker overrides (stored and audited, then applied, and
+//! followed by every process sharing the store: `crate::overrides`), and breaker
+//! transitions.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use router_core::admin::{BreakerEvent, EndpointHealth, Override, OverrideRequest};
+use router_core::admin::{BreakerEvent, EndpointHealth, OverrideRequest};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::auth::Caller;
 use super::{AdminError, AdminJson, AdminPath, AdminQuery};
 use crate::AppState;
-use crate::store::NewAudit;
+use crate::store::{NewAudit, mode_name};
 
 pub async fn health(State(state): State<Arc<AppState>>) -> Json<Vec<EndpointHealth>> {
     Json(state.engine.health())
@@ -23,6 +25,9 @@ pub struct EndpointName {
     name: String,
 }
 
+/// An operator's override: stored with its audit entry first (one transaction), then
+/// applied here; the other processes sharing the store follow it within a couple of
+/// seconds, and every process applies it again after a restart.
 pub async fn set_breaker(
     State(state): State<Arc<AppState>>,
     Caller(caller): Caller,
@@ -35,32 +40,35 @@ pub async fn set_breaker(
             "say why: `reason` must not be empty (it goes to the audit log)",
         ));
     }
-    state
-        .engine
-        .set_override(&name, req.mode, format!("{}: {}", caller.name, req.reason))?;
-    let mode = match req.mode {
-        Override::Auto => "auto",
-        Override::ForceOpen => "force_open",
-        Override::ForceClosed => "force_closed",
-    };
-    state
+    let unknown = || AdminError::not_found(format!("no endpoint is named `{name}`"));
+    if state.engine.snapshot().config.endpoint_id(&name).is_none() {
+        return Err(unknown());
+    }
+    let mode = mode_name(req.mode);
+    let stored = state
         .store
-        .append_audit(NewAudit {
-            actor: &caller.name,
-            role: caller.role.as_str(),
-            action: "breaker_override",
-            target: &name,
-            message: &format!("{mode}: {}", req.reason),
-            ..Default::default()
-        })
+        .set_breaker_override(
+            &name,
+            req.mode,
+            &req.reason,
+            NewAudit {
+                actor: &caller.name,
+                role: caller.role.as_str(),
+                action: "breaker_override",
+                target: &name,
+                message: &format!("{mode}: {}", req.reason),
+                ..Default::default()
+            },
+        )
         .await?;
+    crate::overrides::apply(&state, &stored)?;
     state
         .engine
         .health()
         .into_iter()
         .find(|h| h.name == name)
         .map(Json)
-        .ok_or_else(|| AdminError::not_found(format!("no endpoint is named `{name}`")))
+        .ok_or_else(unknown)
 }
 
 #[derive(Deserialize, JsonSchema)]

@@ -55,7 +55,8 @@ impl AdminError {
     }
 
     pub fn internal(err: impl std::fmt::Display) -> Self {
-        tracing::error!(%err, "admin API internal error");
+        // The error may quote what a caller sent: escaped, one log line.
+        tracing::error!(err = %router_core::logging::escaped(&err.to_string()), "admin API internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",

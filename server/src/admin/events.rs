@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use aide::OperationOutput;
@@ -14,6 +15,7 @@ use aide::openapi::{
 };
 use aide::transform::TransformOperation;
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
@@ -22,6 +24,7 @@ use serde_json::json;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 
+use super::AdminError;
 use crate::{AppState, unix_ms};
 
 /// The live state the console's overview shows, as of now.
@@ -121,23 +124,59 @@ struct Feed {
     state: Arc<AppState>,
     breakers: broadcast::Receiver<BreakerEvent>,
     configs: broadcast::Receiver<i64>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
     tick: tokio::time::Interval,
 }
 
+/// A feed holds one of the server's event-stream places until it ends (the client
+/// left, or the server shuts down).
+impl Drop for Feed {
+    fn drop(&mut self) {
+        self.state.event_streams.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Takes one of the `limits.max_event_streams` places, if one is free.
+fn take_place(state: &AppState) -> bool {
+    let max = state.limits.max_event_streams;
+    state
+        .event_streams
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| {
+            (open < max).then_some(open + 1)
+        })
+        .is_ok()
+}
+
+/// The event stream: refused (503) when `limits.max_event_streams` are open already,
+/// and ended when the server begins to shut down, so a console left open never holds
+/// a shutdown up.
 pub async fn stream(
     State(state): State<Arc<AppState>>,
-) -> EventStream<impl Stream<Item = Result<Event, Infallible>>> {
+) -> Result<EventStream<impl Stream<Item = Result<Event, Infallible>>>, AdminError> {
+    if !take_place(&state) {
+        return Err(AdminError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!(
+                "{} event streams are open, the most this server serves (--max-event-streams): \
+                 close one (a console in another tab?) and try again",
+                state.limits.max_event_streams
+            ),
+        ));
+    }
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let feed = Feed {
         breakers: state.sink_events.subscribe(),
         configs: state.config_events.subscribe(),
+        shutdown: state.shutdown.subscribe(),
         state,
         tick,
     };
     let events = futures_util::stream::unfold(feed, |mut f| async move {
         loop {
             let event = tokio::select! {
+                _ = f.shutdown.wait_for(|closing| *closing) => return None,
                 _ = f.tick.tick() => {
                     Event::default().event("snapshot").json_data(live_snapshot(&f.state)).ok()
                 }
@@ -157,5 +196,7 @@ pub async fn stream(
             }
         }
     });
-    EventStream(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    Ok(EventStream(Sse::new(events).keep_alive(
+        KeepAlive::new().interval(Duration::from_secs(15)),
+    )))
 }

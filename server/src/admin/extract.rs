@@ -38,17 +38,30 @@ impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for AdminJson<T> {
 
     async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            AdminError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                e.body_text(),
-            )
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                AdminError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    e.body_text(),
+                )
+            } else {
+                // The body could not be read: the client stopped sending it (the
+                // body-read timeout) or the connection broke.
+                AdminError::bad_param("body", "the request body could not be read")
+            }
         })?;
         parse_body(&bytes).map(AdminJson).map_err(|e| AdminError {
-            param: e.param,
+            param: e.param.or_else(|| missing_field(&e.message)),
             ..AdminError::bad_request(e.message)
         })
     }
+}
+
+/// The field a serde "missing field `x`" message names: a missing field is at the
+/// body's top level, where the path the parser reports is empty.
+fn missing_field(message: &str) -> Option<String> {
+    let rest = message.split_once("missing field `")?.1;
+    Some(rest.split_once('`')?.0.to_owned())
 }
 
 impl<T: JsonSchema> OperationInput for AdminJson<T> {

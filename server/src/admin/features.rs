@@ -22,7 +22,8 @@ pub struct FeatureName {
 }
 
 /// The active configuration with the feature's binding and experiment replaced,
-/// published on top of `base_version`.
+/// published on top of `base_version`, which must be the active version (else 409,
+/// with the current version: the edit was made on an older one).
 pub async fn edit(
     State(state): State<Arc<AppState>>,
     Caller(caller): Caller,
@@ -30,7 +31,15 @@ pub async fn edit(
     AdminPath(FeatureName { name }): AdminPath<FeatureName>,
     AdminJson(edit): AdminJson<FeatureEdit>,
 ) -> Result<Json<PublishResult>, AdminError> {
-    let mut config = active_version(&state).await?.config;
+    let active = active_version(&state).await?;
+    if active.version != edit.base_version {
+        return Err(publish::PublishError::Conflict {
+            current: active.version,
+            base: Some(edit.base_version),
+        }
+        .into());
+    }
+    let mut config = active.config;
     let feature = config
         .feature_mut(&name)
         .ok_or_else(|| AdminError::not_found(format!("no feature is named `{name}`")))?;
@@ -51,7 +60,7 @@ pub async fn edit(
             action: "edit_feature",
             target: &name,
             message: &message,
-            base_version: edit.base_version,
+            base_version: Some(edit.base_version),
             restored_from: None,
         },
     )

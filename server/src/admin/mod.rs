@@ -58,7 +58,7 @@ pub use extract::{AdminJson, AdminPath, AdminQuery};
 pub type Policy = axum::Extension<Arc<crate::policy::CredentialPolicy>>;
 
 use crate::AppState;
-use openapi::{conflict, invalid_config, not_found};
+use openapi::{conflict, invalid_config, not_found, unavailable};
 
 /// Where [`router`] is nested (`lib.rs`), and so the prefix of the document's paths.
 pub const PREFIX: &str = "/admin/v1";
@@ -239,6 +239,12 @@ pub static ROUTES: &[AdminRoute] = &[
                      `config` ({version}). Takes the token as `access_token` too (EventSource sends no headers).",
                 )
                 .with(events::document_access_token)
+                .with(|op| {
+                    unavailable(
+                        op,
+                        "As many event streams are open as the server serves (`--max-event-streams`).",
+                    )
+                })
             })
         },
     },

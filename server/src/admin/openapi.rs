@@ -155,6 +155,11 @@ pub fn conflict(op: TransformOperation<'_>) -> TransformOperation<'_> {
     })
 }
 
+/// A 503: the server serves no more of these now (a cap is reached).
+pub fn unavailable<'t>(op: TransformOperation<'t>, description: &str) -> TransformOperation<'t> {
+    op.response_with::<503, AdminError, _>(|r| r.description(description))
+}
+
 /// A 422: the configuration this would publish is refused (invalid by the router's
 /// rules, listed with their paths in `problems`, or an endpoint cannot be connected).
 pub fn invalid_config(op: TransformOperation<'_>) -> TransformOperation<'_> {

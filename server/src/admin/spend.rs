@@ -20,23 +20,63 @@ use crate::{AppState, unix_ms};
 
 #[derive(Deserialize, JsonSchema)]
 pub struct SpendQuery {
-    /// Start of the range, inclusive (ms since the Unix epoch; default: 24 h before `to_ms`).
+    /// Start of the range, inclusive (ms since the Unix epoch; default: 24 h before
+    /// `to_ms`). At least 0.
     from_ms: Option<i64>,
-    /// End of the range, exclusive (ms since the Unix epoch; default: now).
+    /// End of the range, exclusive (ms since the Unix epoch; default: now). At most
+    /// the year 2100; the range spans at most 731 days.
     to_ms: Option<i64>,
     /// How rows are grouped (default `feature`).
     group_by: Option<SpendGroup>,
 }
 
-async fn spend_report(state: &AppState, q: &SpendQuery) -> Result<SpendReport, AdminError> {
-    let to = q.to_ms.unwrap_or_else(unix_ms);
-    let from = q.from_ms.unwrap_or(to.saturating_sub(24 * 3_600_000));
+/// The latest instant a range may name: 2100-01-01T00:00:00Z.
+pub const LATEST_MS: i64 = 4_102_444_800_000;
+/// The longest range: two years. A report reads the hourly rollups of its whole
+/// hours, so this bounds the rows one request scans.
+pub const MAX_SPAN_MS: i64 = 731 * DAY_MS;
+const DAY_MS: i64 = 86_400_000;
+
+/// The range `q` asks for, checked: both ends within [0, [`LATEST_MS`]], `from`
+/// before `to`, at most [`MAX_SPAN_MS`] apart. A refusal names the parameter.
+pub fn range(q: &SpendQuery, now_ms: i64) -> Result<(i64, i64), AdminError> {
+    let within = |param: &str, ms: i64| {
+        if (0..=LATEST_MS).contains(&ms) {
+            Ok(ms)
+        } else {
+            Err(AdminError::bad_param(
+                param,
+                format!("`{param}` must be between 0 and {LATEST_MS} (ms since the Unix epoch)"),
+            ))
+        }
+    };
+    let to = within("to_ms", q.to_ms.unwrap_or(now_ms))?;
+    // The default start is computed only when none is given, and never below 0.
+    let from = match q.from_ms {
+        Some(from) => within("from_ms", from)?,
+        None => to.saturating_sub(DAY_MS).max(0),
+    };
     if from >= to {
         return Err(AdminError::bad_param(
             "from_ms",
             "`from_ms` must be before `to_ms`",
         ));
     }
+    if to - from > MAX_SPAN_MS {
+        return Err(AdminError::bad_param(
+            "from_ms",
+            format!(
+                "the range spans {} days, more than the {} a report may cover: ask for several",
+                (to - from + DAY_MS - 1) / DAY_MS,
+                MAX_SPAN_MS / DAY_MS
+            ),
+        ));
+    }
+    Ok((from, to))
+}
+
+async fn spend_report(state: &AppState, q: &SpendQuery) -> Result<SpendReport, AdminError> {
+    let (from, to) = range(q, unix_ms())?;
     let group = q.group_by.unwrap_or(SpendGroup::Feature);
     let snapshot = state.engine.snapshot();
     let hourly: Vec<(String, Decimal)> = snapshot

@@ -52,6 +52,15 @@ fn config() -> RouterConfig {
 
 impl TestApp {
     async fn start() -> TestApp {
+        Self::start_with(crate::limits::Limits::default()).await
+    }
+
+    async fn start_with(limits: crate::limits::Limits) -> TestApp {
+        Self::start_on(None, limits).await
+    }
+
+    /// On the SQLite file `db` (in memory for `None`).
+    async fn start_on(db: Option<PathBuf>, limits: crate::limits::Limits) -> TestApp {
         let file = ConfigFile {
             path: PathBuf::from("admin-test.toml"),
             router: config(),
@@ -68,12 +77,13 @@ impl TestApp {
         let server = Server::start(Options {
             listen: "127.0.0.1:0".parse().unwrap(),
             ui_dir: None,
-            db: None,
+            db,
             config: Some(file),
             publish_file: false,
             bootstrap_admin_token: None,
             workers: 1,
             upstream_http1_when_idle: false,
+            limits,
             security: crate::policy::Security::default(),
         })
         .await
@@ -204,7 +214,7 @@ async fn the_changes_a_feature_edit_publishes_and_audits_are_what_the_console_pr
                 },
             ],
         }),
-        base_version: Some(base.version),
+        base_version: base.version,
         message: "an A/B test".into(),
     };
     // What the console's feature editor shows: the draft applied to the version it
@@ -478,6 +488,379 @@ fn the_openapi_document_gives_each_route_only_the_responses_it_can_answer() {
     let events = &doc["paths"][format!("{PREFIX}/events")]["get"];
     assert!(events["responses"]["200"]["content"]["text/event-stream"].is_object());
     assert_eq!(events["parameters"][0]["name"], "access_token");
+}
+
+/// Every write of the configuration names the version it was based on: without one
+/// it is refused (400 naming `base_version`), and nothing is published. A feature
+/// edit without one used to publish over whatever was active, silently undoing a
+/// concurrent change.
+#[tokio::test]
+async fn a_write_without_the_version_it_was_based_on_is_refused() {
+    let t = TestApp::start().await;
+    let active = t.active().await;
+    for (method, path, body) in [
+        (
+            Method::PUT,
+            "/features/summarize",
+            json!({"binding": ["b-ep"], "experiment": null}),
+        ),
+        (
+            Method::POST,
+            "/config",
+            json!({"config": active.config, "message": "no base"}),
+        ),
+        (Method::POST, "/config/rollback", json!({"to_version": 1})),
+    ] {
+        let (status, body) = t.call(Some(Role::Admin), &method, path, Some(body)).await;
+        assert_eq!(
+            (status, body["error"]["param"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("base_version")),
+            "{method} {path}: {body}"
+        );
+    }
+    assert_eq!(
+        t.active().await.version,
+        active.version,
+        "nothing was published"
+    );
+
+    // A stale one is a conflict naming the current version, for a whole publish too.
+    let (status, body) = t
+        .call(
+            Some(Role::Admin),
+            &Method::POST,
+            "/config",
+            Some(json!({"config": active.config, "base_version": active.version - 1})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["current_version"].as_i64()),
+        (StatusCode::CONFLICT, Some(active.version)),
+        "{body}"
+    );
+}
+
+/// Spend ranges are checked before any arithmetic: the default start is computed
+/// only when none is given, ends outside [0, 2100) and spans over two years are a
+/// 400 naming the parameter. `from_ms=i64::MIN&to_ms=i64::MAX` used to overflow
+/// (a panic in a debug build, unbounded buckets in a release one).
+#[tokio::test]
+async fn spend_ranges_are_validated_and_never_overflow() {
+    let t = TestApp::start().await;
+    let (min, max) = (i64::MIN, i64::MAX);
+    for (query, param) in [
+        (format!("from_ms={min}&to_ms={max}"), "to_ms"),
+        (format!("to_ms={min}"), "to_ms"),
+        (format!("from_ms=0&to_ms={max}"), "to_ms"),
+        (format!("from_ms={min}&to_ms=1000"), "from_ms"),
+        ("from_ms=-1&to_ms=1000".to_owned(), "from_ms"),
+        ("from_ms=0&to_ms=4102444800000".to_owned(), "from_ms"),
+        ("from_ms=5000&to_ms=5000".to_owned(), "from_ms"),
+    ] {
+        for route in ["/spend", "/spend.csv"] {
+            let (status, body) = t
+                .call(
+                    Some(Role::Viewer),
+                    &Method::GET,
+                    &format!("{route}?{query}"),
+                    None,
+                )
+                .await;
+            assert_eq!(
+                (status, body["error"]["param"].as_str()),
+                (StatusCode::BAD_REQUEST, Some(param)),
+                "{route}?{query}: {body}"
+            );
+        }
+    }
+    for query in ["to_ms=1000", "from_ms=0&to_ms=63158400000", ""] {
+        let (status, body) = t
+            .call(
+                Some(Role::Viewer),
+                &Method::GET,
+                &format!("/spend?{query}"),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{query}: {body}");
+        assert!(body["series"].as_array().unwrap().len() <= 120, "{body}");
+    }
+}
+
+/// Event streams are capped (a 503 past the cap, a place freed when one ends), and
+/// every open one ends when shutdown begins: a console left open used to hold a
+/// shutdown up for ever.
+#[tokio::test]
+async fn event_streams_are_capped_and_end_when_shutdown_begins() {
+    let t = TestApp::start_with(crate::limits::Limits {
+        max_event_streams: 2,
+        ..crate::limits::Limits::default()
+    })
+    .await;
+    let open = || async {
+        let request = Request::get(format!("{PREFIX}/events"))
+            .header(
+                header::AUTHORIZATION,
+                format!("Bearer {}", token(Role::Viewer)),
+            )
+            .body(Body::empty())
+            .unwrap();
+        t.app.clone().oneshot(request).await.unwrap()
+    };
+    let first = open().await;
+    let second = open().await;
+    assert_eq!(
+        (first.status(), second.status()),
+        (StatusCode::OK, StatusCode::OK)
+    );
+    let refused = open().await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = refused.into_body().collect().await.unwrap().to_bytes();
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    drop(first);
+    let third = open().await;
+    assert_eq!(third.status(), StatusCode::OK, "a place was freed");
+
+    t._server.state.shutdown.send_replace(true);
+    for stream in [second, third] {
+        let ended = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            stream.into_body().collect(),
+        )
+        .await;
+        assert!(ended.is_ok(), "the stream ended with the shutdown");
+    }
+    assert_eq!(
+        t._server
+            .state
+            .event_streams
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+}
+
+/// A real-time wait for what background tasks do in real time (followers, retention).
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the server's background tasks run in real time"
+)]
+async fn pause(ms: u64) {
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+}
+
+/// The breaker of endpoint `name` as `t`'s engine has it.
+fn breaker(t: &TestApp, name: &str) -> router_core::admin::BreakerView {
+    t._server
+        .state
+        .engine
+        .health()
+        .into_iter()
+        .find(|h| h.name == name)
+        .unwrap()
+        .breaker
+}
+
+fn force_open(reason: &str) -> Value {
+    json!({"mode": "force_open", "reason": reason})
+}
+
+/// An override is stored and audited first, and applied only then: when the store
+/// cannot take it, nothing changes (it used to be applied, and then its audit write
+/// fail).
+#[tokio::test]
+async fn a_breaker_override_the_store_cannot_take_is_not_applied() {
+    let t = TestApp::start().await;
+    t._server.state.store.close().await;
+    let (status, body) = t
+        .call(
+            Some(Role::Operator),
+            &Method::PUT,
+            "/endpoints/a-ep/breaker",
+            Some(force_open("incident 7")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    let b = breaker(&t, "a-ep");
+    assert_eq!(
+        (b.override_mode, b.state),
+        (
+            router_core::admin::Override::Auto,
+            router_core::admin::StateName::Closed
+        )
+    );
+}
+
+/// Several processes share one store: an override made through one is applied by
+/// the others within a couple of seconds, and by a process started afterwards; its
+/// audit entry is there.
+#[tokio::test]
+async fn an_override_is_followed_by_every_process_sharing_the_store_and_survives_a_restart() {
+    let dir = std::env::temp_dir().join(format!(
+        "crossbar-admin-overrides-{}-{:x}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    let db = dir.join("crossbar.db");
+    let limits = crate::limits::Limits::default();
+    let a = TestApp::start_on(Some(db.clone()), limits).await;
+    let b = TestApp::start_on(Some(db.clone()), limits).await;
+    let (status, body) = a
+        .call(
+            Some(Role::Operator),
+            &Method::PUT,
+            "/endpoints/a-ep/breaker",
+            Some(force_open("incident 7\nERROR a forged line")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["breaker"]["override"], "force_open", "{body}");
+    let mut followed = false;
+    for _ in 0..40 {
+        if breaker(&b, "a-ep").override_mode == router_core::admin::Override::ForceOpen {
+            followed = true;
+            break;
+        }
+        pause(100).await;
+    }
+    assert!(followed, "the other process applied the override");
+    assert_eq!(
+        breaker(&b, "a-ep").state,
+        router_core::admin::StateName::Open
+    );
+
+    let restarted = TestApp::start_on(Some(db.clone()), limits).await;
+    assert_eq!(
+        breaker(&restarted, "a-ep").override_mode,
+        router_core::admin::Override::ForceOpen,
+        "applied at start"
+    );
+    let (_, audit) = restarted
+        .call(Some(Role::Viewer), &Method::GET, "/audit", None)
+        .await;
+    assert_eq!(audit[0]["action"], "breaker_override", "{audit}");
+    assert_eq!(audit[0]["actor"], "operator-person", "{audit}");
+
+    // Back to auto, through the restarted one: the first follows.
+    let (status, _) = restarted
+        .call(
+            Some(Role::Operator),
+            &Method::PUT,
+            "/endpoints/a-ep/breaker",
+            Some(json!({"mode": "auto", "reason": "resolved"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let mut back = false;
+    for _ in 0..40 {
+        if breaker(&a, "a-ep").override_mode == router_core::admin::Override::Auto {
+            back = true;
+            break;
+        }
+        pause(100).await;
+    }
+    assert!(back, "the first process followed the return to auto");
+    drop((a, b, restarted));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn an_override_of_an_unknown_endpoint_is_a_404_and_stores_nothing() {
+    let t = TestApp::start().await;
+    let (status, _) = t
+        .call(
+            Some(Role::Operator),
+            &Method::PUT,
+            "/endpoints/nope/breaker",
+            Some(force_open("x")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        t._server
+            .state
+            .store
+            .breaker_overrides_since(0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// An override's reason is the operator's text: in log lines it is escaped, so a
+/// newline in it cannot forge a second line.
+#[tokio::test]
+async fn an_overrides_reason_cannot_forge_a_log_line() {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+    use tracing_subscriber::layer::SubscriberExt;
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+    impl Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    let t = TestApp::start().await;
+    let stored = t
+        ._server
+        .state
+        .store
+        .set_breaker_override(
+            "a-ep",
+            router_core::admin::Override::ForceOpen,
+            "incident 7\nERROR forged: all is well",
+            crate::store::NewAudit {
+                actor: "operator-person",
+                role: "operator",
+                action: "breaker_override",
+                target: "a-ep",
+                message: "force_open",
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::registry().with(
+        tracing_subscriber::fmt::layer()
+            .with_writer(move || writer.clone())
+            .with_ansi(false),
+    );
+    tracing::subscriber::with_default(subscriber, || {
+        crate::overrides::apply(&t._server.state, &stored).unwrap();
+    });
+    let out = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert!(out.contains("incident 7\\nERROR forged"), "{out}");
+    assert!(out.lines().all(|l| !l.starts_with("ERROR forged")), "{out}");
+}
+
+/// `/readyz` shows the retention policy and what the task (run at start) did.
+#[tokio::test]
+async fn readyz_shows_the_retention_policy_and_the_last_run() {
+    let t = TestApp::start().await;
+    let mut body = Value::Null;
+    for _ in 0..50 {
+        let request = Request::get("/readyz").body(Body::empty()).unwrap();
+        let response = t.app.clone().oneshot(request).await.unwrap();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        body = serde_json::from_slice(&bytes).unwrap();
+        if !body["retention"]["last_run_ms"].is_null() {
+            break;
+        }
+        pause(50).await;
+    }
+    assert_eq!(body["status"], "ready", "{body}");
+    assert_eq!(body["retention"]["policy"]["ledger_days"], 30, "{body}");
+    assert!(body["retention"]["last_run_ms"].is_i64(), "{body}");
+    assert_eq!(body["retention"]["last_deleted"]["ledger"], 0, "{body}");
 }
 
 impl TestApp {
@@ -846,6 +1229,7 @@ async fn a_short_bootstrap_token_is_refused_at_start_up() {
             workers: 1,
             upstream_http1_when_idle: false,
             security: crate::policy::Security::default(),
+            limits: crate::limits::Limits::default(),
         })
     };
     let err = start("admin123")

@@ -1,6 +1,6 @@
 //! The server's state in SQL: configuration versions, the audit log, gateway keys and
 //! admin tokens, the usage ledger (one row per request, with per-minute and per-hour
-//! rollups), breaker events, feedback, and spend reports.
+//! rollups), breaker events and overrides, feedback, and spend reports.
 //!
 //! SQLite in WAL mode through `sqlx` is the embedded default; the schema
 //! (`migrations/`, see its README for the rules) stays portable to PostgreSQL.
@@ -20,7 +20,9 @@ mod audit;
 mod config;
 mod keys;
 mod ledger;
+mod overrides;
 mod requests;
+mod retention;
 mod spend;
 #[cfg(test)]
 mod tests;
@@ -40,6 +42,8 @@ use sqlx::{Sqlite, Transaction};
 pub use audit::NewAudit;
 pub use config::{NewVersion, NewVersionError};
 pub use ledger::{LedgerHandle, is_error};
+pub use overrides::{StoredOverride, mode_name};
+pub use retention::Deleted;
 
 /// How long a connection waits for SQLite's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -57,12 +61,17 @@ pub struct Store {
 
 impl Store {
     /// Opens the database file at `path`, creating it if missing, in WAL mode with a
-    /// busy timeout and foreign keys on, and runs the migrations.
+    /// busy timeout and foreign keys on, and runs the migrations. The file (and its
+    /// WAL files, which SQLite creates with the file's permissions) is readable and
+    /// writable by its owner only: it holds key hashes, the audit log and, with
+    /// `privacy.store_text`, prompts.
     pub async fn open(path: &Path) -> anyhow::Result<Store> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create the directory {}", dir.display()))?;
         }
+        owner_only(path)
+            .with_context(|| format!("cannot create the database {}", path.display()))?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -122,6 +131,39 @@ impl Store {
 }
 
 pub use router_core::telemetry::record::unix_ms;
+
+/// Creates `path` if missing with permissions 0600, and narrows an existing
+/// database's (and its WAL files') to 0600: nobody but the server's user reads it.
+#[cfg(unix)]
+fn owner_only(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    let mut files = vec![path.to_path_buf()];
+    for suffix in ["-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        files.push(name.into());
+    }
+    for file in files {
+        let Ok(meta) = std::fs::metadata(&file) else {
+            continue;
+        };
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(file = %file.display(), "the database was readable by others: narrowed to 0600");
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn owner_only(_: &Path) -> std::io::Result<()> {
+    Ok(())
+}
 
 const NANOS_PER_UNIT: Decimal = Decimal::from_parts(1_000_000_000, 0, 0, false, 0);
 

@@ -51,7 +51,7 @@ fn display_key(key: String) -> String {
 /// The series' bucket for a range: the smallest standard one giving at most
 /// [`MAX_POINTS`] aligned buckets, else whole days.
 pub fn bucket_ms(from_ms: i64, to_ms: i64) -> i64 {
-    let span = (to_ms - from_ms).max(1);
+    let span = to_ms.saturating_sub(from_ms).max(1);
     // An unaligned range touches one bucket more than span / bucket.
     let points = |b: i64| ceil_div(span, b) + 1;
     BUCKETS_MS
@@ -63,9 +63,9 @@ pub fn bucket_ms(from_ms: i64, to_ms: i64) -> i64 {
         })
 }
 
-/// `a / b` rounded up, for positive numbers.
+/// `a / b` rounded up, for positive numbers (without overflowing near `i64::MAX`).
 pub(super) fn ceil_div(a: i64, b: i64) -> i64 {
-    (a + b - 1) / b
+    a / b + i64::from(a % b != 0)
 }
 
 fn count(n: i64) -> u64 {
@@ -161,7 +161,9 @@ impl Store {
     }
 
     /// Spend over `[from_ms, to_ms)` grouped by `group`; `endpoints_hourly` names the
-    /// provisioned endpoints and their hourly prices.
+    /// provisioned endpoints and their hourly prices. The admin API bounds the range
+    /// first (`admin/spend.rs`: at most two years); any range is computed without
+    /// overflowing, but the work grows with it.
     pub async fn spend(
         &self,
         from_ms: i64,
@@ -174,7 +176,7 @@ impl Store {
         // Hour buckets and longer (ranges over ~10 hours) read the hourly rollups for
         // the whole hours of the range and the minutes at its edges; shorter ranges
         // read minutes. Either way the minutes covered are those starting in range.
-        let first_hour = floor_to(from_ms + HOUR_MS - 1, HOUR_MS);
+        let first_hour = floor_to(from_ms.saturating_add(HOUR_MS - 1), HOUR_MS);
         let last_hour = floor_to(to_ms, HOUR_MS);
         let cells = if bucket % HOUR_MS == 0 && first_hour < last_hour {
             let mut cells = self
@@ -225,7 +227,7 @@ impl Store {
             point.1 += c.requests;
         }
 
-        let range_ms = Decimal::from((to_ms - from_ms).max(0));
+        let range_ms = Decimal::from(to_ms.saturating_sub(from_ms).max(0));
         let mut unattributed = Decimal::ZERO;
         let mut seen = Vec::new();
         for (endpoint, hourly) in endpoints_hourly {

@@ -1063,3 +1063,124 @@ async fn measure_a_million_ledger_rows() {
     );
     store.close().await;
 }
+
+/// Each table keeps its own number of days: the per-request ledger, the minute and
+/// hour rollups, breaker events and feedback; `0` keeps everything. (There was no
+/// retention at all: the disk filled.)
+#[tokio::test]
+async fn retention_deletes_each_table_past_its_days_and_keeps_the_rest() {
+    use router_core::config::Retention;
+    const DAY: i64 = 86_400_000;
+    let now = 1_800_000_000_000i64;
+    let store = Store::open_in_memory().await.unwrap();
+    let (handle, task) = store.ledger_writer(1024);
+    // Ledger rows 900, 40 and 1 day(s) old, with the ids the gateway gives.
+    let ages = [900, 40, 40, 40, 1, 1];
+    for (i, days) in ages.iter().enumerate() {
+        let at = now - days * DAY;
+        let mut r = record(i, at);
+        r.request_id = format!("req_{at:012x}{i:020x}");
+        handle.record(r);
+    }
+    let event = |days: i64| BreakerEvent {
+        endpoint: "claude-us".into(),
+        at_ms: now - days * DAY,
+        transition: Transition {
+            from: StateName::Closed,
+            to: StateName::Open,
+            at_ms: 1,
+            stage: None,
+            reason: Reason {
+                signal: Signal::ErrorRate,
+                value: 0.9,
+                threshold: 0.5,
+                message: "errors".into(),
+            },
+        },
+    };
+    handle.breaker_event(event(100));
+    handle.breaker_event(event(2));
+    handle.shutdown().await;
+    task.await.unwrap();
+    store
+        .record_feedback("old", true, now - 100 * DAY)
+        .await
+        .unwrap();
+    store.record_feedback("new", true, now - DAY).await.unwrap();
+    let before = (
+        count(&store, "usage_minute").await,
+        count(&store, "usage_hour").await,
+    );
+
+    let keep_all = Retention {
+        ledger_days: 0,
+        minute_rollup_days: 0,
+        hour_rollup_days: 0,
+        event_days: 0,
+    };
+    assert_eq!(
+        store.apply_retention(&keep_all, now).await.unwrap(),
+        Deleted::default()
+    );
+
+    let deleted = store
+        .apply_retention(&Retention::default(), now)
+        .await
+        .unwrap();
+    // Ledger 30 days, minute rollups 35, hour rollups 800, events 90.
+    assert_eq!(deleted.ledger, 4, "{deleted:?}");
+    assert_eq!(store.ledger_count().await.unwrap(), 2);
+    assert!(
+        deleted.minute_rollups > 0 && deleted.hour_rollups > 0,
+        "{deleted:?}"
+    );
+    let after = (
+        count(&store, "usage_minute").await,
+        count(&store, "usage_hour").await,
+    );
+    assert_eq!(after.0 + deleted.minute_rollups as i64, before.0);
+    assert_eq!(after.1 + deleted.hour_rollups as i64, before.1);
+    let oldest_hour: i64 = sqlx::query_scalar("SELECT MIN(hour_ms) FROM usage_hour")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert!(
+        oldest_hour >= now - 800 * DAY && oldest_hour < now - 30 * DAY,
+        "the 40-day-old hours stay"
+    );
+    assert_eq!((deleted.breaker_events, deleted.feedback), (1, 1));
+    assert_eq!(store.feedback("new").await.unwrap(), Some(true));
+    // Nothing more the second time.
+    assert_eq!(
+        store
+            .apply_retention(&Retention::default(), now)
+            .await
+            .unwrap(),
+        Deleted::default()
+    );
+}
+
+/// The database file holds key hashes, the audit log and maybe prompts: it is
+/// created readable by its owner only, and so are its WAL files; an existing one
+/// readable by others is narrowed.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_database_file_is_created_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let db = TempDb::new("perms");
+    let store = Store::open(&db.0).await.unwrap();
+    store
+        .publish_config(publish(&config(50.0), None))
+        .await
+        .unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&db.0), 0o600);
+    let wal = PathBuf::from(format!("{}-wal", db.0.display()));
+    assert_eq!(mode(&wal), 0o600);
+    store.close().await;
+
+    std::fs::set_permissions(&db.0, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let store = Store::open(&db.0).await.unwrap();
+    assert_eq!(mode(&db.0), 0o600, "narrowed when opened");
+    store.close().await;
+}

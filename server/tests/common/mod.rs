@@ -65,6 +65,24 @@ pub mod tempdir {
     }
 }
 
+/// Kills the child on drop unless disarmed.
+struct KillOnDrop(Option<Child>);
+
+impl KillOnDrop {
+    fn disarm(mut self) -> Child {
+        self.0.take().expect("armed")
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 impl Drop for Harness {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -166,6 +184,16 @@ pub async fn start(test: &str, names: &[&str], edit: impl FnOnce(&mut RouterConf
 pub async fn start_with(
     test: &str,
     upstreams: Vec<Upstream>,
+    edit: impl FnOnce(&mut RouterConfig),
+) -> Harness {
+    start_with_args(test, upstreams, &[], edit).await
+}
+
+/// As [`start_with`], with more `crossbar serve` arguments.
+pub async fn start_with_args(
+    test: &str,
+    upstreams: Vec<Upstream>,
+    args: &[&str],
     edit: impl FnOnce(&mut RouterConfig),
 ) -> Harness {
     let vertex = upstreams.iter().any(|u| u.speaks == Speaks::VertexClaude);
@@ -271,6 +299,11 @@ pub async fn start_with(
         .arg(&config_path)
         .arg("--db")
         .arg(dir.0.join("crossbar.db"))
+        // The simulators speak plain http, and the federation file is the test's own.
+        .arg("--allow-plain-http-credentials")
+        .arg("--credentials-dir")
+        .arg(&dir.0)
+        .args(args)
         .env("CROSSBAR_LOG", "warn")
         // Several serving threads whatever the machine: connections are handed
         // between them, and shutdown waits for all of them.
@@ -280,6 +313,10 @@ pub async fn start_with(
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
+    // Until the Harness owns it, a guard does: `start` may be abandoned at the
+    // await below (a sibling future in a `join!` panicked), and a plain `Child`
+    // is not killed on drop — the server would outlive the test holding its pipes.
+    let guard = KillOnDrop(Some(child));
     let base = tokio::task::spawn_blocking(move || {
         let mut lines = BufReader::new(stdout).lines();
         let line = lines.next().expect("crossbar printed nothing").unwrap();
@@ -296,7 +333,7 @@ pub async fn start_with(
     .unwrap();
     Harness {
         sim,
-        child,
+        child: guard.disarm(),
         base,
         key,
         tokens,

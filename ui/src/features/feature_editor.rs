@@ -134,7 +134,7 @@ pub fn FeatureEditor(
         let edit = FeatureEdit {
             binding: d.binding,
             experiment: d.experiment,
-            base_version: Some(b.version),
+            base_version: b.version,
             message: message.get_untracked().trim().to_owned(),
         };
         busy.set(true);

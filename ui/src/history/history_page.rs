@@ -33,13 +33,16 @@ pub fn HistoryPage() -> impl IntoView {
     let may_rollback = move || session.may(Action::Rollback);
 
     let roll_back = move |to: i64| {
-        let Some(api) = session.api_now() else {
+        // The active version is what the rollback is based on: until the list has
+        // loaded there is none, and nothing to roll back from.
+        let (Some(api), Some(base_version)) = (session.api_now(), active_version.get_untracked())
+        else {
             return;
         };
         let text = message.get_untracked().trim().to_owned();
         let request = RollbackRequest {
             to_version: to,
-            base_version: active_version.get_untracked(),
+            base_version,
             message: if text.is_empty() {
                 format!("Roll back to version {to}")
             } else {

@@ -6,6 +6,13 @@
 //! estimated tokens on a provisioned endpoint) is held by an [`AttemptGuard`] and
 //! given back however the attempt ends: answered, failed, timed out or dropped with
 //! a departing client.
+//!
+//! Every request that reached an upstream is recorded, a departing client's
+//! included: a [`Run`] dropped before it was recorded — the client left while an
+//! attempt was in flight or between attempts, or the server cut the request at
+//! shutdown — records itself as `cancelled`, with the attempt it interrupted and
+//! that attempt's prompt tokens, estimated, billed (the upstream read the prompt;
+//! what it went on to generate is unknown).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -156,7 +163,50 @@ pub(super) struct Run {
     /// Where this request reports its answer to the shadow it started.
     pub shadow_tx: Option<AnswerTx>,
     pub keep_text_for_shadow: bool,
+    /// For the record a dropped run leaves (its clock and sink).
+    pub shared: Arc<Shared>,
+    /// The attempt under way: its candidate, whether it is a retry, when it began.
+    pub in_flight: Option<(Candidate, bool, Duration)>,
+    /// The request's prompt in tokens, estimated (a quarter of its characters).
+    pub prompt_estimate: u64,
+    /// The request has been recorded (once, by whoever ends it).
+    pub recorded: bool,
 }
+
+impl Drop for Run {
+    /// A run dropped unrecorded: its request was given up by its client (or cut at
+    /// shutdown). If it reached an upstream, it is recorded as `cancelled`.
+    fn drop(&mut self) {
+        if self.recorded || (self.in_flight.is_none() && self.attempts.is_empty()) {
+            return;
+        }
+        let shared = self.shared.clone();
+        let now = shared.clock.now();
+        let served = self.in_flight.take().map(|(candidate, retry, started)| {
+            self.record_attempt(candidate, retry, now.saturating_sub(started), None, None);
+            let index = self.attempts.len() - 1;
+            if let Some(a) = self.attempts.get_mut(index) {
+                a.outcome = CANCELLED.to_owned();
+                a.upstream_status = None;
+                a.message = Some("the client left before the answer".to_owned());
+            }
+            let prompt = u32::try_from(self.prompt_estimate).unwrap_or(u32::MAX);
+            self.bill(index, candidate, &Usage::new(prompt, 0, None), true);
+            candidate
+        });
+        let mut record = match served {
+            Some(candidate) => self.served_record(candidate, CANCELLED, now),
+            None => self.base_record(None, CLIENT_CLOSED, CANCELLED, now),
+        };
+        record.status = CLIENT_CLOSED;
+        shared.sink.request(record);
+    }
+}
+
+/// The outcome of a request its client gave up.
+const CANCELLED: &str = "cancelled";
+/// The status recorded for it (nginx's "client closed request").
+const CLIENT_CLOSED: u16 = 499;
 
 /// One attempt about to be made.
 pub(super) struct Attempt {
@@ -360,6 +410,10 @@ impl Run {
             shadow: shadow.map(|s| s.id.clone()),
             shadow_tx: None,
             keep_text_for_shadow: false,
+            shared: shared.clone(),
+            in_flight: None,
+            prompt_estimate: (request.prompt_chars() as u64).div_ceil(4),
+            recorded: false,
         };
         let Some(feature_id) = snapshot.config.feature_index(&request.model) else {
             let error = Error::new(
@@ -536,6 +590,7 @@ impl Run {
         let provider = self.snapshot.provider(candidate.endpoint).clone();
         let state = self.snapshot.state(candidate.endpoint).clone();
         let guard = AttemptGuard::start(&state, self.estimate);
+        self.in_flight = Some((candidate, retry, now));
         Some(Attempt {
             candidate,
             retry,
@@ -765,5 +820,182 @@ impl Drop for AttemptGuard {
         // A cancelled attempt (client gone) still gives back its reservation; the
         // tokens it used are unknown, so none are counted.
         self.settle(Duration::ZERO, 0);
+    }
+}
+
+#[cfg(test)]
+mod cancelled {
+    //! A whole request whose client leaves while the engine waits on the upstream:
+    //! its run is dropped, and it must still leave a ledger record.
+
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use futures_util::future::BoxFuture;
+
+    use super::super::{Engine, EngineParts, RequestContext};
+    use crate::api::{ChatRequest, ChatResponse, Error, ErrorKind, Message};
+    use crate::config::{
+        AuthConfig, Config, EndpointConfig, FeatureConfig, Provider, RouterConfig,
+    };
+    use crate::providers::{ChatProvider, ChatStream};
+    use crate::routing::clock::{Clock, TokioClock};
+    use crate::telemetry::record::MemorySink;
+
+    /// Never answers; or, `failing`, fails at once as unavailable.
+    struct Silent {
+        config: EndpointConfig,
+        failing: bool,
+    }
+
+    impl ChatProvider for Silent {
+        fn endpoint(&self) -> &EndpointConfig {
+            &self.config
+        }
+
+        fn chat<'a>(&'a self, _: &'a ChatRequest) -> BoxFuture<'a, Result<ChatResponse, Error>> {
+            let failing = self.failing;
+            Box::pin(async move {
+                if failing {
+                    return Err(Error::new(ErrorKind::Unavailable, "down"));
+                }
+                std::future::pending().await
+            })
+        }
+
+        fn chat_stream<'a>(
+            &'a self,
+            _: &'a ChatRequest,
+        ) -> BoxFuture<'a, Result<ChatStream, Error>> {
+            Box::pin(std::future::pending())
+        }
+    }
+
+    /// An engine over endpoints `a` (silent, or failing) and `b` (silent).
+    fn engine(a_fails: bool) -> (Engine, Arc<MemorySink>, TokioClock) {
+        let endpoints: Vec<EndpointConfig> = ["a", "b"]
+            .iter()
+            .map(|n| {
+                let mut e = EndpointConfig::new(n, Provider::Openai, "m", "eastus");
+                e.base_url = Some("http://127.0.0.1:9".into());
+                e.auth = AuthConfig::None;
+                e.pricing.input_per_million = rust_decimal::Decimal::new(250, 2);
+                e
+            })
+            .collect();
+        let raw = RouterConfig {
+            endpoints: endpoints.clone(),
+            features: vec![FeatureConfig::new("f", &["a", "b"])],
+            ..RouterConfig::default()
+        };
+        let providers: Vec<Arc<dyn ChatProvider>> = endpoints
+            .into_iter()
+            .map(|config| {
+                let failing = a_fails && config.name == "a";
+                Arc::new(Silent { config, failing }) as Arc<dyn ChatProvider>
+            })
+            .collect();
+        let sink = Arc::new(MemorySink::default());
+        let clock = TokioClock::new();
+        let engine = Engine::with_providers(
+            Config::validate(raw).unwrap(),
+            1,
+            providers,
+            sink.clone(),
+            EngineParts {
+                clock: Arc::new(clock),
+                seed: 1,
+                ..EngineParts::default()
+            },
+        );
+        (engine, sink, clock)
+    }
+
+    fn request(stream: bool) -> Arc<ChatRequest> {
+        Arc::new(ChatRequest {
+            model: "f".into(),
+            messages: vec![Message::user("Summarise the meeting notes, please")],
+            max_tokens: Some(40),
+            stream: stream.then_some(true),
+            ..ChatRequest::default()
+        })
+    }
+
+    fn ctx() -> RequestContext {
+        RequestContext {
+            request_id: "req-left".into(),
+            team: "t".into(),
+            key_id: "k".into(),
+            sticky_key: None,
+            ..RequestContext::default()
+        }
+    }
+
+    /// Runs a request for `for_` of the engine's clock, then drops it: the client
+    /// went away.
+    async fn leave_after(engine: &Engine, clock: &TokioClock, stream: bool, for_: Duration) {
+        let ctx = ctx();
+        let run = engine.run(&ctx, request(stream));
+        let left = crate::routing::clock::within(clock, clock.now() + for_, run).await;
+        assert!(left.is_none(), "the request was still waiting");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_whole_request_whose_client_leaves_while_the_upstream_works_is_recorded_as_cancelled()
+    {
+        let (engine, sink, clock) = engine(false);
+        leave_after(&engine, &clock, false, Duration::from_secs(3)).await;
+        let records = sink.requests.lock().unwrap();
+        assert_eq!(records.len(), 1, "one record, not none");
+        let r = &records[0];
+        assert_eq!((r.outcome.as_str(), r.status), ("cancelled", 499));
+        assert_eq!(r.endpoint.as_deref(), Some("a"));
+        assert_eq!(r.attempts.len(), 1);
+        assert_eq!(r.attempts[0].outcome, "cancelled");
+        assert!((r.attempts[0].latency_ms - 3_000.0).abs() < 1.0, "{r:?}");
+        // The upstream read the prompt: billed, and marked as Crossbar's estimate.
+        assert!(r.prompt_tokens > 0 && r.usage_estimated, "{r:?}");
+        assert_eq!(r.completion_tokens, 0);
+        assert!(!r.cost.is_zero(), "{r:?}");
+        // Nothing held: the endpoint's in-flight count is back to zero.
+        assert!(
+            engine
+                .snapshot()
+                .states
+                .iter()
+                .all(|s| s.in_flight().load(std::sync::atomic::Ordering::Relaxed) == 0)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_left_after_a_failed_attempt_keeps_every_attempt() {
+        let (engine, sink, clock) = engine(true);
+        leave_after(&engine, &clock, false, Duration::from_secs(3)).await;
+        let records = sink.requests.lock().unwrap();
+        assert_eq!(records.len(), 1);
+        let outcomes: Vec<&str> = records[0]
+            .attempts
+            .iter()
+            .map(|a| a.outcome.as_str())
+            .collect();
+        // `a` failed (and was retried), then the client left while `b` worked.
+        let (last, failed) = outcomes.split_last().unwrap();
+        assert_eq!(*last, "cancelled");
+        assert!(
+            !failed.is_empty() && failed.iter().all(|o| *o == "unavailable"),
+            "{outcomes:?}"
+        );
+        assert_eq!(records[0].attempts.last().unwrap().endpoint, "b");
+        assert_eq!(records[0].endpoint.as_deref(), Some("b"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_whose_client_leaves_before_its_first_token_is_recorded_as_cancelled() {
+        let (engine, sink, clock) = engine(false);
+        leave_after(&engine, &clock, true, Duration::from_secs(1)).await;
+        let records = sink.requests.lock().unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].outcome, "cancelled");
+        assert!(records[0].stream);
     }
 }

@@ -24,6 +24,8 @@ impl Run {
         ttft: Option<Duration>,
         failure: Option<&Error>,
     ) {
+        // The attempt under way has ended, one way or another.
+        self.in_flight = None;
         let (outcome, upstream_status, message) = match failure {
             None => ("ok".to_owned(), Some(200), None),
             Some(e) => (
@@ -126,6 +128,7 @@ impl Run {
         outcome: &str,
         now: Duration,
     ) -> RequestRecord {
+        self.recorded = true;
         let config = self.snapshot.config.clone();
         let endpoint = last_endpoint(&config, &self.attempts, served);
         RequestRecord {
