@@ -1109,14 +1109,15 @@ pub fn estimate_input_tokens(request: &ChatRequest) -> u64 {
 }
 
 /// A Messages route called with another method: Anthropic's 405 shape.
-pub async fn method_not_allowed(method: axum::http::Method) -> Response {
+pub async fn method_not_allowed(method: axum::http::Method, headers: HeaderMap) -> Response {
+    let id = crate::stack::request_id_of(&headers);
     let error = Error::new(
         ErrorKind::InvalidRequest,
         format!("{method} is not allowed on this route"),
     );
-    let mut response = error_response(error.into(), &crate::stack::new_request_id());
+    let mut response = error_response(error.into(), &id);
     *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-    response
+    with_request_id(response, &id)
 }
 
 #[cfg(test)]
