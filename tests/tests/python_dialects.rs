@@ -86,15 +86,19 @@ fn gateway_config(sim: &Simulators) -> String {
     config
 }
 
-/// Starts the simulators and the gateway; returns them with the script's environment.
-fn start(name: &str) -> anyhow::Result<(Simulators, Gateway, Vec<(&'static str, String)>)> {
+/// Starts the simulators and the gateway in front of them.
+fn start(name: &str) -> anyhow::Result<(Simulators, Gateway)> {
     let sim = Simulators::start(&format!("{name}-sim"), SIMULATORS)?;
     let gateway = Gateway::start(&format!("{name}-gateway"), &gateway_config(&sim), "search")?;
-    let env = vec![
+    Ok((sim, gateway))
+}
+
+/// What a script needs: the gateway's address and key.
+fn script_env(gateway: &Gateway) -> [(&'static str, String); 2] {
+    [
         ("CROSSBAR_URL", gateway.url.clone()),
         ("CROSSBAR_KEY", gateway.key.clone()),
-    ];
-    Ok((sim, gateway, env))
+    ]
 }
 
 fn outcomes(log: &[Value]) -> Vec<&str> {
@@ -138,8 +142,12 @@ fn error(got: &Value, which: &str) -> (String, u64, String) {
 #[test]
 #[ignore = "needs the Python clients (cargo xtask setup), crossbar and crossbar-sim: run via cargo xtask test"]
 fn anthropic_client_messages_streams_tool_use_and_errors_through_crossbar() -> anyhow::Result<()> {
-    let (mut sim, mut gateway, env) = start("python-anthropic-messages")?;
-    let got = run_script("python-anthropic-messages", "anthropic_messages.py", &env)?;
+    let (mut sim, mut gateway) = start("python-anthropic-messages")?;
+    let got = run_script(
+        "python-anthropic-messages",
+        "anthropic_messages.py",
+        &script_env(&gateway),
+    )?;
 
     // A message, named after Crossbar's request id, which its `request-id` header is.
     let message = &got["message"];
@@ -281,8 +289,12 @@ fn anthropic_client_messages_streams_tool_use_and_errors_through_crossbar() -> a
 #[ignore = "needs the Python clients (cargo xtask setup), crossbar and crossbar-sim: run via cargo xtask test"]
 fn openai_client_responses_text_streams_function_calls_and_errors_through_crossbar()
 -> anyhow::Result<()> {
-    let (mut sim, mut gateway, env) = start("python-openai-responses")?;
-    let got = run_script("python-openai-responses", "openai_responses.py", &env)?;
+    let (mut sim, mut gateway) = start("python-openai-responses")?;
+    let got = run_script(
+        "python-openai-responses",
+        "openai_responses.py",
+        &script_env(&gateway),
+    )?;
 
     let response = &got["text"];
     let answer = text(&response["text"], "output_text")?;
