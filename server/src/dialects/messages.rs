@@ -415,8 +415,10 @@ pub fn to_chat(request: MessagesRequest) -> Result<ChatRequest, Error> {
         }
         choice
     });
+    // An empty list is no tools (some APIs refuse `tools: []`).
     let tools = request
         .tools
+        .filter(|tools| !tools.is_empty())
         .map(|tools| {
             tools
                 .into_iter()
@@ -433,7 +435,10 @@ pub fn to_chat(request: MessagesRequest) -> Result<ChatRequest, Error> {
         temperature: request.temperature,
         top_p: request.top_p,
         max_tokens: request.max_tokens,
-        stop: request.stop_sequences.map(Stop::Many),
+        stop: request
+            .stop_sequences
+            .filter(|s| !s.is_empty())
+            .map(Stop::Many),
         user,
         response_format,
         tools,

@@ -361,8 +361,10 @@ pub fn to_chat(request: ResponsesRequest) -> Result<(ChatRequest, Echo), Error> 
         return Err(Error::invalid("input", "input must not be empty"));
     }
 
+    // An empty list is no tools (some APIs refuse `tools: []`).
     let tools = request
         .tools
+        .filter(|tools| !tools.is_empty())
         .map(|tools| {
             tools
                 .into_iter()
