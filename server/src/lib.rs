@@ -4,7 +4,10 @@
 //! It is a library as well as a binary so that tests (here and in `tests/`) build the
 //! same [`Router`] the binary serves.
 //!
-//! - [`gateway`]: `/v1/chat/completions`, `/v1/models`, errors in the OpenAI shape;
+//! - [`gateway`]: `/v1/chat/completions`, `/v1/models`, errors in the OpenAI shape, and
+//!   the ingress pipeline every gateway route shares;
+//! - [`dialects`]: `/v1/messages` (Anthropic Messages) and `/v1/responses` (OpenAI
+//!   Responses), translated into the same unified request;
 //! - [`admin`]: `/admin/v1/...` with roles, and its OpenAPI document;
 //! - [`publish`]: the one way a configuration version goes live (admin API, file
 //!   seeding, the replica follower);
@@ -35,6 +38,7 @@
 
 pub mod admin;
 pub mod demo;
+pub mod dialects;
 pub mod file;
 pub mod gateway;
 pub mod keys;
@@ -178,6 +182,18 @@ pub fn app(state: Arc<AppState>, ui_dir: Option<&Path>) -> Router {
 pub fn app_with(state: Arc<AppState>, ui_dir: Option<&Path>, security: &Security) -> Router {
     let api = Router::new()
         .route(gateway::CHAT_COMPLETIONS, post(gateway::chat_completions))
+        .route(
+            dialects::messages::MESSAGES,
+            post(dialects::messages::create).fallback(dialects::messages::method_not_allowed),
+        )
+        .route(
+            dialects::messages::COUNT_TOKENS,
+            post(dialects::messages::count_tokens).fallback(dialects::messages::method_not_allowed),
+        )
+        .route(
+            dialects::responses::RESPONSES,
+            post(dialects::responses::create),
+        )
         .route("/v1/models", get(gateway::models))
         .route("/v1/{*rest}", axum::routing::any(gateway::not_found))
         .route("/healthz", get(healthz))

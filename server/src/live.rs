@@ -17,6 +17,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use router_core::admin::BreakerEvent;
 use router_core::admin::{ContinuationEvent, FeatureLive, VariantLive};
+use router_core::api::Dialect;
 use router_core::config::Config;
 use router_core::telemetry::histogram::LatencyHistogram;
 use router_core::telemetry::record::{RequestRecord, TelemetrySink};
@@ -127,6 +128,8 @@ struct Slot {
     depth: Vec<u64>,
     spilled: u64,
     continuations: u64,
+    /// Requests per dialect, in [`Dialect::ALL`]'s order.
+    dialects: [u64; Dialect::ALL.len()],
     latency: LatencyHistogram,
     ttft: LatencyHistogram,
     cost: Decimal,
@@ -149,6 +152,15 @@ impl FeatureRing {
             };
         }
         slot
+    }
+}
+
+/// `dialect`'s place in [`Dialect::ALL`].
+fn dialect_index(dialect: Dialect) -> usize {
+    match dialect {
+        Dialect::Chat => 0,
+        Dialect::Messages => 1,
+        Dialect::Responses => 2,
     }
 }
 
@@ -178,6 +190,7 @@ impl Live {
             let ring = features.get_mut(&r.feature).expect("just inserted");
             let slot = ring.slot(second);
             slot.requests += 1;
+            slot.dialects[dialect_index(r.dialect)] += 1;
             let error = is_error(&r.outcome);
             if error {
                 slot.errors += 1;
@@ -291,6 +304,7 @@ impl Live {
                     ..FeatureLive::default()
                 };
                 let mut variants: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+                let mut dialects = [0u64; Dialect::ALL.len()];
                 let (mut latency, mut ttft) = (LatencyHistogram::new(), LatencyHistogram::new());
                 if let Some(ring) = features.get(&f.name) {
                     for slot in ring
@@ -316,12 +330,21 @@ impl Live {
                         }
                         live.spilled += slot.spilled;
                         live.continuations += slot.continuations;
+                        for (sum, n) in dialects.iter_mut().zip(slot.dialects) {
+                            *sum += n;
+                        }
                         live.cost += slot.cost;
                         latency.merge(&slot.latency);
                         ttft.merge(&slot.ttft);
                     }
                 }
                 let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
+                live.dialects = Dialect::ALL
+                    .into_iter()
+                    .zip(dialects)
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(d, n)| (d.as_str().to_owned(), n))
+                    .collect();
                 live.latency_p50_ms = ms(latency.quantile(0.5));
                 live.latency_p90_ms = ms(latency.quantile(0.9));
                 live.ttft_p90_ms = ms(ttft.quantile(0.9));
@@ -352,6 +375,7 @@ impl Live {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use router_core::config::{EndpointConfig, FeatureConfig, Provider, RouterConfig};
 
     fn record(feature: &str) -> RequestRecord {
         RequestRecord {
@@ -385,5 +409,33 @@ mod tests {
         live.observe(&record("recap"));
         assert_eq!(live.with_totals(|t| t.requests().len()), 2);
         assert_eq!(live.features.lock().len(), 2);
+    }
+
+    #[test]
+    fn a_features_live_window_counts_requests_by_dialect() {
+        let raw = RouterConfig {
+            endpoints: vec![EndpointConfig::new("e", Provider::Openai, "m", "eastus")],
+            features: vec![FeatureConfig::new("f", &["e"])],
+            ..RouterConfig::default()
+        };
+        let config = Config::validate(raw).unwrap();
+        let live = Live::default();
+        let now_ms = 1_000_000;
+        for dialect in [Dialect::Chat, Dialect::Messages, Dialect::Messages] {
+            live.observe(&RequestRecord {
+                at_ms: now_ms,
+                feature: "f".into(),
+                variant: "default".into(),
+                outcome: "ok".into(),
+                dialect,
+                ..RequestRecord::default()
+            });
+        }
+        let features = live.features(&config, now_ms);
+        assert_eq!(features[0].requests, 3);
+        assert_eq!(
+            features[0].dialects,
+            BTreeMap::from([("chat".to_owned(), 1), ("messages".to_owned(), 2)])
+        );
     }
 }

@@ -22,7 +22,8 @@
 //!   clicks and typing, scripts, screenshots) over blocking `reqwest`;
 //! - [`simulators`], [`python`]: the `crossbar-sim` binary alone, and the official
 //!   Python clients (from the virtualenv `cargo xtask setup` makes) run against it;
-//! - [`gateway`]: `crossbar serve` alone, in front of those simulators;
+//! - [`gateway`]: `crossbar serve` alone, in front of the simulators, with a key minted
+//!   through its admin API (the official clients of the other dialects run against it);
 //! - [`process`], [`paths`]: child processes, bounded waits, where things are.
 //!
 //! Three rules keep them from hanging, leaking or tripping over each other on a

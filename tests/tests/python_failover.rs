@@ -21,7 +21,7 @@
 //! cargo test -p crossbar-e2e --test python_failover -- --include-ignored`.
 
 use anyhow::{Context, ensure};
-use crossbar_e2e::gateway::{GATEWAY_KEY, Gateway};
+use crossbar_e2e::gateway::Gateway;
 use crossbar_e2e::python::run_script;
 use crossbar_e2e::simulators::Simulators;
 use serde_json::Value;
@@ -101,6 +101,7 @@ fn crossbar_config(sim: &Simulators) -> String {
             "\n[[features]]\nname = \"{feature}\"\nbinding = [\"{primary}\", \"backup\"]\n"
         ));
     }
+    config.push_str("\n[[teams]]\nname = \"clients\"\n");
     config
 }
 
@@ -120,13 +121,17 @@ fn seconds(v: &Value) -> anyhow::Result<f64> {
 #[ignore = "needs the Python clients (cargo xtask setup), crossbar and crossbar-sim: run via cargo xtask test"]
 fn openai_python_client_gets_whole_answers_through_crossbar_failover() -> anyhow::Result<()> {
     let mut sim = Simulators::start("python-failover-sim", SIMULATORS)?;
-    let mut gateway = Gateway::start("python-failover-crossbar", &crossbar_config(&sim))?;
+    let mut gateway = Gateway::start(
+        "python-failover-crossbar",
+        &crossbar_config(&sim),
+        "clients",
+    )?;
     let got = run_script(
         "python-failover",
         "openai_failover.py",
         &[
-            ("CROSSBAR_URL", gateway.url().to_owned()),
-            ("CROSSBAR_KEY", GATEWAY_KEY.to_owned()),
+            ("CROSSBAR_URL", gateway.url.clone()),
+            ("CROSSBAR_KEY", gateway.key.clone()),
         ],
     )?;
     gateway.check_running()?;

@@ -349,6 +349,10 @@ pub struct FeatureLive {
     /// endpoint.
     #[serde(default)]
     pub continuations: u64,
+    /// Requests by the client API they came in by (`chat`, `messages`, `responses`:
+    /// [`crate::api::Dialect`]), those with requests only.
+    #[serde(default)]
+    pub dialects: std::collections::BTreeMap<String, u64>,
 }
 
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]

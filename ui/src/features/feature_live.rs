@@ -13,6 +13,26 @@ fn share(part: u64, whole: u64) -> String {
     }
 }
 
+/// How the console names a client API (`router_core::api::Dialect`).
+fn dialect_label(dialect: &str) -> String {
+    match dialect {
+        "chat" => "OpenAI chat".to_owned(),
+        "messages" => "Anthropic messages".to_owned(),
+        "responses" => "OpenAI responses".to_owned(),
+        other => other.to_owned(),
+    }
+}
+
+/// The route a client API comes in by.
+fn dialect_route(dialect: &str) -> &'static str {
+    match dialect {
+        "chat" => "POST /v1/chat/completions",
+        "messages" => "POST /v1/messages",
+        "responses" => "POST /v1/responses",
+        _ => "",
+    }
+}
+
 /// A feature's live traffic over the stream's window: what users see.
 #[component]
 pub fn FeatureLivePanel(
@@ -152,6 +172,23 @@ pub fn FeatureLivePanel(
                                         .into_any()
                                 }}
                             </div>
+                            <h4>"Requests by API"</h4>
+                            <div class="kinds" id="feature-dialects">
+                                {if l.dialects.values().all(|n| *n == 0) {
+                                    view! { <span class="muted small-text">"none"</span> }.into_any()
+                                } else {
+                                    l.dialects
+                                        .iter()
+                                        .filter(|(_, n)| **n > 0)
+                                        .map(|(d, n)| view! {
+                                            <span class="chip" data-dialect=d.clone() title=dialect_route(d)>
+                                                {dialect_label(d)} " " <b>{*n}</b>
+                                            </span>
+                                        })
+                                        .collect_view()
+                                        .into_any()
+                                }}
+                            </div>
                         </div>
                         </div>
                     </div>
@@ -189,4 +226,18 @@ fn FallbackDepth(depths: Vec<u64>) -> impl IntoView {
         </ul>
     }
     .into_any()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use router_core::api::Dialect;
+
+    #[test]
+    fn every_dialect_has_a_label_and_a_route() {
+        for dialect in Dialect::ALL {
+            assert_ne!(dialect_label(dialect.as_str()), dialect.as_str());
+            assert!(dialect_route(dialect.as_str()).starts_with("POST /v1/"));
+        }
+    }
 }
