@@ -156,6 +156,11 @@ struct Live {
     /// Characters the current segment's prompt has beyond the original (the prefix
     /// and an instruction).
     seg_added_chars: usize,
+    /// Of those, the prefix's: the answer so far, as the client saw it.
+    seg_prefix_chars: usize,
+    /// The original prompt's tokens, when the first endpoint said (Anthropic does in
+    /// its first event): a continued stream's usage reports them as they are.
+    first_prompt_tokens: Option<u32>,
     /// Upstream chunks read but not yet looked at.
     buffered: VecDeque<ChatChunk>,
     /// Chunks ready for the client.
@@ -170,8 +175,6 @@ struct Live {
     keep_text: bool,
     continuable: bool,
     tool_call_seen: bool,
-    /// Output tokens billed by earlier, broken segments: the prefix.
-    prefix_tokens: u64,
     /// Tokens of the prefix the client is sure to have seen: the providers' counts
     /// where they said, else one per text delta (a lower bound: a delta holds at
     /// least a token; exact for streams that send a token at a time). The
@@ -223,6 +226,8 @@ impl Live {
             skipped: 0,
             splice: None,
             seg_added_chars: 0,
+            seg_prefix_chars: 0,
+            first_prompt_tokens: None,
             buffered: buffered.into(),
             out: VecDeque::new(),
             done: false,
@@ -232,7 +237,6 @@ impl Live {
             text: String::new(),
             continuable,
             tool_call_seen: false,
-            prefix_tokens: 0,
             prefix_seen: 0,
             broken: Vec::new(),
             first_id,
@@ -330,6 +334,9 @@ impl Live {
     fn pass(&mut self, mut chunk: ChatChunk) {
         if let Some(usage) = chunk.usage {
             self.seg_usage = Some(usage);
+            if self.splice.is_none() && usage.prompt_tokens > 0 {
+                self.first_prompt_tokens = Some(usage.prompt_tokens);
+            }
         }
         self.seg_finished |= chunk.choices.iter().any(|c| c.finish_reason.is_some());
         if self.run.shadow_tx.is_some() {
@@ -357,10 +364,7 @@ impl Live {
                 choice.delta.content = (!text.is_empty()).then_some(text);
             }
             if let Some(usage) = chunk.usage.as_mut() {
-                let added = tokens_of(self.seg_added_chars);
-                let prompt = u64::from(usage.prompt_tokens).saturating_sub(added).max(1);
-                let completion = self.prefix_tokens + u64::from(usage.completion_tokens);
-                *usage = Usage::new(clamp(prompt), clamp(completion), None);
+                *usage = self.served_usage(*usage);
             }
             let empty = chunk.usage.is_none()
                 && chunk.choices.iter().all(|c| {
@@ -421,6 +425,27 @@ impl Live {
             },
             None,
         )
+    }
+
+    /// A continued stream's usage as the client reads it: what it was served, one
+    /// answer to one prompt. The completion is the prefix's tokens as the client saw
+    /// them ([`Self::prefix_seen`]) plus the continuation's; the prompt is the first
+    /// endpoint's count when it gave one, else the continuation's prompt less the
+    /// prefix it was given (counted the same way) and Crossbar's estimate of the
+    /// instruction. (The ledger bills each attempt apart, as its provider charged.)
+    fn served_usage(&self, continuation: Usage) -> Usage {
+        let completion = self.prefix_seen + u64::from(continuation.completion_tokens);
+        let prompt = self.first_prompt_tokens.map_or_else(
+            || {
+                let instruction = self.seg_added_chars.saturating_sub(self.seg_prefix_chars);
+                u64::from(continuation.prompt_tokens)
+                    .saturating_sub(self.prefix_seen)
+                    .saturating_sub(tokens_of(instruction))
+                    .max(1)
+            },
+            u64::from,
+        );
+        Usage::new(clamp(prompt), clamp(completion), None)
     }
 
     /// The current segment's usage: the provider's, or Crossbar's count.
@@ -533,7 +558,6 @@ impl Live {
         let error = error.clone();
         let reported = self.seg_usage.is_some();
         let usage = self.close_segment(Some(&error), false);
-        self.prefix_tokens += u64::from(usage.completion_tokens);
         self.prefix_seen += if reported {
             u64::from(usage.completion_tokens)
         } else {
@@ -678,6 +702,7 @@ impl Live {
                     self.seg_deltas = 0;
                     self.seg_finished = false;
                     self.seg_added_chars = added_chars(&request, self.request.messages.len());
+                    self.seg_prefix_chars = self.text.len();
                     self.splice = Some(Splice::new(&self.text, method));
                     self.buffered = buffered.into();
                     self.last_chunk = self.shared.clock.now();

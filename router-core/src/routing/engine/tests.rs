@@ -543,8 +543,9 @@ async fn a_stream_cut_after_its_first_token_is_continued_on_the_backup() {
     let usage = chunks.last().unwrap().usage.unwrap();
     assert_eq!(
         usage.completion_tokens,
-        2 + 2,
-        "the prefix's tokens and the backup's"
+        1 + 2,
+        "the prefix's tokens as the client saw them (one delta) and the backup's — \
+         not the prefix's billing estimate (its characters / 4 = 2)"
     );
     let continued = report.lock().clone().unwrap();
     assert_eq!(continued.continuations.len(), 1);
