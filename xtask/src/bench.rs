@@ -254,6 +254,45 @@ pub fn bench(ws: &Workspace) -> anyhow::Result<()> {
     )?;
     drop(relay);
     drop(h2c_only_gateway);
+    step(
+        "bench: 100 % shadowing at concurrency 1 (9 interleaved rounds)",
+        || {
+            // The same gateway with every request also sent to a shadow candidate
+            // (off the client's path), against the gateway without: what a client
+            // pays for a migration's shadow traffic, and the CPU per client request.
+            let (shadowed, shadowed_base) = shadow_gateway(&crossbar, &config, &work, &upstream)?;
+            let through_shadowed = Load::gateway(&sim_bin, &shadowed_base);
+            through_shadowed.run(4, Some(500), "30s", false, 16)?;
+            let pids = [gw_pid, shadowed.pid()];
+            let before = [cpu_time(pids[0])?, cpu_time(pids[1])?];
+            const ROUNDS: usize = 9;
+            const REQUESTS: u64 = 1000;
+            let rounds = Rounds::run(
+                [&direct, &through, &through_shadowed],
+                ROUNDS,
+                REQUESTS,
+                false,
+                "latency",
+            )?;
+            let per_request = |i: usize| -> anyhow::Result<f64> {
+                let cpu = cpu_time(pids[i])? - before[i];
+                Ok(cpu.as_secs_f64() * 1e6 / (ROUNDS as f64 * REQUESTS as f64))
+            };
+            results.insert(
+                "shadow_c1".into(),
+                json!({
+                    "gateway_p50_ms": rounds.p50(1),
+                    "shadowed_p50_ms": rounds.p50(2),
+                    "shadow_added_p50_ms": median(&rounds.added(2, 1)),
+                    "shadow_added_p50_ms_runs": rounds.added(2, 1),
+                    "shadow_added_p99_ms": median(&rounds.added_p99(2, 1)),
+                    "gateway_cpu_us_per_request": per_request(0)?,
+                    "shadowed_cpu_us_per_request": per_request(1)?,
+                }),
+            );
+            Ok(())
+        },
+    )?;
     step("bench: throughput at concurrency 32 (3 runs)", || {
         let (mut direct_rps, mut gateway_rps, mut cpu_us, mut p50, mut p99) =
             (vec![], vec![], vec![], vec![], vec![]);
@@ -448,6 +487,35 @@ pub fn bench(ws: &Workspace) -> anyhow::Result<()> {
 /// counted. `serving_thread` is the thread that parses, routes and answers the
 /// request (the c=1 latency's own work); `total` adds the ledger writer and SQLite.
 /// `None` without valgrind.
+/// The benchmark's gateway with 100 % of `bench`'s requests also sent to a shadow
+/// candidate, an endpoint of the same simulator.
+fn shadow_gateway(
+    crossbar: &Path,
+    config: &Path,
+    work: &Path,
+    upstream: &str,
+) -> anyhow::Result<(crate::workload::Proc, String)> {
+    let text = std::fs::read_to_string(config)?.replace(
+        "binding = [\"bench\"]",
+        "binding = [\"bench\"]\n\
+         shadows = [{ id = \"bench-shadow\", candidate = [\"shadow\"], sample_percent = 100.0 }]",
+    );
+    let shadow_endpoint = format!(
+        "[[endpoints]]\nname = \"shadow\"\nprovider = \"openai\"\nmodel = \"gpt-4o-mini\"\n\
+         region = \"eastus\"\ngeography = \"us\"\nbase_url = \"{upstream}\"\n\
+         auth = {{ method = \"none\" }}\nhttp2_prior_knowledge = true\n\n"
+    );
+    let shadowed = work.join("crossbar-shadow.toml");
+    std::fs::write(&shadowed, format!("{shadow_endpoint}{text}"))?;
+    start_gateway(
+        "crossbar (100 % shadowed)",
+        Command::new(crossbar),
+        &shadowed,
+        &work.join("bench-shadow.db"),
+        Upstream::Shipped,
+    )
+}
+
 /// 200 streams at concurrency 1 through a gateway whose primary cuts every stream
 /// after 10 tokens and whose backup continues it; the load report.
 fn continuation_run(sim_bin: &Path, crossbar: &Path, work: &Path) -> anyhow::Result<Value> {
